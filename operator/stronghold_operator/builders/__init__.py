@@ -1,0 +1,1 @@
+"""Pure manifest builders returning dicts."""

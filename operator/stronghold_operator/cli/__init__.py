@@ -1,0 +1,56 @@
+"""The ``stronghold`` command: one subcommand module per concern, registered here."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+# name -> module; each module has ``register(subparsers)`` adding its parser(s) and setting
+# ``func`` (argparse.Namespace -> exit code). Imported lazily so `stronghold cluster` does not
+# pay for kopf and every client library.
+_COMMANDS: dict[str, str] = {
+    "run": "stronghold_operator.cli.run",
+    "cluster": "stronghold_operator.cli.cluster",
+    "services": "stronghold_operator.cli.cluster",
+}
+_OPTIONAL = {
+    "check": "stronghold_operator.cli.check",
+    "backup": "stronghold_operator.cli.backup",
+}
+
+
+def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stronghold", description="Stronghold operator and its local testbed"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = argv[0] if argv else None
+    modules = dict(_COMMANDS)
+    for name, mod in _OPTIONAL.items():
+        if importlib.util.find_spec(mod) is not None:
+            modules[name] = mod
+    for name in dict.fromkeys(modules.values()):
+        # Import only the module the user asked for (plus all of them for --help).
+        if wanted is None or wanted.startswith("-") or modules.get(wanted) == name:
+            importlib.import_module(name).register(sub)
+        else:
+            # A cheap placeholder keeps the command visible in `stronghold --help`.
+            for cmd, m in modules.items():
+                if m == name and cmd not in sub.choices:
+                    sub.add_parser(cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args_list)
+    args = parser.parse_args(args_list)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""``stronghold run``: start the operator (kopf run -m stronghold_operator)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("run", help="run the operator")
+    scope = p.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch cluster-wide")
+    p.add_argument(
+        "--standalone", action="store_true", help="no peering: do not look for other operators"
+    )
+    p.add_argument("--peering", default=None, help="peering object name (for HA pairs)")
+    p.add_argument("--priority", type=int, default=None, help="peering priority")
+    p.add_argument(
+        "--liveness",
+        default=None,
+        metavar="URL",
+        help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
+    )
+    p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--log-format", choices=["plain", "full", "json"], default="full")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import stronghold_operator
+    from stronghold_operator import metrics
+
+    _ = stronghold_operator  # importing it registers the handlers
+    fmt = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
+    kopf.configure(
+        debug=args.debug, verbose=args.verbose, quiet=args.quiet, log_format=fmt[args.log_format]
+    )
+    if args.namespace:
+        # settings.py reads this to scope its own LIST calls (the watchdog) the same way.
+        os.environ["STRONGHOLD_NAMESPACES"] = ",".join(args.namespace)
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port)
+    kopf.run(
+        standalone=args.standalone or None,
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=args.liveness,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+    )
+    return 0

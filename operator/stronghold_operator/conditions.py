@@ -1,0 +1,138 @@
+"""Kubernetes-style status conditions: one typed vocabulary, pure upsert logic.
+
+Conditions follow the API conventions: a list keyed by ``type``; ``lastTransitionTime``
+changes only when ``status`` changes; every write carries ``observedGeneration``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+
+# Condition types shared by every kind.
+READY = "Ready"
+
+# Reasons shared by every kind (one-word CamelCase, as the conventions ask).
+REASON_INITIALIZING = "Initializing"
+REASON_INVALID_SPEC = "InvalidSpec"
+REASON_RECONCILED = "Reconciled"
+REASON_SUSPENDED = "Suspended"
+REASON_SECRET_MISSING = "SecretMissing"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def rfc3339(when: datetime) -> str:
+    """Kubernetes' timestamp format: UTC, seconds precision, trailing Z."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition as a value; ``to_dict`` gives the status form."""
+
+    type: str
+    status: ConditionStatus
+    reason: str
+    message: str = ""
+
+    def to_dict(self, generation: int | None, transition: str) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": self.type,
+            "status": self.status,
+            "reason": self.reason,
+            "message": self.message,
+            "lastTransitionTime": transition,
+        }
+        if generation is not None:
+            out["observedGeneration"] = generation
+        return out
+
+
+def upsert(
+    existing: Sequence[Mapping[str, Any]] | None,
+    updates: Iterable[Condition],
+    generation: int | None,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Merge ``updates`` into ``existing`` keyed by type, preserving order.
+
+    ``lastTransitionTime`` is kept when the status of a condition does not change, so
+    ``kubectl describe`` shows how long a state has lasted, not when we last looked.
+    """
+    result: list[dict[str, Any]] = [dict(c) for c in existing or ()]
+    index = {c.get("type"): i for i, c in enumerate(result)}
+    stamp = rfc3339(now)
+    for cond in updates:
+        i = index.get(cond.type)
+        if i is None:
+            index[cond.type] = len(result)
+            result.append(cond.to_dict(generation, stamp))
+            continue
+        old = result[i]
+        transition = old.get("lastTransitionTime") if old.get("status") == cond.status else None
+        result[i] = cond.to_dict(generation, str(transition or stamp))
+    return result
+
+
+def unknown_all(types: Iterable[str], reason: str = REASON_INITIALIZING) -> list[Condition]:
+    """Every condition ``Unknown``: what a kind reports the first time it sees an object."""
+    return [Condition(t, "Unknown", reason, "Not evaluated yet") for t in types]
+
+
+def find(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:
+    for c in conditions or ():
+        if c.get("type") == type_:
+            return c
+    return None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A condition whose status changed between two writes: material for an Event."""
+
+    type: str
+    old: str | None
+    new: str
+    reason: str
+    message: str
+
+
+def transitions(
+    before: Sequence[Mapping[str, Any]] | None, after: Sequence[Mapping[str, Any]]
+) -> list[Transition]:
+    old = {c.get("type"): c for c in before or ()}
+    out: list[Transition] = []
+    for c in after:
+        prev = old.get(c["type"])
+        prev_status = prev.get("status") if prev else None
+        if prev_status != c["status"] or (prev and prev.get("reason") != c.get("reason")):
+            out.append(
+                Transition(c["type"], prev_status, c["status"], c["reason"], c.get("message", ""))
+            )
+    return out
+
+
+def _comparable(value: Any) -> Any:
+    """Status without volatile timestamps, to decide whether a write is needed."""
+    if isinstance(value, Mapping):
+        return {k: _comparable(v) for k, v in value.items() if k != "lastTransitionTime"}
+    if isinstance(value, list):
+        return [_comparable(v) for v in value]
+    return value
+
+
+def status_delta(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The top-level status fields that differ (conditions compared without timestamps).
+
+    Fields in ``desired`` that are equal to ``current`` are left out, so a handler patches
+    status only when something changed.
+    """
+    cur = current or {}
+    return {k: v for k, v in desired.items() if _comparable(cur.get(k)) != _comparable(v)}

@@ -1,0 +1,1 @@
+"""Thin kopf adapters, one module per kind."""

@@ -1,0 +1,115 @@
+"""What every handler module shares: typed memo access, status writes, transition Events."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import kopf
+
+from stronghold_operator import conditions as cond
+from stronghold_operator.logic.watchdog import WatchTracker
+from stronghold_operator.models.base import InvalidSpec
+from stronghold_operator.platforms.kube import GROUP, VERSION, Kube
+
+__all__ = ["GROUP", "VERSION", "Services", "services", "track_watch", "write_status"]
+
+# Plurals of the kinds whose handler modules are loaded; the watchdog lists these.
+WATCHED: list[str] = []
+
+
+@dataclass
+class Services:
+    """Clients and state created once at startup (settings.py) and shared through memo."""
+
+    kube: Kube
+    watch: WatchTracker = field(default_factory=WatchTracker)
+    namespaces: list[str] | None = None  # None: cluster-wide
+
+
+def services(memo: kopf.Memo) -> Services:
+    svc = memo.get("services")
+    if not isinstance(svc, Services):
+        raise kopf.TemporaryError("operator services are not initialised yet", delay=5)
+    return svc
+
+
+def track_watch(plural: str) -> None:
+    """Register a watch-event hook for ``plural`` that feeds the stalled-watch detector."""
+    WATCHED.append(plural)
+
+    @kopf.on.event(GROUP, VERSION, plural, id=f"watchdog-{plural}")
+    def _seen(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+        svc = memo.get("services")
+        if not isinstance(svc, Services):
+            return
+        meta = body.get("metadata", {})
+        if type == "DELETED":
+            svc.watch.forget(meta.get("uid", ""))
+        else:
+            svc.watch.observe(meta.get("uid", ""), meta.get("resourceVersion", ""))
+
+
+def write_status(
+    patch: kopf.Patch,
+    body: kopf.Body,
+    status: Mapping[str, Any],
+    desired: Mapping[str, Any],
+    updates: Iterable[cond.Condition],
+    now: datetime,
+) -> list[cond.Transition]:
+    """Merge conditions, set observedGeneration, patch only what changed; Events on transitions.
+
+    Returns the condition transitions (already announced as Events) for callers that act on them.
+    """
+    generation = body.get("metadata", {}).get("generation")
+    before = list(status.get("conditions") or [])
+    merged = cond.upsert(before, updates, generation, now)
+    full = dict(desired)
+    full["conditions"] = merged
+    full["observedGeneration"] = generation
+    delta = cond.status_delta(status, full)
+    for key, value in delta.items():
+        patch.status[key] = value
+    moved = cond.transitions(before, merged)
+    for t in moved:
+        # Unknown -> True of a healthy condition on first sight is not worth a human's time.
+        if t.old is None:
+            continue
+        kind = "Warning" if _is_bad(t) else "Normal"
+        kopf.event(body, type=kind, reason=t.reason, message=f"{t.type}={t.new}: {t.message}")
+    return moved
+
+
+_BAD_WHEN_TRUE = {"Degraded", "IncidentOpen", "BackupStale", "ScalingLimited"}
+
+
+def _is_bad(t: cond.Transition) -> bool:
+    if t.type in _BAD_WHEN_TRUE:
+        return t.new == "True"
+    return t.new == "False"
+
+
+def invalid_spec(
+    patch: kopf.Patch,
+    body: kopf.Body,
+    status: Mapping[str, Any],
+    exc: InvalidSpec,
+    condition_types: Iterable[str],
+    now: datetime,
+) -> kopf.PermanentError:
+    """Report an unusable spec as Ready=False/InvalidSpec and return the error to raise.
+
+    The caller raises the returned :class:`kopf.PermanentError`, so kopf does not retry;
+    the next spec change (a new generation) is evaluated afresh.
+    """
+    updates = [cond.Condition(cond.READY, "False", cond.REASON_INVALID_SPEC, str(exc))]
+    updates += [
+        cond.Condition(t, "Unknown", cond.REASON_INVALID_SPEC, "Spec is invalid")
+        for t in condition_types
+        if t != cond.READY
+    ]
+    write_status(patch, body, status, {}, updates, now)
+    return kopf.PermanentError(str(exc))

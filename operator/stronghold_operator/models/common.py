@@ -1,0 +1,20 @@
+"""Model pieces shared by several kinds."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from stronghold_operator.models.base import SpecModel
+
+
+class SecretKeyRef(SpecModel):
+    """A key of a Secret in the policy's namespace; the value is read with ``get`` only."""
+
+    name: str = Field(min_length=1, max_length=253)
+    key: str = Field(min_length=1, max_length=253)
+
+
+class SecretKeySelector(SpecModel):
+    """``{secretKeyRef: {...}}`` as in a container's env, so the YAML reads familiar."""
+
+    secret_key_ref: SecretKeyRef = Field(alias="secretKeyRef")

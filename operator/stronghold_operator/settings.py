@@ -1,0 +1,71 @@
+"""kopf startup and cleanup: settings, clients into memo, the stalled-watch liveness probe."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from typing import Any
+
+import kopf
+
+from stronghold_operator.conditions import utcnow
+from stronghold_operator.handlers.common import WATCHED, Services, services
+from stronghold_operator.logic.watchdog import WatchTracker
+from stronghold_operator.platforms.kube import GROUP, Kube, list_versions
+
+PREFIX = GROUP  # annotations: ops.stronghold.io/<handler-id>
+FINALIZER = f"{GROUP}/finalizer"
+
+# A watch that has not delivered a change the apiserver made this long ago is stalled.
+WATCH_GRACE = timedelta(seconds=float(os.environ.get("STRONGHOLD_WATCH_GRACE", "120")))
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Tune kopf for this operator and create the shared clients once."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = FINALIZER
+    # Watches end server-side every few minutes and are reopened; a stream that sends nothing
+    # (not even a bookmark) for inactivity_timeout is treated as dead and reopened too.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.watching.inactivity_timeout = 70
+    settings.networking.request_timeout = 60
+    settings.networking.connect_timeout = 15
+    settings.posting.level = logging.INFO
+    # Handler errors back off instead of retrying in a tight loop.
+    settings.execution.max_workers = 20
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60, 120, 300]
+    namespaces = [n for n in os.environ.get("STRONGHOLD_NAMESPACES", "").split(",") if n]
+    memo.services = Services(
+        kube=Kube.connect(),
+        watch=WatchTracker(grace=WATCH_GRACE),
+        namespaces=namespaces or None,
+    )
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    svc = memo.get("services")
+    if isinstance(svc, Services):
+        svc.kube.close()
+
+
+@kopf.on.probe(id="watch")
+async def watch_alive(memo: kopf.Memo, **_: Any) -> dict[str, int]:
+    """Fail the liveness endpoint when the watch has missed changes for too long."""
+    svc = services(memo)
+    stale: list[str] = []
+    count = 0
+    for plural in WATCHED:
+        listed = await list_versions(svc.kube, plural, svc.namespaces)
+        count += len(listed)
+        stale += svc.watch.stale(listed, utcnow())
+    if stale:
+        raise kopf.PermanentError(f"watch stalled: {len(stale)} object change(s) not delivered")
+    return {"objects": count}
