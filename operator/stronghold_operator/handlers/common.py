@@ -14,7 +14,17 @@ from stronghold_operator.logic.watchdog import WatchTracker
 from stronghold_operator.models.base import InvalidSpec
 from stronghold_operator.platforms.kube import GROUP, VERSION, Kube
 
-__all__ = ["GROUP", "VERSION", "Services", "services", "track_watch", "write_status"]
+__all__ = [
+    "GROUP",
+    "VERSION",
+    "Services",
+    "announce",
+    "compute_status",
+    "invalid_spec",
+    "services",
+    "track_watch",
+    "write_status",
+]
 
 # Plurals of the kinds whose handler modules are loaded; the watchdog lists these.
 WATCHED: list[str] = []
@@ -52,6 +62,36 @@ def track_watch(plural: str) -> None:
             svc.watch.observe(meta.get("uid", ""), meta.get("resourceVersion", ""))
 
 
+def compute_status(
+    body: Mapping[str, Any],
+    status: Mapping[str, Any],
+    desired: Mapping[str, Any],
+    updates: Iterable[cond.Condition],
+    now: datetime,
+) -> tuple[dict[str, Any], list[cond.Transition]]:
+    """Merge conditions and set observedGeneration; return (changed fields, transitions).
+
+    The changed-fields dict is empty when nothing changed, so callers skip the write.
+    """
+    generation = body.get("metadata", {}).get("generation")
+    before = list(status.get("conditions") or [])
+    merged = cond.upsert(before, updates, generation, now)
+    full = dict(desired)
+    full["conditions"] = merged
+    full["observedGeneration"] = generation
+    return cond.status_delta(status, full), cond.transitions(before, merged)
+
+
+def announce(body: kopf.Body, moved: Iterable[cond.Transition]) -> None:
+    """One Event per condition transition a human cares about."""
+    for t in moved:
+        # A condition's first value (from nothing) is not news; Unknown -> X after that is.
+        if t.old is None:
+            continue
+        kind = "Warning" if _is_bad(t) else "Normal"
+        kopf.event(body, type=kind, reason=t.reason, message=f"{t.type}={t.new}: {t.message}")
+
+
 def write_status(
     patch: kopf.Patch,
     body: kopf.Body,
@@ -60,26 +100,11 @@ def write_status(
     updates: Iterable[cond.Condition],
     now: datetime,
 ) -> list[cond.Transition]:
-    """Merge conditions, set observedGeneration, patch only what changed; Events on transitions.
-
-    Returns the condition transitions (already announced as Events) for callers that act on them.
-    """
-    generation = body.get("metadata", {}).get("generation")
-    before = list(status.get("conditions") or [])
-    merged = cond.upsert(before, updates, generation, now)
-    full = dict(desired)
-    full["conditions"] = merged
-    full["observedGeneration"] = generation
-    delta = cond.status_delta(status, full)
+    """For kopf handlers that return: put the changed fields into kopf's patch, announce."""
+    delta, moved = compute_status(body, status, desired, updates, now)
     for key, value in delta.items():
         patch.status[key] = value
-    moved = cond.transitions(before, merged)
-    for t in moved:
-        # Unknown -> True of a healthy condition on first sight is not worth a human's time.
-        if t.old is None:
-            continue
-        kind = "Warning" if _is_bad(t) else "Normal"
-        kopf.event(body, type=kind, reason=t.reason, message=f"{t.type}={t.new}: {t.message}")
+    announce(body, moved)
     return moved
 
 

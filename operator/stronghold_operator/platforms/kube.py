@@ -106,3 +106,23 @@ async def read_secret_key(kube: Kube, namespace: str, name: str, key: str) -> st
     if key not in data:
         raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
     return base64.b64decode(data[key]).decode()
+
+
+async def patch_status(
+    kube: Kube, plural: str, namespace: str, name: str, delta: dict[str, Any]
+) -> None:
+    """Merge-patch ``status`` of one of our objects (for daemons, which kopf does not patch).
+
+    Does nothing for an empty delta: status is written only when something changed.
+    """
+    if not delta:
+        return
+    await call(
+        kube.custom.patch_namespaced_custom_object_status,
+        GROUP,
+        VERSION,
+        namespace,
+        plural,
+        name,
+        {"status": delta},
+    )

@@ -1,0 +1,64 @@
+# Stronghold Operator — two commands on a fresh Debian 12 machine (as root):
+#   make demo   local cluster + services + operator + examples, then `kubectl get stronghold`
+#   make test   install, start and test everything (what CI runs)
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STRONGHOLD := $(BIN)/stronghold
+export KUBECONFIG ?= $(or $(STRONGHOLD_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stronghold)/admin.kubeconfig
+
+.PHONY: help venv lint unit integration test cluster services demo demo-down down audit bench image clean
+
+help:
+	@echo "make demo | make test | make lint | make unit | make integration | make cluster | make down | make audit | make bench"
+
+$(BIN)/python:
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	  echo "python3 -m venv failed: installing python3-venv"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null; \
+	  $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+# Services first (PostgreSQL, RabbitMQ, Memcached, Docker), then the cluster.
+services: venv
+	$(STRONGHOLD) services up
+
+cluster: services
+	$(STRONGHOLD) cluster up
+
+integration: cluster
+	$(BIN)/pytest tests/integration -q
+
+test: lint cluster
+	$(BIN)/pytest tests -q -p no:cacheprovider
+
+demo: cluster
+	$(BIN)/python -m stronghold_operator.testbed.demo up
+
+demo-down: venv
+	$(BIN)/python -m stronghold_operator.testbed.demo down
+
+down: venv
+	-$(BIN)/python -m stronghold_operator.testbed.demo down
+	$(STRONGHOLD) cluster down
+	$(STRONGHOLD) services down
+
+clean: down
+	rm -rf $(VENV)

@@ -1,0 +1,135 @@
+"""``stronghold cluster`` and ``stronghold services``: the local testbed."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def register(sub: Any) -> None:
+    c: argparse.ArgumentParser = sub.add_parser(
+        "cluster", help="the local single-node Kubernetes (testbed)"
+    )
+    cs = c.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = cs.add_parser("up", help="install, build (first time), and start the cluster")
+    up.add_argument("--no-images", action="store_true", help="only the pause image")
+    up.set_defaults(func=_up)
+    down = cs.add_parser("down", help="stop what `up` started; keep the cache")
+    down.add_argument("--keep-docker", action="store_true", help="leave dockerd running")
+    down.set_defaults(func=_down)
+    cs.add_parser("status", help="what runs").set_defaults(func=_status)
+    kc = cs.add_parser("kubeconfig", help="print the admin kubeconfig path (or a SA's)")
+    kc.add_argument(
+        "--service-account", metavar="NS/NAME", help="write a kubeconfig for this ServiceAccount"
+    )
+    kc.add_argument("-o", "--output", type=Path, help="where to write the SA kubeconfig")
+    kc.set_defaults(func=_kubeconfig)
+
+    s: argparse.ArgumentParser = sub.add_parser(
+        "services", help="PostgreSQL, RabbitMQ, Memcached, Docker on 127.0.0.1"
+    )
+    ss = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ss.add_parser("up", help="start what is absent, reuse what runs").set_defaults(func=_svc_up)
+    ss.add_parser("status", help="what answers").set_defaults(func=_svc_status)
+    ss.add_parser("down", help="stop only what `services up` started").set_defaults(func=_svc_down)
+
+
+def _table(title: str, rows: dict[str, str]) -> None:
+    t = Table(title=title)
+    t.add_column("component")
+    t.add_column("state")
+    for k, v in rows.items():
+        t.add_row(k, v)
+    Console().print(t)
+
+
+def _fail(exc: Exception) -> int:
+    Console(stderr=True).print(f"[bold red]error:[/] {exc}")
+    return 1
+
+
+def _up(args: argparse.Namespace) -> int:
+    from stronghold_operator.testbed import cluster, paths
+    from stronghold_operator.testbed.procs import TestbedError
+
+    try:
+        report = cluster.up(with_images=not args.no_images)
+    except TestbedError as exc:
+        return _fail(exc)
+    rows = {"docker": report.docker} | report.images
+    rows["started"] = ", ".join(report.started) or "nothing (already running)"
+    rows["took"] = f"{report.seconds:.1f}s"
+    _table("cluster up", rows)
+    print(f"export KUBECONFIG={paths.admin_kubeconfig()}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from stronghold_operator.testbed import cluster
+
+    stopped = cluster.down(docker=not args.keep_docker)
+    print("stopped: " + (", ".join(stopped) or "nothing was running"))
+    return 0
+
+
+def _status(_: argparse.Namespace) -> int:
+    from stronghold_operator.testbed import cluster
+
+    rows = cluster.status()
+    _table("cluster", rows)
+    return 0 if rows.get("node") == "Ready" else 3
+
+
+def _kubeconfig(args: argparse.Namespace) -> int:
+    from stronghold_operator.testbed import cluster, paths
+    from stronghold_operator.testbed.procs import TestbedError
+
+    if not args.service_account:
+        print(paths.admin_kubeconfig())
+        return 0
+    ns, _, name = args.service_account.partition("/")
+    if not name:
+        return _fail(ValueError("--service-account takes NAMESPACE/NAME"))
+    out = args.output or paths.cache_dir() / f"sa-{ns}-{name}.kubeconfig"
+    try:
+        print(cluster.sa_kubeconfig(ns, name, out))
+    except TestbedError as exc:
+        return _fail(exc)
+    return 0
+
+
+def _svc_up(_: argparse.Namespace) -> int:
+    from stronghold_operator.testbed import services
+    from stronghold_operator.testbed.procs import TestbedError
+
+    try:
+        _table("services up", services.up())
+    except TestbedError as exc:
+        return _fail(exc)
+    return 0
+
+
+def _svc_status(_: argparse.Namespace) -> int:
+    from stronghold_operator.testbed import services
+
+    rows = services.status()
+    _table("services", rows)
+    return 0 if all(v.startswith("up") for v in rows.values()) else 3
+
+
+def _svc_down(_: argparse.Namespace) -> int:
+    from stronghold_operator.testbed import services
+
+    stopped = services.down()
+    print("stopped: " + (", ".join(stopped) or "nothing started by stronghold"))
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(os.EX_USAGE)

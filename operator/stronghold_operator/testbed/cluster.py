@@ -1,0 +1,375 @@
+"""A real single-node Kubernetes 1.20 on this machine: etcd, apiserver, controller-manager,
+scheduler and kubelet (dockershim) on 127.0.0.1, started and stopped by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import ssl
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from stronghold_operator.testbed import docker_engine, images, packages, paths, pki, procs
+from stronghold_operator.testbed.procs import TestbedError
+
+BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+# Start order; down stops in reverse.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
+PORTS = {"etcd": 2379, "kube-apiserver": 6443, "kubelet": 10250}
+KUBELET_ROOT = "kubelet"  # under run/
+
+
+def _bin(name: str) -> str:
+    return str(paths.bin_dir() / name)
+
+
+def build() -> None:
+    """Build the Kubernetes binaries unless cached (first run: about 5-7 minutes on 2 cores)."""
+    if all((paths.bin_dir() / b).exists() for b in BINARIES):
+        return
+    script = paths.SCRIPTS / "build-kubernetes.sh"
+    env = {"STRONGHOLD_CACHE": str(paths.cache_dir())}
+    log = paths.cache_dir() / "build-kubernetes.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.run(
+            ["bash", str(script)], stdout=out, stderr=subprocess.STDOUT, env=env, check=False
+        )
+    if proc.returncode != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+        raise TestbedError(f"building Kubernetes failed (full log: {log}):\n{tail}")
+
+
+def _admin_token() -> str:
+    cfg = yaml.safe_load(paths.admin_kubeconfig().read_text())
+    return str(cfg["users"][0]["user"]["token"])
+
+
+def _api_get(path: str, timeout: float = 3.0) -> tuple[int, bytes]:
+    ctx = ssl.create_default_context(cafile=str(paths.pki_dir() / "ca.crt"))
+    req = urllib.request.Request(
+        pki.APISERVER_URL + path, headers={"Authorization": f"Bearer {_admin_token()}"}
+    )
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=timeout) as resp:
+            return int(resp.status), bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def _apiserver_ready() -> bool:
+    return _api_get("/readyz")[0] == 200
+
+
+def _node_ready() -> bool:
+    status, body = _api_get(f"/api/v1/nodes/{pki.NODE_NAME}")
+    if status != 200:
+        return False
+    conds = json.loads(body).get("status", {}).get("conditions", [])
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+def _default_sa_ready() -> bool:
+    return _api_get("/api/v1/namespaces/default/serviceaccounts/default")[0] == 200
+
+
+def _start_etcd() -> None:
+    data = paths.run_dir() / "etcd"
+    data.mkdir(parents=True, exist_ok=True)
+    data.chmod(0o700)
+    procs.start(
+        "etcd",
+        [
+            shutil.which("etcd") or "etcd",
+            "--name=stronghold",
+            f"--data-dir={data}",
+            "--listen-client-urls=http://127.0.0.1:2379",
+            "--advertise-client-urls=http://127.0.0.1:2379",
+            "--listen-peer-urls=http://127.0.0.1:2380",
+            "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+            "--initial-cluster=stronghold=http://127.0.0.1:2380",
+            "--listen-metrics-urls=http://127.0.0.1:2381",
+            "--quota-backend-bytes=2147483648",
+            "--log-level=warn",
+        ],
+        # Debian's etcd 3.4 refuses to start on some architectures without this; harmless here.
+        env={"ETCD_UNSUPPORTED_ARCH": "amd64"},
+    )
+    procs.wait_for("etcd", lambda: procs.port_open(2379), 30, log="etcd")
+
+
+def _start_apiserver() -> None:
+    d = paths.pki_dir()
+    procs.start(
+        "kube-apiserver",
+        [
+            _bin("kube-apiserver"),
+            "--etcd-servers=http://127.0.0.1:2379",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--secure-port=6443",
+            "--insecure-port=0",
+            f"--tls-cert-file={d / 'apiserver.crt'}",
+            f"--tls-private-key-file={d / 'apiserver.key'}",
+            f"--client-ca-file={d / 'ca.crt'}",
+            f"--token-auth-file={d / 'tokens.csv'}",
+            "--authorization-mode=Node,RBAC",
+            "--anonymous-auth=false",
+            f"--service-account-key-file={d / 'sa.pub'}",
+            f"--service-account-signing-key-file={d / 'sa.key'}",
+            "--service-account-issuer=https://kubernetes.default.svc",
+            "--api-audiences=https://kubernetes.default.svc",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            "--endpoint-reconciler-type=none",
+            "--allow-privileged=true",
+            # Aggregation layer (metrics.k8s.io is served by the testbed's metrics server).
+            f"--requestheader-client-ca-file={d / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={d / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={d / 'front-proxy-client.key'}",
+            "--enable-aggregator-routing=false",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
+    procs.wait_for("kube-apiserver", _apiserver_ready, 90, log="kube-apiserver")
+
+
+def _start_controller_manager() -> None:
+    d = paths.pki_dir()
+    procs.start(
+        "kube-controller-manager",
+        [
+            _bin("kube-controller-manager"),
+            f"--kubeconfig={d / 'controller-manager.kubeconfig'}",
+            f"--service-account-private-key-file={d / 'sa.key'}",
+            f"--root-ca-file={d / 'ca.crt'}",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--port=0",
+            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service,-route",
+            "--horizontal-pod-autoscaler-sync-period=15s",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
+
+
+def _start_scheduler() -> None:
+    d = paths.pki_dir()
+    procs.start(
+        "kube-scheduler",
+        [
+            _bin("kube-scheduler"),
+            f"--kubeconfig={d / 'scheduler.kubeconfig'}",
+            "--leader-elect=false",
+            "--bind-address=127.0.0.1",
+            "--port=0",
+            "--profiling=false",
+            "--v=1",
+        ],
+    )
+
+
+def _kubelet_config() -> Path:
+    cfg = {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "address": "127.0.0.1",
+        "port": 10250,
+        "readOnlyPort": 0,
+        "healthzBindAddress": "127.0.0.1",
+        "healthzPort": 10248,
+        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
+        "authorization": {"mode": "AlwaysAllow"},
+        # This machine: cgroup v1, no systemd, no QoS cgroup hierarchy.
+        "cgroupDriver": "cgroupfs",
+        "cgroupsPerQOS": False,
+        "enforceNodeAllocatable": [],
+        "failSwapOn": False,
+        # Images exist only locally (no registry): never garbage-collect them.
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {
+            "memory.available": "100Mi",
+            "nodefs.available": "1%",
+            "imagefs.available": "1%",
+        },
+        "serializeImagePulls": False,
+        "resolvConf": "/etc/resolv.conf",
+        "maxPods": 200,
+        "syncFrequency": "10s",
+        "fileCheckFrequency": "10s",
+        "nodeStatusUpdateFrequency": "10s",
+    }
+    path = paths.run_dir() / "kubelet-config.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _start_kubelet() -> None:
+    root = paths.run_dir() / KUBELET_ROOT
+    root.mkdir(parents=True, exist_ok=True)
+    procs.start(
+        "kubelet",
+        [
+            _bin("kubelet"),
+            f"--kubeconfig={paths.pki_dir() / 'kubelet.kubeconfig'}",
+            f"--config={_kubelet_config()}",
+            f"--root-dir={root}",
+            f"--cert-dir={root / 'pki'}",
+            f"--hostname-override={pki.NODE_NAME}",
+            "--container-runtime=docker",
+            f"--docker-endpoint=unix://{docker_engine.SOCKET}",
+            f"--pod-infra-container-image={images.PAUSE}",
+            "--v=1",
+        ],
+    )
+    procs.wait_for("node Ready", _node_ready, 120, log="kubelet")
+
+
+@dataclass
+class UpReport:
+    seconds: float
+    docker: str
+    images: dict[str, str]
+    started: list[str]
+
+
+def up(*, with_images: bool = True) -> UpReport:
+    """Install, build, and start whatever is not running yet. Idempotent."""
+    t0 = time.monotonic()
+    packages.ensure()
+    build()
+    docker_state = docker_engine.ensure()
+    imgs = images.ensure() if with_images else images.ensure([images.PAUSE])
+    pki.ensure()
+    paths.run_dir().mkdir(parents=True, exist_ok=True)
+    started: list[str] = []
+    starters = {
+        "etcd": _start_etcd,
+        "kube-apiserver": _start_apiserver,
+        "kube-controller-manager": _start_controller_manager,
+        "kube-scheduler": _start_scheduler,
+        "kubelet": _start_kubelet,
+    }
+    for name in COMPONENTS:
+        if procs.owned_pid(name) is not None:
+            continue
+        port = PORTS.get(name)
+        if port is not None and procs.port_open(port):
+            raise TestbedError(
+                f"port {port} is taken by a process stronghold did not start; "
+                f"cannot start {name} (is another cluster running?)"
+            )
+        starters[name]()
+        started.append(name)
+    procs.wait_for("node Ready", _node_ready, 120, log="kubelet")
+    procs.wait_for("default ServiceAccount", _default_sa_ready, 60, log="kube-controller-manager")
+    return UpReport(time.monotonic() - t0, docker_state, imgs, started)
+
+
+def _remove_pod_containers() -> int:
+    """Containers the kubelet created outlive it; remove them (and only them)."""
+    if not docker_engine.running():
+        return 0
+    ids = procs.run(
+        ["docker", "ps", "-aq", "--filter", "label=io.kubernetes.docker.type"], check=False
+    ).split()
+    if ids:
+        procs.run(["docker", "rm", "-f", *ids], check=False)
+    return len(ids)
+
+
+def _unmount_under(root: Path) -> None:
+    """Unmount the kubelet's volume mounts (tmpfs for Secrets) before deleting its root."""
+    mounts = []
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            target = line.split()[1]
+            if target.startswith(str(root) + "/"):
+                mounts.append(target)
+    for target in sorted(mounts, key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
+def down(*, docker: bool = True) -> list[str]:
+    """Stop what ``up`` started (by pid), remove pod containers, keep the cache."""
+    stopped = [name for name in reversed(COMPONENTS) if procs.stop(name)]
+    removed = _remove_pod_containers()
+    if removed:
+        stopped.append(f"{removed} pod container(s)")
+    root = paths.run_dir()
+    _unmount_under(root)
+    for sub in ("etcd", KUBELET_ROOT):
+        shutil.rmtree(root / sub, ignore_errors=True)
+    if docker and procs.stop("dockerd", timeout=30):
+        stopped.append("dockerd")
+    return stopped
+
+
+def status() -> dict[str, str]:
+    """What runs: each component with its pid, or why it is not ours."""
+    out: dict[str, str] = {}
+    out["dockerd"] = (
+        f"running (pid {procs.owned_pid('dockerd')})"
+        if docker_engine.owned()
+        else ("running (not started by stronghold)" if docker_engine.running() else "stopped")
+    )
+    for name in COMPONENTS:
+        pid = procs.owned_pid(name)
+        out[name] = f"running (pid {pid})" if pid else "stopped"
+    if procs.owned_pid("kube-apiserver"):
+        try:
+            out["node"] = "Ready" if _node_ready() else "NotReady"
+        except OSError as exc:
+            out["node"] = f"unreachable ({exc})"
+    return out
+
+
+def is_up() -> bool:
+    try:
+        return procs.owned_pid("kube-apiserver") is not None and _node_ready()
+    except OSError:
+        return False
+
+
+def sa_kubeconfig(namespace: str, name: str, path: Path, hours: int = 24) -> Path:
+    """A kubeconfig that authenticates as a ServiceAccount (token from the TokenRequest API).
+
+    Tests run the operator with it so its real least-privilege RBAC is what is exercised.
+    """
+    admin = str(paths.admin_kubeconfig())
+    raw = procs.run(
+        [
+            "kubectl",
+            f"--kubeconfig={admin}",
+            "create",
+            "--raw",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            "-f",
+            "-",
+        ],
+        input=json.dumps(
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": hours * 3600},
+            }
+        ).encode(),
+    )
+    token = json.loads(raw)["status"]["token"]
+    return pki.write_kubeconfig(
+        path, pki.kubeconfig(token, f"system:serviceaccount:{namespace}:{name}")
+    )

@@ -1,0 +1,150 @@
+"""Workload images built locally (there is no registry): pause, busybox, a Debian base.
+
+Each image's root filesystem is cached as a tarball under the cache directory, so a fresh
+dockerd gets them back with ``docker import`` in seconds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from stronghold_operator.testbed import paths, procs
+from stronghold_operator.testbed.procs import TestbedError
+
+PAUSE = "stronghold/pause:3.2"
+BUSYBOX = "stronghold/busybox:1"
+BASE = "stronghold/base:bookworm"
+
+# The base image serves backup/restore Jobs (postgresql-client 15) and the demo web app
+# (python3). It runs as an unprivileged user by default (restricted Pod Security profile).
+BASE_PACKAGES = "python3,python3-venv,postgresql-client,ca-certificates,gzip,zstd,bash,coreutils"
+UNPRIVILEGED_UID = 999
+
+
+def images_dir() -> Path:
+    return paths.cache_dir() / "images"
+
+
+def exists(tag: str) -> bool:
+    proc = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
+    return proc.returncode == 0
+
+
+def _import(tar: Path, tag: str, changes: list[str]) -> None:
+    argv = ["docker", "import"]
+    for c in changes:
+        argv += ["--change", c]
+    procs.run([*argv, str(tar), tag])
+
+
+def _tar_dir(root: Path, out: Path) -> None:
+    tmp = out.with_suffix(".tmp")
+    with tarfile.open(tmp, "w") as tf:
+        for child in sorted(root.iterdir()):
+            tf.add(child, arcname=child.name)
+    tmp.rename(out)  # a partial tarball never carries the final name
+
+
+def _kubernetes_tree() -> Path:
+    src = paths.cache_dir() / "src"
+    trees = sorted(src.glob("kubernetes-1.20.*/"))
+    if not trees:
+        raise TestbedError(f"no Kubernetes source under {src}: build the binaries first")
+    return trees[0]
+
+
+def _build_pause(tar: Path) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        source = _kubernetes_tree() / "build/pause/linux/pause.c"
+        procs.run(["gcc", "-Os", "-static", "-o", str(root / "pause"), str(source)])
+        procs.run(["strip", str(root / "pause")])
+        _tar_dir(root, tar)
+
+
+def _build_busybox(tar: Path) -> None:
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        raise TestbedError("/bin/busybox missing (Debian package busybox-static)")
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "bin").mkdir()
+        shutil.copy2(busybox, root / "bin/busybox")
+        for applet in procs.run([str(busybox), "--list"]).split():
+            if applet != "busybox":
+                (root / "bin" / applet).symlink_to("busybox")
+        (root / "etc").mkdir()
+        (root / "etc/passwd").write_text(
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n"
+        )
+        (root / "etc/group").write_text("root:x:0:\nnogroup:x:65534:\n")
+        (root / "tmp").mkdir(mode=0o1777)
+        (root / "tmp").chmod(0o1777)
+        _tar_dir(root, tar)
+
+
+def _build_base(tar: Path) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d) / "rootfs"
+        procs.run(
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={BASE_PACKAGES}",
+                "bookworm",
+                str(root),
+                "http://deb.debian.org/debian",
+            ]
+        )
+        with (root / "etc/passwd").open("a") as f:
+            f.write(f"stronghold:x:{UNPRIVILEGED_UID}:{UNPRIVILEGED_UID}::/tmp:/bin/bash\n")
+        with (root / "etc/group").open("a") as f:
+            f.write(f"stronghold:x:{UNPRIVILEGED_UID}:\n")
+        # Trust what the host trusts (the machine may add its own CA to the bundle).
+        host_bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+        if host_bundle.exists():
+            shutil.copy2(host_bundle, root / "etc/ssl/certs/ca-certificates.crt")
+        for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
+            shutil.rmtree(root / junk, ignore_errors=True)
+        procs.run(["tar", "-C", str(root), "-cf", str(tar.with_suffix(".tmp")), "."])
+        tar.with_suffix(".tmp").rename(tar)
+
+
+_RECIPES: dict[str, tuple[str, Callable[[Path], None], list[str]]] = {
+    PAUSE: ("pause.tar", _build_pause, ['ENTRYPOINT ["/pause"]']),
+    BUSYBOX: ("busybox.tar", _build_busybox, ['CMD ["sh"]', "ENV PATH=/bin"]),
+    BASE: (
+        "base-bookworm.tar",
+        _build_base,
+        [
+            'CMD ["bash"]',
+            "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "ENV LANG=C.UTF-8",
+            f"USER {UNPRIVILEGED_UID}",
+        ],
+    ),
+}
+
+
+def ensure(tags: list[str] | None = None) -> dict[str, str]:
+    """Make each image present in Docker: 'present', 'imported' (from cache) or 'built'."""
+    out: dict[str, str] = {}
+    images_dir().mkdir(parents=True, exist_ok=True)
+    for tag in tags or list(_RECIPES):
+        name, build, changes = _RECIPES[tag]
+        if exists(tag):
+            out[tag] = "present"
+            continue
+        tar = images_dir() / name
+        state = "imported"
+        if not tar.exists():
+            build(tar)
+            state = "built"
+        _import(tar, tag, changes)
+        out[tag] = state
+    return out

@@ -1,0 +1,176 @@
+"""The local cluster's certificates, keys, tokens and kubeconfigs (made once, then reused)."""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stronghold_operator.testbed import paths, procs
+
+NODE_NAME = "stronghold-node"
+APISERVER_URL = "https://127.0.0.1:6443"
+
+# Token identities: name -> (user, groups). Static tokens keep the local cluster simple;
+# ServiceAccounts get real tokens from the TokenRequest API (see cluster.sa_kubeconfig).
+IDENTITIES: dict[str, tuple[str, str]] = {
+    "admin": ("stronghold-admin", "system:masters"),
+    "kubelet": (f"system:node:{NODE_NAME}", "system:nodes"),
+    "controller-manager": ("system:kube-controller-manager", ""),
+    "scheduler": ("system:kube-scheduler", ""),
+}
+
+_SERVER_SANS = (
+    "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
+    "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
+)
+
+
+def _openssl(*args: str) -> None:
+    procs.run(["openssl", *args])
+
+
+def _ca(name: str, cn: str) -> None:
+    d = paths.pki_dir()
+    if (d / f"{name}.crt").exists():
+        return
+    _openssl(
+        "req",
+        "-x509",
+        "-new",
+        "-nodes",
+        "-newkey",
+        "rsa:2048",
+        "-sha256",
+        "-days",
+        "3650",
+        "-keyout",
+        str(d / f"{name}.key"),
+        "-out",
+        str(d / f"{name}.crt"),
+        "-subj",
+        f"/CN={cn}",
+    )
+
+
+def _leaf(name: str, ca: str, cn: str, sans: str | None, usage: str) -> None:
+    d = paths.pki_dir()
+    if (d / f"{name}.crt").exists():
+        return
+    ext = [
+        "basicConstraints=CA:FALSE",
+        "keyUsage=critical,digitalSignature,keyEncipherment",
+        f"extendedKeyUsage={usage}",
+        "subjectKeyIdentifier=hash",
+        "authorityKeyIdentifier=keyid,issuer",
+    ]
+    if sans:
+        ext.append(f"subjectAltName={sans}")
+    with tempfile.TemporaryDirectory() as tmp:
+        csr = Path(tmp) / "req.csr"
+        extfile = Path(tmp) / "ext.cnf"
+        extfile.write_text("\n".join(ext) + "\n")
+        _openssl(
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "rsa:2048",
+            "-keyout",
+            str(d / f"{name}.key"),
+            "-out",
+            str(csr),
+            "-subj",
+            f"/CN={cn}",
+        )
+        _openssl(
+            "x509",
+            "-req",
+            "-in",
+            str(csr),
+            "-CA",
+            str(d / f"{ca}.crt"),
+            "-CAkey",
+            str(d / f"{ca}.key"),
+            "-CAcreateserial",
+            "-sha256",
+            "-days",
+            "3650",
+            "-out",
+            str(d / f"{name}.crt"),
+            "-extfile",
+            str(extfile),
+        )
+
+
+def _tokens() -> dict[str, str]:
+    d = paths.pki_dir()
+    f = d / "tokens.csv"
+    tokens: dict[str, str] = {}
+    if f.exists():
+        for line in f.read_text().splitlines():
+            token, user = line.split(",")[:2]
+            for key, (u, _) in IDENTITIES.items():
+                if u == user:
+                    tokens[key] = token
+    if set(tokens) != set(IDENTITIES):
+        tokens = {key: secrets.token_hex(24) for key in IDENTITIES}
+        lines = [
+            f'{tokens[k]},{u},{u},"{g}"' if g else f"{tokens[k]},{u},{u}"
+            for k, (u, g) in IDENTITIES.items()
+        ]
+        f.write_text("\n".join(lines) + "\n")
+        f.chmod(0o600)
+    return tokens
+
+
+def kubeconfig(token: str, user: str, server: str = APISERVER_URL) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "stronghold",
+                "cluster": {
+                    "server": server,
+                    "certificate-authority": str(paths.pki_dir() / "ca.crt"),
+                },
+            }
+        ],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": "stronghold", "context": {"cluster": "stronghold", "user": user}}],
+        "current-context": "stronghold",
+    }
+
+
+def write_kubeconfig(path: Path, config: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(config, sort_keys=False))
+    tmp.chmod(0o600)
+    tmp.rename(path)
+    return path
+
+
+def ensure() -> dict[str, Path]:
+    """Create whatever is missing; return the kubeconfig path of each identity."""
+    d = paths.pki_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
+    _ca("ca", "stronghold-ca")
+    _ca("front-proxy-ca", "stronghold-front-proxy-ca")
+    _leaf("apiserver", "ca", "kube-apiserver", _SERVER_SANS, "serverAuth")
+    _leaf("front-proxy-client", "front-proxy-ca", "front-proxy-client", None, "clientAuth")
+    _leaf("metrics-server", "ca", "metrics-server", "IP:127.0.0.1,DNS:localhost", "serverAuth")
+    if not (d / "sa.key").exists():
+        _openssl("genrsa", "-out", str(d / "sa.key"), "2048")
+        _openssl("rsa", "-in", str(d / "sa.key"), "-pubout", "-out", str(d / "sa.pub"))
+    tokens = _tokens()
+    out: dict[str, Path] = {}
+    for key, (user, _) in IDENTITIES.items():
+        path = paths.admin_kubeconfig() if key == "admin" else d / f"{key}.kubeconfig"
+        out[key] = write_kubeconfig(path, kubeconfig(tokens[key], user))
+    return out

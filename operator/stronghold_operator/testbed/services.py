@@ -1,0 +1,120 @@
+"""The platform's services on 127.0.0.1: started when absent, reused when present.
+
+Only what this module started is ever stopped (by pid).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from stronghold_operator.testbed import docker_engine, packages, procs
+from stronghold_operator.testbed.procs import TestbedError
+
+POSTGRES_PORT = 5432
+AMQP_PORT = 5672
+RABBITMQ_MGMT_PORT = 15672
+MEMCACHED_PORT = 11211
+
+
+def _postgres() -> str:
+    if procs.port_open(POSTGRES_PORT):
+        return "reused"
+    clusters = sorted(Path("/etc/postgresql").glob("*/main"))
+    if not clusters or shutil.which("pg_ctlcluster") is None:
+        packages.ensure(["postgresql"])
+        clusters = sorted(Path("/etc/postgresql").glob("*/main"))
+    if not clusters:
+        raise TestbedError("PostgreSQL is not installed and no cluster exists in /etc/postgresql")
+    version = clusters[-1].parent.name
+    procs.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"])
+    procs.wait_for("PostgreSQL", lambda: procs.port_open(POSTGRES_PORT), 60)
+    return "started"
+
+
+def _rabbitmq() -> str:
+    state = "reused"
+    if not procs.port_open(AMQP_PORT):
+        if shutil.which("rabbitmq-server") is None:
+            packages.ensure(["rabbitmq-server"])
+        procs.run(["rabbitmq-server", "-detached"])
+        procs.wait_for("RabbitMQ", lambda: procs.port_open(AMQP_PORT), 120)
+        state = "started"
+    if not procs.port_open(RABBITMQ_MGMT_PORT):
+        # Bind the management API to loopback before the plugin starts (it would listen on
+        # every address by default), then enable it on the running node.
+        procs.run(
+            [
+                "rabbitmqctl",
+                "eval",
+                "application:set_env(rabbitmq_management, tcp_config, "
+                f'[{{ip, "127.0.0.1"}}, {{port, {RABBITMQ_MGMT_PORT}}}]).',
+            ]
+        )
+        procs.run(["rabbitmq-plugins", "enable", "--online", "rabbitmq_management"])
+        procs.wait_for("RabbitMQ management API", lambda: procs.port_open(RABBITMQ_MGMT_PORT), 120)
+        state += "+management"
+    return state
+
+
+def _memcached() -> str:
+    if procs.port_open(MEMCACHED_PORT):
+        return "reused"
+    packages.ensure(["memcached"])
+    user = "memcache" if _user_exists("memcache") else "nobody"
+    procs.start(
+        "memcached",
+        [
+            shutil.which("memcached") or "/usr/bin/memcached",
+            "-l",
+            "127.0.0.1",
+            "-p",
+            str(MEMCACHED_PORT),
+            "-U",
+            "0",
+            "-m",
+            "64",
+            "-c",
+            "1024",
+            "-u",
+            user,
+        ],
+    )
+    procs.wait_for("Memcached", lambda: procs.port_open(MEMCACHED_PORT), 30, log="memcached")
+    return "started"
+
+
+def _user_exists(name: str) -> bool:
+    return subprocess.run(["id", name], capture_output=True, check=False).returncode == 0
+
+
+def up() -> dict[str, str]:
+    """Ensure every service answers on 127.0.0.1; say for each whether it was reused."""
+    return {
+        "postgresql": _postgres(),
+        "rabbitmq": _rabbitmq(),
+        "memcached": _memcached(),
+        "docker": docker_engine.ensure(),
+    }
+
+
+def status() -> dict[str, str]:
+    def state(port: int, name: str) -> str:
+        if not procs.port_open(port):
+            return "down"
+        return "up (started by stronghold)" if procs.owned_pid(name) else "up"
+
+    return {
+        "postgresql": state(POSTGRES_PORT, "postgresql"),
+        "rabbitmq": state(AMQP_PORT, "rabbitmq"),
+        "rabbitmq-management": state(RABBITMQ_MGMT_PORT, "rabbitmq"),
+        "memcached": state(MEMCACHED_PORT, "memcached"),
+        "docker": "up" if docker_engine.running() else "down",
+    }
+
+
+def down() -> list[str]:
+    """Stop only the services this module started (memcached); PostgreSQL and RabbitMQ are
+    machine services we never stop."""
+    return ["memcached"] if procs.stop("memcached") else []

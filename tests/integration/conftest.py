@@ -1,0 +1,108 @@
+"""Fixtures for integration tests: the real local cluster and real services.
+
+Nothing here is mocked. If the cluster or a service cannot be started, the session fails
+with the testbed's message saying what and why (integration tests never skip).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import kubernetes
+import pytest
+
+from stronghold_operator.testbed import cluster, paths, services
+from stronghold_operator.testbed.procs import TestbedError
+from tests.integration import kit
+
+REPO = kit.REPO
+OPERATOR_NS = "stronghold-system"
+OPERATOR_SA = "stronghold-operator"
+
+
+@pytest.fixture(scope="session")
+def testbed() -> Path:
+    """Start (or reuse) the services and the local cluster; the admin kubeconfig path."""
+    try:
+        services.up()
+        if not cluster.is_up():
+            cluster.up()
+    except TestbedError as exc:
+        pytest.fail(f"the local testbed could not start: {exc}", pytrace=False)
+    os.environ["KUBECONFIG"] = str(paths.admin_kubeconfig())
+    return paths.admin_kubeconfig()
+
+
+@pytest.fixture(scope="session")
+def kube_api(testbed: Path) -> Iterator[kubernetes.client.ApiClient]:
+    """A kubernetes ApiClient authenticated as the cluster admin."""
+    cfg = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(config_file=str(testbed), client_configuration=cfg)
+    api = kubernetes.client.ApiClient(cfg)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="session")
+def apply_crds(testbed: Path) -> list[str]:
+    """Apply every CRD in crds/ (the very files users apply) and wait until Established."""
+    files = sorted((REPO / "crds").glob("*.yaml"))
+    if not files:
+        pytest.fail("no CRDs in crds/", pytrace=False)
+    names = []
+    for f in files:
+        kit.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
+        names.append(kit.kubectl("get", "-f", str(f), "-o", "name").strip())
+    for name in names:
+        kit.kubectl("wait", "--for=condition=Established", "--timeout=60s", name)
+    return names
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(testbed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig for the operator's ServiceAccount, bound to the ClusterRole in manifests/."""
+    kit.kubectl("apply", "-f", str(REPO / "manifests/namespace.yaml"))
+    kit.kubectl("apply", "-f", str(REPO / "manifests/rbac.yaml"))
+    kit.wait_until(
+        "the operator ServiceAccount",
+        lambda: kit.kubectl("get", "sa", OPERATOR_SA, "-n", OPERATOR_NS, check=False).startswith(
+            "NAME"
+        ),
+        timeout=30,
+    )
+    out = tmp_path_factory.mktemp("sa") / "operator.kubeconfig"
+    return cluster.sa_kubeconfig(OPERATOR_NS, OPERATOR_SA, out)
+
+
+@pytest.fixture
+def namespace(testbed: Path) -> Iterator[str]:
+    """A fresh namespace for one test, deleted afterwards (without waiting)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    kit.kubectl("create", "namespace", name)
+    yield name
+    kit.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def run_operator(
+    apply_crds: list[str], operator_kubeconfig: Path, tmp_path: Path
+) -> Iterator[Callable[..., kit.OperatorProcess]]:
+    """Start the real operator under its ServiceAccount, watching the given namespaces.
+
+    Returns a factory: ``op = run_operator(namespace)``; every started operator is stopped
+    at teardown. ``op.logs()`` has everything it logged (for asserting what it must not log).
+    """
+    started: list[kit.OperatorProcess] = []
+
+    def factory(*namespaces: str, env: dict[str, str] | None = None) -> kit.OperatorProcess:
+        log = tmp_path / f"operator-{len(started)}.log"
+        op = kit.start_operator(operator_kubeconfig, namespaces, log, env)
+        started.append(op)
+        return op
+
+    yield factory
+    for op in started:
+        op.kill(sig=15)

@@ -1,0 +1,167 @@
+"""Small helpers for integration tests: kubectl, polling, Events. Real components only."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from stronghold_operator.testbed import paths
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
+T = TypeVar("T")
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
+    """kubectl as the cluster admin; raises with kubectl's stderr on failure."""
+    proc = subprocess.run(
+        ["kubectl", f"--kubeconfig={paths.admin_kubeconfig()}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {_strip_skew(proc.stderr)}")
+    return proc.stdout if proc.returncode == 0 else _strip_skew(proc.stderr)
+
+
+def _strip_skew(text: str) -> str:
+    # kubectl 1.32 against a 1.20 apiserver warns about version skew on every call.
+    return "\n".join(line for line in text.splitlines() if "version difference" not in line)
+
+
+def kubectl_json(*args: str) -> Any:
+    return json.loads(kubectl(*args, "-o", "json"))
+
+
+def apply(manifest: dict[str, Any] | str, *, server_side: bool = False) -> str:
+    text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+    extra = ["--server-side"] if server_side else []
+    return kubectl("apply", *extra, "-f", "-", input=text)
+
+
+def wait_until(
+    what: str, probe: Callable[[], T | None], timeout: float = 60, interval: float = 0.5
+) -> T:
+    """Poll until ``probe`` returns something truthy; fail saying what never happened."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            value = probe()
+        except AssertionError as exc:
+            value, last = None, exc
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
+
+
+def events_for(namespace: str, name: str) -> list[dict[str, Any]]:
+    body = kubectl_json(
+        "get", "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )
+    items: list[dict[str, Any]] = body["items"]
+    return items
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for c in obj.get("status", {}).get("conditions", []) or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def docker_containers(label: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label={label}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+@dataclass
+class OperatorProcess:
+    """The real operator (``stronghold run``) as a child process under its ServiceAccount."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    liveness_port: int
+    metrics_port: int
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def liveness(self) -> int:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=15
+            ) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill the operator (by default abruptly, as a crash would)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+
+def start_operator(
+    kubeconfig: Path,
+    namespaces: Sequence[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+) -> OperatorProcess:
+    liveness, metrics = free_port(), free_port()
+    argv = [
+        str(VENV_BIN / "stronghold"),
+        "run",
+        "--standalone",
+        "--verbose",
+        f"--liveness=http://127.0.0.1:{liveness}/healthz",
+        f"--metrics-port={metrics}",
+    ]
+    for ns in namespaces:
+        argv += ["-n", ns]
+    full_env = dict(os.environ, KUBECONFIG=str(kubeconfig), **(env or {}))
+    out = log.open("ab")
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env)
+    out.close()
+    op = OperatorProcess(proc, log, liveness, metrics)
+
+    def started() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"operator exited with {proc.returncode}:\n{op.logs()[-3000:]}")
+        try:
+            return op.liveness() == 200
+        except OSError:
+            return False
+
+    wait_until("the operator's liveness endpoint", started, timeout=60)
+    return op
