@@ -64,8 +64,9 @@ def apply_crds(testbed: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def operator_kubeconfig(testbed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A kubeconfig for the operator's ServiceAccount, bound to the ClusterRole in manifests/."""
-    kit.kubectl("apply", "-f", str(REPO / "manifests/namespace.yaml"))
-    kit.kubectl("apply", "-f", str(REPO / "manifests/rbac.yaml"))
+    for part in ("base/namespace.yaml", "base/serviceaccount.yaml"):
+        kit.kubectl("apply", "-f", str(REPO / "manifests" / part))
+    kit.kubectl("apply", "-k", str(REPO / "manifests/rbac/cluster"))
     kit.wait_until(
         "the operator ServiceAccount",
         lambda: kit.kubectl("get", "sa", OPERATOR_SA, "-n", OPERATOR_NS, check=False).startswith(

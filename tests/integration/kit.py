@@ -146,6 +146,7 @@ def start_operator(
         "--verbose",
         f"--liveness=http://127.0.0.1:{liveness}/healthz",
         f"--metrics-port={metrics}",
+        "--metrics-address=127.0.0.1",
     ]
     for ns in namespaces:
         argv += ["-n", ns]

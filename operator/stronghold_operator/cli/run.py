@@ -26,6 +26,9 @@ def register(sub: Any) -> None:
         help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz",
     )
     p.add_argument("--metrics-port", type=int, default=None, help="serve /metrics on this port")
+    p.add_argument(
+        "--metrics-address", default="0.0.0.0", help="address /metrics binds to (default: all)"
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -48,7 +51,7 @@ def _run(args: argparse.Namespace) -> int:
         # settings.py reads this to scope its own LIST calls (the watchdog) the same way.
         os.environ["STRONGHOLD_NAMESPACES"] = ",".join(args.namespace)
     if args.metrics_port is not None:
-        metrics.serve(args.metrics_port)
+        metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(
         standalone=args.standalone or None,
         peering_name=args.peering,

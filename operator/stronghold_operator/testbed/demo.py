@@ -1,0 +1,184 @@
+"""``make demo``: deploy Stronghold like a user would, on the local cluster.
+
+Builds the operator image locally, applies crds/ and the local overlay of manifests/, waits
+for the operator Pod, sets up the demo platform (database, queue, web app), applies the
+complete example set in examples/financial-stronghold/, and prints ``kubectl get stronghold``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from stronghold_operator.testbed import operator_image, paths, procs
+from stronghold_operator.testbed.procs import TestbedError
+
+REPO = operator_image.REPO
+DEMO_NS = "stronghold-demo"
+OPERATOR_NS = "stronghold-system"
+EXAMPLES = REPO / "examples" / "financial-stronghold"
+
+
+def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
+    proc = subprocess.run(
+        ["kubectl", f"--kubeconfig={paths.admin_kubeconfig()}", *args],
+        input=input,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and proc.returncode != 0:
+        err = "\n".join(x for x in proc.stderr.splitlines() if "version difference" not in x)
+        raise TestbedError(f"kubectl {' '.join(args)}: {err}")
+    return proc.stdout
+
+
+def _step(text: str) -> None:
+    print(f"==> {text}", flush=True)  # noqa: T201
+
+
+def _psql(sql: str, db: str = "postgres") -> None:
+    procs.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-c",
+            sql,
+        ]
+    )
+
+
+def _seed_database() -> None:
+    """The demo's application database, with a password-protected role (Secret in the demo)."""
+    exists = procs.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-tAc",
+            "SELECT 1 FROM pg_database WHERE datname='stronghold_demo'",
+        ]
+    )
+    if exists.strip() != "1":
+        _psql("CREATE DATABASE stronghold_demo")
+    _psql(
+        "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='stronghold_demo') THEN "
+        "CREATE ROLE stronghold_demo LOGIN PASSWORD 'demo-password'; END IF; END$$;"
+    )
+    _psql("GRANT ALL ON DATABASE stronghold_demo TO stronghold_demo")
+    seed = Path(__file__).with_name("demo_seed.sql")
+    procs.run(
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "stronghold_demo",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-q",
+            "-f",
+            str(seed),
+        ]
+    )
+
+
+def _wait(what: str, fn: object, timeout: float) -> None:
+    assert callable(fn)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if fn():
+            return
+        time.sleep(1)
+    raise TestbedError(f"timed out waiting for {what}")
+
+
+def _operator_running() -> bool:
+    out = kubectl(
+        "get",
+        "pods",
+        "-n",
+        OPERATOR_NS,
+        "-l",
+        "app.kubernetes.io/name=stronghold-operator",
+        "-o",
+        "jsonpath={.items[*].status.containerStatuses[*].ready}",
+        check=False,
+    )
+    return out.strip() == "true"
+
+
+def up() -> int:
+    _step("building the operator image (offline, from a host wheelhouse)")
+    operator_image.build()
+    _step("applying crds/ (server-side)")
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
+    for crd in sorted((REPO / "crds").glob("*.yaml")):
+        kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd))
+    _step("applying manifests/overlays/local (kubectl apply -k)")
+    kubectl("apply", "-k", str(REPO / "manifests/overlays/local"))
+    # A new image under the same tag: restart the pod so it runs the fresh build.
+    kubectl(
+        "delete",
+        "pods",
+        "-n",
+        OPERATOR_NS,
+        "-l",
+        "app.kubernetes.io/name=stronghold-operator",
+        "--wait=false",
+        check=False,
+    )
+    _wait("the operator pod to be ready", _operator_running, 120)
+    _step("seeding the demo database")
+    _seed_database()
+    if EXAMPLES.exists():
+        _step(f"applying {EXAMPLES.relative_to(REPO)}")
+        kubectl("apply", "-k", str(EXAMPLES))
+        time.sleep(20)  # give every policy a first reconciliation to show
+    _step("kubectl get stronghold -A")
+    print(kubectl("get", "stronghold", "-A"))  # noqa: T201
+    print(f"export KUBECONFIG={paths.admin_kubeconfig()}")  # noqa: T201
+    return 0
+
+
+def down() -> int:
+    kubectl("delete", "namespace", DEMO_NS, "--ignore-not-found", "--wait=false", check=False)
+    kubectl(
+        "delete",
+        "-k",
+        str(REPO / "manifests/overlays/local"),
+        "--ignore-not-found",
+        "--wait=false",
+        check=False,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m stronghold_operator.testbed.demo")
+    p.add_argument("action", choices=["up", "down"])
+    args = p.parse_args(argv)
+    try:
+        return up() if args.action == "up" else down()
+    except TestbedError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The stronghold command line parses as documented."""
+
+from __future__ import annotations
+
+import pytest
+
+from stronghold_operator.cli import build_parser
+
+
+def test_run_flags() -> None:
+    args = build_parser(["run"]).parse_args(
+        [
+            "run",
+            "-n",
+            "a",
+            "-n",
+            "b",
+            "--standalone",
+            "--liveness",
+            "http://0.0.0.0:8080/healthz",
+            "--log-format",
+            "json",
+            "--verbose",
+        ]
+    )
+    assert args.namespace == ["a", "b"]
+    assert args.standalone and args.verbose
+    assert args.log_format == "json"
+
+
+def test_namespace_and_all_namespaces_exclude_each_other() -> None:
+    with pytest.raises(SystemExit):
+        build_parser(["run"]).parse_args(["run", "-n", "a", "--all-namespaces"])
+
+
+@pytest.mark.parametrize("action", ["up", "down", "status", "kubeconfig"])
+def test_cluster_actions(action: str) -> None:
+    args = build_parser(["cluster"]).parse_args(["cluster", action])
+    assert callable(args.func)

@@ -1,0 +1,35 @@
+"""Stalled-watch detection: only a change the watch never delivered, past the grace, is stale."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from stronghold_operator.logic.watchdog import WatchTracker
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_delivered_versions_are_never_stale() -> None:
+    w = WatchTracker(grace=timedelta(seconds=60))
+    w.observe("a", "1")
+    assert w.stale({"a": "1"}, T0) == []
+    assert w.stale({"a": "1"}, T0 + timedelta(hours=1)) == []
+
+
+def test_undelivered_change_is_stale_only_after_grace() -> None:
+    w = WatchTracker(grace=timedelta(seconds=60))
+    w.observe("a", "1")
+    assert w.stale({"a": "2"}, T0) == []
+    assert w.stale({"a": "2"}, T0 + timedelta(seconds=59)) == []
+    assert w.stale({"a": "2"}, T0 + timedelta(seconds=61)) == ["a"]
+    w.observe("a", "2")  # the watch caught up
+    assert w.stale({"a": "2"}, T0 + timedelta(seconds=62)) == []
+
+
+def test_new_and_deleted_objects() -> None:
+    w = WatchTracker(grace=timedelta(seconds=10))
+    assert w.stale({"b": "5"}, T0) == []  # never seen: lagging from now
+    assert w.stale({}, T0 + timedelta(seconds=5)) == []  # deleted before grace: forgotten
+    assert w.stale({"b": "5"}, T0 + timedelta(seconds=20)) == []  # lag restarts
+    w.forget("b")
+    assert w.seen == {}
