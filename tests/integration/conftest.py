@@ -96,6 +96,19 @@ def run_operator(
     Returns a factory: ``op = run_operator(namespace)``; every started operator is stopped
     at teardown. ``op.logs()`` has everything it logged (for asserting what it must not log).
     """
+    # Two operators acting on the same objects make every result meaningless: remove an
+    # in-cluster operator a demo may have left (the in-cluster test deploys its own).
+    kit.kubectl(
+        "delete",
+        "deployment",
+        "stronghold-operator",
+        "-n",
+        OPERATOR_NS,
+        "--ignore-not-found",
+        "--cascade=foreground",
+        "--wait=true",
+        "--timeout=60s",
+    )
     started: list[kit.OperatorProcess] = []
 
     def factory(*namespaces: str, env: dict[str, str] | None = None) -> kit.OperatorProcess:

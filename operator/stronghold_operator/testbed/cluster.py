@@ -256,6 +256,10 @@ def up(*, with_images: bool = True) -> UpReport:
     imgs = images.ensure() if with_images else images.ensure([images.PAUSE])
     pki.ensure()
     paths.run_dir().mkdir(parents=True, exist_ok=True)
+    if procs.owned_pid("etcd") is None:
+        # A cluster whose etcd is not running was stopped or killed: start from a clean slate,
+        # or leftover pods (an old operator among them) would come back and act on new tests.
+        _clear_state()
     started: list[str] = []
     starters = {
         "etcd": _start_etcd,
@@ -304,16 +308,25 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", target], capture_output=True, check=False)
 
 
-def down(*, docker: bool = True) -> list[str]:
-    """Stop what ``up`` started (by pid), remove pod containers, keep the cache."""
-    stopped = [name for name in reversed(COMPONENTS) if procs.stop(name)]
+def _clear_state() -> int:
+    """Remove pod containers, the kubelet's mounts and root, and etcd's data."""
+    for name in ("kubelet", "kube-apiserver", "etcd"):
+        if procs.owned_pid(name) is not None:
+            raise TestbedError(f"{name} is still running; stop the cluster first")
     removed = _remove_pod_containers()
-    if removed:
-        stopped.append(f"{removed} pod container(s)")
     root = paths.run_dir()
     _unmount_under(root)
     for sub in ("etcd", KUBELET_ROOT):
         shutil.rmtree(root / sub, ignore_errors=True)
+    return removed
+
+
+def down(*, docker: bool = True) -> list[str]:
+    """Stop what ``up`` started (by pid), remove pod containers, keep the cache."""
+    stopped = [name for name in reversed(COMPONENTS) if procs.stop(name)]
+    removed = _clear_state()
+    if removed:
+        stopped.append(f"{removed} pod container(s)")
     if docker and procs.stop("dockerd", timeout=30):
         stopped.append("dockerd")
     return stopped

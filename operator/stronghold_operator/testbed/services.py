@@ -91,6 +91,7 @@ def _user_exists(name: str) -> bool:
 
 def up() -> dict[str, str]:
     """Ensure every service answers on 127.0.0.1; say for each whether it was reused."""
+    packages.ensure()
     return {
         "postgresql": _postgres(),
         "rabbitmq": _rabbitmq(),
