@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 STRONGHOLD := $(BIN)/stronghold
 export KUBECONFIG ?= $(or $(STRONGHOLD_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stronghold)/admin.kubeconfig
 
-.PHONY: help venv lint unit integration test cluster services demo demo-down down audit bench image clean
+.PHONY: help venv lint unit integration test cluster services demo demo-down down audit bench image lock clean
 
 help:
 	@echo "make demo | make test | make lint | make unit | make integration | make cluster | make down | make audit | make bench"
@@ -59,6 +59,25 @@ down: venv
 	-$(BIN)/python -m stronghold_operator.testbed.demo down
 	$(STRONGHOLD) cluster down
 	$(STRONGHOLD) services down
+
+# Regenerate the pinned runtime dependencies of the image from pyproject.toml.
+lock: venv
+	rm -rf build/lockvenv && $(PYTHON) -m venv build/lockvenv
+	build/lockvenv/bin/pip install -q .
+	{ echo "# Pinned runtime dependencies of the operator image (pip install -c requirements.lock)."; \
+	  echo "# Regenerate: make lock"; build/lockvenv/bin/pip freeze --exclude stronghold-operator; } > requirements.lock
+
+# Known vulnerabilities in the pinned dependencies (needs PyPI's JSON API).
+audit: venv
+	$(BIN)/pip install -q pip-audit
+	$(BIN)/pip-audit -r requirements.lock --progress-spinner off
+
+# The operator image, built offline (wheels from the host, base image from Debian packages).
+image: cluster
+	$(BIN)/python -m stronghold_operator.testbed.operator_image
+
+bench: cluster
+	$(BIN)/python -m benchmarks
 
 clean: down
 	rm -rf $(VENV)

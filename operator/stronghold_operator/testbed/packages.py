@@ -41,6 +41,8 @@ def missing(names: list[str]) -> list[str]:
 def ensure(names: list[str] | None = None) -> list[str]:
     """apt-get install what is missing; returns what was installed."""
     todo = missing(names or list(NEEDED))
+    if names is None and shutil.which("kubectl") is None:
+        todo.append("kubernetes-client")  # Debian's kubectl; any kubectl >= 1.20 will do
     if not todo:
         return []
     if os.geteuid() != 0 or shutil.which("apt-get") is None:

@@ -1,0 +1,113 @@
+"""Static checks of what users install: kustomize output of manifests/ and the CRDs.
+
+Renders with ``kubectl kustomize`` (no cluster involved).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.podsecurity import violations
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def render(path: str) -> list[dict[str, Any]]:
+    if shutil.which("kubectl") is None:
+        pytest.fail("kubectl is needed to render manifests/ (Debian: kubernetes-client)")
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(REPO / path)], capture_output=True, text=True, check=True
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+@pytest.mark.parametrize("variant", ["manifests", "manifests/overlays/namespaced"])
+def test_operator_pod_is_restricted(variant: str) -> None:
+    (deploy,) = by_kind(render(variant), "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    assert violations(pod) == []
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "memory" in container["resources"]["limits"]
+
+
+def test_local_overlay_differs_only_by_host_network_and_loopback() -> None:
+    (deploy,) = by_kind(render("manifests/overlays/local"), "Deployment")
+    pod = deploy["spec"]["template"]["spec"]
+    assert violations(pod, allow_host_network=True) == []
+    args = " ".join(pod["containers"][0]["args"])
+    assert "127.0.0.1" in args and "0.0.0.0" not in args
+
+
+@pytest.mark.parametrize("variant", ["manifests", "manifests/overlays/namespaced"])
+def test_rbac_is_least_privilege(variant: str) -> None:
+    docs = render(variant)
+    roles = by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for field in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule.get(field, []), (role["metadata"]["name"], rule)
+            if "secrets" in rule["resources"]:
+                assert rule["verbs"] == ["get"], rule
+            assert "escalate" not in rule["verbs"] and "bind" not in rule["verbs"]
+    # Every Role is bound to the operator's ServiceAccount and nothing else.
+    for binding in by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding"):
+        assert binding["subjects"] == [
+            {
+                "kind": "ServiceAccount",
+                "name": "stronghold-operator",
+                "namespace": "stronghold-system",
+            }
+        ]
+
+
+def test_network_policy_admits_only_metrics_and_liveness() -> None:
+    (np,) = by_kind(render("manifests"), "NetworkPolicy")
+    ports = sorted(p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"])
+    assert ports == [8080, 9090]
+    assert np["spec"]["policyTypes"] == ["Ingress"]
+
+
+def test_every_crd_is_structural_with_status_and_category() -> None:
+    files = sorted((REPO / "crds").glob("*.yaml"))
+    assert files, "crds/ is empty"
+    for f in files:
+        crd = yaml.safe_load(f.read_text())
+        assert crd["apiVersion"] == "apiextensions.k8s.io/v1"
+        assert crd["spec"]["group"] == "ops.stronghold.io"
+        assert "stronghold" in crd["spec"]["names"]["categories"]
+        (version,) = crd["spec"]["versions"]
+        assert version["name"] == "v1alpha1"
+        assert version["subresources"]["status"] == {}
+        assert version["additionalPrinterColumns"]
+        schema = version["schema"]["openAPIV3Schema"]
+        assert "status" in schema["properties"]
+        _check_described(schema["properties"]["spec"], f"{f.name}:spec")
+        # 1.20 has no CEL: a rule would be silently dropped.
+        assert "x-kubernetes-validations" not in f.read_text()
+
+
+def _check_described(node: dict[str, Any], where: str) -> None:
+    """Every field carries a description, so `kubectl explain` helps the user."""
+    assert node.get("description"), f"{where} has no description"
+    for name, child in (node.get("properties") or {}).items():
+        _check_described(child, f"{where}.{name}")
+    items = node.get("items")
+    if isinstance(items, dict) and items.get("properties"):
+        for name, child in items["properties"].items():
+            _check_described(child, f"{where}[].{name}")
