@@ -1,0 +1,86 @@
+"""Measuring processes: CPU seconds and RSS from /proc, tables with rich."""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of one process (all its threads), from /proc/<pid>/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children_cpu_seconds() -> float:
+    """CPU of every waited-for child process of this one (for shell loops and their curls)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+@dataclass
+class Window:
+    """CPU used by a process over a measurement window."""
+
+    pid: int
+    start_cpu: float = 0.0
+    start_wall: float = 0.0
+
+    def __enter__(self) -> Window:
+        self.start_cpu = cpu_seconds(self.pid)
+        self.start_wall = time.monotonic()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.cpu = cpu_seconds(self.pid) - self.start_cpu
+        self.wall = time.monotonic() - self.start_wall
+
+    cpu: float = 0.0
+    wall: float = 0.0
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    t = Table(title=title)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*(f"{v:.3g}" if isinstance(v, float) else str(v) for v in r))
+    Console(width=160).print(t)
+
+
+def start(
+    argv: Sequence[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    out = log.open("wb")
+    proc = subprocess.Popen(
+        list(argv), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
+    )
+    out.close()
+    return proc
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
