@@ -4,11 +4,13 @@ scheduler and kubelet (dockershim) on 127.0.0.1, started and stopped by pid.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import shutil
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -239,6 +241,67 @@ def _start_kubelet() -> None:
     procs.wait_for("node Ready", _node_ready, 120, log="kubelet")
 
 
+METRICS_PORT = 4443
+
+
+def _metrics_api_objects() -> str:
+    """APIService + ExternalName Service: the apiserver proxies metrics.k8s.io to localhost."""
+    ca = base64.b64encode((paths.pki_dir() / "ca.crt").read_bytes()).decode()
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+        "spec": {
+            "type": "ExternalName",
+            "externalName": "localhost",
+            "ports": [{"name": "https", "port": METRICS_PORT, "protocol": "TCP"}],
+        },
+    }
+    apiservice = {
+        "apiVersion": "apiregistration.k8s.io/v1",
+        "kind": "APIService",
+        "metadata": {"name": "v1beta1.metrics.k8s.io"},
+        "spec": {
+            "group": "metrics.k8s.io",
+            "version": "v1beta1",
+            "service": {"name": "metrics-server", "namespace": "kube-system", "port": METRICS_PORT},
+            "caBundle": ca,
+            "groupPriorityMinimum": 100,
+            "versionPriority": 100,
+        },
+    }
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": [service, apiservice]})
+
+
+def _metrics_available() -> bool:
+    # The APIService turns Available before the aggregator routes to it: ask for data.
+    return _api_get("/apis/metrics.k8s.io/v1beta1/nodes")[0] == 200
+
+
+def _start_metrics_server() -> None:
+    """The testbed's stand-in for metrics-server: pod usage from Docker stats (see
+    testbed/metrics_server.py), served through the aggregation layer like the real one."""
+    d = paths.pki_dir()
+    procs.start(
+        "metrics-server",
+        [
+            sys.executable,
+            "-m",
+            "stronghold_operator.testbed.metrics_server",
+            f"--port={METRICS_PORT}",
+            "--address=127.0.0.1",
+            f"--cert={d / 'metrics-server.crt'}",
+            f"--key={d / 'metrics-server.key'}",
+            f"--requestheader-client-ca={d / 'front-proxy-ca.crt'}",
+            f"--node-name={pki.NODE_NAME}",
+            "--period=5",
+        ],
+    )
+    procs.wait_for(
+        "metrics server", lambda: procs.port_open(METRICS_PORT), 30, log="metrics-server"
+    )
+
+
 @dataclass
 class UpReport:
     seconds: float
@@ -281,6 +344,14 @@ def up(*, with_images: bool = True) -> UpReport:
         started.append(name)
     procs.wait_for("node Ready", _node_ready, 120, log="kubelet")
     procs.wait_for("default ServiceAccount", _default_sa_ready, 60, log="kube-controller-manager")
+    if procs.owned_pid("metrics-server") is None:
+        _start_metrics_server()
+        started.append("metrics-server")
+    procs.run(
+        ["kubectl", f"--kubeconfig={paths.admin_kubeconfig()}", "apply", "-f", "-"],
+        input=_metrics_api_objects().encode(),
+    )
+    procs.wait_for("metrics.k8s.io APIService", _metrics_available, 60, log="metrics-server")
     return UpReport(time.monotonic() - t0, docker_state, imgs, started)
 
 
@@ -323,7 +394,7 @@ def _clear_state() -> int:
 
 def down(*, docker: bool = True) -> list[str]:
     """Stop what ``up`` started (by pid), remove pod containers, keep the cache."""
-    stopped = [name for name in reversed(COMPONENTS) if procs.stop(name)]
+    stopped = [name for name in ("metrics-server", *reversed(COMPONENTS)) if procs.stop(name)]
     removed = _clear_state()
     if removed:
         stopped.append(f"{removed} pod container(s)")
@@ -340,7 +411,7 @@ def status() -> dict[str, str]:
         if docker_engine.owned()
         else ("running (not started by stronghold)" if docker_engine.running() else "stopped")
     )
-    for name in COMPONENTS:
+    for name in (*COMPONENTS, "metrics-server"):
         pid = procs.owned_pid(name)
         out[name] = f"running (pid {pid})" if pid else "stopped"
     if procs.owned_pid("kube-apiserver"):

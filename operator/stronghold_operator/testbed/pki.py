@@ -23,6 +23,7 @@ IDENTITIES: dict[str, tuple[str, str]] = {
     "scheduler": ("system:kube-scheduler", ""),
 }
 
+METRICS_SANS = "IP:127.0.0.1,DNS:localhost,DNS:metrics-server.kube-system.svc"
 _SERVER_SANS = (
     "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
     "DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local"
@@ -58,8 +59,11 @@ def _ca(name: str, cn: str) -> None:
 
 def _leaf(name: str, ca: str, cn: str, sans: str | None, usage: str) -> None:
     d = paths.pki_dir()
-    if (d / f"{name}.crt").exists():
-        return
+    crt = d / f"{name}.crt"
+    if crt.exists():
+        if sans is None or _sans(crt) == set(sans.split(",")):
+            return
+        crt.unlink()  # made by an older testbed with other names: make it again
     ext = [
         "basicConstraints=CA:FALSE",
         "keyUsage=critical,digitalSignature,keyEncipherment",
@@ -104,6 +108,12 @@ def _leaf(name: str, ca: str, cn: str, sans: str | None, usage: str) -> None:
             "-extfile",
             str(extfile),
         )
+
+
+def _sans(crt: Path) -> set[str]:
+    text = procs.run(["openssl", "x509", "-in", str(crt), "-noout", "-ext", "subjectAltName"])
+    names = text.splitlines()[-1].strip().split(", ") if "Alternative" in text else []
+    return {n.replace("IP Address:", "IP:") for n in names}
 
 
 def _tokens() -> dict[str, str]:
@@ -164,7 +174,8 @@ def ensure() -> dict[str, Path]:
     _ca("front-proxy-ca", "stronghold-front-proxy-ca")
     _leaf("apiserver", "ca", "kube-apiserver", _SERVER_SANS, "serverAuth")
     _leaf("front-proxy-client", "front-proxy-ca", "front-proxy-client", None, "clientAuth")
-    _leaf("metrics-server", "ca", "metrics-server", "IP:127.0.0.1,DNS:localhost", "serverAuth")
+    # The apiserver verifies an aggregated API server by the Service name it proxies through.
+    _leaf("metrics-server", "ca", "metrics-server", METRICS_SANS, "serverAuth")
     if not (d / "sa.key").exists():
         _openssl("genrsa", "-out", str(d / "sa.key"), "2048")
         _openssl("rsa", "-in", str(d / "sa.key"), "-pubout", "-out", str(d / "sa.pub"))

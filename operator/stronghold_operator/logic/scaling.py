@@ -1,0 +1,359 @@
+"""The ScalingPolicy decision engine: a pure function of policy, observations, replicas, now.
+
+Rules, in the order they are applied (the first that applies decides):
+
+1. another autoscaler manages the target      -> Hold, ConflictingAutoscaler
+2. the policy carries the maintenance annotation -> Hold, MaintenanceWindow
+3. ``paused`` or ``pausedUntil`` in the future   -> Hold, Paused
+4. current replicas outside [min, max]           -> straight back into bounds (CappedByMax/AtMin)
+5. the newest observation is missing or stale    -> Hold, MetricsUnavailable (never scale down)
+6. CPU above its up-band OR memory above its band -> ScaleUp (unless at max, stabilizing,
+   cooling down); proportionally, capped by the step and by max
+7. CPU below its down-band AND memory below its band, both for the whole ``sustainedFor``
+   without a gap in the observations -> ScaleDown by at most the step (unless at min, cooling
+   down)
+8. otherwise                                     -> Hold, WithinBands
+
+``dryRun`` keeps the decision but marks it with reason DryRun; such a decision never acts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from stronghold_operator.models.scaling import ReplicaUsage, ScalingPolicySpec, Step
+
+Action = Literal["ScaleUp", "ScaleDown", "Hold"]
+SCALE_UP: Action = "ScaleUp"
+SCALE_DOWN: Action = "ScaleDown"
+HOLD: Action = "Hold"
+
+# Reasons recorded in status.lastDecision.reason (and in Events and metrics).
+CPU_ABOVE = "CpuAboveThreshold"
+MEMORY_ABOVE = "MemoryAboveThreshold"
+SUSTAINED_BELOW = "SustainedBelowThresholds"
+STABILIZING = "Stabilizing"
+COOLING_DOWN = "CoolingDown"
+CAPPED_BY_MAX = "CappedByMax"
+AT_MIN = "AtMin"
+PAUSED = "Paused"
+DRY_RUN = "DryRun"
+MAINTENANCE = "MaintenanceWindow"
+METRICS_UNAVAILABLE = "MetricsUnavailable"
+CONFLICTING = "ConflictingAutoscaler"
+WITHIN_BANDS = "WithinBands"  # the quiet steady state: between the bands
+
+REASONS = (
+    CPU_ABOVE,
+    MEMORY_ABOVE,
+    SUSTAINED_BELOW,
+    STABILIZING,
+    COOLING_DOWN,
+    CAPPED_BY_MAX,
+    AT_MIN,
+    PAUSED,
+    DRY_RUN,
+    MAINTENANCE,
+    METRICS_UNAVAILABLE,
+    CONFLICTING,
+    WITHIN_BANDS,
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One observation of the target's average utilisation (percent of the basis)."""
+
+    time: datetime
+    cpu_percent: float | None
+    memory_percent: float | None
+
+    @property
+    def complete(self) -> bool:
+        return self.cpu_percent is not None and self.memory_percent is not None
+
+
+@dataclass(frozen=True)
+class ScalingState:
+    """What the engine remembers between decisions (kept in status, so restarts keep it)."""
+
+    last_scale_up: datetime | None = None
+    last_scale_down: datetime | None = None
+    below_since: datetime | None = None  # verified up to last_observed
+    last_observed: datetime | None = None
+
+    @property
+    def last_scale(self) -> datetime | None:
+        times = [t for t in (self.last_scale_up, self.last_scale_down) if t is not None]
+        return max(times) if times else None
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    from_replicas: int
+    to_replicas: int
+    reason: str
+    message: str
+    time: datetime
+    below_since: datetime | None = None
+    cpu_percent: float | None = None
+    memory_percent: float | None = None
+    observed_at: datetime | None = None
+    metrics_available: bool = False
+    # "CappedByMax"/"AtMin" when the load asks for more/less than the bounds allow.
+    limited: str | None = None
+
+    @property
+    def acts(self) -> bool:
+        """Whether the handler changes the replica count (never for Hold or a dry run)."""
+        return (
+            self.action != HOLD
+            and self.reason != DRY_RUN
+            and self.to_replicas != (self.from_replicas)
+        )
+
+
+def utilisation(replicas: Sequence[ReplicaUsage], now: datetime) -> Sample:
+    """Average utilisation across replicas: total usage over total basis (as HPA averages).
+
+    The sample is as old as its oldest measurement, so one stale replica makes it stale.
+    """
+    cpu_basis = sum(r.cpu_basis_cores for r in replicas)
+    mem_basis = sum(r.memory_basis_bytes for r in replicas)
+    if not replicas or cpu_basis <= 0 or mem_basis <= 0:
+        return Sample(now, None, None)
+    cpu = 100.0 * sum(r.cpu_cores for r in replicas) / cpu_basis
+    mem = 100.0 * sum(r.memory_bytes for r in replicas) / mem_basis
+    return Sample(min(now, *(r.timestamp for r in replicas)), cpu, mem)
+
+
+def is_above(policy: ScalingPolicySpec, s: Sample) -> bool:
+    up = policy.scale_up
+    return s.complete and (
+        (s.cpu_percent or 0.0) > up.cpu_above_percent
+        or (s.memory_percent or 0.0) > up.memory_above_percent
+    )
+
+
+def is_below(policy: ScalingPolicySpec, s: Sample) -> bool:
+    down = policy.scale_down
+    return (
+        s.cpu_percent is not None
+        and s.memory_percent is not None
+        and s.cpu_percent < down.cpu_below_percent
+        and s.memory_percent < down.memory_below_percent
+    )
+
+
+def _run_start(samples: Sequence[Sample], ok: list[bool], max_gap: timedelta) -> int | None:
+    """Index where the trailing run of ``ok`` samples without a gap > max_gap begins."""
+    if not samples or not ok[-1]:
+        return None
+    i = len(samples) - 1
+    while i > 0 and ok[i - 1] and samples[i].time - samples[i - 1].time <= max_gap:
+        i -= 1
+    return i
+
+
+def below_since(
+    policy: ScalingPolicySpec, samples: Sequence[Sample], state: ScalingState
+) -> datetime | None:
+    """Since when both metrics have been below their down-bands, with no gap in between.
+
+    A missing or late observation breaks the run: nothing proves the load stayed low. The
+    previous value (from status) extends the run only when the remembered run joins the
+    current history without a gap, which carries the timer across operator restarts.
+    """
+    max_gap = policy.metrics.max_age
+    start = _run_start(samples, [is_below(policy, s) for s in samples], max_gap)
+    if start is None:
+        return None
+    since = samples[start].time
+    if (
+        start == 0
+        and state.below_since is not None
+        and state.last_observed is not None
+        and state.below_since <= since
+        and samples[0].time - state.last_observed <= max_gap
+    ):
+        since = state.below_since
+    return since
+
+
+def above_since(policy: ScalingPolicySpec, samples: Sequence[Sample]) -> datetime | None:
+    start = _run_start(samples, [is_above(policy, s) for s in samples], policy.metrics.max_age)
+    return None if start is None else samples[start].time
+
+
+def step_size(step: Step, current: int) -> int:
+    """The larger of the absolute and the relative limit, at least one replica."""
+    by_pods = step.pods or 0
+    by_percent = math.ceil(current * step.percent / 100) if step.percent else 0
+    return max(1, by_pods, by_percent)
+
+
+def _pct(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.0f}%"
+
+
+def _fmt_td(td: timedelta) -> str:
+    secs = max(0, int(td.total_seconds()))
+    h, rest = divmod(secs, 3600)
+    m, s = divmod(rest, 60)
+    out = (f"{h}h" if h else "") + (f"{m}m" if m else "") + (f"{s}s" if s or not (h or m) else "")
+    return out
+
+
+def decide(
+    policy: ScalingPolicySpec,
+    samples: Sequence[Sample],
+    current: int,
+    now: datetime,
+    state: ScalingState | None = None,
+    *,
+    maintenance: str | None = None,
+    conflict: str | None = None,
+) -> Decision:
+    """Decide what to do now. ``samples`` are oldest first; ``current`` the replicas now."""
+    state = state or ScalingState()
+    latest = samples[-1] if samples else None
+    fresh = (
+        latest is not None
+        and latest.complete
+        # A sample slightly from the future is clock skew (metrics server vs operator), not age.
+        and now - latest.time <= policy.metrics.max_age
+    )
+    cpu = latest.cpu_percent if fresh and latest else None
+    mem = latest.memory_percent if fresh and latest else None
+    since = below_since(policy, samples, state) if fresh else None
+    base = Decision(
+        action=HOLD,
+        from_replicas=current,
+        to_replicas=current,
+        reason=WITHIN_BANDS,
+        message="",
+        time=now,
+        below_since=since,
+        cpu_percent=cpu,
+        memory_percent=mem,
+        observed_at=latest.time if fresh and latest else state.last_observed,
+        metrics_available=fresh,
+    )
+    load = f"CPU {_pct(cpu)}, memory {_pct(mem)}"
+
+    def hold(reason: str, message: str, limited: str | None = None) -> Decision:
+        return replace(base, reason=reason, message=message, limited=limited)
+
+    def scale(
+        action: Action, to: int, reason: str, message: str, limited: str | None = None
+    ) -> Decision:
+        verb = "scale up" if action == SCALE_UP else "scale down"
+        if policy.dry_run:
+            message = f"dry run: would {verb} {current} -> {to}: {message}"
+            reason = DRY_RUN
+        else:
+            message = f"{verb} {current} -> {to}: {message}"
+        return replace(
+            base, action=action, to_replicas=to, reason=reason, message=message, limited=limited
+        )
+
+    lo, hi = policy.min_replicas, policy.max_replicas
+    if conflict:
+        return hold(CONFLICTING, f"not scaling: {conflict}")
+    if maintenance:
+        return hold(MAINTENANCE, f"scaling frozen for maintenance window {maintenance!r}")
+    if policy.paused:
+        return hold(PAUSED, "paused (spec.paused)")
+    if policy.paused_until is not None and now < policy.paused_until:
+        return hold(PAUSED, f"paused until {policy.paused_until.isoformat()}")
+    if current > hi:
+        return scale(SCALE_DOWN, hi, CAPPED_BY_MAX, f"above maxReplicas {hi}", CAPPED_BY_MAX)
+    if current < lo:
+        return scale(SCALE_UP, lo, AT_MIN, f"below minReplicas {lo}", AT_MIN)
+    if not fresh:
+        if latest is None:
+            why = "no observation yet"
+        elif not latest.complete:
+            why = "CPU or memory utilisation is not reported"
+        else:
+            why = f"newest observation is {_fmt_td(now - latest.time)} old"
+        return hold(METRICS_UNAVAILABLE, f"holding at {current}: {why}")
+
+    up, down = policy.scale_up, policy.scale_down
+    assert latest is not None and cpu is not None and mem is not None
+    if is_above(policy, latest):
+        cpu_ratio, mem_ratio = cpu / up.cpu_above_percent, mem / up.memory_above_percent
+        reason = CPU_ABOVE if cpu_ratio >= mem_ratio else MEMORY_ABOVE
+        why = (
+            f"CPU {_pct(cpu)} > {up.cpu_above_percent:g}%"
+            if reason == CPU_ABOVE
+            else f"memory {_pct(mem)} > {up.memory_above_percent:g}%"
+        )
+        if current >= hi:
+            return hold(CAPPED_BY_MAX, f"{why} but already at maxReplicas {hi}", CAPPED_BY_MAX)
+        started = above_since(policy, samples)
+        if started is not None and now - started < up.stabilization:
+            return hold(
+                STABILIZING,
+                f"{why} for {_fmt_td(now - started)} of {_fmt_td(up.stabilization)}",
+            )
+        if state.last_scale_up is not None and now - state.last_scale_up < up.cooldown:
+            left = up.cooldown - (now - state.last_scale_up)
+            return hold(COOLING_DOWN, f"{why}; scale-up cooldown has {_fmt_td(left)} left")
+        # Enough replicas to bring the hotter metric back to its band, as HPA sizes.
+        wanted = max(current + 1, math.ceil(current * max(cpu_ratio, mem_ratio) - 1e-9))
+        stepped = min(wanted, current + step_size(up.max_step, current))
+        to = min(stepped, hi)
+        limited = CAPPED_BY_MAX if wanted > hi else None
+        note = f" (wanted {wanted}, capped by maxReplicas {hi})" if limited else ""
+        return scale(SCALE_UP, to, reason, why + note, limited)
+
+    if is_below(policy, latest) and since is not None:
+        why = (
+            f"CPU {_pct(cpu)} < {down.cpu_below_percent:g}% and memory {_pct(mem)} < "
+            f"{down.memory_below_percent:g}% for {_fmt_td(now - since)}"
+        )
+        if current <= lo:
+            return hold(AT_MIN, f"{why}; already at minReplicas {lo}", AT_MIN)
+        if now - since < down.sustained_for:
+            return hold(STABILIZING, f"{why} of {_fmt_td(down.sustained_for)}")
+        last = state.last_scale
+        if last is not None and now - last < down.cooldown:
+            left = down.cooldown - (now - last)
+            return hold(COOLING_DOWN, f"{why}; scale-down cooldown has {_fmt_td(left)} left")
+        to = max(lo, current - step_size(down.max_step, current))
+        return scale(SCALE_DOWN, to, SUSTAINED_BELOW, why)
+
+    return hold(WITHIN_BANDS, f"{load}: within the bands, holding at {current}")
+
+
+def next_state(state: ScalingState, decision: Decision) -> ScalingState:
+    """The memory after ``decision`` was carried out (dry runs and holds change no times)."""
+    up, down = state.last_scale_up, state.last_scale_down
+    if decision.acts and decision.action == SCALE_UP:
+        up = decision.time
+    elif decision.acts and decision.action == SCALE_DOWN:
+        down = decision.time
+    return ScalingState(
+        last_scale_up=up,
+        last_scale_down=down,
+        below_since=decision.below_since,
+        last_observed=decision.observed_at,
+    )
+
+
+def keep_window(policy: ScalingPolicySpec) -> timedelta:
+    """How much history the engine needs (the rest is carried by :class:`ScalingState`)."""
+    return max(policy.scale_up.stabilization, policy.scale_down.sustained_for) + 2 * max(
+        policy.interval, policy.metrics.max_age
+    )
+
+
+def trim(samples: Sequence[Sample], policy: ScalingPolicySpec, now: datetime) -> list[Sample]:
+    keep = keep_window(policy)
+    return [s for s in samples if now - s.time <= keep]

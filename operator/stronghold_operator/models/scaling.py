@@ -1,0 +1,159 @@
+"""ScalingPolicy: the spec model and the data the platforms hand to the decision engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from pydantic import AwareDatetime, Field, model_validator
+
+from stronghold_operator.models.base import Duration, SpecModel
+
+KUBERNETES_KINDS = ("Deployment", "StatefulSet")
+COMPOSE_KIND = "ComposeService"
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+
+# The annotation a MaintenanceWindow (or a human) puts on a policy to freeze it.
+MAINTENANCE_ANNOTATION = "ops.stronghold.io/maintenance"
+
+MetricsSource = Literal["metricsAPI", "docker"]
+
+
+class TargetRef(SpecModel):
+    """What to scale: a Deployment/StatefulSet (scale subresource) or a Compose service."""
+
+    kind: Literal["Deployment", "StatefulSet", "ComposeService"]
+    name: str | None = Field(default=None, min_length=1, max_length=253)
+    project: str | None = Field(default=None, min_length=1, max_length=253)
+    service: str | None = Field(default=None, min_length=1, max_length=253)
+    docker_host: str = Field(default=DEFAULT_DOCKER_HOST, alias="dockerHost", min_length=1)
+
+    @model_validator(mode="after")
+    def _fields_for_kind(self) -> TargetRef:
+        if self.kind == COMPOSE_KIND:
+            if not self.project or not self.service:
+                raise ValueError("a ComposeService target needs project and service")
+        elif not self.name:
+            raise ValueError(f"a {self.kind} target needs name")
+        return self
+
+    @property
+    def is_compose(self) -> bool:
+        return self.kind == COMPOSE_KIND
+
+    def describe(self) -> str:
+        """Short human form, used in status (printer column) and messages."""
+        if self.is_compose:
+            return f"compose:{self.project}/{self.service}"
+        return f"{self.kind}/{self.name}"
+
+    def identity(self) -> tuple[str, ...]:
+        """What makes two targets the same object (for conflict detection)."""
+        if self.is_compose:
+            return (COMPOSE_KIND, self.docker_host, self.project or "", self.service or "")
+        return (self.kind, self.name or "")
+
+
+class Step(SpecModel):
+    """The most one decision may change: the larger of ``pods`` and ``percent`` of current."""
+
+    pods: int | None = Field(default=None, ge=1, le=1000)
+    percent: int | None = Field(default=None, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _one_at_least(self) -> Step:
+        if self.pods is None and self.percent is None:
+            raise ValueError("set pods, percent or both")
+        return self
+
+
+class ScaleUp(SpecModel):
+    cpu_above_percent: float = Field(default=80, alias="cpuAbovePercent", gt=0, le=1000)
+    memory_above_percent: float = Field(default=85, alias="memoryAbovePercent", gt=0, le=1000)
+    # Above a band for this long before acting; zero acts on the first observation.
+    stabilization: Duration = Field(default=timedelta(0), alias="stabilizationWindow")
+    max_step: Step = Field(default_factory=lambda: Step(pods=4, percent=100), alias="maxStep")
+    cooldown: Duration = Field(default=timedelta(minutes=1))
+
+
+class ScaleDown(SpecModel):
+    cpu_below_percent: float = Field(default=40, alias="cpuBelowPercent", ge=0, le=1000)
+    memory_below_percent: float = Field(default=50, alias="memoryBelowPercent", ge=0, le=1000)
+    sustained_for: Duration = Field(default=timedelta(minutes=30), alias="sustainedFor")
+    max_step: Step = Field(default_factory=lambda: Step(pods=1), alias="maxStep")
+    cooldown: Duration = Field(default=timedelta(minutes=5))
+
+
+class Metrics(SpecModel):
+    source: MetricsSource | None = None  # None: metricsAPI for Kubernetes, docker for Compose
+    # An observation older than this counts as missing (hold, never scale down).
+    max_age: Duration = Field(default=timedelta(minutes=2), alias="maxAge")
+
+
+class ScalingPolicySpec(SpecModel):
+    target_ref: TargetRef = Field(alias="targetRef")
+    min_replicas: int = Field(default=1, alias="minReplicas", ge=1, le=10000)
+    max_replicas: int = Field(alias="maxReplicas", ge=1, le=10000)
+    interval: Duration = Field(default=timedelta(seconds=15))
+    scale_up: ScaleUp = Field(default_factory=ScaleUp, alias="scaleUp")
+    scale_down: ScaleDown = Field(default_factory=ScaleDown, alias="scaleDown")
+    metrics: Metrics = Field(default_factory=Metrics)
+    dry_run: bool = Field(default=False, alias="dryRun")
+    paused: bool = False
+    paused_until: AwareDatetime | None = Field(default=None, alias="pausedUntil")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScalingPolicySpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) is greater than maxReplicas "
+                f"({self.max_replicas})"
+            )
+        # Overlapping bands would scale up and down on the same load: refuse them.
+        if self.scale_down.cpu_below_percent >= self.scale_up.cpu_above_percent:
+            raise ValueError("scaleDown.cpuBelowPercent must be below scaleUp.cpuAbovePercent")
+        if self.scale_down.memory_below_percent >= self.scale_up.memory_above_percent:
+            raise ValueError(
+                "scaleDown.memoryBelowPercent must be below scaleUp.memoryAbovePercent"
+            )
+        if self.interval <= timedelta(0):
+            raise ValueError("interval must be positive")
+        if self.metrics.source == "docker" and not self.target_ref.is_compose:
+            raise ValueError("metrics.source docker needs a ComposeService target")
+        if self.metrics.source == "metricsAPI" and self.target_ref.is_compose:
+            raise ValueError("metrics.source metricsAPI needs a Deployment or StatefulSet target")
+        return self
+
+    @property
+    def metrics_source(self) -> MetricsSource:
+        if self.metrics.source is not None:
+            return self.metrics.source
+        return "docker" if self.target_ref.is_compose else "metricsAPI"
+
+
+# --- What the platforms observe (plain data; the logic turns it into percentages) ---------
+
+
+@dataclass(frozen=True)
+class ReplicaUsage:
+    """One replica (pod or container): usage and the basis it is measured against.
+
+    Kubernetes: the basis is the sum of the containers' requests. Docker: the container's
+    limits. CPU in cores, memory in bytes.
+    """
+
+    name: str
+    cpu_cores: float
+    memory_bytes: float
+    cpu_basis_cores: float
+    memory_basis_bytes: float
+    timestamp: datetime
+
+
+class MissingBasis(LookupError):
+    """The target has no requests (Kubernetes) or limits (Docker) to measure against."""
+
+
+class TargetNotFound(LookupError):
+    """The target workload or Compose service does not exist."""

@@ -1,0 +1,63 @@
+"""Pod usage from the resource metrics API (metrics.k8s.io/v1beta1), read generically.
+
+The Python client has no classes for metrics.k8s.io, so the generic (custom-objects) API
+reads it as JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils import parse_quantity
+
+from stronghold_operator.platforms.kube import Kube, call_json
+
+GROUP = "metrics.k8s.io"
+VERSION = "v1beta1"
+
+
+class MetricsUnavailableError(LookupError):
+    """The metrics API is not served or did not answer."""
+
+
+def _timestamp(value: Any) -> datetime:
+    try:
+        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.fromtimestamp(0, UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def parse_pod_metrics(item: Mapping[str, Any]) -> tuple[float, float, datetime]:
+    """(CPU cores, memory bytes, timestamp) summed over a PodMetrics item's containers."""
+    cpu = 0.0
+    mem = 0.0
+    for c in item.get("containers") or []:
+        usage = c.get("usage") or {}
+        cpu += float(parse_quantity(usage.get("cpu", "0")))  # type: ignore[no-untyped-call]
+        mem += float(parse_quantity(usage.get("memory", "0")))  # type: ignore[no-untyped-call]
+    return cpu, mem, _timestamp(item.get("timestamp"))
+
+
+async def pod_metrics(
+    kube: Kube, namespace: str, selector: str
+) -> dict[str, tuple[float, float, datetime]]:
+    """pod name -> (CPU cores, memory bytes, timestamp) for pods matching ``selector``."""
+    try:
+        body = await call_json(
+            kube.custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            "pods",
+            label_selector=selector or None,
+        )
+    except ApiException as exc:
+        # 404: the API is not registered; 503: registered but its server does not answer.
+        raise MetricsUnavailableError(
+            f"{GROUP}/{VERSION} answered {exc.status} {exc.reason}".strip()
+        ) from None
+    return {i["metadata"]["name"]: parse_pod_metrics(i) for i in body.get("items", [])}

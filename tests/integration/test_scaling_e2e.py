@@ -1,0 +1,393 @@
+"""ScalingPolicy on the local cluster: the real operator scales a real Deployment.
+
+The Deployment's busybox pods burn CPU while a switch file exists in a hostPath directory the
+test controls (hostNetwork pods cannot share a port, so there is no web server per pod).
+Each pod requests 50m CPU and is limited to 100m, so burning is ~200 % of its request.
+Usage reaches the operator through the apiserver's aggregation layer from the testbed's
+metrics.k8s.io server (which stands in for metrics-server).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration import kit
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+BURN = "while true; do if [ -e /switch/burn ]; then :; else sleep 1; fi; done"
+
+
+@pytest.fixture
+def metrics_api(testbed: Path) -> None:
+    """The resource metrics API must be served (the testbed's metrics server)."""
+    out = kit.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
+    if '"NodeMetricsList"' not in out:
+        pytest.fail(
+            f"metrics.k8s.io/v1beta1 is not served by the cluster ({out.strip()[:200]}); "
+            "start the testbed's metrics server (stronghold_operator.testbed.metrics_server)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def switch(namespace: str) -> Iterator[Path]:
+    """The hostPath directory the pods look at; ``burn`` in it turns the load on."""
+    path = Path("/tmp/stronghold-scaling") / namespace
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def deployment(name: str, switch: Path, replicas: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "hostNetwork": True,
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": "stronghold/busybox:1",
+                            "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", BURN],
+                            "resources": {
+                                "requests": {"cpu": "50m", "memory": "16Mi"},
+                                "limits": {"cpu": "100m", "memory": "32Mi"},
+                            },
+                            "volumeMounts": [{"name": "switch", "mountPath": "/switch"}],
+                        }
+                    ],
+                    "volumes": [
+                        {
+                            "name": "switch",
+                            "hostPath": {"path": str(switch), "type": "DirectoryOrCreate"},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def policy(name: str, target: str, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "ops.stronghold.io/v1alpha1",
+        "kind": "ScalingPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "targetRef": {"kind": "Deployment", "name": target},
+            "minReplicas": 1,
+            "maxReplicas": 3,
+            "interval": "5s",
+            "scaleUp": {"maxStep": {"pods": 1}, "cooldown": "10s"},
+            "scaleDown": {"sustainedFor": "30s", "cooldown": "10s"},
+            "metrics": {"maxAge": "90s"},
+        },
+    }
+    body["spec"].update(spec)
+    return body
+
+
+def apply(ns: str, obj: dict[str, Any]) -> None:
+    kit.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
+
+
+def get(ns: str, kind: str, name: str) -> dict[str, Any]:
+    body: dict[str, Any] = kit.kubectl_json("get", kind, name, "-n", ns)
+    return body
+
+
+def spec_replicas(ns: str, name: str) -> int:
+    return int(get(ns, "deployment", name)["spec"]["replicas"])
+
+
+def running_pods(ns: str, app: str) -> list[str]:
+    pods = kit.kubectl_json("get", "pods", "-n", ns, "-l", f"app={app}")["items"]
+    return [
+        p["metadata"]["name"]
+        for p in pods
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def status_when(
+    ns: str, name: str, probe: Callable[[dict[str, Any]], bool], what: str, timeout: float = 120
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = get(ns, "scalingpolicy", name)
+        return obj if probe(obj.get("status") or {}) else None
+
+    return kit.wait_until(what, check, timeout=timeout, interval=1)
+
+
+def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
+
+
+def reasons(ns: str, name: str) -> list[str]:
+    return [e["reason"] for e in kit.events_for(ns, name)]
+
+
+def test_scales_up_under_load_and_down_after_sustained_idle(
+    namespace: str, switch: Path, metrics_api: None, run_operator: Any
+) -> None:
+    ns = namespace
+    apply(ns, deployment("web", switch))
+    kit.wait_until("the first pod", lambda: len(running_pods(ns, "web")) == 1, timeout=90)
+    op = run_operator(ns)
+    apply(ns, policy("web", "web"))
+
+    st = status_when(
+        ns,
+        "web",
+        lambda s: cond(s, "MetricsAvailable").get("status") == "True",
+        "utilisation from metrics.k8s.io",
+    )["status"]
+    assert cond(st, "Ready")["status"] == "True"
+    assert st["target"] == "Deployment/web"
+    assert st["currentReplicas"] == 1
+    assert st["currentCpuUtilizationPercent"] < 40
+
+    # Load on: every pod burns its 100m limit = 200 % of its 50m request.
+    (switch / "burn").touch()
+    kit.wait_until("scale-up to 3", lambda: spec_replicas(ns, "web") == 3, timeout=240)
+    kit.wait_until("3 running pods", lambda: len(running_pods(ns, "web")) == 3, timeout=120)
+    st = status_when(
+        ns,
+        "web",
+        lambda s: s.get("lastDecision", {}).get("reason") == "CappedByMax",
+        "the policy to report it is capped by maxReplicas",
+    )["status"]
+    assert st["currentReplicas"] == 3 and st["lastScaleTime"]
+    assert cond(st, "ScalingLimited")["status"] == "True"
+    assert st["currentCpuUtilizationPercent"] > 80
+    assert reasons(ns, "web").count("ScaledUp") == 2
+    up_msgs = [e["message"] for e in kit.events_for(ns, "web") if e["reason"] == "ScaledUp"]
+    assert any("scale up 1 -> 2: CPU" in m for m in up_msgs), up_msgs
+
+    # Load off: the 30 s timer becomes visible, then one pod at a time goes.
+    (switch / "burn").unlink()
+    st = status_when(
+        ns, "web", lambda s: bool(s.get("belowThresholdsSince")), "belowThresholdsSince"
+    )["status"]
+    since = datetime.fromisoformat(st["belowThresholdsSince"].replace("Z", "+00:00"))
+    assert spec_replicas(ns, "web") == 3
+    kit.wait_until("scale-down to 1", lambda: spec_replicas(ns, "web") == 1, timeout=240)
+    first_down = min(
+        datetime.fromisoformat(e["firstTimestamp"].replace("Z", "+00:00"))
+        for e in kit.events_for(ns, "web")
+        if e["reason"] == "ScaledDown"
+    )
+    assert first_down - since >= timedelta(seconds=29)
+    assert reasons(ns, "web").count("ScaledDown") == 2
+    kit.wait_until("1 running pod", lambda: len(running_pods(ns, "web")) == 1, timeout=120)
+    st = status_when(
+        ns,
+        "web",
+        lambda s: s.get("lastDecision", {}).get("reason") in ("AtMin", "SustainedBelowThresholds"),
+        "the final decision",
+    )["status"]
+    assert st["currentReplicas"] == 1
+    logs = op.logs()
+    assert "scaling pass failed" not in logs and "Traceback" not in logs, logs[-3000:]
+
+
+def test_dry_run_pause_maintenance_and_conflicts_never_scale(
+    namespace: str, switch: Path, metrics_api: None, run_operator: Any
+) -> None:
+    ns = namespace
+    (switch / "burn").touch()  # hot from the start: any policy that acts would scale up
+    apply(ns, deployment("web", switch))
+    kit.wait_until("the first pod", lambda: len(running_pods(ns, "web")) == 1, timeout=90)
+    run_operator(ns)
+
+    # Dry run: decides ScaleUp, records it, does not act.
+    apply(ns, policy("web", "web", dryRun=True))
+    st = status_when(
+        ns,
+        "web",
+        lambda s: s.get("lastDecision", {}).get("reason") == "DryRun",
+        "a dry-run decision",
+        timeout=180,
+    )["status"]
+    assert st["lastDecision"]["action"] == "ScaleUp" and st["lastDecision"]["to"] == 2
+    assert st["lastDecision"]["message"].startswith("dry run: would scale up 1 -> 2")
+    assert cond(st, "ScalingActive")["reason"] == "DryRun"
+    assert "DryRun" in reasons(ns, "web")
+
+    # pausedUntil in the future.
+    until = (datetime.now(UTC) + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kit.kubectl(
+        "patch", "scalingpolicy", "web", "-n", ns, "--type=merge",
+        "-p", json.dumps({"spec": {"dryRun": False, "pausedUntil": until}}),
+    )  # fmt: skip
+    st = status_when(
+        ns, "web", lambda s: s.get("lastDecision", {}).get("reason") == "Paused", "Paused"
+    )["status"]
+    assert until in st["lastDecision"]["message"].replace("+00:00", "Z")
+    assert cond(st, "ScalingActive")["status"] == "False"
+
+    # The maintenance annotation freezes it (and says which window).
+    kit.kubectl(
+        "patch", "scalingpolicy", "web", "-n", ns, "--type=merge",
+        "-p", json.dumps({"spec": {"pausedUntil": None}}),
+    )  # fmt: skip
+    kit.kubectl("annotate", "scalingpolicy", "web", "-n", ns, "ops.stronghold.io/maintenance=db")
+    st = status_when(
+        ns,
+        "web",
+        lambda s: s.get("lastDecision", {}).get("reason") == "MaintenanceWindow",
+        "MaintenanceWindow",
+    )["status"]
+    assert "'db'" in st["lastDecision"]["message"]
+
+    # An HPA on the same Deployment (served version found by discovery): not fought over.
+    versions = kit.kubectl("api-versions")
+    hpa_version = "autoscaling/v2" if "autoscaling/v2\n" in versions else "autoscaling/v2beta2"
+    hpa = {
+        "apiVersion": hpa_version,
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web-hpa"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1,
+            "maxReplicas": 1,  # the HPA itself cannot move it either
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": 80},
+                    },
+                }
+            ],
+        },
+    }
+    apply(ns, hpa)
+    kit.kubectl("annotate", "scalingpolicy", "web", "-n", ns, "ops.stronghold.io/maintenance-")
+    st = status_when(
+        ns,
+        "web",
+        lambda s: cond(s, "Ready").get("reason") == "ConflictingAutoscaler",
+        "Ready=False ConflictingAutoscaler",
+    )["status"]
+    assert cond(st, "Ready")["status"] == "False"
+    assert "web-hpa" in cond(st, "Ready")["message"]
+    assert spec_replicas(ns, "web") == 1
+    assert "ScaledUp" not in reasons(ns, "web")
+
+    # Without the HPA it scales (so the gates, not the load, were holding it).
+    kit.kubectl("delete", "hpa", "web-hpa", "-n", ns)
+    kit.wait_until("scale-up after the HPA left", lambda: spec_replicas(ns, "web") >= 2, 120)
+
+    # A second policy on the same Deployment is refused; the older one keeps it.
+    apply(ns, policy("web-2", "web"))
+    st = status_when(
+        ns,
+        "web-2",
+        lambda s: cond(s, "Ready").get("reason") == "ConflictingAutoscaler",
+        "the second policy refused",
+    )["status"]
+    assert "ScalingPolicy " + ns + "/web already scales" in cond(st, "Ready")["message"]
+    assert cond(get(ns, "scalingpolicy", "web")["status"], "Ready")["status"] == "True"
+
+
+def test_bad_input_is_reported_and_never_scales(
+    namespace: str, switch: Path, metrics_api: None, run_operator: Any
+) -> None:
+    ns = namespace
+    no_requests = deployment("bare", switch)
+    del no_requests["spec"]["template"]["spec"]["containers"][0]["resources"]
+    apply(ns, no_requests)
+    kit.wait_until("the pod", lambda: len(running_pods(ns, "bare")) == 1, timeout=90)
+    run_operator(ns)
+    apply(ns, policy("bare", "bare"))
+    apply(ns, policy("ghost", "nothing-here"))
+    apply(ns, policy("inverted", "bare", minReplicas=3, maxReplicas=2))
+
+    st = status_when(
+        ns, "bare", lambda s: cond(s, "Ready").get("reason") == "MissingRequests", "MissingRequests"
+    )["status"]
+    assert "no cpu request" in cond(st, "Ready")["message"]
+    st = status_when(
+        ns, "ghost", lambda s: cond(s, "Ready").get("reason") == "TargetNotFound", "TargetNotFound"
+    )["status"]
+    assert "nothing-here" in cond(st, "Ready")["message"]
+    st = status_when(
+        ns, "inverted", lambda s: cond(s, "Ready").get("reason") == "InvalidSpec", "InvalidSpec"
+    )["status"]
+    assert "greater than maxReplicas" in cond(st, "Ready")["message"]
+    assert spec_replicas(ns, "bare") == 1
+
+
+def test_compose_target_through_the_operator(
+    namespace: str, tmp_path: Path, run_operator: Any
+) -> None:
+    """A ScalingPolicy in the cluster drives a Compose service on the local Docker Engine."""
+    import docker
+
+    from stronghold_operator.platforms import compose
+    from tests.integration.test_compose_e2e import SOCKET, start_service
+
+    ns = namespace
+    project = f"shop{ns.removeprefix('t-')}"
+    client = docker.DockerClient(base_url=SOCKET, version="auto")
+    target = compose.ComposeTarget(project, "web", SOCKET)
+    try:
+        start_service(client, project, tmp_path)
+        (tmp_path / "burn").touch()
+        run_operator(ns)
+        apply(
+            ns,
+            policy(
+                "compose",
+                "unused",
+                targetRef={"kind": "ComposeService", "project": project, "service": "web"},
+                maxReplicas=2,
+            ),
+        )
+        kit.wait_until(
+            "a second container",
+            lambda: len(compose.containers(client, target, running=True)) == 2,
+            timeout=120,
+        )
+        st = status_when(
+            ns,
+            "compose",
+            lambda s: s.get("currentReplicas") == 2 and bool(s.get("lastScaleTime")),
+            "status after the scale-up",
+        )["status"]
+        assert st["target"] == f"compose:{project}/web"
+        assert cond(st, "MetricsAvailable")["message"].endswith("of limits")
+        assert "ScaledUp" in reasons(ns, "compose")
+        (tmp_path / "burn").unlink()
+        kit.wait_until(
+            "back to one container",
+            lambda: (
+                [c.name for c in compose.containers(client, target, running=False)]
+                == [f"{project}-web-1"]
+            ),
+            timeout=180,
+        )
+        assert "ScaledDown" in reasons(ns, "compose")
+    finally:
+        for c in client.containers.list(
+            all=True, filters={"label": f"{compose.PROJECT}={project}"}
+        ):
+            c.remove(force=True)
+        client.close()
