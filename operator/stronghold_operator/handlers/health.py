@@ -1,0 +1,474 @@
+"""HealthPolicy handlers: one daemon per policy probes, evaluates, reports and alerts.
+
+The decisions are :func:`stronghold_operator.logic.health.evaluate` (pure); the probes are
+:class:`stronghold_operator.probes.runner.Prober` (one per process, shared clients and
+per-target caps). A failing service is data: nothing here raises for it, so kopf never
+retries a handler because a database is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+from prometheus_client import Gauge, Histogram
+
+from stronghold_operator import conditions as cond
+from stronghold_operator.handlers.common import (
+    GROUP,
+    VERSION,
+    Services,
+    announce,
+    compute_status,
+    invalid_spec,
+    services,
+    track_watch,
+)
+from stronghold_operator.logic import health as logic
+from stronghold_operator.metrics import registry
+from stronghold_operator.models.base import InvalidSpec, parse
+from stronghold_operator.models.common import SecretKeySelector
+from stronghold_operator.models.health import (
+    MAINTENANCE_ANNOTATION,
+    SEVERITIES,
+    HealthPolicySpec,
+    Webhook,
+)
+from stronghold_operator.platforms.kube import patch_status, read_secret_key
+from stronghold_operator.platforms.webhook import post_json
+from stronghold_operator.probes.base import ProbeResult
+from stronghold_operator.probes.runner import Prober
+
+PLURAL = "healthpolicies"
+SECRET_TTL_S = 60.0  # Secrets are re-read (get) at most this often per key
+JITTER = 0.1  # +-10% of the interval, so a thousand policies do not probe in lockstep
+# Status writes that only refresh latencies/counters/lastProbeTime happen at most this often.
+STATUS_HEARTBEAT_S = float(os.environ.get("STRONGHOLD_HEALTH_STATUS_HEARTBEAT", "30"))
+_VOLATILE_TOP = {"lastProbeTime", "worstLatency", "worstLatencyMs"}
+_VOLATILE_CHECK = {"latencyMs", "measurements", "consecutiveSuccesses", "consecutiveFailures"}
+
+track_watch(PLURAL)
+
+_LABELS = ["namespace", "policy", "check"]
+PROBE_DURATION = Histogram(
+    "stronghold_health_probe_duration_seconds",
+    "Duration of one probe of one HealthPolicy check",
+    [*_LABELS, "type"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
+    registry=registry,
+)
+PROBE_SUCCESS = Gauge(
+    "stronghold_health_probe_success",
+    "1 when the last probe of a check was Healthy, 0 when Warning/Critical, -1 when Unknown",
+    _LABELS,
+    registry=registry,
+)
+SEVERITY = Gauge(
+    "stronghold_health_incident_severity",
+    "Severity of a HealthPolicy's open incident: 1..4 for P1..P4, 0 for none",
+    ["namespace", "policy"],
+    registry=registry,
+)
+HIT_RATIO = Gauge(
+    "stronghold_health_cache_hit_ratio_percent",
+    "Memcached hit ratio (since the previous probe when known)",
+    _LABELS,
+    registry=registry,
+)
+CONNECTIONS = Gauge(
+    "stronghold_health_db_connections_percent",
+    "PostgreSQL connections used as percent of max_connections",
+    _LABELS,
+    registry=registry,
+)
+QUEUE_DEPTH = Gauge(
+    "stronghold_health_queue_depth",
+    "RabbitMQ ready messages per queue",
+    [*_LABELS, "queue"],
+    registry=registry,
+)
+LATENESS = Histogram(
+    "stronghold_health_round_lateness_seconds",
+    "How late a policy's probe round started compared with its schedule",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+    registry=registry,
+)
+
+
+@dataclass
+class HealthRuntime:
+    """Process-wide state of the HealthPolicy handlers (in memo)."""
+
+    prober: Prober = field(default_factory=Prober)
+    secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
+    wake: dict[str, asyncio.Event] = field(default_factory=dict)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+
+def runtime(memo: kopf.Memo) -> HealthRuntime:
+    rt = memo.get("health")
+    if not isinstance(rt, HealthRuntime):
+        rt = memo["health"] = HealthRuntime()
+    return rt
+
+
+@kopf.on.cleanup(id="health-cleanup")
+async def close_probes(memo: kopf.Memo, **_: Any) -> None:
+    """Close the shared probe clients and connections."""
+    rt = memo.get("health")
+    if isinstance(rt, HealthRuntime):
+        await rt.prober.close()
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL, id="validate")
+@kopf.on.update(GROUP, VERSION, PLURAL, id="validate")
+@kopf.on.resume(GROUP, VERSION, PLURAL, id="validate")
+async def validate(
+    body: kopf.Body,
+    spec: kopf.Spec,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    """Refuse a spec the operator cannot act on (Ready=False, InvalidSpec); wake the daemon.
+
+    Any change (spec, or the maintenance annotation) wakes the policy's daemon, so it is
+    evaluated now rather than at the end of its interval.
+    """
+    wake = runtime(memo).wake.get(body["metadata"]["uid"])
+    if wake is not None:
+        wake.set()
+    try:
+        parse(HealthPolicySpec, spec)
+    except InvalidSpec as exc:
+        raise invalid_spec(patch, body, status, exc, logic.CONDITION_TYPES, cond.utcnow()) from None
+
+
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    PLURAL,
+    id="probe",
+    cancellation_timeout=10,
+    initial_delay=lambda **_: random.uniform(0, 2),
+)
+async def probe_daemon(
+    body: kopf.Body,
+    status: kopf.Status,
+    memo: kopf.Memo,
+    stopped: kopf.DaemonStopped,
+    logger: Any,
+    **_: Any,
+) -> None:
+    """Every ``spec.interval`` (jittered): probe all checks at once, evaluate, report, alert."""
+    svc = services(memo)
+    rt = runtime(memo)
+    meta = body["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    wake = rt.wake.setdefault(uid, asyncio.Event())
+    loop = PolicyLoop(svc, rt, body, dict(status), logger)
+    try:
+        await loop.first_sight()
+        scheduled = time.monotonic()
+        while not stopped:
+            LATENESS.observe(max(0.0, time.monotonic() - scheduled))
+            started = time.monotonic()
+            try:
+                delay = await loop.round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # an API hiccup must not kill the daemon: retry later
+                # The type and the API's own message (it names the field); status is redacted.
+                detail = str(getattr(exc, "body", "") or "")[:500]
+                logger.warning("health round failed: %s %s", type(exc).__name__, detail)
+                delay = 15.0
+            wake.clear()
+            delay *= 1 + random.uniform(-JITTER, JITTER)
+            scheduled = started + delay
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), max(0.0, scheduled - time.monotonic()))
+            scheduled = min(scheduled, time.monotonic())
+    finally:
+        rt.wake.pop(uid, None)
+        forget_metrics(namespace, name, loop.check_names)
+
+
+class PolicyLoop:
+    """One policy's state between rounds: the status as last written."""
+
+    def __init__(
+        self,
+        svc: Services,
+        rt: HealthRuntime,
+        body: kopf.Body,
+        status: dict[str, Any],
+        logger: Any,
+    ) -> None:
+        self.svc, self.rt, self.body, self.logger = svc, rt, body, logger
+        self.current = status  # what the logic continues from (may be ahead of the API)
+        self.written = dict(status)  # what the API has
+        self.last_write = -1e9
+        self.secret_misses = 0
+        self.check_names: list[str] = []
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        meta: Mapping[str, Any] = self.body["metadata"]
+        return meta
+
+    async def write(self, desired: Mapping[str, Any], updates: list[cond.Condition]) -> None:
+        """Merge into the local status; patch the API when something significant changed.
+
+        Latencies, counters and lastProbeTime change every round; writing them every round
+        would be one status write per policy per interval. They are kept locally (the
+        logic needs them) and written with the next significant change or heartbeat.
+        """
+        now = cond.utcnow()
+        delta, moved = compute_status(self.body, self.written, desired, updates, now)
+        local = {**self.written, **delta}
+        self.current = {k: v for k, v in local.items() if v is not None}
+        due = time.monotonic() - self.last_write >= STATUS_HEARTBEAT_S
+        if delta and (due or _significant(delta, self.written)):
+            await patch_status(
+                self.svc.kube, PLURAL, self.meta["namespace"], self.meta["name"], delta
+            )
+            self.written = dict(self.current)
+            self.last_write = time.monotonic()
+        # Incident transitions have their own, richer Events (IncidentOpened, ...).
+        announce(self.body, [t for t in moved if t.type != logic.INCIDENT_OPEN])
+
+    async def first_sight(self) -> None:
+        if self.current.get("conditions"):
+            return
+        try:
+            parse(HealthPolicySpec, self.body["spec"])
+        except InvalidSpec:
+            return  # the validate handler reports it; do not cover it with Unknown
+        await self.write({}, cond.unknown_all(logic.CONDITION_TYPES))
+
+    def resync(self) -> None:
+        """Adopt conditions the validate handler wrote (InvalidSpec) behind our back."""
+        live = self.body.get("status") or {}
+        ready = cond.find(live.get("conditions"), cond.READY)
+        ours = cond.find(self.written.get("conditions"), cond.READY)
+        if ready and ready.get("reason") == cond.REASON_INVALID_SPEC and ready != ours:
+            self.written["conditions"] = [dict(c) for c in live.get("conditions") or ()]
+            self.current["conditions"] = self.written["conditions"]
+
+    async def round(self) -> float:
+        """One evaluation; returns the seconds until the next one."""
+        self.resync()
+        try:
+            policy = parse(HealthPolicySpec, self.body["spec"])
+        except InvalidSpec:
+            return 30.0  # the validate handler reports it; a spec change wakes us
+        interval = policy.interval.total_seconds()
+        if policy.suspend:
+            await self.write(
+                {},
+                [
+                    cond.Condition(cond.READY, "False", cond.REASON_SUSPENDED, "spec.suspend"),
+                    *cond.unknown_all(logic.CONDITION_TYPES[1:], cond.REASON_SUSPENDED),
+                ],
+            )
+            return interval
+        try:
+            secrets = await self.resolve_secrets(policy)
+        except LookupError as exc:
+            self.secret_misses += 1
+            message = f"{exc}; retrying with backoff"
+            await self.write(
+                {}, [cond.Condition(cond.READY, "False", cond.REASON_SECRET_MISSING, message)]
+            )
+            return logic.missing_secret_backoff(self.secret_misses - 1, policy.interval)
+        self.secret_misses = 0
+        now = cond.utcnow()
+        results = await self.rt.prober.run(policy, secrets)
+        maintenance = (self.meta.get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
+        ev = logic.evaluate(policy, self.meta["name"], self.current, results, maintenance, now)
+        known = [v for per_check in secrets.values() for v in per_check.values()]
+        status = _redacted(ev.status, known)
+        conditions = [
+            cond.Condition(c.type, c.status, c.reason, logic.redact(c.message, known))
+            for c in ev.conditions
+        ]
+        await self.write(status, conditions)
+        self.check_names = [c.name for c in policy.checks]
+        self.record_metrics(policy, results, ev)
+        for note in ev.notifications:
+            self.notify(policy, note, ev, known)
+        return interval
+
+    async def secret(self, ref: SecretKeySelector) -> str:
+        ns = self.meta["namespace"]
+        key = (ns, ref.secret_key_ref.name, ref.secret_key_ref.key)
+        hit = self.rt.secrets.get(key)
+        now = time.monotonic()
+        if hit and hit[0] > now:
+            return hit[1]
+        value = await read_secret_key(self.svc.kube, *key)
+        self.rt.secrets[key] = (now + SECRET_TTL_S, value)
+        return value
+
+    async def resolve_secrets(self, policy: HealthPolicySpec) -> dict[str, dict[str, str]]:
+        """Secret values by check name and role (``password``, ``url``, ...)."""
+        out: dict[str, dict[str, str]] = {}
+        for c in policy.checks:
+            roles: dict[str, str] = {}
+            if c.postgres is not None and c.postgres.password is not None:
+                roles["password"] = await self.secret(c.postgres.password)
+            if c.rabbitmq is not None:
+                roles["url"] = await self.secret(c.rabbitmq.url)
+                if c.rabbitmq.management is not None:
+                    roles["management-password"] = await self.secret(c.rabbitmq.management.password)
+            out[c.name] = roles
+        hooks = [policy.alerting.webhook] + [s.webhook for s in policy.alerting.escalation]
+        webhook_roles: dict[str, str] = {}
+        for i, hook in enumerate(h for h in hooks if h is not None):
+            if hook.url_from is not None:
+                webhook_roles[f"url-{i}"] = await self.secret(hook.url_from)
+            if hook.authorization is not None:
+                webhook_roles[f"authorization-{i}"] = await self.secret(hook.authorization)
+        out[" webhooks"] = webhook_roles  # a name no check can have
+        return out
+
+    def record_metrics(
+        self, policy: HealthPolicySpec, results: Mapping[str, ProbeResult], ev: logic.Evaluation
+    ) -> None:
+        ns, name = self.meta["namespace"], self.meta["name"]
+        SEVERITY.labels(ns, name).set(
+            SEVERITIES.index(ev.severity) + 1 if ev.severity in SEVERITIES else 0
+        )
+        for check, entry in zip(policy.checks, ev.status["checks"], strict=True):
+            result = results.get(check.name)
+            if result is not None and result.latency_ms is not None:
+                PROBE_DURATION.labels(ns, name, check.name, check.type).observe(
+                    result.latency_ms / 1000.0
+                )
+            observed = entry["observedState"]
+            success = 1 if observed == "Healthy" else -1 if observed == "Unknown" else 0
+            PROBE_SUCCESS.labels(ns, name, check.name).set(success)
+            m = entry["measurements"]
+            ratio = m.get("intervalHitRatio", m.get("hitRatio"))
+            if ratio is not None:
+                HIT_RATIO.labels(ns, name, check.name).set(ratio)
+            if "connectionsPercent" in m:
+                CONNECTIONS.labels(ns, name, check.name).set(m["connectionsPercent"])
+            for q in m.get("queues", ()):
+                if "messages" in q:
+                    QUEUE_DEPTH.labels(ns, name, check.name, q["name"]).set(q["messages"])
+
+    def notify(
+        self,
+        policy: HealthPolicySpec,
+        note: logic.Notification,
+        ev: logic.Evaluation,
+        known: list[str],
+    ) -> None:
+        """An Event always; webhooks (unless expected) in the background."""
+        expected = " [expected: maintenance in progress, no webhook sent]" if note.expected else ""
+        kind = "Normal" if note.kind == "Resolved" or note.expected else "Warning"
+        message = logic.redact(note.message, known) + expected
+        kopf.event(self.body, type=kind, reason=note.reason, message=message[:1000])
+        hooks = [policy.alerting.webhook] + [s.webhook for s in policy.alerting.escalation]
+        index = {id(h): i for i, h in enumerate(x for x in hooks if x is not None)}
+        for hook in note.webhooks:
+            task = asyncio.create_task(self.send(hook, index.get(id(hook), 0), note, ev, known))
+            self.rt.background.add(task)
+            task.add_done_callback(self.rt.background.discard)
+
+    async def send(
+        self,
+        hook: Webhook,
+        index: int,
+        note: logic.Notification,
+        ev: logic.Evaluation,
+        known: list[str],
+    ) -> None:
+        ns, name = self.meta["namespace"], self.meta["name"]
+        body = logic.webhook_body(note, hook, ns, name, ev.verdicts, cond.utcnow())
+        body = json.loads(logic.redact(json.dumps(body), _escaped(known)))
+        try:
+            url = hook.url or await self.secret(hook.url_from)  # type: ignore[arg-type]
+            auth = await self.secret(hook.authorization) if hook.authorization else None
+        except LookupError as exc:
+            kopf.event(self.body, type="Warning", reason="WebhookFailed", message=str(exc))
+            return
+        delivery = await post_json(
+            self.rt.prober.http.client,
+            url,
+            body,
+            timeout_s=hook.timeout.total_seconds(),
+            delays=logic.retry_delays(hook.retries),
+            authorization=auth,
+        )
+        where = "urlFrom Secret" if hook.url_from else hook.url
+        if delivery.ok:
+            self.logger.info(
+                "webhook %s for %s sent (%s)", note.kind, note.incident.get("id"), where
+            )
+        else:
+            kopf.event(
+                self.body,
+                type="Warning",
+                reason="WebhookFailed",
+                message=f"{note.kind} webhook to {where} failed after {delivery.attempts}"
+                f" attempt(s): {delivery.detail}",
+            )
+
+
+def _significant(delta: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
+    """Whether ``delta`` changes more than the numbers that move every round."""
+    for key, value in delta.items():
+        if key in _VOLATILE_TOP:
+            continue
+        if key != "checks":
+            return True
+        if _stable(value) != _stable(written.get("checks")):
+            return True
+    return False
+
+
+def _stable(checks: Any) -> Any:
+    if not isinstance(checks, list):
+        return checks
+    return [
+        {k: v for k, v in c.items() if k not in _VOLATILE_CHECK} if isinstance(c, dict) else c
+        for c in checks
+    ]
+
+
+def _escaped(secrets: list[str]) -> list[str]:
+    # A secret inside a JSON string may appear escaped; redact both spellings.
+    return [*secrets, *(json.dumps(s)[1:-1] for s in secrets)]
+
+
+def _redacted(status: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
+    if not any(secrets):
+        return status
+    out: dict[str, Any] = json.loads(logic.redact(json.dumps(status), _escaped(secrets)))
+    return out
+
+
+def forget_metrics(namespace: str, name: str, checks: list[str]) -> None:
+    """Drop a deleted policy's series so /metrics does not grow without bound."""
+    with contextlib.suppress(KeyError):
+        SEVERITY.remove(namespace, name)
+    for metric in (PROBE_SUCCESS, HIT_RATIO, CONNECTIONS):
+        for check in checks:
+            with contextlib.suppress(KeyError):
+                metric.remove(namespace, name, check)
+    for collector in (PROBE_DURATION, QUEUE_DEPTH):
+        for labels in list(collector._metrics):  # prometheus-client has no prefix removal
+            if labels[:2] == (namespace, name):
+                with contextlib.suppress(KeyError):
+                    collector.remove(*labels)

@@ -1,0 +1,482 @@
+"""HealthPolicy spec: checks, bands, incident rules, alerting (parsed with ``models.parse``).
+
+Defaults come from the operations guide: response time 100/200/500 ms, database connections
+70/80/95 %, cache hit ratio above 80 %, long-running queries after 5 minutes, slow statements
+above 100 ms mean (top 10), escalation after 30 minutes and after 1 hour.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from datetime import timedelta
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, field_validator, model_validator
+
+from stronghold_operator.models.base import Duration, SpecModel
+from stronghold_operator.models.common import SecretKeySelector
+
+Severity = Literal["P1", "P2", "P3", "P4"]
+CheckType = Literal["http", "postgres", "memcached", "rabbitmq", "prometheus"]
+CheckState = Literal["Healthy", "Warning", "Critical", "Unknown"]
+
+SEVERITIES: tuple[Severity, ...] = ("P1", "P2", "P3", "P4")
+
+# Set by a MaintenanceWindow while it is in progress; incidents are then expected.
+MAINTENANCE_ANNOTATION = "ops.stronghold.io/maintenance"
+
+# What a probe can find wrong; incident rules map these to severities.
+FindingCode = Literal[
+    "Unreachable",  # connection refused, DNS failure, authentication failure
+    "Timeout",  # no answer within the check's timeout
+    "UnexpectedStatus",  # HTTP status not in expectedStatus
+    "Unhealthy",  # the health document's overall status is not a healthy word
+    "ComponentDown",  # a component in the health document is not healthy
+    "LatencyWarning",
+    "LatencyCritical",
+    "ConnectionsWarning",
+    "ConnectionsCritical",
+    "BlockedSessions",
+    "LongRunningQueries",
+    "SlowStatements",
+    "HitRatioLow",
+    "Evictions",
+    "MemoryHigh",
+    "QueueDepthHigh",
+    "ConsumersLow",
+    "QueueMissing",
+    "Refused",  # the target is a forbidden address (link-local, cloud metadata)
+    "MetricWarning",  # a PromQL result in its warning band
+    "MetricCritical",  # a PromQL result in its critical band
+    "NoData",  # a PromQL query returned nothing and emptyResult says that is bad
+]
+FINDING_CODES: tuple[str, ...] = FindingCode.__args__  # type: ignore[attr-defined]
+
+# Hostnames of cloud metadata services; link-local addresses are refused as a range.
+METADATA_HOSTS = frozenset(
+    {
+        "metadata",
+        "metadata.google.internal",
+        "metadata.goog",
+        "metadata.azure.com",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "169.254.169.254",
+        "fd00:ec2::254",
+        "100.100.100.200",
+    }
+)
+
+
+def forbidden_host(host: str) -> str | None:
+    """Why ``host`` must never be probed, or None. Applies to literal names and addresses."""
+    name = host.strip("[]").rstrip(".").lower()
+    if name in METADATA_HOSTS:
+        return f"{host} is a cloud metadata address"
+    try:
+        addr = ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    if addr.is_link_local:
+        return f"{host} is a link-local address"
+    return None
+
+
+class LatencyBands(SpecModel):
+    """Response-time bands: above ``warning`` is Warning, above ``critical`` is Critical."""
+
+    target: Duration = timedelta(milliseconds=100)
+    warning: Duration = timedelta(milliseconds=200)
+    critical: Duration = timedelta(milliseconds=500)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LatencyBands:
+        if not self.target <= self.warning <= self.critical:
+            raise ValueError("bands must satisfy target <= warning <= critical")
+        return self
+
+
+class UpperBands(SpecModel):
+    """Higher is worse: ``value >= warning`` is Warning, ``value >= critical`` is Critical."""
+
+    target: float | None = Field(default=None, ge=0)
+    warning: float = Field(ge=0)
+    critical: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> UpperBands:
+        if self.target is not None and self.target > self.warning:
+            raise ValueError("bands must satisfy target <= warning")
+        if self.warning > self.critical:
+            raise ValueError("bands must satisfy warning <= critical")
+        return self
+
+
+class LowerBands(SpecModel):
+    """Lower is worse: below ``warningBelow`` is Warning, below ``criticalBelow`` Critical."""
+
+    warning_below: float = Field(alias="warningBelow", ge=0)
+    critical_below: float = Field(alias="criticalBelow", ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LowerBands:
+        if self.critical_below > self.warning_below:
+            raise ValueError("bands must satisfy criticalBelow <= warningBelow")
+        return self
+
+
+class Component(SpecModel):
+    """One component of a JSON health document and the check it stands for."""
+
+    name: str = Field(min_length=1, max_length=63)
+    path: str = Field(min_length=1, max_length=253)
+    check: str | None = Field(default=None, max_length=63)
+
+
+def _guide_components() -> list[Component]:
+    return [
+        Component(name="database", path="database"),
+        Component(name="cache", path="cache"),
+        Component(name="queue", path="queue"),
+    ]
+
+
+class HealthDocument(SpecModel):
+    """Where the states live in a JSON health document; the guide's shape by default."""
+
+    status_path: str = Field(default="status", alias="statusPath", max_length=253)
+    healthy_values: list[str] = Field(
+        default_factory=lambda: ["healthy", "ok", "up", "pass", "passed", "green"],
+        alias="healthyValues",
+        min_length=1,
+    )
+    components: list[Component] = Field(default_factory=_guide_components)
+    component_healthy_values: list[str] = Field(
+        default_factory=lambda: ["connected", "healthy", "ok", "up", "pass", "available"],
+        alias="componentHealthyValues",
+        min_length=1,
+    )
+
+
+def _check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r}: scheme must be http or https")
+    if not parts.hostname:
+        raise ValueError(f"{url!r}: no host")
+    if parts.username or parts.password:
+        raise ValueError(f"{url!r}: credentials in a URL are not allowed; use headers")
+    why = forbidden_host(parts.hostname)
+    if why:
+        raise ValueError(f"{url!r}: {why}")
+    return url
+
+
+class HttpCheck(SpecModel):
+    """Probe one or more URLs; optionally parse a JSON health document."""
+
+    url: str | None = Field(default=None, max_length=2048)
+    urls: list[str] = Field(default_factory=list, max_length=20)
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    expected_status: list[int] = Field(default_factory=lambda: [200], alias="expectedStatus")
+    latency: LatencyBands = Field(default_factory=LatencyBands)
+    health_document: HealthDocument | None = Field(default=None, alias="healthDocument")
+    follow_redirects: bool = Field(default=False, alias="followRedirects")
+
+    @field_validator("expected_status")
+    @classmethod
+    def _codes(cls, value: list[int]) -> list[int]:
+        if not value or any(not 100 <= c <= 599 for c in value):
+            raise ValueError("status codes must be between 100 and 599")
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _no_auth(cls, value: dict[str, str]) -> dict[str, str]:
+        # Headers live in the spec in clear text, so credentials do not belong there.
+        for name in value:
+            if name.lower() in ("authorization", "cookie", "proxy-authorization"):
+                raise ValueError(f"header {name!r} would put a credential in the spec")
+        return value
+
+    @model_validator(mode="after")
+    def _targets(self) -> HttpCheck:
+        if self.url is None and not self.urls:
+            raise ValueError("set url or urls")
+        for u in self.targets:
+            _check_url(u)
+        return self
+
+    @property
+    def targets(self) -> list[str]:
+        return ([self.url] if self.url else []) + list(self.urls)
+
+
+class PostgresCheck(SpecModel):
+    """A PostgreSQL server: latency, connections, sessions, locks, slow statements, size."""
+
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=5432, ge=1, le=65535)
+    database: str = Field(default="postgres", min_length=1, max_length=63)
+    user: str = Field(default="postgres", min_length=1, max_length=63)
+    password: SecretKeySelector | None = None
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
+    latency: LatencyBands = Field(default_factory=LatencyBands)
+    connections: UpperBands = Field(
+        default_factory=lambda: UpperBands(target=70, warning=80, critical=95)
+    )
+    max_blocked_sessions: int = Field(default=0, alias="maxBlockedSessions", ge=0)
+    long_running_after: Duration = Field(default=timedelta(minutes=5), alias="longRunningAfter")
+    slow_statement_mean: Duration = Field(
+        default=timedelta(milliseconds=100), alias="slowStatementMean"
+    )
+    slow_statement_top: int = Field(default=10, alias="slowStatementTop", ge=0, le=100)
+    blocking_check_interval: Duration = Field(
+        default=timedelta(seconds=60), alias="blockingCheckInterval"
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        why = forbidden_host(value)
+        if why:
+            raise ValueError(why)
+        return value
+
+
+class MemcachedCheck(SpecModel):
+    """A Memcached server: hit ratio, evictions per interval, connections, memory."""
+
+    address: str = Field(min_length=3, max_length=260, pattern=r"^[^\s:]+:[0-9]{1,5}$")
+    hit_ratio: LowerBands = Field(
+        default_factory=lambda: LowerBands(warning_below=80, critical_below=50), alias="hitRatio"
+    )
+    evictions: UpperBands = Field(
+        default_factory=lambda: UpperBands(warning=100, critical=1000),
+    )
+    memory: UpperBands | None = None
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not 1 <= int(port) <= 65535:
+            raise ValueError("port must be between 1 and 65535")
+        why = forbidden_host(host)
+        if why:
+            raise ValueError(why)
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.address.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
+
+class QueueRule(SpecModel):
+    """One queue and its bands."""
+
+    name: str = Field(min_length=1, max_length=255)
+    depth: UpperBands = Field(default_factory=lambda: UpperBands(warning=1000, critical=10000))
+    min_consumers: int = Field(default=0, alias="minConsumers", ge=0)
+
+
+class Management(SpecModel):
+    """RabbitMQ management API (optional): every queue with unacknowledged counts."""
+
+    url: str = Field(min_length=1, max_length=2048)
+    username: str = Field(default="guest", min_length=1, max_length=255)
+    password: SecretKeySelector
+    depth: UpperBands = Field(default_factory=lambda: UpperBands(warning=1000, critical=10000))
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
+
+
+class RabbitmqCheck(SpecModel):
+    """A RabbitMQ broker over AMQP (URL with credentials from a Secret)."""
+
+    url: SecretKeySelector
+    queues: list[QueueRule] = Field(default_factory=list, max_length=100)
+    management: Management | None = None
+
+
+class PrometheusCheck(SpecModel):
+    """A PromQL instant query whose every series is held against bands (disk, error rate...)."""
+
+    url: str = Field(min_length=1, max_length=2048)
+    query: str = Field(min_length=1, max_length=4096)
+    bands: UpperBands | None = None
+    lower_bands: LowerBands | None = Field(default=None, alias="lowerBands")
+    empty_result: Literal["Unknown", "Healthy", "Warning", "Critical"] = Field(
+        default="Unknown", alias="emptyResult"
+    )
+    unit: str = Field(default="", max_length=16)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_url(value)
+
+    @model_validator(mode="after")
+    def _one_band(self) -> PrometheusCheck:
+        if (self.bands is None) == (self.lower_bands is None):
+            raise ValueError("set exactly one of bands, lowerBands")
+        return self
+
+
+class Check(SpecModel):
+    """One named check with exactly one probe type."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    timeout: Duration | None = None
+    depends_on: list[str] | None = Field(default=None, alias="dependsOn")
+    http: HttpCheck | None = None
+    postgres: PostgresCheck | None = None
+    memcached: MemcachedCheck | None = None
+    rabbitmq: RabbitmqCheck | None = None
+    prometheus: PrometheusCheck | None = None
+
+    @model_validator(mode="after")
+    def _one_type(self) -> Check:
+        kinds = ("http", "postgres", "memcached", "rabbitmq", "prometheus")
+        set_ = [t for t in kinds if getattr(self, t)]
+        if len(set_) != 1:
+            raise ValueError(f"set exactly one of {', '.join(kinds)}")
+        return self
+
+    @property
+    def type(self) -> CheckType:
+        if self.http is not None:
+            return "http"
+        if self.postgres is not None:
+            return "postgres"
+        if self.memcached is not None:
+            return "memcached"
+        if self.prometheus is not None:
+            return "prometheus"
+        return "rabbitmq"
+
+
+class IncidentRule(SpecModel):
+    """Findings (optionally of some check types or checks) that make an incident of a severity."""
+
+    severity: Severity
+    findings: list[FindingCode] = Field(min_length=1)
+    check_types: list[CheckType] | None = Field(default=None, alias="checkTypes")
+    checks: list[str] | None = None
+
+
+class IncidentRules(SpecModel):
+    """Rules are tried in order; the guide's table follows unless includeDefaults is false."""
+
+    rules: list[IncidentRule] = Field(default_factory=list)
+    include_defaults: bool = Field(default=True, alias="includeDefaults")
+
+
+class Webhook(SpecModel):
+    """Where incident notifications go (generic JSON or Alertmanager v2 alerts)."""
+
+    url: str | None = Field(default=None, max_length=2048)
+    url_from: SecretKeySelector | None = Field(default=None, alias="urlFrom")
+    format: Literal["generic", "alertmanager"] = "generic"
+    timeout: Duration = timedelta(seconds=5)
+    retries: int = Field(default=3, ge=0, le=10)
+    authorization: SecretKeySelector | None = None
+    min_severity: Severity = Field(default="P4", alias="minSeverity")
+
+    @model_validator(mode="after")
+    def _target(self) -> Webhook:
+        if (self.url is None) == (self.url_from is None):
+            raise ValueError("set exactly one of url, urlFrom")
+        if self.url is not None:
+            _check_url(self.url)
+        return self
+
+
+class EscalationStep(SpecModel):
+    """After an incident stays open this long, escalate to ``level`` (and its webhook)."""
+
+    after: Duration
+    level: int = Field(ge=2, le=9)
+    webhook: Webhook | None = None
+
+
+def _guide_escalation() -> list[EscalationStep]:
+    return [
+        EscalationStep(after=timedelta(minutes=30), level=2),
+        EscalationStep(after=timedelta(hours=1), level=3),
+    ]
+
+
+class Alerting(SpecModel):
+    """Events always; a webhook optionally; escalation steps by time unresolved."""
+
+    webhook: Webhook | None = None
+    escalation: list[EscalationStep] = Field(default_factory=_guide_escalation, max_length=8)
+
+    @field_validator("escalation")
+    @classmethod
+    def _increasing(cls, value: list[EscalationStep]) -> list[EscalationStep]:
+        for a, b in itertools.pairwise(value):
+            if not (a.after < b.after and a.level < b.level):
+                raise ValueError("escalation steps must increase in both after and level")
+        return value
+
+
+class HealthPolicySpec(SpecModel):
+    """The whole spec of a HealthPolicy."""
+
+    interval: Duration = timedelta(seconds=30)
+    timeout: Duration | None = None  # default min(5s, interval)
+    failure_threshold: int = Field(default=3, alias="failureThreshold", ge=1, le=100)
+    success_threshold: int = Field(default=1, alias="successThreshold", ge=1, le=100)
+    checks: list[Check] = Field(min_length=1, max_length=50)
+    incident_rules: IncidentRules = Field(default_factory=IncidentRules, alias="incidentRules")
+    alerting: Alerting = Field(default_factory=Alerting)
+    suspend: bool = False
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: timedelta) -> timedelta:
+        if value < timedelta(seconds=1):
+            raise ValueError("interval must be at least 1s")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> HealthPolicySpec:
+        names = [c.name for c in self.checks]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate check names: {', '.join(dupes)}")
+        known = set(names)
+        for c in self.checks:
+            for dep in c.depends_on or ():
+                if dep not in known or dep == c.name:
+                    raise ValueError(f"check {c.name!r}: dependsOn {dep!r} is not another check")
+            doc = c.http.health_document if c.http else None
+            for comp in doc.components if doc else ():
+                if comp.check is not None and comp.check not in known:
+                    raise ValueError(
+                        f"check {c.name!r}: component {comp.name!r} names unknown check"
+                        f" {comp.check!r}"
+                    )
+            if c.timeout is not None and c.timeout > self.interval:
+                raise ValueError(f"check {c.name!r}: timeout must not exceed interval")
+        if self.timeout is not None and self.timeout > self.interval:
+            raise ValueError("timeout must not exceed interval")
+        return self
+
+    def timeout_of(self, check: Check) -> timedelta:
+        return check.timeout or self.timeout or min(timedelta(seconds=5), self.interval)
+
+    def check(self, name: str) -> Check | None:
+        return next((c for c in self.checks if c.name == name), None)

@@ -1,0 +1,54 @@
+"""Outgoing notification webhooks: POST JSON with a timeout and retries with backoff.
+
+The body is built by ``logic.health.webhook_body`` from status data only, so it carries no
+credentials; the Authorization header (from a Secret) is the only secret sent, and never
+logged. Failures are returned as data for the caller to report.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Delivery:
+    ok: bool
+    attempts: int
+    detail: str  # "HTTP 200", "HTTP 503", "ConnectError" - never the URL or headers
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    body: Any,
+    *,
+    timeout_s: float,
+    delays: Sequence[float],
+    authorization: str | None = None,
+) -> Delivery:
+    """POST ``body``; retry after each delay in ``delays`` on errors, 429 and 5xx."""
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    detail = ""
+    attempts = 0
+    for wait in [0.0, *delays]:
+        if wait:
+            await asyncio.sleep(wait)
+        attempts += 1
+        try:
+            response = await client.post(url, json=body, headers=headers, timeout=timeout_s)
+        except httpx.HTTPError as exc:
+            detail = type(exc).__name__
+            continue
+        detail = f"HTTP {response.status_code}"
+        if response.status_code < 300:
+            return Delivery(True, attempts, detail)
+        if response.status_code != 429 and response.status_code < 500:
+            break  # the receiver refuses this body: retrying will not help
+    return Delivery(False, attempts, detail)

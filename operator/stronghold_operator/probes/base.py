@@ -1,0 +1,113 @@
+"""One probe protocol and its result types: a failing service is a result, never an exception.
+
+Probes measure; they do not judge. Bands, states and severities are applied by
+``logic.health`` to the measurements here, so a probe result is plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, TypeVar
+
+# Why a probe got no usable answer. ``None`` means it got one (good or bad).
+Failure = Literal["Unreachable", "Timeout", "RateLimited", "Refused", "Error"]
+
+Number = int | float
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A PostgreSQL session that blocks others (from pg_blocking_pids)."""
+
+    pid: int
+    user: str
+    application: str
+    blocked_pids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class LongQuery:
+    pid: int
+    user: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class SlowStatement:
+    query_id: str
+    mean_ms: float
+    calls: int
+    query: str  # normalised by pg_stat_statements (constants are $n), truncated
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    name: str
+    messages: int | None  # None: the queue does not exist
+    consumers: int | None
+    unacknowledged: int | None = None  # only the management API knows
+
+
+@dataclass(frozen=True)
+class UrlResult:
+    """One URL of an HTTP check."""
+
+    url: str
+    status_code: int | None
+    latency_ms: float | None
+    failure: Failure | None = None
+    message: str = ""
+    # The JSON document's overall status and components (None: not JSON / not parsed).
+    document_status: str | None = None
+    components: Mapping[str, str | None] = field(default_factory=dict)
+    retry_after_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Series:
+    """One series of a PromQL instant query."""
+
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What one probe of one check measured.
+
+    ``failure`` set means no usable answer; the numbers then may be missing. ``numbers`` holds
+    the scalar measurements by name (see docs/healthpolicy.md for the names per type).
+    """
+
+    latency_ms: float | None
+    failure: Failure | None = None
+    message: str = ""
+    numbers: Mapping[str, Number] = field(default_factory=dict)
+    sessions_by_state: Mapping[str, int] = field(default_factory=dict)
+    blockers: tuple[Blocker, ...] = ()
+    long_queries: tuple[LongQuery, ...] = ()
+    slow_statements: tuple[SlowStatement, ...] | None = None  # None: pg_stat_statements absent
+    queues: tuple[QueueStats, ...] = ()
+    urls: tuple[UrlResult, ...] = ()
+    series: tuple[Series, ...] = ()
+    retry_after_s: float | None = None
+
+    @classmethod
+    def failed(cls, failure: Failure, message: str, latency_ms: float | None = None) -> ProbeResult:
+        return cls(latency_ms=latency_ms, failure=failure, message=message)
+
+
+S_contra = TypeVar("S_contra", contravariant=True)
+
+
+class Probe(Protocol[S_contra]):
+    """Measure one check's target once. Must not raise for a failing target.
+
+    ``secrets`` maps a secret role (``password``, ``url``, ``management-password``) to its
+    value; a probe never logs or returns them.
+    """
+
+    async def probe(
+        self, spec: S_contra, *, timeout_s: float, secrets: Mapping[str, str]
+    ) -> ProbeResult: ...

@@ -1,0 +1,83 @@
+"""Run all checks of a policy concurrently, each with a hard timeout; results are data.
+
+One :class:`Prober` per process holds the probe instances and with them the shared clients
+and connection caches, so thousands of policies reuse the same few connections per target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+
+from stronghold_operator.models.health import Check, HealthPolicySpec
+from stronghold_operator.probes.base import ProbeResult
+from stronghold_operator.probes.http import HttpProbe
+from stronghold_operator.probes.memcached import MemcachedProbe
+from stronghold_operator.probes.postgres import PostgresProbe
+from stronghold_operator.probes.prometheus import PrometheusProbe
+from stronghold_operator.probes.rabbitmq import RabbitmqProbe
+
+# A probe gets its own timeout; this much more and the runner stops waiting for it.
+GRACE_S = 1.0
+
+
+class Prober:
+    """The probes of one process (shared clients, per-target caps)."""
+
+    def __init__(self, http_per_target: int = 10, postgres_per_target: int = 2) -> None:
+        self.http = HttpProbe(per_target=http_per_target)
+        self.postgres = PostgresProbe(per_target=postgres_per_target)
+        self.memcached = MemcachedProbe()
+        self.rabbitmq = RabbitmqProbe(client=self.http.client)
+        self.prometheus = PrometheusProbe(self.http)
+
+    async def close(self) -> None:
+        await self.postgres.close()
+        await self.memcached.close()
+        await self.rabbitmq.close()  # its connections; the HTTP client is shared
+        await self.http.close()
+
+    async def run_check(
+        self, check: Check, timeout_s: float, secrets: Mapping[str, str]
+    ) -> ProbeResult:
+        """One check; never raises (an unexpected error is an ``Error`` result)."""
+        start = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s + GRACE_S):
+                if check.http is not None:
+                    return await self.http.probe(check.http, timeout_s=timeout_s, secrets=secrets)
+                if check.postgres is not None:
+                    return await self.postgres.probe(
+                        check.postgres, timeout_s=timeout_s, secrets=secrets
+                    )
+                if check.memcached is not None:
+                    return await self.memcached.probe(
+                        check.memcached, timeout_s=timeout_s, secrets=secrets
+                    )
+                if check.prometheus is not None:
+                    return await self.prometheus.probe(
+                        check.prometheus, timeout_s=timeout_s, secrets=secrets
+                    )
+                assert check.rabbitmq is not None
+                return await self.rabbitmq.probe(
+                    check.rabbitmq, timeout_s=timeout_s, secrets=secrets
+                )
+        except TimeoutError:
+            return ProbeResult.failed("Timeout", f"no answer within {timeout_s:g}s")
+        except Exception as exc:  # a probe bug must not stop the other checks or policies
+            elapsed = (time.perf_counter() - start) * 1000.0
+            return ProbeResult.failed("Error", f"probe error: {type(exc).__name__}", elapsed)
+
+    async def run(
+        self, policy: HealthPolicySpec, secrets: Mapping[str, Mapping[str, str]]
+    ) -> dict[str, ProbeResult]:
+        """Every check of ``policy`` at once; ``secrets`` by check name, then by role."""
+        checks = list(policy.checks)
+        results = await asyncio.gather(
+            *(
+                self.run_check(c, policy.timeout_of(c).total_seconds(), secrets.get(c.name, {}))
+                for c in checks
+            )
+        )
+        return {c.name: r for c, r in zip(checks, results, strict=True)}

@@ -1,0 +1,80 @@
+"""Webhook delivery against a real local HTTP receiver: retries, no retry on 4xx, timeouts."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+
+from stronghold_operator.platforms.webhook import post_json
+from tests.integration import health_kit as hk
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
+
+
+class _Flaky(BaseHTTPRequestHandler):
+    codes: ClassVar[list[int]] = []
+    calls: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        type(self).calls.append(self.path)
+        if self.path == "/slow":
+            time.sleep(2)
+        code = type(self).codes.pop(0) if type(self).codes else 200
+        self.send_response(code)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def flaky() -> Iterator[tuple[str, type[_Flaky]]]:
+    handler = type("Flaky", (_Flaky,), {"codes": [], "calls": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", handler
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    c = httpx.AsyncClient(trust_env=False)
+    yield c
+    await c.aclose()
+
+
+async def test_retries_5xx_and_429_then_delivers(
+    flaky: tuple[str, type[_Flaky]], client: httpx.AsyncClient
+) -> None:
+    url, handler = flaky
+    handler.codes = [503, 429]
+    d = await post_json(client, f"{url}/hook", {"x": 1}, timeout_s=2, delays=[0.05, 0.05, 0.05])
+    assert (d.ok, d.attempts, d.detail) == (True, 3, "HTTP 200")
+
+
+async def test_no_retry_on_4xx(flaky: tuple[str, type[_Flaky]], client: httpx.AsyncClient) -> None:
+    url, handler = flaky
+    handler.codes = [400]
+    d = await post_json(client, f"{url}/hook", {"x": 1}, timeout_s=2, delays=[0.05, 0.05])
+    assert (d.ok, d.attempts, d.detail) == (False, 1, "HTTP 400")
+    assert handler.calls == ["/hook"]
+
+
+async def test_timeout_and_unreachable(
+    flaky: tuple[str, type[_Flaky]], client: httpx.AsyncClient
+) -> None:
+    url, _ = flaky
+    d = await post_json(client, f"{url}/slow", {}, timeout_s=0.5, delays=[0.05])
+    assert (d.ok, d.attempts, d.detail) == (False, 2, "ReadTimeout")
+    down = f"http://127.0.0.1:{hk.closed_port()}/hook"
+    d = await post_json(client, down, {}, timeout_s=1, delays=[0.05, 0.05])
+    assert (d.ok, d.attempts, d.detail) == (False, 3, "ConnectError")
