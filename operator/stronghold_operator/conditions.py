@@ -122,17 +122,60 @@ def transitions(
 def _comparable(value: Any) -> Any:
     """Status without volatile timestamps, to decide whether a write is needed."""
     if isinstance(value, Mapping):
-        return {k: _comparable(v) for k, v in value.items() if k != "lastTransitionTime"}
+        return {
+            k: _comparable(v)
+            for k, v in value.items()
+            if k != "lastTransitionTime" and v != ""  # absent and empty mean the same
+        }
     if isinstance(value, list):
         return [_comparable(v) for v in value]
     return value
 
 
-def status_delta(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The top-level status fields that differ (conditions compared without timestamps).
+def _clean(value: Any) -> Any:
+    """Drop empty strings: Kubernetes 1.20 reads ``""`` in a status patch as null and rejects
+    it against a string schema (422). Absent and empty mean the same to a reader."""
+    if isinstance(value, Mapping):
+        return {k: _clean(v) for k, v in value.items() if v != ""}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
-    Fields in ``desired`` that are equal to ``current`` are left out, so a handler patches
-    status only when something changed.
+
+def _diff(current: Any, desired: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386 merge patch turning the ``current`` object into ``desired`` (full objects)."""
+    cur = current if isinstance(current, Mapping) else {}
+    out: dict[str, Any] = {k: None for k in cur if k not in desired}
+    for k, v in desired.items():
+        c = cur.get(k)
+        if isinstance(v, Mapping) and isinstance(c, Mapping):
+            sub = _diff(c, v)
+            if sub:
+                out[k] = sub
+        elif _comparable(c) != _comparable(v):
+            out[k] = v
+    return out
+
+
+def status_delta(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch for the top-level status fields in ``desired`` that changed.
+
+    Conditions are compared without timestamps; fields of ``current`` that ``desired`` does
+    not name are left alone (a handler may write only part of the status), while keys that
+    vanished *inside* a named object are deleted (null). Empty when nothing changed, so a
+    handler patches status only when something did.
     """
     cur = current or {}
-    return {k: v for k, v in desired.items() if _comparable(cur.get(k)) != _comparable(v)}
+    out: dict[str, Any] = {}
+    for k, v in _clean(dict(desired)).items():
+        c = cur.get(k)
+        if isinstance(v, Mapping) and isinstance(c, Mapping):
+            sub = _diff(c, v)
+            if sub:
+                out[k] = sub
+        elif _comparable(c) != _comparable(v):
+            out[k] = v
+    for k, v in desired.items():
+        if v == "" and cur.get(k) not in (None, ""):
+            out[k] = None
+    return out

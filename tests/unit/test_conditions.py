@@ -102,3 +102,24 @@ def test_upsert_keeps_one_entry_per_type(seq: list[tuple[str, c.ConditionStatus]
         entry = next(x for x in conds if x["type"] == type_)
         assert entry["status"] == status
         break
+
+
+def test_empty_strings_never_reach_the_patch() -> None:
+    desired = {
+        "conditions": c.upsert(None, [c.Condition("Ready", "True", "A", "")], 1, T0),
+        "note": "",
+    }
+    delta = c.status_delta({}, desired)
+    assert "message" not in delta["conditions"][0]
+    assert "note" not in delta
+
+
+def test_vanished_nested_keys_are_deleted_and_emptied_top_level_keys_nulled() -> None:
+    current = {"lastDecision": {"action": "Hold", "message": "old"}, "note": "x", "other": 1}
+    desired = {"lastDecision": {"action": "Hold", "message": ""}, "note": ""}
+    assert c.status_delta(current, desired) == {"lastDecision": {"message": None}, "note": None}
+
+
+def test_unchanged_nested_objects_produce_no_patch() -> None:
+    current = {"lastDecision": {"action": "Hold", "from": 2}}
+    assert c.status_delta(current, {"lastDecision": {"action": "Hold", "from": 2}}) == {}
