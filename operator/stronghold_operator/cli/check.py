@@ -3,6 +3,10 @@
 Runs the checks of HealthPolicy manifests (or of flags) once with the operator's own probes
 and logic, prints a table, and exits 0 healthy, 1 warning (or unknown), 2 critical,
 3 when the input is invalid.
+
+Resources checks of a Compose service need only the Docker Engine; those of a Deployment or
+StatefulSet read metrics.k8s.io through the kubeconfig ($KUBECONFIG or ~/.kube/config), in
+the policy's metadata.namespace, else --namespace.
 """
 
 from __future__ import annotations
@@ -49,6 +53,27 @@ def register(sub: Any) -> None:
     p.add_argument("--memcached", metavar="HOST:PORT", help="probe this Memcached")
     p.add_argument("--amqp", metavar="URL", help="probe this RabbitMQ (amqp://user:pass@host/)")
     p.add_argument("--queue", action="append", default=[], help="RabbitMQ queue to check")
+    p.add_argument(
+        "--workload",
+        metavar="KIND/NAME",
+        help="CPU/memory of this Deployment or StatefulSet (metrics.k8s.io, kubeconfig)",
+    )
+    p.add_argument(
+        "--compose",
+        metavar="PROJECT/SERVICE",
+        help="CPU/memory of this Compose service (Docker Engine stats)",
+    )
+    p.add_argument(
+        "--docker-host",
+        default="unix:///var/run/docker.sock",
+        help="Docker Engine for --compose (default unix:///var/run/docker.sock)",
+    )
+    p.add_argument(
+        "-n",
+        "--namespace",
+        default="default",
+        help="namespace of workloads for policies without metadata.namespace (default default)",
+    )
     p.add_argument("--timeout", default="5s", help="timeout per check (default 5s)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_run)
@@ -104,6 +129,19 @@ def _from_flags(args: argparse.Namespace) -> dict[str, Any] | None:
                 },
             }
         )
+    if args.workload:
+        kind, _, name = args.workload.partition("/")
+        ref: dict[str, Any] = {"kind": kind, "name": name}
+        checks.append({"name": "workload", "resources": {"targetRef": ref}})
+    if args.compose:
+        project, _, service = args.compose.partition("/")
+        ref = {
+            "kind": "ComposeService",
+            "project": project,
+            "service": service,
+            "dockerHost": args.docker_host,
+        }
+        checks.append({"name": "compose", "resources": {"targetRef": ref}})
     if not checks:
         return None
     return {
@@ -160,9 +198,10 @@ def _run(args: argparse.Namespace) -> int:
     if not docs:
         err.print("[red]nothing to check:[/] give -f policy.yaml or --url/--postgres/...")
         return EXIT_INVALID
-    jobs: list[tuple[str, Any, dict[str, dict[str, str]]]] = []
+    jobs: list[tuple[str, str, Any, dict[str, dict[str, str]]]] = []
     for doc in docs:
         name = str(doc.get("metadata", {}).get("name", "policy"))
+        namespace = str(doc.get("metadata", {}).get("namespace") or args.namespace)
         spec = dict(doc.get("spec") or {})
         spec["failureThreshold"] = 1  # one shot: every result counts at once
         spec["successThreshold"] = 1
@@ -172,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
         except (InvalidSpec, LookupError) as exc:
             err.print(f"[red]{name}:[/] {exc}")
             return EXIT_INVALID
-        jobs.append((name, policy, secrets))
+        jobs.append((name, namespace, policy, secrets))
     reports = asyncio.run(_check_all(jobs))
     if args.json:
         sys.stdout.write(json.dumps(reports, indent=2) + "\n")
@@ -181,18 +220,48 @@ def _run(args: argparse.Namespace) -> int:
     return max((r["exitCode"] for r in reports), default=EXIT_OK)
 
 
+def _usage_reader() -> tuple[Any, Any]:
+    """A reader for resources checks that connects to Kubernetes only when one needs it,
+    and a function closing that connection."""
+    from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
+    from stronghold_operator.platforms.kube import Kube
+    from stronghold_operator.platforms.metrics_api import MetricsUnavailableError
+    from stronghold_operator.platforms.usage import read_usage
+
+    kube: list[Kube] = []
+    lock = asyncio.Lock()
+
+    async def read(ref: TargetRef, namespace: str) -> list[ReplicaUsage]:
+        if not ref.is_compose:
+            async with lock:
+                if not kube:
+                    try:
+                        kube.append(await asyncio.to_thread(Kube.connect))
+                    except Exception as exc:  # no kubeconfig, a broken one, ...
+                        raise MetricsUnavailableError(f"no Kubernetes access: {exc}") from None
+        return await read_usage(kube[0] if kube else None, namespace, ref)
+
+    def close() -> None:
+        for k in kube:
+            k.close()
+
+    return read, close
+
+
 async def _check_all(
-    jobs: list[tuple[str, Any, dict[str, dict[str, str]]]],
+    jobs: list[tuple[str, str, Any, dict[str, dict[str, str]]]],
 ) -> list[dict[str, Any]]:
     from stronghold_operator.conditions import utcnow
     from stronghold_operator.logic import health as logic
+    from stronghold_operator.probes.resources import ResourcesProbe
     from stronghold_operator.probes.runner import Prober
 
-    prober = Prober()
+    reader, close_kube = _usage_reader()
+    prober = Prober(resources=ResourcesProbe(reader))
     reports: list[dict[str, Any]] = []
     try:
-        for name, policy, secrets in jobs:
-            results = await prober.run(policy, secrets)
+        for name, namespace, policy, secrets in jobs:
+            results = await prober.run(policy, secrets, namespace)
             ev = logic.evaluate(policy, name, {}, results, None, utcnow())
             known = [v for roles in secrets.values() for v in roles.values()]
             checks = json.loads(logic.redact(json.dumps(ev.status["checks"]), known))
@@ -217,6 +286,7 @@ async def _check_all(
             )
     finally:
         await prober.close()
+        close_kube()
     return reports
 
 

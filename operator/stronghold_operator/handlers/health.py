@@ -42,9 +42,12 @@ from stronghold_operator.models.health import (
     HealthPolicySpec,
     Webhook,
 )
+from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
 from stronghold_operator.platforms.kube import patch_status, read_secret_key
+from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.platforms.webhook import post_json
 from stronghold_operator.probes.base import ProbeResult
+from stronghold_operator.probes.resources import ResourcesProbe
 from stronghold_operator.probes.runner import Prober
 
 PLURAL = "healthpolicies"
@@ -95,10 +98,16 @@ QUEUE_DEPTH = Gauge(
     [*_LABELS, "queue"],
     registry=registry,
 )
+RESOURCE_UTILISATION = Gauge(
+    "stronghold_health_resource_utilisation_percent",
+    "Workload CPU/memory utilisation of a resources check (of requests, or of Docker limits)",
+    [*_LABELS, "resource"],
+    registry=registry,
+)
 LATENESS = Histogram(
     "stronghold_health_round_lateness_seconds",
     "How late a policy's probe round started compared with its schedule",
-    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10),
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10),
     registry=registry,
 )
 
@@ -109,6 +118,8 @@ class HealthRuntime:
 
     prober: Prober = field(default_factory=Prober)
     secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
+    # One read per expired key: without it, every policy sharing a Secret re-read it at once.
+    secret_locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
     wake: dict[str, asyncio.Event] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -116,8 +127,28 @@ class HealthRuntime:
 def runtime(memo: kopf.Memo) -> HealthRuntime:
     rt = memo.get("health")
     if not isinstance(rt, HealthRuntime):
-        rt = memo["health"] = HealthRuntime()
+        rt = memo["health"] = HealthRuntime(prober=Prober(resources=resources_probe(memo)))
     return rt
+
+
+def resources_probe(memo: kopf.Memo) -> ResourcesProbe:
+    """Resources checks read usage with the operator's API client (looked up per probe)."""
+
+    async def read(ref: TargetRef, namespace: str) -> list[ReplicaUsage]:
+        return await read_usage(services(memo).kube, namespace, ref)
+
+    return ResourcesProbe(read)
+
+
+@kopf.on.startup(id="health-startup")
+async def start_probes(memo: kopf.Memo, **_: Any) -> None:
+    """Create the probes once per process, before any policy is seen.
+
+    kopf gives every object a shallow copy of this memo: a runtime created lazily in a
+    per-object handler was per policy (its own HTTP client, database and broker
+    connections), which a thousand policies turned into a thousand of each.
+    """
+    runtime(memo)
 
 
 @kopf.on.cleanup(id="health-cleanup")
@@ -219,6 +250,7 @@ class PolicyLoop:
         self.last_write = -1e9
         self.secret_misses = 0
         self.check_names: list[str] = []
+        self._parsed: tuple[int | None, HealthPolicySpec] | None = None
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -234,8 +266,7 @@ class PolicyLoop:
         """
         now = cond.utcnow()
         delta, moved = compute_status(self.body, self.written, desired, updates, now)
-        local = {**self.written, **delta}
-        self.current = {k: v for k, v in local.items() if v is not None}
+        self.current = merge_patch(self.written, delta)
         due = time.monotonic() - self.last_write >= STATUS_HEARTBEAT_S
         if delta and (due or _significant(delta, self.written)):
             await patch_status(
@@ -264,11 +295,22 @@ class PolicyLoop:
             self.written["conditions"] = [dict(c) for c in live.get("conditions") or ()]
             self.current["conditions"] = self.written["conditions"]
 
+    def policy(self) -> HealthPolicySpec:
+        """The parsed spec, parsed again only when ``metadata.generation`` moves.
+
+        Validating the spec was the largest CPU cost per round with a thousand policies;
+        a spec change always bumps the generation (the live body kopf keeps updated).
+        """
+        generation = self.meta.get("generation")
+        if self._parsed is None or generation is None or self._parsed[0] != generation:
+            self._parsed = (generation, parse(HealthPolicySpec, self.body["spec"]))
+        return self._parsed[1]
+
     async def round(self) -> float:
         """One evaluation; returns the seconds until the next one."""
         self.resync()
         try:
-            policy = parse(HealthPolicySpec, self.body["spec"])
+            policy = self.policy()
         except InvalidSpec:
             return 30.0  # the validate handler reports it; a spec change wakes us
         interval = policy.interval.total_seconds()
@@ -292,7 +334,7 @@ class PolicyLoop:
             return logic.missing_secret_backoff(self.secret_misses - 1, policy.interval)
         self.secret_misses = 0
         now = cond.utcnow()
-        results = await self.rt.prober.run(policy, secrets)
+        results = await self.rt.prober.run(policy, secrets, self.meta["namespace"])
         maintenance = (self.meta.get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
         ev = logic.evaluate(policy, self.meta["name"], self.current, results, maintenance, now)
         known = [v for per_check in secrets.values() for v in per_check.values()]
@@ -312,12 +354,15 @@ class PolicyLoop:
         ns = self.meta["namespace"]
         key = (ns, ref.secret_key_ref.name, ref.secret_key_ref.key)
         hit = self.rt.secrets.get(key)
-        now = time.monotonic()
-        if hit and hit[0] > now:
+        if hit and hit[0] > time.monotonic():
             return hit[1]
-        value = await read_secret_key(self.svc.kube, *key)
-        self.rt.secrets[key] = (now + SECRET_TTL_S, value)
-        return value
+        async with self.rt.secret_locks.setdefault(key, asyncio.Lock()):
+            hit = self.rt.secrets.get(key)  # read meanwhile by another policy's round
+            if hit and hit[0] > time.monotonic():
+                return hit[1]
+            value = await read_secret_key(self.svc.kube, *key)
+            self.rt.secrets[key] = (time.monotonic() + SECRET_TTL_S, value)
+            return value
 
     async def resolve_secrets(self, policy: HealthPolicySpec) -> dict[str, dict[str, str]]:
         """Secret values by check name and role (``password``, ``url``, ...)."""
@@ -363,6 +408,12 @@ class PolicyLoop:
                 HIT_RATIO.labels(ns, name, check.name).set(ratio)
             if "connectionsPercent" in m:
                 CONNECTIONS.labels(ns, name, check.name).set(m["connectionsPercent"])
+            if check.type == "resources":
+                for resource in ("cpu", "memory"):
+                    if f"{resource}Percent" in m:
+                        RESOURCE_UTILISATION.labels(ns, name, check.name, resource).set(
+                            m[f"{resource}Percent"]
+                        )
             for q in m.get("queues", ()):
                 if "messages" in q:
                     QUEUE_DEPTH.labels(ns, name, check.name, q["name"]).set(q["messages"])
@@ -426,6 +477,23 @@ class PolicyLoop:
             )
 
 
+def merge_patch(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with the JSON merge patch ``patch`` applied, as the API server applies it.
+
+    Nested objects merge and null deletes: a delta naming only the incident's changed
+    fields must not drop the others (the incident's ``id``) from the local status.
+    """
+    out = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_patch(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _significant(delta: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
     """Whether ``delta`` changes more than the numbers that move every round."""
     for key, value in delta.items():
@@ -467,7 +535,7 @@ def forget_metrics(namespace: str, name: str, checks: list[str]) -> None:
         for check in checks:
             with contextlib.suppress(KeyError):
                 metric.remove(namespace, name, check)
-    for collector in (PROBE_DURATION, QUEUE_DEPTH):
+    for collector in (PROBE_DURATION, QUEUE_DEPTH, RESOURCE_UTILISATION):
         for labels in list(collector._metrics):  # prometheus-client has no prefix removal
             if labels[:2] == (namespace, name):
                 with contextlib.suppress(KeyError):

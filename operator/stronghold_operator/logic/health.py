@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from stronghold_operator import conditions as cond
+from stronghold_operator.logic.scaling import utilisation
 from stronghold_operator.models.health import (
     SEVERITIES,
     Check,
@@ -25,6 +26,7 @@ from stronghold_operator.models.health import (
     PostgresCheck,
     PrometheusCheck,
     RabbitmqCheck,
+    ResourcesCheck,
     Severity,
     UpperBands,
     Webhook,
@@ -78,6 +80,8 @@ DEFAULT_RULES: tuple[IncidentRule, ...] = (
             "QueueDepthHigh",
             "ConsumersLow",
             "LongRunningQueries",
+            "CpuCritical",
+            "MemoryCritical",
         ],
     ),
 )
@@ -436,13 +440,91 @@ def assess_prometheus(
     return worst, m
 
 
+def _replica_percent(used: float, basis: float) -> float | None:
+    return 100.0 * used / basis if basis > 0 else None
+
+
+def assess_resources(
+    spec: ResourcesCheck, result: ProbeResult
+) -> tuple[list[Finding], dict[str, Any]]:
+    """Utilisation of the replicas' basis: requests (Kubernetes) or limits (Docker), the
+    ScalingPolicy's basis; averaged as HPA does, or the busiest replica (``aggregate: max``)."""
+    ref = spec.target_ref
+    basis = "limits" if ref.is_compose else "requests"
+    unit = "container" if ref.is_compose else "pod"
+    replicas = result.replicas
+    per = [
+        (
+            r.name,
+            _replica_percent(r.cpu_cores, r.cpu_basis_cores),
+            _replica_percent(r.memory_bytes, r.memory_basis_bytes),
+        )
+        for r in replicas
+    ]
+    m: dict[str, Any] = {
+        "target": ref.describe(),
+        "basis": basis,
+        "aggregate": spec.aggregate,
+        "replicas": len(replicas),
+        "cpuCores": round(sum(r.cpu_cores for r in replicas), 4),
+        "memoryBytes": int(sum(r.memory_bytes for r in replicas)),
+        "perReplica": [
+            {
+                "name": name,
+                **({"cpuPercent": round(c, 1)} if c is not None else {}),
+                **({"memoryPercent": round(mem, 1)} if mem is not None else {}),
+            }
+            for name, c, mem in per[:10]
+        ],
+    }
+    values: dict[str, tuple[float, str]] = {}
+    if spec.aggregate == "max":
+        for key, known in (
+            ("cpu", [(c, name) for name, c, _ in per if c is not None]),
+            ("memory", [(mem, name) for name, _, mem in per if mem is not None]),
+        ):
+            if known:
+                value, name = max(known)
+                values[key] = (value, f"{name}, the busiest of {len(replicas)} {unit}(s)")
+    elif replicas:
+        sample = utilisation(replicas, max(r.timestamp for r in replicas))
+        how = f"average of {len(replicas)} {unit}(s)"
+        if sample.cpu_percent is not None:
+            values["cpu"] = (sample.cpu_percent, how)
+        if sample.memory_percent is not None:
+            values["memory"] = (sample.memory_percent, how)
+    findings: list[Finding] = []
+    for key, label, bands, prefix in (
+        ("cpu", "CPU", spec.cpu, "Cpu"),
+        ("memory", "memory", spec.memory, "Memory"),
+    ):
+        if key not in values:
+            continue
+        value, how = values[key]
+        m[f"{key}Percent"] = round(value, 1)
+        level = band_upper(value, bands)
+        if level:
+            limit = bands.critical if level == "critical" else bands.warning
+            findings.append(
+                Finding(
+                    f"{prefix}{level.capitalize()}",
+                    level,
+                    f"{label} {value:.0f}% of {basis} >= {limit:g}% ({how})",
+                )
+            )
+    return findings, m
+
+
 def assess(check: Check, result: ProbeResult, previous: Mapping[str, Any] | None) -> Assessment:
     """Apply the check's bands to one probe result (``previous``: the check's last status)."""
     prev = dict((previous or {}).get("measurements") or {})
     latency = result.latency_ms
     failure = _failure_finding(result)
+    if check.resources is not None:
+        # Reading metrics is not a service's response time: keep it out of worstLatency.
+        latency = None
     if result.failure in ("RateLimited", "Refused", "Error"):
-        reason = {"RateLimited": REASON_RATE_LIMITED, "Refused": "Refused"}.get(
+        reason = result.reason or {"RateLimited": REASON_RATE_LIMITED, "Refused": "Refused"}.get(
             result.failure, "ProbeError"
         )
         m: dict[str, Any] = {}
@@ -487,6 +569,15 @@ def assess(check: Check, result: ProbeResult, previous: Mapping[str, Any] | None
             return Assessment("Unknown", (), msg, "NoData", {"series": []}, latency)
         findings, m = assess_prometheus(spec, result)
         healthy = f"{len(result.series)} series within bands"
+    elif check.resources is not None:
+        findings, m = assess_resources(check.resources, result)
+        if "cpuPercent" not in m and "memoryPercent" not in m:
+            msg = f"{m['target']}: no replica has a usable basis"
+            return Assessment("Unknown", (), msg, "NoMetrics", m, latency)
+        # No numbers here: a message that changes every round would be a status write
+        # every round (the numbers are in measurements, written with the heartbeat).
+        unit = "container" if check.resources.target_ref.is_compose else "pod"
+        healthy = f"CPU and memory within bands of {m['basis']} ({m['replicas']} {unit}(s))"
     else:
         assert check.rabbitmq is not None
         findings, m = assess_rabbitmq(check.rabbitmq, result)

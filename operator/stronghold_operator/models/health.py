@@ -1,8 +1,9 @@
 """HealthPolicy spec: checks, bands, incident rules, alerting (parsed with ``models.parse``).
 
 Defaults come from the operations guide: response time 100/200/500 ms, database connections
-70/80/95 %, cache hit ratio above 80 %, long-running queries after 5 minutes, slow statements
-above 100 ms mean (top 10), escalation after 30 minutes and after 1 hour.
+70/80/95 %, CPU 70/80/90 %, memory 80/85/95 %, cache hit ratio above 80 %, long-running
+queries after 5 minutes, slow statements above 100 ms mean (top 10), escalation after
+30 minutes and after 1 hour.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pydantic import Field, field_validator, model_validator
 
 from stronghold_operator.models.base import Duration, SpecModel
 from stronghold_operator.models.common import SecretKeySelector
+from stronghold_operator.models.scaling import TargetRef
 
 Severity = Literal["P1", "P2", "P3", "P4"]
-CheckType = Literal["http", "postgres", "memcached", "rabbitmq", "prometheus"]
+CheckType = Literal["http", "postgres", "memcached", "rabbitmq", "prometheus", "resources"]
 CheckState = Literal["Healthy", "Warning", "Critical", "Unknown"]
 
 SEVERITIES: tuple[Severity, ...] = ("P1", "P2", "P3", "P4")
@@ -51,6 +53,10 @@ FindingCode = Literal[
     "MetricWarning",  # a PromQL result in its warning band
     "MetricCritical",  # a PromQL result in its critical band
     "NoData",  # a PromQL query returned nothing and emptyResult says that is bad
+    "CpuWarning",  # a workload's CPU utilisation in its warning band
+    "CpuCritical",
+    "MemoryWarning",  # a workload's memory utilisation in its warning band
+    "MemoryCritical",
 ]
 FINDING_CODES: tuple[str, ...] = FindingCode.__args__  # type: ignore[attr-defined]
 
@@ -333,6 +339,34 @@ class PrometheusCheck(SpecModel):
         return self
 
 
+class ResourcesCheck(SpecModel):
+    """CPU and memory utilisation of a workload against the guide's bands.
+
+    The target is a ScalingPolicy ``targetRef``: a Deployment/StatefulSet of the policy's
+    namespace (metrics.k8s.io, relative to requests) or a Compose service (Docker stats,
+    relative to limits).
+    """
+
+    target_ref: TargetRef = Field(alias="targetRef")
+    cpu: UpperBands = Field(default_factory=lambda: UpperBands(target=70, warning=80, critical=90))
+    memory: UpperBands = Field(
+        default_factory=lambda: UpperBands(target=80, warning=85, critical=95)
+    )
+    # average: total usage over total basis (as HPA and ScalingPolicy); max: the worst
+    # replica (as the guide's per-container `docker stats` loop).
+    aggregate: Literal["average", "max"] = "average"
+
+    @field_validator("target_ref")
+    @classmethod
+    def _docker_host(cls, value: TargetRef) -> TargetRef:
+        if value.is_compose:
+            host = urlsplit(value.docker_host).hostname
+            why = forbidden_host(host) if host else None
+            if why:
+                raise ValueError(f"dockerHost: {why}")
+        return value
+
+
 class Check(SpecModel):
     """One named check with exactly one probe type."""
 
@@ -344,10 +378,11 @@ class Check(SpecModel):
     memcached: MemcachedCheck | None = None
     rabbitmq: RabbitmqCheck | None = None
     prometheus: PrometheusCheck | None = None
+    resources: ResourcesCheck | None = None
 
     @model_validator(mode="after")
     def _one_type(self) -> Check:
-        kinds = ("http", "postgres", "memcached", "rabbitmq", "prometheus")
+        kinds = ("http", "postgres", "memcached", "rabbitmq", "prometheus", "resources")
         set_ = [t for t in kinds if getattr(self, t)]
         if len(set_) != 1:
             raise ValueError(f"set exactly one of {', '.join(kinds)}")
@@ -363,6 +398,8 @@ class Check(SpecModel):
             return "memcached"
         if self.prometheus is not None:
             return "prometheus"
+        if self.resources is not None:
+            return "resources"
         return "rabbitmq"
 
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
+from stronghold_operator.models.scaling import ReplicaUsage
+
 # Why a probe got no usable answer. ``None`` means it got one (good or bad).
 Failure = Literal["Unreachable", "Timeout", "RateLimited", "Refused", "Error"]
 
@@ -92,10 +94,20 @@ class ProbeResult:
     urls: tuple[UrlResult, ...] = ()
     series: tuple[Series, ...] = ()
     retry_after_s: float | None = None
+    # Resources checks: usage and basis of each running replica (pod or container).
+    replicas: tuple[ReplicaUsage, ...] = ()
+    # A CamelCase reason for a result without a usable answer, when ``failure`` is too coarse
+    # (e.g. ``MetricsUnavailable``, ``TargetNotFound``); the check is then Unknown.
+    reason: str | None = None
 
     @classmethod
     def failed(cls, failure: Failure, message: str, latency_ms: float | None = None) -> ProbeResult:
         return cls(latency_ms=latency_ms, failure=failure, message=message)
+
+    @classmethod
+    def unavailable(cls, reason: str, message: str, latency_ms: float | None = None) -> ProbeResult:
+        """Nothing to judge this time (no metrics, no target): Unknown with ``reason``."""
+        return cls(latency_ms=latency_ms, failure="Error", message=message, reason=reason)
 
 
 S_contra = TypeVar("S_contra", contravariant=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -28,15 +29,19 @@ from stronghold_operator.probes.base import ProbeResult, QueueStats
 from stronghold_operator.probes.http import USER_AGENT
 
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="amqp-probe")
+# pika logs every connection and channel open and close at INFO: with a thousand policies
+# that was most of the operator's log and a good share of its CPU.
+logging.getLogger("pika").setLevel(logging.WARNING)
 
 
 @dataclass
 class _Broker:
     lock: threading.Lock = field(default_factory=threading.Lock)
     conn: Any = None  # pika.BlockingConnection
+    channel: Any = None  # kept between probes: one round trip per queue instead of three
 
     def drop(self) -> None:
-        conn, self.conn = self.conn, None
+        conn, self.conn, self.channel = self.conn, None, None
         if conn is not None:
             # Closing an already broken connection may raise anything.
             with contextlib.suppress(Exception):
@@ -64,13 +69,14 @@ def _passive(broker: _Broker, url: str, queues: list[str], timeout_s: float) -> 
     with broker.lock:
         for attempt in (1, 2):
             if broker.conn is None or not broker.conn.is_open:
+                broker.channel = None
                 try:
                     broker.conn = pika.BlockingConnection(_params(url, timeout_s))
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     broker.conn = None
                     raise AmqpUnreachable(_describe(exc)) from None
             try:
-                return _declare_all(broker.conn, queues)
+                return _declare_all(broker, queues)
             except (pika.exceptions.AMQPConnectionError, pika.exceptions.StreamLostError, OSError):
                 broker.drop()  # a kept connection the broker closed: reconnect once
                 if attempt == 2:
@@ -78,23 +84,20 @@ def _passive(broker: _Broker, url: str, queues: list[str], timeout_s: float) -> 
         return []  # pragma: no cover
 
 
-def _declare_all(conn: Any, queues: list[str]) -> list[QueueStats]:
+def _declare_all(broker: _Broker, queues: list[str]) -> list[QueueStats]:
     out: list[QueueStats] = []
-    channel = conn.channel()
-    try:
-        for name in queues:
-            try:
-                ok = channel.queue_declare(queue=name, passive=True)
-            except pika.exceptions.ChannelClosedByBroker as exc:
-                if exc.reply_code != 404:
-                    raise
-                out.append(QueueStats(name, None, None))
-                channel = conn.channel()  # a 404 closes the channel
-                continue
-            out.append(QueueStats(name, ok.method.message_count, ok.method.consumer_count))
-    finally:
-        if channel.is_open:
-            channel.close()
+    for name in queues:
+        if broker.channel is None or not broker.channel.is_open:
+            broker.channel = broker.conn.channel()
+        try:
+            ok = broker.channel.queue_declare(queue=name, passive=True)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            broker.channel = None  # the broker closed it (a 404 does): open another next time
+            if exc.reply_code != 404:
+                raise
+            out.append(QueueStats(name, None, None))
+            continue
+        out.append(QueueStats(name, ok.method.message_count, ok.method.consumer_count))
     return out
 
 

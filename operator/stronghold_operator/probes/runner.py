@@ -17,6 +17,7 @@ from stronghold_operator.probes.memcached import MemcachedProbe
 from stronghold_operator.probes.postgres import PostgresProbe
 from stronghold_operator.probes.prometheus import PrometheusProbe
 from stronghold_operator.probes.rabbitmq import RabbitmqProbe
+from stronghold_operator.probes.resources import ResourcesProbe
 
 # A probe gets its own timeout; this much more and the runner stops waiting for it.
 GRACE_S = 1.0
@@ -25,12 +26,19 @@ GRACE_S = 1.0
 class Prober:
     """The probes of one process (shared clients, per-target caps)."""
 
-    def __init__(self, http_per_target: int = 10, postgres_per_target: int = 2) -> None:
+    def __init__(
+        self,
+        http_per_target: int = 10,
+        postgres_per_target: int = 2,
+        resources: ResourcesProbe | None = None,
+    ) -> None:
         self.http = HttpProbe(per_target=http_per_target)
         self.postgres = PostgresProbe(per_target=postgres_per_target)
         self.memcached = MemcachedProbe()
         self.rabbitmq = RabbitmqProbe(client=self.http.client)
         self.prometheus = PrometheusProbe(self.http)
+        # Without a reader (no platform access given), resources checks are Unknown.
+        self.resources = resources or ResourcesProbe()
 
     async def close(self) -> None:
         await self.postgres.close()
@@ -39,9 +47,16 @@ class Prober:
         await self.http.close()
 
     async def run_check(
-        self, check: Check, timeout_s: float, secrets: Mapping[str, str]
+        self,
+        check: Check,
+        timeout_s: float,
+        secrets: Mapping[str, str],
+        namespace: str = "default",
     ) -> ProbeResult:
-        """One check; never raises (an unexpected error is an ``Error`` result)."""
+        """One check; never raises (an unexpected error is an ``Error`` result).
+
+        ``namespace`` is the policy's: where a resources check's workload lives.
+        """
         start = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s + GRACE_S):
@@ -59,6 +74,10 @@ class Prober:
                     return await self.prometheus.probe(
                         check.prometheus, timeout_s=timeout_s, secrets=secrets
                     )
+                if check.resources is not None:
+                    return await self.resources.probe(
+                        check.resources, timeout_s=timeout_s, secrets=secrets, namespace=namespace
+                    )
                 assert check.rabbitmq is not None
                 return await self.rabbitmq.probe(
                     check.rabbitmq, timeout_s=timeout_s, secrets=secrets
@@ -70,13 +89,18 @@ class Prober:
             return ProbeResult.failed("Error", f"probe error: {type(exc).__name__}", elapsed)
 
     async def run(
-        self, policy: HealthPolicySpec, secrets: Mapping[str, Mapping[str, str]]
+        self,
+        policy: HealthPolicySpec,
+        secrets: Mapping[str, Mapping[str, str]],
+        namespace: str = "default",
     ) -> dict[str, ProbeResult]:
         """Every check of ``policy`` at once; ``secrets`` by check name, then by role."""
         checks = list(policy.checks)
         results = await asyncio.gather(
             *(
-                self.run_check(c, policy.timeout_of(c).total_seconds(), secrets.get(c.name, {}))
+                self.run_check(
+                    c, policy.timeout_of(c).total_seconds(), secrets.get(c.name, {}), namespace
+                )
                 for c in checks
             )
         )

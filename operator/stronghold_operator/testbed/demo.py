@@ -98,6 +98,18 @@ def _seed_database() -> None:
     )
 
 
+def _declare_queue() -> None:
+    """The guide's Celery queue, which the demo HealthPolicy watches."""
+    import pika
+
+    params = pika.URLParameters("amqp://guest:guest@127.0.0.1:5672/%2F")
+    conn = pika.BlockingConnection(params)
+    try:
+        conn.channel().queue_declare("celery", durable=True)
+    finally:
+        conn.close()
+
+
 def _wait(what: str, fn: object, timeout: float) -> None:
     assert callable(fn)
     deadline = time.monotonic() + timeout
@@ -146,6 +158,7 @@ def up() -> int:
     _wait("the operator pod to be ready", _operator_running, 120)
     _step("seeding the demo database")
     _seed_database()
+    _declare_queue()
     if EXAMPLES.exists():
         _step(f"applying {EXAMPLES.relative_to(REPO)}")
         kubectl("apply", "-k", str(EXAMPLES))

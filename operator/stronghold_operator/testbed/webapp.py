@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -185,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--pg-dsn", default=None, help="libpq connection string of the database")
     p.add_argument("--memcached", default=None, help="host:port of Memcached")
-    p.add_argument("--amqp", default=None, help="AMQP URL of RabbitMQ")
+    p.add_argument(
+        "--amqp",
+        default=os.environ.get("AMQP_URL"),
+        help="AMQP URL of RabbitMQ (default: $AMQP_URL, which keeps credentials out of argv)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request")
     args = p.parse_args(argv)
     server = make_server(
