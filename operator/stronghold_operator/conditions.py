@@ -179,3 +179,21 @@ def status_delta(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
         if v == "" and cur.get(k) not in (None, ""):
             out[k] = None
     return out
+
+
+def merge_patch(target: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """RFC 7386: what the apiserver makes of ``target`` after the merge patch ``patch``.
+
+    Daemons keep their own copy of the status they wrote this way, so their next
+    :func:`status_delta` (and so whether they write at all) matches what the apiserver stores.
+    """
+    out = dict(target)
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, Mapping):
+            base = out.get(key)
+            out[key] = merge_patch(base if isinstance(base, Mapping) else {}, value)
+        else:
+            out[key] = value
+    return out

@@ -266,7 +266,7 @@ class PolicyLoop:
         """
         now = cond.utcnow()
         delta, moved = compute_status(self.body, self.written, desired, updates, now)
-        self.current = merge_patch(self.written, delta)
+        self.current = cond.merge_patch(self.written, delta)
         due = time.monotonic() - self.last_write >= STATUS_HEARTBEAT_S
         if delta and (due or _significant(delta, self.written)):
             await patch_status(
@@ -475,23 +475,6 @@ class PolicyLoop:
                 message=f"{note.kind} webhook to {where} failed after {delivery.attempts}"
                 f" attempt(s): {delivery.detail}",
             )
-
-
-def merge_patch(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with the JSON merge patch ``patch`` applied, as the API server applies it.
-
-    Nested objects merge and null deletes: a delta naming only the incident's changed
-    fields must not drop the others (the incident's ``id``) from the local status.
-    """
-    out = dict(base)
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge_patch(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def _significant(delta: Mapping[str, Any], written: Mapping[str, Any]) -> bool:

@@ -1,0 +1,859 @@
+"""Level-triggered state of a maintenance window: from the clock, the spec and the status.
+
+The handler calls :func:`decide` on every tick with what is recorded in status
+(``status.currentWindow`` as :class:`Progress`, ``status.history``) and the manual requests
+it has not handled yet. The result says what should be true now (targets frozen or not),
+which step to run (pre-checks, post-checks) and what to record. Every step's progress lives
+in status, so after an operator restart the same decision comes out: frozen targets stay
+frozen, and pre/post steps never run twice for one window (a window whose id is in the
+history is never begun again).
+
+Life of one occurrence (no ``phase`` field: conditions tell the story)::
+
+    begin (leadTime before start) -> pre-checks -> open (frozen) -> end -> post-checks -> history
+                                               \\-> skipped (pre-checks failed, policy Skip)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from stronghold_operator import conditions as cond
+from stronghold_operator.logic.recurrence import Occurrence, Recurrence
+from stronghold_operator.models.maintenance import MaintenanceWindowSpec
+
+__all__ = [
+    "ACTIVE",
+    "CONDITION_TYPES",
+    "POST_CHECKS_PASSED",
+    "PRE_CHECKS_PASSED",
+    "SCHEDULED",
+    "Decision",
+    "Event",
+    "HistoryEntry",
+    "Manual",
+    "Progress",
+    "Stage",
+    "backup_request_value",
+    "clean",
+    "decide",
+    "window_times",
+]
+
+SCHEDULED = "Scheduled"
+PRE_CHECKS_PASSED = "PreChecksPassed"
+ACTIVE = "Active"
+POST_CHECKS_PASSED = "PostChecksPassed"
+CONDITION_TYPES = (cond.READY, SCHEDULED, PRE_CHECKS_PASSED, ACTIVE, POST_CHECKS_PASSED)
+
+StepState = Literal["Pending", "Running", "Passed", "Failed", "NotRequired"]
+EndReason = Literal["Scheduled", "EndNow"]
+Result = Literal["Succeeded", "Failed", "Skipped"]
+
+
+class Stage(StrEnum):
+    """Where the window is; internal to the decision (never written as a status phase)."""
+
+    IDLE = "Idle"  # nothing in progress
+    WAITING = "Waiting"  # an occurrence is begun but nothing is due yet
+    PRE_CHECKS = "PreChecks"  # pre-checks running (before or at the start)
+    OPEN = "Open"  # covered objects frozen
+    SKIPPED = "Skipped"  # pre-checks failed and the policy is Skip: nothing frozen
+    POST_CHECKS = "PostChecks"  # released; post-checks running
+
+
+def _ts(t: datetime | None) -> str | None:
+    return cond.rfc3339(t) if t is not None else None
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _local(t: datetime, tz: ZoneInfo) -> str:
+    return t.astimezone(tz).isoformat(timespec="seconds")
+
+
+def window_times(occ: Occurrence, tz: ZoneInfo) -> dict[str, str]:
+    """``{start, end, startLocal, endLocal}`` as status shows a window."""
+    return {
+        "start": cond.rfc3339(occ.start),
+        "end": cond.rfc3339(occ.end),
+        "startLocal": _local(occ.start, tz),
+        "endLocal": _local(occ.end, tz),
+    }
+
+
+@dataclass(frozen=True)
+class Progress:
+    """``status.currentWindow``: one occurrence and every step done for it."""
+
+    id: str
+    start: datetime
+    end: datetime
+    pre_checks: StepState = "Pending"
+    pre_checks_started: datetime | None = None
+    pre_checks_message: str = ""
+    attempt: int = 1  # pre-check attempts (precheck-now may re-run them before the start)
+    manual: bool = False  # this attempt was requested with the precheck-now annotation
+    backup_request: str | None = None  # the backup-now value written for this attempt
+    backup_requested_at: datetime | None = None
+    backup: str | None = None  # the verified backup the window relies on
+    snapshot: str | None = None  # the snapshot ConfigMap's name
+    opened_at: datetime | None = None  # when covered objects were first frozen
+    skipped: bool = False
+    ended_at: datetime | None = None
+    end_reason: EndReason | None = None
+    post_checks: StepState = "Pending"
+    post_checks_started: datetime | None = None
+    post_checks_message: str = ""
+
+    @classmethod
+    def begin(cls, occ: Occurrence) -> Progress:
+        return cls(id=occ.id, start=occ.start, end=occ.end)
+
+    @property
+    def occurrence(self) -> Occurrence:
+        return Occurrence(self.start, self.end)
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+    def to_status(self, tz: ZoneInfo) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, **window_times(self.occurrence, tz)}
+        out["preChecks"] = {
+            "state": self.pre_checks,
+            "attempt": self.attempt,
+            "manual": self.manual,
+            "startedAt": _ts(self.pre_checks_started),
+            "message": self.pre_checks_message,
+            "backupRequest": self.backup_request,
+            "backupRequestedAt": _ts(self.backup_requested_at),
+            "backup": self.backup,
+        }
+        out["snapshotConfigMap"] = self.snapshot
+        out["openedAt"] = _ts(self.opened_at)
+        out["skipped"] = self.skipped
+        out["endedAt"] = _ts(self.ended_at)
+        out["endReason"] = self.end_reason
+        out["postChecks"] = {
+            "state": self.post_checks,
+            "startedAt": _ts(self.post_checks_started),
+            "message": self.post_checks_message,
+        }
+        return _drop_none(out)
+
+    @classmethod
+    def from_status(cls, data: Mapping[str, Any] | None) -> Progress | None:
+        """Read back what :meth:`to_status` wrote; None when absent or unreadable."""
+        if not data or not data.get("id") or not data.get("start") or not data.get("end"):
+            return None
+        pre = data.get("preChecks") or {}
+        post = data.get("postChecks") or {}
+        start, end = _parse_ts(data["start"]), _parse_ts(data["end"])
+        assert start is not None and end is not None
+        return cls(
+            id=str(data["id"]),
+            start=start,
+            end=end,
+            pre_checks=pre.get("state", "Pending"),
+            pre_checks_started=_parse_ts(pre.get("startedAt")),
+            pre_checks_message=str(pre.get("message", "")),
+            attempt=int(pre.get("attempt", 1)),
+            manual=bool(pre.get("manual", False)),
+            backup_request=pre.get("backupRequest"),
+            backup_requested_at=_parse_ts(pre.get("backupRequestedAt")),
+            backup=pre.get("backup"),
+            snapshot=data.get("snapshotConfigMap"),
+            opened_at=_parse_ts(data.get("openedAt")),
+            skipped=bool(data.get("skipped", False)),
+            ended_at=_parse_ts(data.get("endedAt")),
+            end_reason=data.get("endReason"),
+            post_checks=post.get("state", "Pending"),
+            post_checks_started=_parse_ts(post.get("startedAt")),
+            post_checks_message=str(post.get("message", "")),
+        )
+
+
+def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
+    """Leave out None and "" (a merge patch on Kubernetes 1.20 turns "" into null, which the
+    schema refuses for a string field)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        value = _drop_none(v) if isinstance(v, dict) else v
+        if value is not None and value != "":
+            out[k] = value
+    return out
+
+
+def clean(value: Any) -> Any:
+    """:func:`_drop_none` through lists too: what a status patch may carry."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items() if v is not None and v != ""}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One finished window in ``status.history`` (newest first, bounded)."""
+
+    id: str
+    start: datetime
+    end: datetime
+    ended_at: datetime
+    end_reason: str
+    pre_checks: str
+    post_checks: str
+    result: Result
+    backup: str | None = None
+    snapshot: str | None = None
+    message: str = ""
+
+    def to_status(self) -> dict[str, Any]:
+        return _drop_none(
+            {
+                "id": self.id,
+                "start": cond.rfc3339(self.start),
+                "end": cond.rfc3339(self.end),
+                "endedAt": cond.rfc3339(self.ended_at),
+                "endReason": self.end_reason,
+                "preChecks": self.pre_checks,
+                "postChecks": self.post_checks,
+                "result": self.result,
+                "backup": self.backup,
+                "snapshotConfigMap": self.snapshot,
+                "message": self.message,
+            }
+        )
+
+    @classmethod
+    def from_status(cls, data: Mapping[str, Any]) -> HistoryEntry:
+        start, end = _parse_ts(data.get("start")), _parse_ts(data.get("end"))
+        ended = _parse_ts(data.get("endedAt")) or end
+        assert start is not None and end is not None and ended is not None
+        return cls(
+            id=str(data.get("id", "")),
+            start=start,
+            end=end,
+            ended_at=ended,
+            end_reason=str(data.get("endReason", "Scheduled")),
+            pre_checks=str(data.get("preChecks", "")),
+            post_checks=str(data.get("postChecks", "")),
+            result=data.get("result", "Failed"),
+            backup=data.get("backup"),
+            snapshot=data.get("snapshotConfigMap"),
+            message=str(data.get("message", "")),
+        )
+
+
+def history_from_status(items: Sequence[Mapping[str, Any]] | None) -> list[HistoryEntry]:
+    out = []
+    for item in items or ():
+        try:
+            out.append(HistoryEntry.from_status(item))
+        except (AssertionError, ValueError, TypeError):
+            continue  # an entry edited by hand into nonsense is dropped, not fatal
+    return out
+
+
+@dataclass(frozen=True)
+class Manual:
+    """Manual requests not handled yet (the handler compares annotation values with status)."""
+
+    end_now: bool = False
+    precheck_now: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What should be true now, and what to record."""
+
+    stage: Stage
+    progress: Progress | None  # the new status.currentWindow (None: nothing in progress)
+    freeze: bool  # covered objects should carry this window's name now
+    run_pre_checks: bool
+    run_post_checks: bool
+    finished: HistoryEntry | None  # an occurrence completed now: prepend to history
+    next_window: Occurrence | None
+    events: tuple[Event, ...] = ()
+    conditions: tuple[cond.Condition, ...] = ()
+    wake_at: datetime | None = None  # the next instant at which the decision changes by itself
+
+    @property
+    def settled(self) -> bool:
+        """Nothing left to do this tick except holding the freeze state."""
+        return not (self.run_pre_checks or self.run_post_checks or self.finished)
+
+
+def backup_request_value(window: str, progress: Progress) -> str:
+    """The backup-now annotation value for one pre-check attempt: deterministic, so a retry
+    after a failed status write (or a restart) writes the same value and no second backup runs.
+    """
+    suffix = f"-{progress.attempt}" if progress.attempt > 1 else ""
+    return f"{window}-{progress.id}{suffix}"
+
+
+def _pre_required(spec: MaintenanceWindowSpec) -> bool:
+    return spec.pre_checks.backup is not None or spec.pre_checks.snapshot
+
+
+def _result(p: Progress) -> Result:
+    if p.opened_at is None:
+        return "Skipped"
+    if p.pre_checks == "Failed" or p.post_checks == "Failed":
+        return "Failed"
+    return "Succeeded"
+
+
+def _finish(p: Progress) -> HistoryEntry:
+    assert p.ended_at is not None
+    msg = p.post_checks_message if p.opened_at is not None else p.pre_checks_message
+    if p.opened_at is None and p.end_reason == "EndNow" and not p.skipped:
+        msg = "ended by request before it opened"
+    return HistoryEntry(
+        id=p.id,
+        start=p.start,
+        end=p.end,
+        ended_at=p.ended_at,
+        end_reason=p.end_reason or "Scheduled",
+        pre_checks=p.pre_checks,
+        post_checks=p.post_checks if p.opened_at is not None else "NotRun",
+        result=_result(p),
+        backup=p.backup,
+        snapshot=p.snapshot,
+        message=msg,
+    )
+
+
+def _to_begin(
+    rec: Recurrence,
+    spec: MaintenanceWindowSpec,
+    now: datetime,
+    done: set[str],
+    upcoming: Occurrence | None,
+) -> Occurrence | None:
+    """The occurrence to start working on now, if any (never one already in history)."""
+    if spec.suspend:
+        return None
+    cur = rec.current(now)
+    if cur is not None and cur.id not in done:
+        return cur
+    if upcoming is not None and upcoming.id not in done:
+        lead = spec.pre_checks.lead_time if _pre_required(spec) else timedelta(0)
+        if now >= upcoming.start - lead:
+            return upcoming
+    return None
+
+
+def decide(
+    spec: MaintenanceWindowSpec,
+    rec: Recurrence,
+    now: datetime,
+    progress: Progress | None,
+    history: Sequence[HistoryEntry] = (),
+    manual: Manual = Manual(),
+    window_name: str = "",
+) -> Decision:
+    """The state the window should be in at ``now``. Pure; call again after each step."""
+    now = now.astimezone(UTC)
+    tz = rec.tz
+    events: list[Event] = []
+    done = {h.id for h in history}
+    p = progress
+    upcoming = rec.next_after(now)
+    lead = spec.pre_checks.lead_time if _pre_required(spec) else timedelta(0)
+
+    # A spec edit that keeps this occurrence's start (say, a longer duration) applies to it.
+    if p is not None and not p.ended:
+        same = rec.occurrence_at(p.start)
+        if same is not None and same.end != p.end:
+            p = replace(p, end=same.end)
+
+    if manual.precheck_now:
+        if p is not None and (p.opened_at is not None or p.skipped or p.ended):
+            events.append(
+                Event("Warning", "PreCheckNowIgnored", "the window is already open or over")
+            )
+        else:
+            target = p.occurrence if p is not None else (rec.current(now) or upcoming)
+            if target is None or target.id in done:
+                events.append(Event("Warning", "PreCheckNowIgnored", "no upcoming window"))
+            else:
+                attempt = p.attempt + 1 if p is not None else 1
+                p = replace(Progress.begin(target), attempt=attempt, manual=True)
+                events.append(
+                    Event(
+                        "Normal",
+                        "PreChecksRequested",
+                        f"pre-checks requested for the window at {_local(target.start, tz)}",
+                    )
+                )
+
+    if manual.end_now:
+        if p is not None and not p.ended and (now >= p.start or p.pre_checks != "Pending"):
+            p = replace(p, ended_at=now, end_reason="EndNow")
+            events.append(Event("Normal", "EndNowRequested", f"window {p.id} ended by request"))
+        else:
+            events.append(Event("Warning", "EndNowIgnored", "no window is open"))
+
+    if p is None:
+        occ = _to_begin(rec, spec, now, done, upcoming)
+        if occ is not None:
+            p = Progress.begin(occ)
+            events.append(
+                Event(
+                    "Normal",
+                    "WindowScheduled",
+                    f"preparing window {occ.id}: {_local(occ.start, tz)} to {_local(occ.end, tz)}",
+                )
+            )
+
+    stage = Stage.IDLE
+    freeze = run_pre = run_post = False
+    finished: HistoryEntry | None = None
+
+    if p is not None and not p.ended and now >= p.end:
+        p = replace(p, ended_at=p.end, end_reason="Scheduled")
+
+    if p is not None and not p.ended:
+        if not _pre_required(spec) and p.pre_checks == "Pending":
+            p = replace(p, pre_checks="NotRequired", pre_checks_message="no pre-checks configured")
+        if (
+            p.manual
+            and p.pre_checks in ("Passed", "Failed")
+            and p.pre_checks_started is not None
+            and p.pre_checks_started < p.start - lead <= now
+        ):
+            # A rehearsal run days ahead does not replace the backup right before the window.
+            p = replace(
+                p,
+                pre_checks="Pending",
+                attempt=p.attempt + 1,
+                manual=False,
+                backup_request=None,
+                backup_requested_at=None,
+                backup=None,
+                pre_checks_message="",
+            )
+        pre = p.pre_checks
+        if pre in ("Pending", "Running") and (now >= p.start - lead or p.manual):
+            run_pre = True  # at the lead time, or earlier when requested by hand
+        if now >= p.start:
+            pre_ok = pre in ("Passed", "NotRequired")
+            if pre_ok or spec.on_pre_check_failure == "Proceed":
+                freeze = True
+                stage = Stage.OPEN
+                if p.opened_at is None:
+                    p = replace(p, opened_at=now)
+                    note = "" if pre_ok else f" (pre-checks {pre.lower()}, policy Proceed)"
+                    events.append(
+                        Event(
+                            "Normal",
+                            "WindowOpened",
+                            f"window {p.id} open until {_local(p.end, tz)}{note}",
+                        )
+                    )
+            elif pre == "Failed":
+                stage = Stage.SKIPPED
+                if not p.skipped:
+                    p = replace(p, skipped=True)
+                    events.append(
+                        Event(
+                            "Warning",
+                            "WindowSkipped",
+                            f"window {p.id} skipped: pre-checks failed: {p.pre_checks_message}",
+                        )
+                    )
+            else:
+                stage = Stage.PRE_CHECKS
+        else:
+            stage = Stage.PRE_CHECKS if run_pre else Stage.WAITING
+
+    if p is not None and p.ended and p.pre_checks in ("Pending", "Running"):
+        # The window closed before its pre-checks finished: they failed, and never run again.
+        p = replace(p, pre_checks="Failed", pre_checks_message="pre-checks did not finish in time")
+
+    if p is not None and p.ended:
+        if p.opened_at is not None and p.post_checks in ("Pending", "Running"):
+            stage = Stage.POST_CHECKS
+            run_post = True
+            if p.post_checks == "Pending" and p.post_checks_started is None:
+                events.append(
+                    Event(
+                        "Normal",
+                        "WindowEnded",
+                        f"window {p.id} ended ({p.end_reason}); released, running post-checks",
+                    )
+                )
+        else:
+            finished = _finish(p)
+            kind: Literal["Normal", "Warning"] = (
+                "Normal" if finished.result == "Succeeded" else "Warning"
+            )
+            events.append(
+                Event(
+                    kind,
+                    f"Window{finished.result}",
+                    f"window {p.id}: {finished.result}"
+                    + (f": {finished.message}" if finished.message else ""),
+                )
+            )
+            p = None
+            stage = Stage.IDLE
+
+    history_now = [finished, *history] if finished is not None else list(history)
+    nxt = upcoming
+    if p is not None and not p.ended and now < p.start:
+        nxt = p.occurrence  # the one being prepared is the next one
+    conditions = [
+        replace(c, message=c.message or c.reason)  # never "" (see clean())
+        for c in _conditions(spec, tz, p, stage, nxt, history_now, now)
+    ]
+    return Decision(
+        stage=stage,
+        progress=p,
+        freeze=freeze,
+        run_pre_checks=run_pre,
+        run_post_checks=run_post,
+        finished=finished,
+        next_window=nxt,
+        events=tuple(events),
+        conditions=tuple(conditions),
+        wake_at=_wake_at(p, nxt, lead, now),
+    )
+
+
+def _wake_at(
+    p: Progress | None, nxt: Occurrence | None, lead: timedelta, now: datetime
+) -> datetime | None:
+    candidates: list[datetime] = []
+    if p is not None:
+        candidates += [p.start - lead, p.start, p.end]
+    if nxt is not None:
+        candidates += [nxt.start - lead, nxt.start, nxt.end]
+    future = [c for c in candidates if c > now]
+    return min(future) if future else None
+
+
+def _conditions(
+    spec: MaintenanceWindowSpec,
+    tz: ZoneInfo,
+    p: Progress | None,
+    stage: Stage,
+    nxt: Occurrence | None,
+    history: Sequence[HistoryEntry],
+    now: datetime,
+) -> list[cond.Condition]:
+    C = cond.Condition
+    out = [C(cond.READY, "True", cond.REASON_RECONCILED, "Schedule and targets are valid")]
+
+    if spec.suspend:
+        out.append(C(SCHEDULED, "False", cond.REASON_SUSPENDED, "spec.suspend is true"))
+    elif nxt is None:
+        msg = "no window ahead (schedule finished or every window excluded)"
+        out.append(C(SCHEDULED, "False", "NoUpcomingWindow", msg))
+    else:
+        out.append(
+            C(SCHEDULED, "True", "NextWindow", f"{_local(nxt.start, tz)} to {_local(nxt.end, tz)}")
+        )
+
+    last = history[0] if history else None
+    if p is not None and p.pre_checks in ("Pending", "Running") and stage != Stage.IDLE:
+        if p.pre_checks == "Running":
+            out.append(
+                C(
+                    PRE_CHECKS_PASSED,
+                    "Unknown",
+                    "Running",
+                    p.pre_checks_message or f"pre-checks running for window {p.id}",
+                )
+            )
+        else:
+            out.append(
+                C(
+                    PRE_CHECKS_PASSED,
+                    "Unknown",
+                    "NotRunYet",
+                    f"pre-checks for window {p.id} start at "
+                    f"{_local(p.start - spec.pre_checks.lead_time, tz)}",
+                )
+            )
+    elif p is not None and p.pre_checks in ("Passed", "NotRequired"):
+        out.append(C(PRE_CHECKS_PASSED, "True", p.pre_checks, p.pre_checks_message or "passed"))
+    elif p is not None and p.pre_checks == "Failed":
+        out.append(C(PRE_CHECKS_PASSED, "False", "Failed", p.pre_checks_message))
+    elif last is not None and last.pre_checks in ("Passed", "NotRequired", "Failed"):
+        status: cond.ConditionStatus = "False" if last.pre_checks == "Failed" else "True"
+        out.append(
+            C(
+                PRE_CHECKS_PASSED,
+                status,
+                last.pre_checks,
+                f"window {last.id}: {last.pre_checks.lower()}",
+            )
+        )
+    else:
+        out.append(C(PRE_CHECKS_PASSED, "Unknown", "NotRunYet", "no window has been prepared yet"))
+
+    if stage == Stage.OPEN:
+        assert p is not None
+        out.append(C(ACTIVE, "True", "WindowOpen", f"window {p.id} open until {_local(p.end, tz)}"))
+    elif stage == Stage.SKIPPED:
+        assert p is not None
+        out.append(C(ACTIVE, "False", "Skipped", f"window {p.id} skipped: pre-checks failed"))
+    elif stage == Stage.PRE_CHECKS and p is not None and now >= p.start:
+        out.append(
+            C(
+                ACTIVE,
+                "False",
+                "WaitingForPreChecks",
+                f"window {p.id} opens when its pre-checks pass",
+            )
+        )
+    elif stage == Stage.POST_CHECKS:
+        assert p is not None
+        out.append(C(ACTIVE, "False", "Ended", f"window {p.id} ended ({p.end_reason})"))
+    else:
+        out.append(C(ACTIVE, "False", "NotInWindow", "no window is open"))
+
+    if p is not None and p.ended and p.post_checks == "Running":
+        out.append(
+            C(
+                POST_CHECKS_PASSED,
+                "Unknown",
+                "Running",
+                p.post_checks_message or f"post-checks running for window {p.id}",
+            )
+        )
+    elif p is not None and p.ended and p.post_checks == "Pending":
+        out.append(C(POST_CHECKS_PASSED, "Unknown", "Running", f"post-checks for window {p.id}"))
+    elif last is not None and last.post_checks in ("Passed", "Failed"):
+        status = "True" if last.post_checks == "Passed" else "False"
+        out.append(
+            C(
+                POST_CHECKS_PASSED,
+                status,
+                last.post_checks,
+                f"window {last.id}: {last.message or last.post_checks.lower()}",
+            )
+        )
+    else:
+        out.append(C(POST_CHECKS_PASSED, "Unknown", "NotRunYet", "no window has ended yet"))
+    return out
+
+
+# -- step bookkeeping: pure updates of Progress the handler applies after doing the work --------
+
+
+def pre_checks_started(p: Progress, now: datetime, message: str = "") -> Progress:
+    if p.pre_checks == "Running":
+        return p
+    return replace(
+        p,
+        pre_checks="Running",
+        pre_checks_started=now,
+        pre_checks_message=message or "pre-checks running",
+    )
+
+
+def pre_checks_done(p: Progress, ok: bool, message: str) -> Progress:
+    return replace(p, pre_checks="Passed" if ok else "Failed", pre_checks_message=message)
+
+
+def post_checks_started(p: Progress, now: datetime, message: str = "") -> Progress:
+    if p.post_checks == "Running":
+        return p
+    return replace(
+        p,
+        post_checks="Running",
+        post_checks_started=now,
+        post_checks_message=message or "post-checks running",
+    )
+
+
+def post_checks_done(p: Progress, ok: bool, message: str) -> Progress:
+    return replace(p, post_checks="Passed" if ok else "Failed", post_checks_message=message)
+
+
+def record_history(
+    history: Sequence[HistoryEntry], entry: HistoryEntry, limit: int
+) -> list[HistoryEntry]:
+    """Newest first, one entry per window id, at most ``limit`` entries."""
+    rest = [h for h in history if h.id != entry.id]
+    return [entry, *rest][:limit]
+
+
+# -- what pre-checks are waiting for ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackupOutcome:
+    """The state of the on-demand backup a pre-check waits for."""
+
+    state: Literal["Waiting", "Verified", "Failed", "TimedOut"]
+    backup: str | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class BackupRecord:
+    """One entry of a BackupSchedule's recent backups, as far as a window needs it."""
+
+    name: str
+    started: datetime | None
+    completed: datetime | None
+    verified: bool | None
+    failed: bool
+    trigger: str | None = None
+    message: str = ""
+
+
+def backup_outcome(
+    records: Sequence[BackupRecord],
+    request: str,
+    requested_at: datetime,
+    now: datetime,
+    timeout: timedelta,
+    skew: timedelta = timedelta(seconds=5),
+    acknowledged: bool = False,
+) -> BackupOutcome:
+    """Has the backup requested with ``request`` at ``requested_at`` been verified?
+
+    A record matches when it carries our request value, or (for schedules that do not echo
+    it) when it started after the request. When the schedule acknowledged the request
+    without starting a Job for it (a backup was already running, concurrencyPolicy Forbid),
+    the backup that completed after the request answers it. A verified match wins over a
+    failed one.
+    """
+    ours = [r for r in records if r.trigger == request]
+    if not ours:
+        ours = [
+            r
+            for r in records
+            if r.trigger is None and r.started is not None and r.started >= requested_at - skew
+        ]
+    if not ours and acknowledged:
+        ours = [r for r in records if r.completed is not None and r.completed >= requested_at]
+    for r in ours:
+        if r.verified:
+            return BackupOutcome("Verified", r.name, f"backup {r.name} verified")
+    for r in ours:
+        if r.failed or r.verified is False:
+            detail = f": {r.message}" if r.message else ""
+            return BackupOutcome("Failed", r.name, f"backup {r.name} failed{detail}")
+    if now - requested_at > timeout:
+        return BackupOutcome("TimedOut", None, f"no verified backup within {timeout}")
+    return BackupOutcome("Waiting", None, "waiting for the backup to be verified")
+
+
+@dataclass(frozen=True)
+class HealthReading:
+    """A covered HealthPolicy as post-checks see it."""
+
+    name: str
+    healthy: bool | None  # None: not evaluated
+    observed_at: datetime | None  # last probe time; older than the release is stale
+    severity: str | None = None
+
+
+@dataclass(frozen=True)
+class PostCheckOutcome:
+    state: Literal["Waiting", "Passed", "Failed"]
+    message: str
+    failures: tuple[str, ...] = field(default_factory=tuple)
+
+
+def health_outcome(
+    readings: Sequence[HealthReading],
+    released_at: datetime,
+    now: datetime,
+    within: timedelta,
+) -> PostCheckOutcome:
+    """Every covered HealthPolicy healthy on a probe made after the release, within ``within``."""
+    waiting = [
+        r.name
+        for r in readings
+        if not r.healthy or r.observed_at is None or r.observed_at < released_at
+    ]
+    if not waiting:
+        return PostCheckOutcome("Passed", f"{len(readings)} health policies healthy")
+    if now - released_at > within:
+        names = ", ".join(sorted(waiting))
+        return PostCheckOutcome(
+            "Failed", f"not healthy within {within}: {names}", tuple(sorted(waiting))
+        )
+    return PostCheckOutcome("Waiting", f"waiting for {', '.join(sorted(waiting))} to be healthy")
+
+
+# -- reading the other kinds' status (plain dicts from the API) ---------------------------------
+
+
+def _time(value: Any) -> datetime | None:
+    try:
+        return _parse_ts(value)
+    except ValueError:
+        return None
+
+
+def backup_records(status: Mapping[str, Any]) -> list[BackupRecord]:
+    """The recent backups a BackupSchedule reports (``status.backups``), as a window needs them."""
+    entries: Sequence[Any] = ()
+    for key in ("backups", "recentBackups"):
+        value = status.get(key)
+        if isinstance(value, list):
+            entries = value
+            break
+    out = []
+    for e in entries:
+        if not isinstance(e, Mapping):
+            continue
+        verified = e.get("verified")
+        trigger = e.get("trigger")
+        out.append(
+            BackupRecord(
+                name=str(e.get("name") or e.get("file") or ""),
+                started=_time(e.get("startedAt")),
+                completed=_time(e.get("completedAt")),
+                verified=verified if isinstance(verified, bool) else None,
+                failed=e.get("result") == "Failed",
+                trigger=str(trigger) if trigger else None,
+                message=str(e.get("message") or e.get("reason") or ""),
+            )
+        )
+    return out
+
+
+def health_readings(items: Sequence[Mapping[str, Any]]) -> list[HealthReading]:
+    """Covered HealthPolicies (API objects) as post-checks read them."""
+    out = []
+    for hp in items:
+        status = hp.get("status") or {}
+        healthy = cond.find(status.get("conditions"), "Healthy")
+        out.append(
+            HealthReading(
+                name=str(hp["metadata"]["name"]),
+                healthy=(healthy or {}).get("status") == "True",
+                observed_at=_time(status.get("lastProbeTime")),
+                severity=status.get("severity"),
+            )
+        )
+    return out
