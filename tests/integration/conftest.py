@@ -21,6 +21,7 @@ from tests.integration import kit
 REPO = kit.REPO
 OPERATOR_NS = "stronghold-system"
 OPERATOR_SA = "stronghold-operator"
+KINDS = "healthpolicies,scalingpolicies,backupschedules,maintenancewindows"
 
 
 @pytest.fixture(scope="session")
@@ -118,5 +119,11 @@ def run_operator(
         return op
 
     yield factory
+    # kopf puts a finalizer on every object a daemon or timer serves: delete our objects while
+    # the operator still runs (as users must), or their namespaces never finish terminating.
     for op in started:
+        for ns in op.namespaces:
+            kit.kubectl(
+                "delete", KINDS, "--all", "-n", ns, "--wait=true", "--timeout=90s", check=False
+            )
         op.kill(sig=15)

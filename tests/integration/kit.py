@@ -105,6 +105,7 @@ class OperatorProcess:
     log: Path
     liveness_port: int
     metrics_port: int
+    namespaces: tuple[str, ...] = ()
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
@@ -154,7 +155,7 @@ def start_operator(
     out = log.open("ab")
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env)
     out.close()
-    op = OperatorProcess(proc, log, liveness, metrics)
+    op = OperatorProcess(proc, log, liveness, metrics, tuple(namespaces))
 
     def started() -> bool:
         if proc.poll() is not None:
