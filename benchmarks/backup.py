@@ -1,0 +1,250 @@
+"""BackupSchedule benchmark: Stronghold's backup Job vs the guide's ``pg_dump | gzip``.
+
+One run, the same ~1 GB pgbench database (``pgbench -i -s 70``, made once and reused):
+
+- guide: ``pg_dump -h 127.0.0.1 -U postgres DB | gzip > file`` (the guide's pipeline, run on
+  the host), wall time;
+- stronghold: an on-demand backup (annotation ``ops.stronghold.io/backup-now``) of a
+  BackupSchedule reconciled by the real operator; the Job runs on the local cluster (host
+  network, hostPath PersistentVolume) and does pg_dump | gzip to a temporary name, fsync,
+  integrity check (gzip -t + dump trailer), sha256, row counts, atomic rename. Measured two
+  ways: the Job's own duration (from its manifest) and end to end (annotation -> status
+  LastBackupSucceeded=True, which adds Job scheduling and the operator's poll);
+- restore test: ``ops.stronghold.io/restore-test-now`` -> status.lastRestoreTest.
+
+    .venv/bin/python -m benchmarks.backup [--scale 70]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tests.integration import kit
+
+from benchmarks.common import table
+from stronghold_operator.testbed import cluster
+
+DB = "bench_pgbench"
+PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qtA", "-v", "ON_ERROR_STOP=1"]
+
+
+def ensure_database(scale: int) -> int:
+    """The pgbench database at ``scale`` (reused when it already has that many branches)."""
+    have = subprocess.run(
+        [*PSQL, "-d", DB, "-c", "SELECT count(*) FROM pgbench_branches"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if have.returncode != 0 or have.stdout.strip() != str(scale):
+        subprocess.run([*PSQL, "-c", f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)"], check=True)
+        subprocess.run([*PSQL, "-c", f"CREATE DATABASE {DB}"], check=True)
+        print(f"pgbench -i -s {scale} (once; reused by later runs) ...", flush=True)
+        subprocess.run(
+            ["pgbench", "-h", "127.0.0.1", "-U", "postgres", "-i", "-q", "-s", str(scale), DB],
+            check=True,
+            capture_output=True,
+        )
+    size = subprocess.run(
+        [*PSQL, "-c", f"SELECT pg_database_size('{DB}')"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(size.stdout.strip())
+
+
+def guide(out: Path) -> tuple[float, int]:
+    t0 = time.monotonic()
+    subprocess.run(
+        ["bash", "-c", f"pg_dump -h 127.0.0.1 -U postgres {DB} | gzip > {out}"], check=True
+    )
+    return time.monotonic() - t0, out.stat().st_size
+
+
+def _status(ns: str) -> dict[str, Any]:
+    obj: dict[str, Any] = kit.kubectl_json("get", "backupschedule", "bench", "-n", ns)
+    return obj
+
+
+def stronghold(ns: str, storage: Path) -> dict[str, float]:
+    storage.mkdir(parents=True, exist_ok=True)
+    storage.chmod(0o777)  # the Job runs as uid 999
+    pv = f"bench-{ns}"
+    kit.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "db", "namespace": ns},
+                    "stringData": {"password": "unused-trust-auth"},
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolume",
+                    "metadata": {"name": pv},
+                    "spec": {
+                        "capacity": {"storage": "20Gi"},
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": "",
+                        "hostPath": {"path": str(storage)},
+                        "claimRef": {"namespace": ns, "name": "backups"},
+                    },
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": "backups", "namespace": ns},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": "",
+                        "volumeName": pv,
+                        "resources": {"requests": {"storage": "20Gi"}},
+                    },
+                },
+                {
+                    "apiVersion": "ops.stronghold.io/v1alpha1",
+                    "kind": "BackupSchedule",
+                    "metadata": {"name": "bench", "namespace": ns},
+                    "spec": {
+                        "schedule": "0 2 * * *",
+                        "database": {
+                            "host": "127.0.0.1",
+                            "name": DB,
+                            "user": "postgres",
+                            "password": {"secretKeyRef": {"name": "db", "key": "password"}},
+                        },
+                        "storage": {"persistentVolumeClaim": "backups"},
+                        "verify": {"restoreTest": {"schedule": "0 3 1 * *"}},
+                        "jobTemplate": {
+                            "image": "stronghold/base:bookworm",
+                            "imagePullPolicy": "Never",
+                            "hostNetwork": True,
+                        },
+                    },
+                },
+            ],
+        }
+    )
+    kit.wait_until(
+        "BackupSchedule Ready",
+        lambda: (kit.condition(_status(ns), "Ready") or {}).get("status") == "True",
+        120,
+    )
+
+    t0 = time.monotonic()
+    kit.kubectl(
+        "annotate",
+        "backupschedule",
+        "bench",
+        "-n",
+        ns,
+        "--overwrite",
+        f"ops.stronghold.io/backup-now={uuid.uuid4().hex[:8]}",
+    )
+
+    def succeeded() -> dict[str, Any] | None:
+        st = _status(ns)
+        backups = st.get("status", {}).get("backups") or []
+        return backups[0] if backups and backups[0].get("result") == "Succeeded" else None
+
+    entry = kit.wait_until("the backup", succeeded, timeout=3600, interval=1)
+    end_to_end = time.monotonic() - t0
+
+    t1 = time.monotonic()
+    before = (_status(ns).get("status", {}).get("lastRestoreTest") or {}).get("time")
+    kit.kubectl(
+        "annotate",
+        "backupschedule",
+        "bench",
+        "-n",
+        ns,
+        "--overwrite",
+        f"ops.stronghold.io/restore-test-now={uuid.uuid4().hex[:8]}",
+    )
+
+    def restored() -> dict[str, Any] | None:
+        rt = _status(ns).get("status", {}).get("lastRestoreTest") or {}
+        return rt if rt.get("time") and rt.get("time") != before else None
+
+    rt = kit.wait_until("the restore test", restored, timeout=3600, interval=1)
+    return {
+        "job_seconds": float(entry.get("durationSeconds") or 0),
+        "end_to_end_seconds": end_to_end,
+        "size": float(entry.get("sizeBytes") or 0),
+        "restore_seconds": float(rt.get("durationSeconds") or 0),
+        "restore_end_to_end": time.monotonic() - t1,
+        "restore_result": rt.get("result", "?"),  # type: ignore[dict-item]
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--scale", type=int, default=70, help="pgbench scale (70 = about 1 GB)")
+    args = p.parse_args()
+    if not cluster.is_up():
+        raise SystemExit("the local cluster is not up: run `stronghold cluster up`")
+    db_bytes = ensure_database(args.scale)
+    from tests.integration.conftest import OPERATOR_NS, OPERATOR_SA
+
+    for part in ("base/namespace.yaml", "base/serviceaccount.yaml"):
+        kit.kubectl("apply", "-f", str(kit.REPO / "manifests" / part))
+    kit.kubectl("apply", "-k", str(kit.REPO / "manifests/rbac/cluster"))
+    kit.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(kit.REPO / "crds/backupschedule.yaml"),
+    )
+    ns = f"bench-backup-{uuid.uuid4().hex[:6]}"
+    kit.kubectl("create", "namespace", ns)
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as d:
+        tmp = Path(d)
+        kubeconfig = cluster.sa_kubeconfig(OPERATOR_NS, OPERATOR_SA, tmp / "sa.kubeconfig")
+        op = kit.start_operator(kubeconfig, [ns], tmp / "operator.log")
+        try:
+            g_seconds, g_size = guide(tmp / "guide.sql.gz")
+            s = stronghold(ns, tmp / "storage")
+        finally:
+            op.kill(sig=15)
+            kit.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+            kit.kubectl("delete", "pv", f"bench-{ns}", "--wait=false", check=False)
+    ratio = s["job_seconds"] / g_seconds
+    table(
+        f"BackupSchedule vs the guide's pipeline (pgbench scale {args.scale}, "
+        f"database {db_bytes / 2**30:.2f} GiB)",
+        ["what", "seconds", "archive MiB", "ratio to guide"],
+        [
+            ["guide: pg_dump | gzip (host)", g_seconds, g_size / 2**20, 1.0],
+            [
+                "stronghold: backup Job (its own duration)",
+                s["job_seconds"],
+                s["size"] / 2**20,
+                ratio,
+            ],
+            [
+                "stronghold: annotation -> LastBackupSucceeded",
+                s["end_to_end_seconds"],
+                "",
+                s["end_to_end_seconds"] / g_seconds,
+            ],
+            [f"restore test ({s['restore_result']}), Job duration", s["restore_seconds"], "", ""],
+            ["restore test, annotation -> status", s["restore_end_to_end"], "", ""],
+        ],
+    )
+    print(json.dumps({"guide_seconds": g_seconds, **s, "ratio": ratio}))
+
+
+if __name__ == "__main__":
+    main()
