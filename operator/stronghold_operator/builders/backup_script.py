@@ -1,0 +1,595 @@
+"""The program the backup Jobs run, as text (the operator never executes it).
+
+``SCRIPT`` is bash (``set -euo pipefail``): it writes ``HELPER`` (Python 3, stdlib only) next to
+the ``.pgpass`` in an emptyDir and uses it for what bash does badly (JSON, manifests,
+retention). The dump pipeline itself is bash, so a failure anywhere in it fails the Job.
+
+Why the row counts are exact and consistent with the dump: the script opens one psql session,
+starts a ``REPEATABLE READ READ ONLY`` transaction and exports its snapshot; pg_dump dumps with
+``--snapshot`` (the same snapshot) while the counts are taken in that same transaction. Both see
+exactly the same data, even while the application keeps writing.
+"""
+
+from __future__ import annotations
+
+HELPER = r'''
+import hashlib, json, os, re, subprocess, sys, time
+from datetime import datetime, timedelta, timezone
+
+E = os.environ
+DEST = E.get("BACKUP_DIR", "/backups")
+WORK = E.get("STRONGHOLD_WORK", "/var/run/stronghold/work")
+SECRET = E.get("STRONGHOLD_SECRET", "/var/run/stronghold/secret/password")
+TERM = E.get("TERMINATION_LOG", "/dev/termination-log")
+PATTERN = re.compile(r"^db_backup_(\d{8})_(\d{6})\.(sql\.gz|dump)$")
+TRAILER = b"-- PostgreSQL database dump complete"
+MAX_MSG = 3800  # the kubelet keeps at most 4096 bytes of a termination message
+
+
+def now():
+    return datetime.now(timezone.utc)
+
+
+def iso(t):
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def file_time(name):
+    m = PATTERN.match(name)
+    if not m:
+        return None
+    return datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=timezone.utc)
+
+
+def plan(archives, at, days, min_keep, protected):
+    """archives: [(file, taken, verified)] -> (keep, delete); same rules as logic.backup."""
+    items = sorted(archives, key=lambda a: (a[1], a[0]), reverse=True)
+    verified = [a for a in items if a[2]]
+    why = {}
+    for a in items:
+        if a[0] in protected:
+            why.setdefault(a[0], "protected")
+    if verified:
+        why.setdefault(verified[0][0], "newest verified")
+    for a in verified[:min_keep]:
+        why.setdefault(a[0], "minKeep")
+    cutoff = at - timedelta(days=days)
+    for a in items:
+        if a[1] >= cutoff:
+            why.setdefault(a[0], "younger than retention.days")
+    return [a[0] for a in items if a[0] in why], [a[0] for a in items if a[0] not in why]
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def fsync_path(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path, data):
+    tmp = path + ".partial"
+    with open(tmp, "w") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_path(os.path.dirname(path) or ".")
+
+
+def manifest_path(name):
+    return os.path.join(DEST, name + ".manifest.json")
+
+
+def load_manifest(name):
+    try:
+        with open(manifest_path(name)) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def archives():
+    out = []
+    for name in sorted(os.listdir(DEST)):
+        taken = file_time(name)
+        if taken is not None and os.path.isfile(os.path.join(DEST, name)):
+            out.append((name, taken))
+    return out
+
+
+def integrity(path):
+    """None if the archive reads back completely, else why not."""
+    if path.endswith(".dump"):
+        r = subprocess.run(["pg_restore", "--list", path], capture_output=True)
+        if r.returncode == 0:
+            return None
+        return "pg_restore --list: " + r.stderr.decode(errors="replace")[-300:]
+    r = subprocess.run(["gzip", "-t", path], capture_output=True)
+    if r.returncode != 0:
+        return "gzip -t: " + r.stderr.decode(errors="replace")[-300:]
+    p = subprocess.Popen(["gzip", "-dc", path], stdout=subprocess.PIPE)
+    tail = b""
+    for block in iter(lambda: p.stdout.read(1 << 20), b""):
+        tail = (tail + block)[-8192:]
+    if p.wait() != 0:
+        return "gzip -dc failed"
+    return None if TRAILER in tail else "dump is incomplete: trailer line missing"
+
+
+def check(name, full):
+    """(ok, reason, message): checksum against the manifest, and integrity if ``full``."""
+    man = load_manifest(name)
+    if man is None:
+        return False, "NoManifest", "no readable manifest"
+    path = os.path.join(DEST, name)
+    actual = sha256(path)
+    if actual != man.get("sha256"):
+        said = str(man.get("sha256"))[:16]
+        return False, "ChecksumMismatch", "sha256 %s, manifest says %s" % (actual[:16], said)
+    if full:
+        err = integrity(path)
+        if err:
+            return False, "IntegrityCheckFailed", err
+    return True, "Verified", ""
+
+
+def mark(name, ok, reason, message):
+    man = load_manifest(name)
+    if man is None:
+        return
+    man["verified"] = ok
+    man["verifiedAt"] = iso(now())
+    if ok:
+        man.pop("verifyReason", None)
+        man.pop("verifyMessage", None)
+    else:
+        man["verifyReason"], man["verifyMessage"] = reason, message[:300]
+    write_atomic(manifest_path(name), json.dumps(man, indent=2, sort_keys=True))
+
+
+def prune():
+    """Delete what retention allows; re-check every archive a deletion relies on first."""
+    days, min_keep = int(E.get("RETENTION_DAYS", "30")), int(E.get("MIN_KEEP", "3"))
+    protected = set(E.get("PROTECTED", "").split())
+    found = archives()
+    flags = {}
+    for name, _ in found:
+        man = load_manifest(name)
+        flags[name] = bool(man and man.get("verified"))
+    rechecked = set()
+    failed = []
+    while True:
+        keep, delete = plan([(n, t, flags[n]) for n, t in found], now(), days, min_keep, protected)
+        if not delete:
+            break
+        # Deleting is justified by the verified archives we keep: prove they still are.
+        doubtful = [n for n in keep if flags[n] and n not in rechecked]
+        if not doubtful:
+            break
+        for n in doubtful:
+            rechecked.add(n)
+            ok, reason, msg = check(n, full=False)
+            if not ok:
+                flags[n] = False
+                mark(n, False, reason, msg)
+                failed.append({"file": n, "reason": reason, "message": msg[:200]})
+    for n in delete:
+        for path in (os.path.join(DEST, n), manifest_path(n)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+    # Leftovers of killed runs: partial files nobody has written to for an hour.
+    for n in os.listdir(DEST):
+        p = os.path.join(DEST, n)
+        if n.endswith(".partial") and time.time() - os.path.getmtime(p) > 3600:
+            os.unlink(p)
+    if delete:
+        fsync_path(DEST)
+    return delete, failed, keep
+
+
+def terminate(data):
+    text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    for key in ("passed", "pruned", "failed", "mismatches"):
+        if len(text.encode()) <= MAX_MSG:
+            break
+        if isinstance(data.get(key), list):
+            data[key + "Count"] = len(data[key])
+            data[key] = data[key][:3]
+            text = json.dumps(data, separators=(",", ":"), sort_keys=True)
+    with open(TERM, "w") as f:
+        f.write(text[:MAX_MSG])
+    print(text[:MAX_MSG])
+
+
+def scrub(text):
+    # The password never reaches stderr through libpq, but be certain.
+    try:
+        with open(SECRET) as f:
+            secret = f.read().rstrip("\r\n")
+        if secret:
+            text = text.replace(secret, "******")
+    except OSError:
+        pass
+    return text
+
+
+def cmd_pgpass():
+    try:
+        with open(SECRET) as f:
+            secret = f.read()
+    except FileNotFoundError:
+        return
+    except PermissionError:
+        sys.exit("cannot read the mounted password Secret %s as uid %d: permission denied"
+                 % (SECRET, os.getuid()))
+    secret = secret[:-1] if secret.endswith("\n") else secret
+    secret = secret[:-1] if secret.endswith("\r") else secret
+    esc = secret.replace("\\", "\\\\").replace(":", "\\:")
+    path = os.path.join(WORK, ".pgpass")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("*:*:*:*:" + esc + "\n")
+    os.chmod(path, 0o600)
+
+
+def read_counts(path):
+    counts = {}
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            if "|" in line:
+                key, _, value = line.rpartition("|")
+                counts[key] = int(value)
+    return counts
+
+
+def cmd_fail(stage, errfile):
+    try:
+        with open(errfile, errors="replace") as f:
+            err = f.read()[-4000:]
+    except OSError:
+        err = ""
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    msg = scrub(" | ".join(lines[-4:]))[-700:] or "failed in stage " + stage
+    terminate({"ok": False, "kind": E.get("STRONGHOLD_MODE", ""), "stage": stage, "error": msg,
+               "job": E.get("JOB_NAME", "")})
+
+
+def cmd_backup(final, tmp, started, dumped, verified_at, sha, size, snapshot):
+    counts = read_counts(os.path.join(WORK, "counts.txt"))
+    version = subprocess.run(["pg_dump", "--version"], capture_output=True, text=True)
+    version = version.stdout.strip()
+    server = ""
+    try:
+        with open(os.path.join(WORK, "server_version")) as f:
+            server = f.read().strip()
+    except OSError:
+        pass
+    t_start = datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    done = now()
+    man = {
+        "file": final, "sha256": sha, "sizeBytes": int(size), "format": E.get("BACKUP_FORMAT"),
+        "compression": "gzip", "compressionLevel": int(E.get("GZIP_LEVEL", "6")),
+        "database": E.get("PGDATABASE"), "host": E.get("PGHOST"), "user": E.get("PGUSER"),
+        "startedAt": started, "dumpedAt": dumped, "verifiedAt": verified_at,
+        "completedAt": iso(done), "durationSeconds": round((done - t_start).total_seconds(), 3),
+        "pgDumpVersion": version, "serverVersion": server, "snapshot": snapshot,
+        "job": E.get("JOB_NAME"), "slot": E.get("SLOT"), "verified": True,
+        "tableCount": len(counts), "rowCounts": counts,
+    }
+    write_atomic(os.path.join(WORK, "manifest.json"), json.dumps(man, indent=2, sort_keys=True))
+    return man
+
+
+def cmd_publish(final, tmp):
+    """Give the archive its final name, then its manifest; fsync the directory."""
+    os.replace(tmp, os.path.join(DEST, final))
+    fsync_path(DEST)
+    with open(os.path.join(WORK, "manifest.json")) as f:
+        data = f.read()
+    write_atomic(manifest_path(final), data)
+
+
+def cmd_report_backup(final):
+    man = load_manifest(final) or {}
+    try:
+        pruned, failed, _ = prune()
+        prune_error = None
+    except OSError as exc:  # the backup itself is safe; report the prune problem with it
+        pruned, failed, prune_error = [], [], "prune: " + str(exc)
+    terminate({"ok": True, "kind": "backup", "file": final, "size": man.get("sizeBytes"),
+               "sha256": man.get("sha256"), "started": man.get("startedAt"),
+               "completed": man.get("completedAt"), "durationSeconds": man.get("durationSeconds"),
+               "verified": True, "tables": man.get("tableCount"),
+               "rows": sum((man.get("rowCounts") or {}).values()),
+               "pgDump": man.get("pgDumpVersion"), "pruned": pruned, "failed": failed,
+               "pruneError": prune_error,
+               "job": E.get("JOB_NAME", "")})
+
+
+def cmd_verify(_count_sql=""):
+    passed, failed = [], []
+    for name, _ in archives():
+        ok, reason, msg = check(name, full=True)
+        mark(name, ok, reason, msg)
+        if ok:
+            passed.append(name)
+        else:
+            failed.append({"file": name, "reason": reason, "message": msg[:200]})
+    try:
+        pruned, pfailed, _ = prune()
+        prune_error = None
+    except OSError as exc:
+        pruned, pfailed, prune_error = [], [], "prune: " + str(exc)
+    newest = [n for n, _ in sorted(archives(), key=lambda a: a[1], reverse=True)
+              if (load_manifest(n) or {}).get("verified")]
+    terminate({"ok": True, "kind": "verify", "checked": len(passed) + len(failed),
+               "passed": sorted(passed, reverse=True), "failed": failed + pfailed,
+               "pruned": pruned, "newestVerified": newest[0] if newest else None,
+               "pruneError": prune_error, "job": E.get("JOB_NAME", "")})
+    return 0
+
+
+def psql(db, sql):
+    return subprocess.run(["psql", "-X", "-w", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", db],
+                          input=sql, capture_output=True, text=True)
+
+
+def cmd_restore_test(count_sql):
+    start = time.monotonic()
+    chosen = E.get("RESTORE_FILE") or ""
+    if not chosen:
+        cands = [n for n, _ in sorted(archives(), key=lambda a: a[1], reverse=True)
+                 if (load_manifest(n) or {}).get("verified")]
+        chosen = cands[0] if cands else ""
+    if not chosen or not os.path.exists(os.path.join(DEST, chosen)):
+        terminate({"ok": False, "kind": "restore-test", "stage": "select",
+                   "reason": "NoVerifiedBackup",
+                   "error": "no verified backup to restore: " + (chosen or "none found")})
+        return 2
+    ok, reason, msg = check(chosen, full=False)
+    if not ok:
+        mark(chosen, False, reason, msg)
+        terminate({"ok": False, "kind": "restore-test", "stage": "checksum", "backup": chosen,
+                   "reason": reason, "error": msg})
+        return 2
+    man = load_manifest(chosen) or {}
+    expected = man.get("rowCounts") or {}
+    db = E["PGDATABASE"]
+    suffix = "_restoretest_" + now().strftime("%Y%m%d%H%M%S")
+    scratch = db[: 63 - len(suffix)] + suffix
+    path = os.path.join(DEST, chosen)
+    result = {"kind": "restore-test", "backup": chosen, "scratchDatabase": scratch}
+    created = False
+    try:
+        r = subprocess.run(["createdb", "-w", "--maintenance-db=postgres", scratch],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError("createdb: " + r.stderr.strip())
+        created = True
+        t0 = time.monotonic()
+        if chosen.endswith(".dump"):
+            r = subprocess.run(
+                ["pg_restore", "-w", "--no-owner", "--exit-on-error", "-d", scratch, path],
+                capture_output=True, text=True)
+            err = r.stderr
+        else:
+            gz = subprocess.Popen(["gzip", "-dc", path], stdout=subprocess.PIPE)
+            r = subprocess.run(["psql", "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", "-d", scratch],
+                               stdin=gz.stdout, capture_output=True, text=True)
+            gz.stdout.close()
+            if gz.wait() != 0 and r.returncode == 0:
+                raise RuntimeError("gzip -dc failed")
+            err = r.stderr
+        if r.returncode != 0:
+            raise RuntimeError("restore: " + err.strip()[-400:])
+        result["restoreSeconds"] = round(time.monotonic() - t0, 3)
+        r = psql(scratch, count_sql)
+        if r.returncode != 0:
+            raise RuntimeError("counting rows: " + r.stderr.strip()[-300:])
+        actual = {}
+        for line in r.stdout.splitlines():
+            if "|" in line:
+                key, _, value = line.rpartition("|")
+                actual[key] = int(value)
+        tables = [t for t in E.get("RESTORE_TABLES", "").split(",") if t] or sorted(expected)
+        mismatches = []
+        for t in tables:
+            if t not in expected:
+                mismatches.append({"table": t, "expected": None, "actual": actual.get(t)})
+            elif actual.get(t) != expected[t]:
+                mismatches.append({"table": t, "expected": expected[t], "actual": actual.get(t)})
+        if len(actual) != len(expected):
+            mismatches.append(
+                {"table": "(table count)", "expected": len(expected), "actual": len(actual)})
+        result.update({
+            "ok": not mismatches, "tablesCompared": len(tables),
+            "rowsCompared": sum(actual.get(t, 0) for t in tables),
+            "tableCount": len(actual), "expectedTableCount": len(expected),
+            "mismatches": mismatches[:10],
+        })
+        if mismatches:
+            first = json.dumps(mismatches[0])
+            result.update({"reason": "RowCountMismatch",
+                           "error": "%d mismatch(es), first: %s" % (len(mismatches), first)})
+    except RuntimeError as exc:
+        result.update({"ok": False, "stage": "restore", "error": scrub(str(exc))[-600:]})
+    finally:
+        if created:
+            d = subprocess.run(
+                ["dropdb", "-w", "--maintenance-db=postgres", "--if-exists", scratch],
+                capture_output=True, text=True)
+            result["scratchDropped"] = d.returncode == 0
+        result["durationSeconds"] = round(time.monotonic() - start, 3)
+        result["completed"] = iso(now())
+    terminate(result)
+    return 0 if result.get("ok") else 2
+
+
+if __name__ == "__main__":
+    cmd, args = sys.argv[1], sys.argv[2:]
+    if cmd == "pgpass":
+        cmd_pgpass()
+    elif cmd == "fail":
+        cmd_fail(*args)
+    elif cmd == "manifest":
+        cmd_backup(*args)
+    elif cmd == "publish":
+        cmd_publish(*args)
+    elif cmd == "report-backup":
+        cmd_report_backup(*args)
+    elif cmd == "verify":
+        sys.exit(cmd_verify(*args))
+    elif cmd == "restore-test":
+        sys.exit(cmd_restore_test(args[0]))
+    else:
+        sys.exit("unknown helper command " + cmd)
+'''.lstrip()
+
+# Exact row counts of every ordinary table, one "schema.table|count" line each (\gexec).
+COUNT_SQL = (
+    "SELECT format('SELECT %L || ''|'' || count(*) FROM ONLY %I.%I', "
+    "n.nspname || '.' || c.relname, n.nspname, c.relname) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+    "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%' "
+    "ORDER BY 1 \\gexec"
+)
+
+SCRIPT = (
+    r"""set -euo pipefail
+umask 077
+W="${STRONGHOLD_WORK:-/var/run/stronghold/work}"
+H="$W/helper.py"
+ERR="$W/err.log"
+stage=setup
+tmp=""
+: > "$ERR"
+cat > "$H" <<'STRONGHOLD_HELPER'
+"""
+    + HELPER
+    + r"""STRONGHOLD_HELPER
+on_error() {
+  code=$?
+  [ -n "$tmp" ] && rm -f "$tmp" || true
+  python3 "$H" fail "$stage" "$ERR" || true
+  exit "$code"
+}
+trap on_error ERR
+python3 "$H" pgpass 2>>"$ERR"
+if [ -f "$W/.pgpass" ]; then export PGPASSFILE="$W/.pgpass"; fi
+export HOME="$W"
+stage=storage
+mkdir -p "$BACKUP_DIR" 2>>"$ERR"
+probe="$BACKUP_DIR/.stronghold-write-test.$$"
+: > "$probe" 2>>"$ERR"
+rm -f "$probe"
+COUNT_SQL=$(cat <<'STRONGHOLD_SQL'
+"""
+    + COUNT_SQL
+    + r"""
+STRONGHOLD_SQL
+)
+
+case "$STRONGHOLD_MODE" in
+verify | restore-test)
+  # Exit 2: the helper ran and reported a failure itself; anything else non-zero crashed.
+  stage=$STRONGHOLD_MODE
+  rc=0
+  python3 "$H" "$STRONGHOLD_MODE" "$COUNT_SQL" 2>>"$ERR" || rc=$?
+  if [ "$rc" = 2 ]; then exit 1; fi
+  if [ "$rc" != 0 ]; then python3 "$H" fail "$stage" "$ERR" || true; exit "$rc"; fi
+  exit 0
+  ;;
+esac
+
+# --- backup ---------------------------------------------------------------------------
+ext=sql.gz
+[ "$BACKUP_FORMAT" = custom ] && ext=dump
+while :; do
+  ts=$(date -u +%Y%m%d_%H%M%S)
+  final="db_backup_${ts}.${ext}"
+  [ -e "$BACKUP_DIR/$final" ] || break
+  sleep 1
+done
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+tmp="$BACKUP_DIR/.${final}.${JOB_NAME:-local}.partial"
+
+stage=connect
+# One session holds a REPEATABLE READ snapshot: pg_dump uses it, the row counts too.
+coproc PSQL { exec psql -X -w -q -At -v ON_ERROR_STOP=1 2>>"$ERR"; }
+PIN=${PSQL[1]}
+POUT=${PSQL[0]}
+printf '%s\n' "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;" \
+  "SELECT 'ver:' || current_setting('server_version');" \
+  "SELECT 'snap:' || pg_export_snapshot();" >&"$PIN"
+snap=""
+while read -t 120 -r line <&"$POUT"; do
+  case "$line" in
+    ver:*) printf '%s\n' "${line#ver:}" > "$W/server_version" ;;
+    snap:*) snap=${line#snap:}; break ;;
+  esac
+done
+[ -n "$snap" ] || { echo "could not open a snapshot (see above)" >>"$ERR"; false; }
+
+stage=dump
+if [ "$BACKUP_FORMAT" = custom ]; then
+  pg_dump --no-password --snapshot="$snap" -Fc -Z "$GZIP_LEVEL" -f "$tmp" 2>>"$ERR"
+else
+  pg_dump --no-password --snapshot="$snap" 2>>"$ERR" | gzip "-$GZIP_LEVEL" > "$tmp" 2>>"$ERR"
+fi
+dumped=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+stage=counts
+printf '%s\n' "$COUNT_SQL" "SELECT 'end:counts';" "COMMIT;" >&"$PIN"
+: > "$W/counts.txt"
+got_end=""
+while read -t 3600 -r line <&"$POUT"; do
+  [ "$line" = "end:counts" ] && { got_end=1; break; }
+  printf '%s\n' "$line" >> "$W/counts.txt"
+done
+[ -n "$got_end" ] || { echo "row counts did not complete" >>"$ERR"; false; }
+exec {PIN}>&-
+wait "$PSQL_PID"
+
+stage=verify
+sync "$tmp"
+if [ "$BACKUP_FORMAT" = custom ]; then
+  pg_restore --list "$tmp" > /dev/null 2>>"$ERR"
+else
+  gzip -t "$tmp" 2>>"$ERR"
+  trailer=$(gzip -dc "$tmp" | tail -c 4096)
+  case "$trailer" in
+    *"-- PostgreSQL database dump complete"*) ;;
+    *) echo "dump is incomplete: trailer line missing" >>"$ERR"; false ;;
+  esac
+fi
+verified_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+
+stage=checksum
+sha=$(sha256sum "$tmp" | cut -d' ' -f1)
+size=$(stat -c %s "$tmp")
+python3 "$H" manifest "$final" "$tmp" "$started" "$dumped" "$verified_at" "$sha" "$size" \
+  "$snap" 2>>"$ERR"
+
+stage=publish
+python3 "$H" publish "$final" "$tmp" 2>>"$ERR"
+tmp=""
+
+stage=prune
+python3 "$H" report-backup "$final" 2>>"$ERR"
+"""
+)

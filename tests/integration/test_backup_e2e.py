@@ -1,0 +1,693 @@
+"""BackupSchedule end to end: real cluster, real Jobs in Docker, real PostgreSQL, real files.
+
+Each test gets a fresh namespace, a hostPath PersistentVolume on a directory of this machine
+(so the test can read and tamper with the archives), and the real operator.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from tests.integration import kit
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+PG = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+ROWS = {"public.accounts": 1234, "ledger.Entries": 5000, "public.empty_t": 0}
+IMAGE = "stronghold/base:bookworm"
+
+
+@dataclass
+class Seeded:
+    db: str
+    user: str
+    password: str
+
+
+@pytest.fixture(scope="module")
+def seeded() -> Iterator[Seeded]:
+    """A database with tables of known row counts, owned by a role with a password."""
+    tag = uuid.uuid4().hex[:8]
+    s = Seeded(f"bks_d_{tag}", f"bks_r_{tag}", f"pw:{uuid.uuid4().hex}\\x")
+    try:
+        admin = psycopg.connect(PG, autocommit=True)
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed: {exc}", pytrace=False)
+    with admin:
+        admin.execute(
+            sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+                sql.Identifier(s.user), sql.Literal(s.password)
+            )
+        )
+        admin.execute(f"CREATE DATABASE {s.db} OWNER {s.user}")
+    with psycopg.connect(host="127.0.0.1", user=s.user, dbname=s.db, password=s.password) as c:
+        c.execute("CREATE TABLE accounts(id int PRIMARY KEY, name text)")
+        c.execute("INSERT INTO accounts SELECT g, 'acct' || g FROM generate_series(1, 1234) g")
+        c.execute("CREATE SCHEMA ledger")
+        c.execute('CREATE TABLE ledger."Entries"(id bigserial PRIMARY KEY, amount numeric)')
+        c.execute('INSERT INTO ledger."Entries"(amount) SELECT g FROM generate_series(1, 5000) g')
+        c.execute("CREATE TABLE empty_t(x int)")
+    yield s
+    with psycopg.connect(PG, autocommit=True) as admin:
+        for (name,) in admin.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE %s", (s.db + "%",)
+        ).fetchall():
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.execute(f"DROP ROLE IF EXISTS {s.user}")
+
+
+@dataclass
+class Storage:
+    path: Path  # the directory the schedule writes to (storage.path "db" inside the volume)
+    claim: str
+
+
+@pytest.fixture
+def storage(namespace: str) -> Iterator[Storage]:
+    """A PVC bound to a hostPath PersistentVolume on a fresh directory of this machine."""
+    root = Path(f"/tmp/stronghold-bks-{namespace}")
+    (root / "db").mkdir(parents=True)
+    root.chmod(0o777)
+    (root / "db").chmod(0o777)  # the Job runs as uid 999
+    pv = f"bks-{namespace}"
+    kit.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "hostPath": {"path": str(root), "type": "Directory"},
+                "claimRef": {"namespace": namespace, "name": "backups"},
+            },
+        }
+    )
+    kit.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": "backups", "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    )
+    yield Storage(root / "db", "backups")
+    kit.kubectl("delete", "pv", pv, "--wait=false", check=False)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def secret(namespace: str, s: Seeded) -> None:
+    kit.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db", "namespace": namespace},
+            "stringData": {"password": s.password},
+        }
+    )
+
+
+def schedule(name: str, namespace: str, s: Seeded, **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "schedule": "* * * * *",
+        "timeZone": "Europe/Berlin",
+        "database": {
+            "host": "127.0.0.1",
+            "name": s.db,
+            "user": s.user,
+            "password": {"secretKeyRef": {"name": "db", "key": "password"}},
+        },
+        "storage": {"persistentVolumeClaim": "backups", "path": "db"},
+        "jobTemplate": {"image": IMAGE, "imagePullPolicy": "Never", "hostNetwork": True},
+    }
+    body.update(spec)
+    return {
+        "apiVersion": "ops.stronghold.io/v1alpha1",
+        "kind": "BackupSchedule",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": body,
+    }
+
+
+def get(namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = kit.kubectl_json("get", "backupschedule", name, "-n", namespace)
+    return obj
+
+
+def status(namespace: str, name: str) -> dict[str, Any]:
+    return get(namespace, name).get("status") or {}
+
+
+def wait_status(
+    namespace: str, name: str, what: str, pred: Callable[[dict[str, Any]], Any], timeout: float
+) -> Any:
+    return kit.wait_until(what, lambda: pred(status(namespace, name)), timeout=timeout, interval=2)
+
+
+def cond(st: dict[str, Any], type_: str) -> tuple[str | None, str | None, str]:
+    for c in st.get("conditions") or []:
+        if c["type"] == type_:
+            return c["status"], c.get("reason"), c.get("message", "")
+    return None, None, ""
+
+
+def succeeded(st: dict[str, Any]) -> list[dict[str, Any]]:
+    return [b for b in st.get("backups") or [] if b.get("result") == "Succeeded"]
+
+
+def jobs(namespace: str, name: str) -> list[dict[str, Any]]:
+    body = kit.kubectl_json(
+        "get", "jobs", "-n", namespace, "-l", f"ops.stronghold.io/backupschedule={name}"
+    )
+    items: list[dict[str, Any]] = body["items"]
+    return items
+
+
+def archives(path: Path) -> list[str]:
+    return sorted(
+        p.name
+        for p in path.iterdir()
+        if p.name.startswith("db_backup_") and not p.name.endswith(".manifest.json")
+    )
+
+
+def cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(kit.VENV_BIN / "stronghold"), "backup", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "KUBECONFIG": str(kit.paths.admin_kubeconfig())},
+        check=False,
+    )
+
+
+def assert_no_password(namespace: str, password: str, operator_logs: str) -> None:
+    everything = [
+        kit.kubectl("get", "jobs,pods,backupschedules", "-n", namespace, "-o", "json"),
+        kit.kubectl("get", "events", "-n", namespace, "-o", "json"),
+        operator_logs,
+    ]
+    for text in everything:
+        assert password not in text
+        assert json.dumps(password)[1:-1] not in text
+
+
+def make_archive(s: Seeded, path: Path, when: datetime, verified: bool) -> str:
+    """A real archive of the seeded database under a backdated name, with its manifest."""
+    name = f"db_backup_{when:%Y%m%d_%H%M%S}.sql.gz"
+    dump = subprocess.run(
+        ["pg_dump", "-h", "127.0.0.1", "-U", "postgres", s.db], capture_output=True, check=True
+    ).stdout
+    data = gzip.compress(dump)
+    (path / name).write_bytes(data)
+    manifest = {
+        "file": name,
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "sizeBytes": len(data),
+        "verified": verified,
+        "rowCounts": ROWS,
+        "tableCount": 3,
+    }
+    (path / f"{name}.manifest.json").write_text(json.dumps(manifest))
+    return name
+
+
+# -- tests --------------------------------------------------------------------------------
+
+
+def test_backup_every_minute_verified_restore_test_cli_and_metrics(
+    namespace: str,
+    storage: Storage,
+    seeded: Seeded,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    secret(namespace, seeded)
+    op = run_operator(namespace)
+    kit.apply(
+        schedule(
+            "nightly",
+            namespace,
+            seeded,
+            verify={
+                "restoreTest": {"schedule": "0 3 1 1 *", "tables": ["accounts", "ledger.Entries"]}
+            },
+        )
+    )
+
+    st = wait_status(
+        namespace,
+        "nightly",
+        "a verified scheduled backup",
+        lambda s: [b for b in succeeded(s) if b.get("verified")],
+        timeout=150,
+    )
+    first = st[0]
+    path = storage.path / first["file"]
+    data = path.read_bytes()
+    manifest = json.loads((storage.path / f"{first['file']}.manifest.json").read_text())
+    assert hashlib.sha256(data).hexdigest() == first["sha256"] == manifest["sha256"]
+    assert len(data) == first["sizeBytes"] == manifest["sizeBytes"]
+    text = gzip.decompress(data).decode()
+    assert "-- PostgreSQL database dump complete" in text
+    assert manifest["rowCounts"] == ROWS and manifest["pgDumpVersion"].startswith("pg_dump")
+    assert first["name"].startswith("nightly-") and first["trigger"] in ("scheduled", "catch-up")
+    assert not [p for p in storage.path.iterdir() if p.name.endswith(".partial")]
+
+    s = wait_status(
+        namespace,
+        "nightly",
+        "Ready=True",
+        lambda s: s if cond(s, "Ready")[0] == "True" else None,
+        timeout=60,
+    )
+    assert cond(s, "LastBackupSucceeded")[:2] == ("True", "BackupCompleted")
+    assert cond(s, "BackupVerified")[:2] == ("True", "Verified")
+    assert cond(s, "BackupStale")[0] == "False"
+    assert s["lastSuccessfulTime"] and s["lastVerifiedTime"] and s["nextScheduleTime"]
+    reasons = {e["reason"] for e in kit.events_for(namespace, "nightly")}
+    assert {"BackupStarted", "BackupSucceeded", "BackupVerified"} <= reasons
+
+    # On demand through the CLI (the annotation), waiting for the recorded, verified result.
+    now = cli("now", "nightly", "-n", namespace, "--wait", "--timeout", "200")
+    assert now.returncode == 0, now.stdout + now.stderr
+    value = now.stdout.split("backup-now=")[1].split()[0]
+    s = status(namespace, "nightly")
+    mine = [b for b in s["backups"] if b.get("trigger") == value]
+    assert len(mine) == 1 and mine[0]["verified"] is True
+    assert s["onDemand"]["backup"] == value
+
+    # Restore test through the CLI: scratch database, counts compared, scratch dropped.
+    rt = cli("restore-test", "nightly", "-n", namespace, "--wait", "--timeout", "300")
+    assert rt.returncode == 0, rt.stdout + rt.stderr
+    s = status(namespace, "nightly")
+    last = s["lastRestoreTest"]
+    assert last["result"] == "Passed" and last["tablesCompared"] == 2
+    assert last["rowsCompared"] == 1234 + 5000
+    assert last["scratchDatabase"].startswith(f"{seeded.db}_restoretest_")
+    assert last["durationSeconds"] > 0
+    assert cond(s, "RestoreTestPassed")[:2] == ("True", "RowCountsMatch")
+    with psycopg.connect(PG) as c:
+        left = c.execute(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE %s",
+            (f"{seeded.db}_restoretest_%",),
+        ).fetchone()
+    assert left == (0,)
+    assert "RestoreTestPassed" in {e["reason"] for e in kit.events_for(namespace, "nightly")}
+
+    listed = cli("list", "nightly", "-n", namespace)
+    assert listed.returncode == 0 and first["name"] in listed.stdout
+    as_json = json.loads(cli("list", "nightly", "-n", namespace, "--json").stdout)
+    assert first["name"] in {b["name"] for b in as_json["backups"]}
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    assert f'stronghold_backup_last_success_timestamp_seconds{{namespace="{namespace}"' in metrics
+    assert "stronghold_backup_results_total" in metrics
+    assert_no_password(namespace, seeded.password, op.logs())
+
+
+def test_retention_backdated_and_corrupted_archive(
+    namespace: str,
+    storage: Storage,
+    seeded: Seeded,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    now = datetime.now(UTC)
+    old = {
+        d: make_archive(seeded, storage.path, now - timedelta(days=d), verified=d != 45)
+        for d in (40, 45, 50, 60, 70)
+    }
+    secret(namespace, seeded)
+    op = run_operator(namespace)
+    # Suspended, so exactly one backup (on demand) runs: the retention outcome is exact.
+    kit.apply(
+        schedule("keep", namespace, seeded, suspend=True, retention={"days": 30, "minKeep": 3})
+    )
+    kit.kubectl(
+        "annotate", "backupschedule", "keep", "-n", namespace, "ops.stronghold.io/backup-now=one"
+    )
+    st = wait_status(namespace, "keep", "the first backup", succeeded, timeout=150)
+    new = st[0]["file"]
+    # Kept: the new backup (young), and as minKeep the two newest verified old ones (40, 50);
+    # 45 is unverified (never counts) and old, 60 and 70 are beyond what minKeep needs.
+    kit.wait_until(
+        "retention to prune",
+        lambda: new in archives(storage.path) and old[60] not in archives(storage.path),
+        timeout=30,
+    )
+    assert set(archives(storage.path)) >= {new, old[40], old[50]}
+    assert not {old[45], old[60], old[70]} & set(archives(storage.path))
+    pruned = [e for e in kit.events_for(namespace, "keep") if e["reason"] == "Pruned"]
+    assert pruned and old[70] in pruned[0]["message"]
+
+    # Flip bytes in the newest archive and re-verify everything on disk.
+    newest = succeeded(status(namespace, "keep"))[0]["file"]
+    target = storage.path / newest
+    raw = bytearray(target.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    target.write_bytes(bytes(raw))
+    res = cli("verify", "keep", "-n", namespace, "--wait", "--timeout", "200")
+    assert res.returncode == 1, res.stdout + res.stderr  # some archive failed
+    s = status(namespace, "keep")
+    assert cond(s, "BackupVerified")[:2] == ("False", "ChecksumMismatch")
+    assert cond(s, "Ready")[0] == "False"
+    assert f"{newest}: ChecksumMismatch" in s["lastVerification"]["failed"]
+    events = kit.events_for(namespace, "keep")
+    assert any(e["reason"] == "VerificationFailed" and newest in e["message"] for e in events)
+    # Older verified archives are kept: the corrupted one does not count towards minKeep.
+    assert {old[40], old[50]} <= set(archives(storage.path))
+    man = json.loads((storage.path / f"{newest}.manifest.json").read_text())
+    assert man["verified"] is False and man["verifyReason"] == "ChecksumMismatch"
+    assert_no_password(namespace, seeded.password, op.logs())
+
+
+def test_operator_killed_mid_backup_forbid_then_replace(
+    namespace: str,
+    storage: Storage,
+    seeded: Seeded,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    secret(namespace, seeded)
+    lock = psycopg.connect(f"host=127.0.0.1 user=postgres dbname={seeded.db}")
+    try:
+        # pg_dump waits for this lock: the backup runs "forever" until we let it go.
+        lock.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        op = run_operator(namespace)
+        kit.apply(schedule("slow", namespace, seeded))
+        running = wait_status(
+            namespace, "slow", "a running backup Job", lambda s: s.get("active"), timeout=130
+        )
+        slot_job = running[0]["name"]
+        op.kill()  # SIGKILL, mid-backup
+        time.sleep(5)
+        op2 = run_operator(namespace)
+        # Across the next minute boundary: Forbid keeps it to one Job; the restarted
+        # operator adopts the running one instead of creating another.
+        boundary = 61 - datetime.now(UTC).second
+        time.sleep(boundary + 15)
+        names = [j["metadata"]["name"] for j in jobs(namespace, "slow")]
+        assert names == [slot_job], names
+        assert [a["name"] for a in status(namespace, "slow")["active"]] == [slot_job]
+        lock.rollback()  # release: the backup completes
+        s = wait_status(
+            namespace,
+            "slow",
+            "the adopted backup's result",
+            lambda s: [b for b in succeeded(s) if b["name"] == slot_job],
+            timeout=90,
+        )
+        assert len(s) == 1
+        st = status(namespace, "slow")
+        assert [b["name"] for b in st["backups"]].count(slot_job) == 1
+        files = [json.loads(p.read_text())["job"] for p in storage.path.glob("*.manifest.json")]
+        assert files.count(slot_job) == 1
+
+        # Replace: a slow backup is deleted when the next slot comes, and recorded as such.
+        kit.kubectl(
+            "patch",
+            "backupschedule",
+            "slow",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec": {"concurrencyPolicy": "Replace"}}',
+        )
+        lock.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
+        locked_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # A Job whose slot is after the lock was taken is certainly stuck behind it.
+        first = wait_status(
+            namespace,
+            "slow",
+            "a backup stuck behind the lock",
+            lambda s: [a["name"] for a in s.get("active") or [] if a["slot"] > locked_at],
+            timeout=130,
+        )[0]
+        replaced = wait_status(
+            namespace,
+            "slow",
+            "the slow backup to be replaced",
+            lambda s: [
+                b
+                for b in s.get("backups") or []
+                if b["name"] == first and b.get("reason") == "Replaced"
+            ],
+            timeout=130,
+        )
+        assert replaced
+        second = status(namespace, "slow")["active"][0]["name"]
+        assert second != first
+        lock.rollback()
+        wait_status(
+            namespace,
+            "slow",
+            "the replacing backup to finish",
+            lambda s: [b for b in succeeded(s) if b["name"] == second],
+            timeout=90,
+        )
+        assert_no_password(namespace, seeded.password, op.logs() + op2.logs())
+    finally:
+        lock.close()
+
+
+def test_suspend_then_on_demand(
+    namespace: str,
+    storage: Storage,
+    seeded: Seeded,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    secret(namespace, seeded)
+    run_operator(namespace)
+    kit.apply(schedule("paused", namespace, seeded, suspend=True))
+    wait_status(
+        namespace, "paused", "a nextScheduleTime", lambda s: s.get("nextScheduleTime"), timeout=30
+    )
+    time.sleep(61 - datetime.now(UTC).second + 10)  # a slot passes while suspended
+    assert jobs(namespace, "paused") == []
+    kit.kubectl(
+        "annotate",
+        "backupschedule",
+        "paused",
+        "-n",
+        namespace,
+        "ops.stronghold.io/backup-now=maintenance-1",
+    )
+    s = wait_status(
+        namespace,
+        "paused",
+        "the on-demand backup",
+        lambda s: [b for b in succeeded(s) if b.get("trigger") == "maintenance-1"],
+        timeout=120,
+    )
+    assert s[0]["verified"] is True
+    assert len(jobs(namespace, "paused")) == 1
+    assert archives(storage.path) == [s[0]["file"]]
+
+
+def test_bad_inputs_name_the_problem_and_delete_nothing(
+    namespace: str,
+    storage: Storage,
+    seeded: Seeded,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    keep = [
+        make_archive(seeded, storage.path, datetime.now(UTC) - timedelta(days=d), True)
+        for d in (90, 100)
+    ]
+    secret(namespace, seeded)
+    op = run_operator(namespace)
+    retention = {"days": 1, "minKeep": 1}
+    nosecret = schedule("nosecret", namespace, seeded, retention=retention)
+    nosecret["spec"]["database"]["password"]["secretKeyRef"]["name"] = "absent"
+    nodb = schedule("nodb", namespace, seeded, retention=retention)
+    nodb["spec"]["database"]["name"] = "bks_absent_db"
+    for obj in (
+        nosecret,
+        nodb,
+        schedule("badcron", namespace, seeded, schedule="61 * * * *"),
+        schedule("badzone", namespace, seeded, timeZone="Mars/Olympus"),
+    ):
+        kit.apply(obj)
+
+    s = wait_status(
+        namespace,
+        "nosecret",
+        "SecretMissing",
+        lambda s: s if cond(s, "LastBackupSucceeded")[1] == "SecretMissing" else None,
+        timeout=150,
+    )
+    assert "absent" in cond(s, "LastBackupSucceeded")[2] and cond(s, "Ready")[0] == "False"
+    assert jobs(namespace, "nosecret") == []
+    s = wait_status(
+        namespace,
+        "nodb",
+        "DatabaseNotFound",
+        lambda s: s if cond(s, "LastBackupSucceeded")[1] == "DatabaseNotFound" else None,
+        timeout=150,
+    )
+    assert "bks_absent_db" in cond(s, "LastBackupSucceeded")[2]
+    s = status(namespace, "badcron")
+    assert cond(s, "Ready")[:2] == ("False", "InvalidSpec")
+    assert "spec.schedule" in cond(s, "Ready")[2] and "61" in cond(s, "Ready")[2]
+    s = status(namespace, "badzone")
+    assert cond(s, "Ready")[:2] == ("False", "InvalidSpec")
+    assert "spec.timeZone" in cond(s, "Ready")[2] and "Mars/Olympus" in cond(s, "Ready")[2]
+    assert jobs(namespace, "badcron") == [] and jobs(namespace, "badzone") == []
+    reasons = {e["reason"] for e in kit.events_for(namespace, "nosecret")}
+    assert "SecretMissing" in reasons
+    assert "DatabaseNotFound" in {e["reason"] for e in kit.events_for(namespace, "nodb")}
+    # Old archives, far beyond retention.days, are untouched: failures never prune.
+    assert set(keep) <= set(archives(storage.path))
+    assert_no_password(namespace, seeded.password, op.logs())
+
+
+@dataclass
+class ScramServer:
+    port: int
+    good: str  # the role's real password
+
+
+@pytest.fixture
+def scram_server() -> Iterator[ScramServer]:
+    """A PostgreSQL this test starts on a free port with scram-sha-256 authentication.
+
+    The shared server trusts 127.0.0.1, so a wrong password cannot be noticed there; this one
+    checks passwords. Started and stopped here only (never the shared one).
+    """
+    # Not under pytest's tmp dir: the postgres user must be able to reach it.
+    root = Path(tempfile.mkdtemp(prefix="stronghold-bks-pg-"))
+    data = root / "data"
+    admin_pw = uuid.uuid4().hex
+    good = f"gd:{uuid.uuid4().hex}\\"
+    (root / "pw").write_text(admin_pw)
+    shutil.chown(root, "postgres")
+    shutil.chown(root / "pw", "postgres")
+    root.chmod(0o700)
+    bin_ = Path("/usr/lib/postgresql/15/bin")
+    as_pg = ["runuser", "-u", "postgres", "--"]
+    port = kit.free_port()
+    init = subprocess.run(
+        [
+            *as_pg,
+            str(bin_ / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "scram-sha-256",
+            "-U",
+            "postgres",
+            f"--pwfile={root / 'pw'}",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    if init.returncode != 0:
+        pytest.fail(f"initdb for a scram PostgreSQL failed: {init.stderr}", pytrace=False)
+    started = subprocess.run(
+        [
+            *as_pg,
+            str(bin_ / "pg_ctl"),
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(root / "log"),
+            "-o",
+            f"-p {port} -k {root} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if started.returncode != 0:
+        pytest.fail(f"could not start a scram PostgreSQL: {started.stderr}", pytrace=False)
+    try:
+        with psycopg.connect(
+            host="127.0.0.1",
+            port=port,
+            user="postgres",
+            password=admin_pw,
+            dbname="postgres",
+            autocommit=True,
+        ) as c:
+            c.execute(sql.SQL("CREATE ROLE app LOGIN PASSWORD {}").format(sql.Literal(good)))
+            c.execute("CREATE DATABASE appdb OWNER app")
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="app", password=good, dbname="appdb"
+        ) as c:
+            c.execute("CREATE TABLE t AS SELECT generate_series(1, 42) AS i")
+        yield ScramServer(port, good)
+    finally:
+        subprocess.run(
+            [*as_pg, str(bin_ / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+            capture_output=True,
+            check=False,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_wrong_password_is_named_then_the_right_one_works(
+    namespace: str,
+    storage: Storage,
+    seeded: Seeded,
+    scram_server: ScramServer,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    keep = make_archive(seeded, storage.path, datetime.now(UTC) - timedelta(days=90), True)
+    wrong = f"wr:{uuid.uuid4().hex}"
+    fake = Seeded("appdb", "app", wrong)
+    secret(namespace, fake)
+    op = run_operator(namespace)
+    obj = schedule("scram", namespace, fake, retention={"days": 1, "minKeep": 1})
+    obj["spec"]["database"]["port"] = scram_server.port
+    kit.apply(obj)
+    s = wait_status(
+        namespace,
+        "scram",
+        "AuthFailed",
+        lambda s: s if cond(s, "LastBackupSucceeded")[1] == "AuthFailed" else None,
+        timeout=150,
+    )
+    assert "password authentication failed" in cond(s, "LastBackupSucceeded")[2]
+    assert cond(s, "Ready")[0] == "False"
+    assert "AuthFailed" in {e["reason"] for e in kit.events_for(namespace, "scram")}
+    assert archives(storage.path) == [keep]  # nothing deleted, nothing half-written kept
+
+    # The right password, through the same Secret: the next slot succeeds with scram auth,
+    # which proves the .pgpass copy reaches libpq.
+    secret(namespace, Seeded("appdb", "app", scram_server.good))
+    done = wait_status(
+        namespace, "scram", "a backup with the right password", succeeded, timeout=150
+    )
+    assert done[0]["verified"] is True and done[0]["rows"] == 42
+    logs = op.logs()
+    assert_no_password(namespace, wrong, logs)
+    assert_no_password(namespace, scram_server.good, logs)

@@ -1,0 +1,181 @@
+"""Backup Job manifests: golden files, the security baseline, and the in-container helper."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stronghold_operator.builders import backup_script
+from stronghold_operator.builders.backup_job import backup_job
+from stronghold_operator.logic import backup as lb
+from stronghold_operator.models.backup import BackupScheduleSpec
+from stronghold_operator.models.base import parse
+
+GOLDEN = Path(__file__).parent / "golden"
+SLOT = datetime(2026, 5, 1, 2, 0, tzinfo=UTC)
+OWNER = {
+    "apiVersion": "ops.stronghold.io/v1alpha1",
+    "kind": "BackupSchedule",
+    "metadata": {"name": "nightly", "namespace": "prod", "uid": "0b5e-uid"},
+}
+MINIMAL: dict[str, Any] = {
+    "schedule": "0 2 * * *",
+    "database": {"host": "127.0.0.1", "name": "django_app_prod", "user": "django_user"},
+    "storage": {"persistentVolumeClaim": "backups"},
+}
+FULL: dict[str, Any] = MINIMAL | {
+    "timeZone": "Europe/Berlin",
+    "format": "custom",
+    "compression": {"level": 9},
+    "database": MINIMAL["database"]
+    | {"password": {"secretKeyRef": {"name": "db", "key": "password"}}, "sslmode": "disable"},
+    "storage": {"persistentVolumeClaim": "backups", "path": "/prod/db/"},
+    "retention": {"days": 14, "minKeep": 5},
+    "verify": {"restoreTest": {"tables": ["accounts", "ledger.entries"]}},
+    "jobTemplate": {
+        "image": "stronghold/base:bookworm",
+        "imagePullPolicy": "Never",
+        "hostNetwork": True,
+        "runAsUser": 70,
+        "fsGroup": 70,
+        "resources": {"limits": {"memory": "512Mi"}},
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "backup", "operator": "Exists"}],
+        "securityContext": {"readOnlyRootFilesystem": True},
+    },
+}
+
+CASES = {
+    "backup-minimal": (MINIMAL, "backup", None),
+    "backup-full": (FULL, "backup", None),
+    "verify-full": (FULL, "verify", None),
+    "restoretest-full": (FULL, "restore-test", "db_backup_20260430_020000.dump"),
+}
+
+
+def build(spec: dict[str, Any], kind: Any, restore: str | None) -> dict[str, Any]:
+    model = parse(BackupScheduleSpec, spec)
+    return backup_job(
+        owner=OWNER,
+        job_name=lb.job_name("nightly", SLOT, kind),
+        kind=kind,
+        spec=model,
+        slot=SLOT,
+        trigger="scheduled",
+        protected=["db_backup_20260430_020000.dump"],
+        restore_file=restore,
+    )
+
+
+def without_script(job: dict[str, Any]) -> dict[str, Any]:
+    """The script is tested on its own (and run for real); golden files show the rest."""
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert c["command"][:2] == ["bash", "-c"] and c["command"][2] == backup_script.SCRIPT
+    c["command"][2] = "<backup_script.SCRIPT>"
+    return job
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_golden(case: str) -> None:
+    got = yaml.safe_dump(without_script(build(*CASES[case])), sort_keys=True)
+    path = GOLDEN / f"{case}.yaml"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(got)
+    assert got == path.read_text(), f"regenerate with UPDATE_GOLDEN=1 if intended ({path})"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_restricted_pod_security_and_no_secrets(case: str) -> None:
+    job = build(*CASES[case])
+    pod = job["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert job["spec"]["backoffLimit"] == 0
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "0b5e-uid"
+    names = {e["name"] for e in c["env"]}
+    assert not any("PASSWORD" in n for n in names)
+    assert all("valueFrom" not in e for e in c["env"])
+    assert "PGPASSFILE" not in names  # set by the script, pointing at its 0600 copy
+
+
+def test_secret_is_mounted_as_volume_only() -> None:
+    pod = build(*CASES["backup-full"])["spec"]["template"]["spec"]
+    secret = next(v for v in pod["volumes"] if "secret" in v)["secret"]
+    assert secret["secretName"] == "db"
+    assert secret["items"] == [{"key": "password", "path": "password", "mode": 0o440}]
+    assert pod["securityContext"]["fsGroup"] == 70 and pod["hostNetwork"] is True
+
+
+def test_script_is_strict_bash_and_never_names_the_password_in_env() -> None:
+    s = backup_script.SCRIPT
+    assert s.startswith("set -euo pipefail\n")
+    assert "PGPASSWORD" not in s and "--password" not in s
+    assert 'export PGPASSFILE="$W/.pgpass"' in s
+    assert "--snapshot=" in s and "REPEATABLE READ" in s
+    assert "-- PostgreSQL database dump complete" in s and "pg_restore --list" in s
+
+
+def helper_namespace() -> dict[str, Any]:
+    ns: dict[str, Any] = {"__name__": "stronghold_helper"}
+    exec(compile(backup_script.HELPER, "helper.py", "exec"), ns)  # defines functions only
+    return ns
+
+
+HELPER = helper_namespace()
+T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    items=st.lists(
+        st.tuples(st.integers(0, 100 * 24), st.booleans()), max_size=30, unique_by=lambda x: x[0]
+    ),
+    days=st.integers(0, 60),
+    min_keep=st.integers(1, 8),
+    protect=st.integers(0, 3),
+)
+def test_container_retention_equals_operator_retention(
+    items: list[tuple[int, bool]], days: int, min_keep: int, protect: int
+) -> None:
+    """The prune in the Job and logic.backup.plan_retention must never disagree."""
+    archives = [
+        lb.Archive(
+            f"db_backup_{T0 - timedelta(hours=h):%Y%m%d_%H%M%S}.sql.gz", T0 - timedelta(hours=h), v
+        )
+        for h, v in items
+    ]
+    protected = {a.file for a in archives[:protect]}
+    ours = lb.plan_retention(archives, T0, days, min_keep, protected)
+    keep, delete = HELPER["plan"](
+        [(a.file, a.taken, a.verified) for a in archives], T0, days, min_keep, protected
+    )
+    assert (tuple(keep), tuple(delete)) == (ours.keep, ours.delete)
+
+
+def test_helper_file_pattern_matches_operator() -> None:
+    for name in [
+        "db_backup_20260501_020000.sql.gz",
+        "db_backup_20260501_020000.dump",
+        ".db_backup_20260501_020000.sql.gz.x.partial",
+        "db_backup_2026.sql.gz",
+    ]:
+        assert (HELPER["file_time"](name) is None) == (lb.file_time(name) is None)
+
+
+def test_script_golden() -> None:
+    """The whole in-container program, reviewable as a file (regenerate with UPDATE_GOLDEN=1)."""
+    path = GOLDEN / "backup-script.sh"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(backup_script.SCRIPT)
+    assert path.read_text() == backup_script.SCRIPT
