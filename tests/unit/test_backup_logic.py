@@ -393,3 +393,21 @@ def test_history_is_bounded_and_keyed_by_job() -> None:
         h = lb.merge_history(h, ok_entry(f"j{i}", i), 10)
     h = lb.merge_history(h, ok_entry("j14", 0, verified=False), 10)
     assert len(h) == 10 and h[0]["name"] == "j14" and h[0]["verified"] is False
+
+
+def test_maintenance_defers_the_slot_until_the_window_releases_it() -> None:
+    held = decide(defer="weekly")
+    assert held.start is None and held.waiting and "weekly" in held.waiting
+    assert held.cursor == T0 - timedelta(minutes=5)  # unchanged: the slot stays pending
+    # The window ended 40 minutes later: the held slot runs as the one catch-up.
+    after = decide(now=T0 + timedelta(minutes=40))
+    assert after.start is not None and after.start.trigger == "catch-up"
+    # ... unless it is past the starting deadline by then.
+    late = decide(now=T0 + timedelta(minutes=40), deadline=timedelta(minutes=10))
+    assert late.start is None or late.start.slot != T0
+
+
+def test_on_demand_still_runs_during_maintenance() -> None:
+    d = decide(defer="weekly", request="by-hand")
+    assert d.start is not None and d.start.trigger == "on-demand"
+    assert d.cursor == T0 - timedelta(minutes=5)  # the slot is still held for after the window

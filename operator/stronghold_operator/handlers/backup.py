@@ -43,6 +43,7 @@ from stronghold_operator.models.backup import (
     BackupScheduleSpec,
 )
 from stronghold_operator.models.base import InvalidSpec, parse
+from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.platforms.kube import (
     Kube,
     call,
@@ -282,6 +283,7 @@ async def _reconcile(
             spec.suspend,
         ),
     ]
+    held = annotations.get(MAINTENANCE_ANNOTATION) or None  # windows holding this schedule
     for kind, sched, cursor_key, annotation, od_key, suspended in plans:
         request = annotations.get(annotation)
         if sched is None and not request:
@@ -304,6 +306,7 @@ async def _reconcile(
             request=request,
             handled_request=on_demand.get(od_key),
             answered={j.request for j in jobs if j.kind == kind and j.request},
+            defer=held if spec.during_maintenance == "Defer" else None,
         )
         if sched is not None:
             if decision.cursor is not None:

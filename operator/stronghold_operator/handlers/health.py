@@ -35,9 +35,8 @@ from stronghold_operator.handlers.common import (
 from stronghold_operator.logic import health as logic
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
-from stronghold_operator.models.common import SecretKeySelector
+from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, SecretKeySelector
 from stronghold_operator.models.health import (
-    MAINTENANCE_ANNOTATION,
     SEVERITIES,
     HealthPolicySpec,
     Webhook,

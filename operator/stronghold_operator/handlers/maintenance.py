@@ -38,11 +38,11 @@ from stronghold_operator.logic import window as win
 from stronghold_operator.logic.recurrence import Recurrence, from_spec
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
+from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.models.health import HttpCheck as ProbeSpec
 from stronghold_operator.models.maintenance import (
     BACKUP_NOW_ANNOTATION,
     END_NOW_ANNOTATION,
-    MAINTENANCE_ANNOTATION,
     PRECHECK_NOW_ANNOTATION,
     HttpCheck,
     MaintenanceWindowSpec,

@@ -33,8 +33,8 @@ from stronghold_operator.handlers.common import (
 from stronghold_operator.logic import scaling as engine
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
+from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.models.scaling import (
-    MAINTENANCE_ANNOTATION,
     MissingBasis,
     ReplicaUsage,
     ScalingPolicySpec,

@@ -141,6 +141,7 @@ def decide(
     request: str | None = None,
     handled_request: str | None = None,
     answered: Collection[str] = (),
+    defer: str | None = None,
 ) -> Decision:
     """The schedule decision, level-triggered: call it as often as you like.
 
@@ -153,6 +154,9 @@ def decide(
       are deleted and the new one starts.
     * ``suspend`` skips scheduled slots for good (they are not caught up after resuming);
       an on-demand ``request`` (a new annotation value) still runs.
+    * ``defer`` (the maintenance windows holding the schedule) holds scheduled slots like
+      Forbid does: the cursor stays, so the slot runs as the one catch-up once the window
+      releases the schedule (within ``deadline``); on-demand requests still run.
     * A slot whose Job name is in ``done`` (already recorded) or ``active`` is never started
       again, nor a request in ``answered`` (request values carried by existing Jobs): that is
       what makes restarts and failed status writes harmless.
@@ -182,6 +186,11 @@ def decide(
             due = Start(job_name(name, mr.run, kind), kind, mr.run, trigger)
             if due.name in done or due.name in active:
                 due = None  # started once already (maybe by an operator that then died)
+    deferred = None
+    if due is not None and defer:
+        # Hold the slot (cursor unchanged): it becomes the catch-up once the window ends.
+        due, new_cursor, missed = None, cursor, None
+        deferred = f"deferred: maintenance window {defer} is in progress"
     if due is None and pending_request is not None:
         slot = floor_minute(now)
         due = Start(job_name(name, slot, kind, pending_request), kind, slot, "on-demand")
@@ -190,7 +199,13 @@ def decide(
                 cursor=new_cursor, next_run=next_run, missed=missed, request_taken=pending_request
             )
     if due is None:
-        return Decision(cursor=new_cursor, next_run=next_run, missed=missed, request_taken=already)
+        return Decision(
+            cursor=new_cursor,
+            next_run=next_run,
+            missed=missed,
+            waiting=deferred,
+            request_taken=already,
+        )
     if active and policy == "Forbid":
         return Decision(
             # A scheduled slot stays pending (it may start later, within the deadline).

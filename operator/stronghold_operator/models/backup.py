@@ -152,6 +152,7 @@ class BackupScheduleSpec(SpecModel):
     verify: VerifySpec = Field(default_factory=VerifySpec)
     stale_after: Duration = Field(default=timedelta(hours=26), alias="staleAfter")
     history_limit: int = Field(default=10, alias="historyLimit", ge=1, le=100)
+    during_maintenance: Literal["Defer", "Run"] = Field(default="Defer", alias="duringMaintenance")
     job_template: JobTemplateSpec = Field(default_factory=JobTemplateSpec, alias="jobTemplate")
 
     @property

@@ -6,6 +6,10 @@ from pydantic import Field
 
 from stronghold_operator.models.base import SpecModel
 
+# Set by a MaintenanceWindow on the policies it covers: a sorted, comma-separated list of the
+# windows holding the object (frozen scaling, expected incidents, deferred backups).
+MAINTENANCE_ANNOTATION = "ops.stronghold.io/maintenance"
+
 
 class SecretKeyRef(SpecModel):
     """A key of a Secret in the policy's namespace; the value is read with ``get`` only."""

@@ -27,7 +27,6 @@ CheckState = Literal["Healthy", "Warning", "Critical", "Unknown"]
 SEVERITIES: tuple[Severity, ...] = ("P1", "P2", "P3", "P4")
 
 # Set by a MaintenanceWindow while it is in progress; incidents are then expected.
-MAINTENANCE_ANNOTATION = "ops.stronghold.io/maintenance"
 
 # What a probe can find wrong; incident rules map these to severities.
 FindingCode = Literal[

@@ -21,7 +21,6 @@ from stronghold_operator.models.base import Duration, SpecModel
 # The annotation a window puts on every object it covers. Its value is the comma-separated,
 # sorted list of the names of the windows currently holding the object, so overlapping
 # windows can share a target and the last one to end removes the annotation.
-MAINTENANCE_ANNOTATION = "ops.stronghold.io/maintenance"
 # BackupSchedule's on-demand trigger (issue 4): a new value runs one backup.
 BACKUP_NOW_ANNOTATION = "ops.stronghold.io/backup-now"
 # Manual control of a window: a new value ends the open window now / runs pre-checks now.

@@ -15,7 +15,6 @@ COMPOSE_KIND = "ComposeService"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 # The annotation a MaintenanceWindow (or a human) puts on a policy to freeze it.
-MAINTENANCE_ANNOTATION = "ops.stronghold.io/maintenance"
 
 MetricsSource = Literal["metricsAPI", "docker"]
 

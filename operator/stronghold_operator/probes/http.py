@@ -11,6 +11,7 @@ import asyncio
 import email.utils
 import ipaddress
 import json
+import logging
 import socket
 import time
 from collections.abc import Mapping
@@ -23,6 +24,8 @@ from stronghold_operator.models.health import HttpCheck, forbidden_host
 from stronghold_operator.probes.base import ProbeResult, UrlResult
 
 USER_AGENT = "stronghold-operator/0.1"
+# httpx logs every request at INFO: a thousand policies made that most of the log.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 MAX_BODY = 1 << 20  # a health document larger than 1 MiB is not a health document
 MAX_REDIRECTS = 5
 DNS_TTL = 30.0
