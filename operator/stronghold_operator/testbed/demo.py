@@ -8,6 +8,7 @@ complete example set in examples/financial-stronghold/, and prints ``kubectl get
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ REPO = operator_image.REPO
 DEMO_NS = "stronghold-demo"
 OPERATOR_NS = "stronghold-system"
 EXAMPLES = REPO / "examples" / "financial-stronghold"
+BACKUPS = Path("/var/lib/stronghold-demo/backups")
 
 
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
@@ -159,6 +161,10 @@ def up() -> int:
     _step("seeding the demo database")
     _seed_database()
     _declare_queue()
+    # The demo's backup volume (hostPath): owned by the Jobs' unprivileged user (uid 999).
+    BACKUPS.mkdir(parents=True, exist_ok=True)
+    os.chown(BACKUPS, 999, 999)
+    BACKUPS.chmod(0o750)
     if EXAMPLES.exists():
         _step(f"applying {EXAMPLES.relative_to(REPO)}")
         kubectl("apply", "-k", str(EXAMPLES))

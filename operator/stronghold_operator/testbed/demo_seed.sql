@@ -17,3 +17,6 @@ INSERT INTO transactions (account_id, amount)
 SELECT 1 + g % 500, g FROM generate_series(1, 5000) g
 WHERE NOT EXISTS (SELECT 1 FROM transactions);
 GRANT SELECT ON ALL TABLES IN SCHEMA public TO stronghold_demo;
+GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO stronghold_demo;
+-- Restore tests restore into a scratch database and drop it again.
+ALTER ROLE stronghold_demo CREATEDB;
