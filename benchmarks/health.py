@@ -1,0 +1,585 @@
+"""HealthPolicy benchmark: one operator process, N policies x 4 checks every 10 s.
+
+Run: ``.venv/bin/python -m benchmarks.health [--policies 100,1000] [--duration 120]``
+
+Targets (all real, on 127.0.0.1): the demo web app (``stronghold_operator.testbed.webapp``)
+with its real dependencies (its ``/health/`` connects to PostgreSQL, Memcached and RabbitMQ
+on every request), a benchmark PostgreSQL role and database, a RabbitMQ queue (both created
+here and removed at the end) and the shared Memcached.
+
+For each N: N HealthPolicies in a fresh namespace, each with four checks (http ``/health/``
+with its health document, postgres, memcached, rabbitmq queue) at ``interval: 10s``; ONE
+operator (``stronghold run --standalone -n <ns>``, a host process under the operator's
+ServiceAccount, not verbose); wait until 2N rounds have started plus one interval, then
+measure over a window: operator CPU seconds (/proc), RSS, probes (rounds x checks; answered
+probes by type from the operator's /metrics) and round lateness
+(``stronghold_health_round_lateness_seconds``, window delta).
+Then the same with HTTP-only policies (N http checks per 10 s: the rate blackbox gets),
+and the peers of benchmarks/health_peers.py at the same endpoints and rate, one after the
+other (never concurrently, so no side steals CPU from the other).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kubernetes
+import pika
+import psycopg
+from prometheus_client.parser import text_string_to_metric_families
+from tests.integration import kit
+
+from benchmarks import health_peers as peers
+from benchmarks.common import Window, rss_mib, start, stop, table
+from stronghold_operator.testbed import cluster, paths
+
+INTERVAL = 10.0
+OPERATOR_NS = "stronghold-system"
+OPERATOR_SA = "stronghold-operator"
+MEMCACHED = "127.0.0.1:11211"
+AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
+ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
+TYPES = ("http", "postgres", "memcached", "rabbitmq")
+OPERATOR_ENV: dict[str, str] = {}  # extra environment of the operator (--heartbeat)
+
+
+# --- targets ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Targets:
+    """What the checks point at; created here, removed at the end."""
+
+    tag: str
+    app_url: str = ""
+    password: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def role(self) -> str:
+        return f"bench_health_{self.tag}"
+
+    @property
+    def queue(self) -> str:
+        return f"bench-health-{self.tag}"
+
+    def dsn(self) -> str:
+        return (
+            f"host=127.0.0.1 port=5432 user={self.role} dbname={self.role} password={self.password}"
+        )
+
+    def pg_url(self) -> str:
+        return (
+            f"postgresql://{self.role}:{self.password}@127.0.0.1:5432/{self.role}?sslmode=disable"
+        )
+
+
+def create_pg(t: Targets) -> None:
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {t.role} LOGIN PASSWORD '{t.password}'")
+        conn.execute(f"GRANT pg_monitor TO {t.role}")
+        conn.execute(f"CREATE DATABASE {t.role} OWNER {t.role}")
+
+
+def drop_pg(t: Targets) -> None:
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {t.role} WITH (FORCE)")
+        conn.execute(f"DROP ROLE IF EXISTS {t.role}")
+
+
+def queue(t: Targets, delete: bool = False) -> None:
+    conn = pika.BlockingConnection(pika.URLParameters(AMQP))
+    try:
+        ch = conn.channel()
+        if delete:
+            ch.queue_delete(queue=t.queue)
+        else:
+            ch.queue_declare(queue=t.queue, durable=False)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def webapp(t: Targets, workdir: Path) -> Iterator[str]:
+    port = kit.free_port()
+    argv = [
+        str(kit.VENV_BIN / "python"),
+        "-m",
+        "stronghold_operator.testbed.webapp",
+        f"--port={port}",
+        f"--pg-dsn={t.dsn()}",
+        f"--memcached={MEMCACHED}",
+        f"--amqp={AMQP}",
+    ]
+    proc = start(argv, workdir / "webapp.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        peers._wait_http(f"{url}/health/")
+        yield url
+    finally:
+        stop(proc)
+
+
+# --- cluster and operator --------------------------------------------------------------------
+
+
+def check_cluster() -> None:
+    if not cluster.is_up():
+        raise SystemExit("the local cluster is not up: run `stronghold cluster up` first")
+    existing = kit.kubectl(
+        "get", "deployment", "stronghold-operator", "-n", OPERATOR_NS, check=False
+    )
+    if existing.startswith("NAME"):
+        raise SystemExit(
+            f"an in-cluster operator runs (deployment stronghold-operator in {OPERATOR_NS}); "
+            "it would probe the policies too — remove it before benchmarking"
+        )
+
+
+def operator_kubeconfig(workdir: Path) -> Path:
+    """CRDs, the operator's namespace, ServiceAccount and RBAC (as tests/integration do)."""
+    repo = kit.REPO
+    for f in sorted((repo / "crds").glob("*.yaml")):
+        kit.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
+        name = kit.kubectl("get", "-f", str(f), "-o", "name").strip()
+        kit.kubectl("wait", "--for=condition=Established", "--timeout=60s", name)
+    for part in ("base/namespace.yaml", "base/serviceaccount.yaml"):
+        kit.kubectl("apply", "-f", str(repo / "manifests" / part))
+    kit.kubectl("apply", "-k", str(repo / "manifests/rbac/cluster"))
+    kit.wait_until(
+        "the operator ServiceAccount",
+        lambda: kit.kubectl("get", "sa", OPERATOR_SA, "-n", OPERATOR_NS, check=False).startswith(
+            "NAME"
+        ),
+        timeout=30,
+    )
+    return cluster.sa_kubeconfig(OPERATOR_NS, OPERATOR_SA, workdir / "operator.kubeconfig")
+
+
+@dataclass
+class Operator:
+    proc: subprocess.Popen[bytes]
+    metrics_url: str
+    log: Path
+
+
+def start_operator(sa: Path, ns: str, log: Path) -> Operator:
+    """``stronghold run`` at its default log level (not --verbose: logging is not measured)."""
+    liveness, metrics = kit.free_port(), kit.free_port()
+    argv = [
+        str(kit.VENV_BIN / "stronghold"),
+        "run",
+        "--standalone",
+        f"--liveness=http://127.0.0.1:{liveness}/healthz",
+        f"--metrics-port={metrics}",
+        "--metrics-address=127.0.0.1",
+        "-n",
+        ns,
+    ]
+    proc = start(argv, log, env={"KUBECONFIG": str(sa), **OPERATOR_ENV})
+
+    def alive() -> bool:
+        if proc.poll() is not None:
+            raise SystemExit(f"operator exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{liveness}/healthz", timeout=15).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    kit.wait_until("the operator's liveness endpoint", alive, timeout=60)
+    return Operator(proc, f"http://127.0.0.1:{metrics}/metrics", log)
+
+
+# --- policies --------------------------------------------------------------------------------
+
+
+def policy(name: str, t: Targets, http_only: bool) -> dict[str, Any]:
+    checks: list[dict[str, Any]] = [
+        {"name": "web", "http": {"url": f"{t.app_url}/health/", "healthDocument": {}}}
+    ]
+    if not http_only:
+        checks += [
+            {
+                "name": "db",
+                "postgres": {
+                    "host": "127.0.0.1",
+                    "database": t.role,
+                    "user": t.role,
+                    "password": {"secretKeyRef": {"name": "bench", "key": "password"}},
+                },
+            },
+            {"name": "cache", "memcached": {"address": MEMCACHED}},
+            {
+                "name": "queue",
+                "rabbitmq": {
+                    "url": {"secretKeyRef": {"name": "bench", "key": "amqp"}},
+                    "queues": [{"name": t.queue}],
+                },
+            },
+        ]
+    return {
+        "apiVersion": "ops.stronghold.io/v1alpha1",
+        "kind": "HealthPolicy",
+        "metadata": {"name": name},
+        "spec": {"interval": "10s", "timeout": "5s", "checks": checks},
+    }
+
+
+def create_policies(ns: str, n: int, t: Targets, http_only: bool) -> None:
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "bench"},
+        "stringData": {"password": t.password, "amqp": AMQP},
+    }
+    kit.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(secret))
+    for lo in range(0, n, 250):
+        items = [policy(f"p{i:04d}", t, http_only) for i in range(lo, min(n, lo + 250))]
+        doc = {"apiVersion": "v1", "kind": "List", "items": items}
+        kit.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(doc))
+
+
+# --- the operator's /metrics -----------------------------------------------------------------
+
+
+@dataclass
+class Scrape:
+    probes: dict[str, float]  # probe count by check type
+    lateness: list[tuple[float, float]]  # cumulative (le, count)
+    unhealthy: int  # checks whose last probe was not Healthy
+    rounds: float  # policy rounds started (the lateness histogram's count)
+
+
+def scrape(url: str) -> Scrape:
+    text = httpx.get(url, timeout=60).text
+    probes = dict.fromkeys(TYPES, 0.0)
+    lateness: list[tuple[float, float]] = []
+    unhealthy = 0
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "stronghold_health_probe_duration_seconds":
+            for s in fam.samples:
+                if s.name.endswith("_count") and s.value > 0:
+                    probes[s.labels["type"]] = probes.get(s.labels["type"], 0.0) + s.value
+        elif fam.name == "stronghold_health_round_lateness_seconds":
+            lateness = [
+                (float(s.labels["le"]), s.value) for s in fam.samples if s.name.endswith("_bucket")
+            ]
+        elif fam.name == "stronghold_health_probe_success":
+            unhealthy += sum(1 for s in fam.samples if s.value != 1)
+    rounds = max((c for le, c in lateness if math.isinf(le)), default=0.0)
+    return Scrape(probes, sorted(lateness), unhealthy, rounds)
+
+
+def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
+    """histogram_quantile: linear interpolation inside the bucket (as Prometheus does)."""
+    total = buckets[-1][1] if buckets else 0
+    if total <= 0:
+        return math.nan
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if math.isinf(le):
+                return prev_le
+            span = count - prev_count
+            return prev_le + (le - prev_le) * ((rank - prev_count) / span if span else 1.0)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+def delta_buckets(
+    a: Sequence[tuple[float, float]], b: Sequence[tuple[float, float]]
+) -> list[tuple[float, float]]:
+    before = dict(a)
+    return [(le, c - before.get(le, 0.0)) for le, c in b]
+
+
+# --- one run ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    n: int
+    http_only: bool
+    cpu: float
+    wall: float
+    rss_max: float
+    probes: dict[str, float]
+    lateness_p50: float
+    lateness_p99: float
+    lateness_max_bucket: str
+    rounds: float
+    checks: int
+    unhealthy: int
+    warmup_s: float
+    machine: float  # % of the whole machine (all cores) busy during the window
+    load: float  # 1-minute load average at the end of the window
+
+    @property
+    def total_probes(self) -> float:
+        """Probes attempted: rounds x checks (a timed-out probe has no duration sample)."""
+        return self.rounds * self.checks
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs, from /proc/stat."""
+    f = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(f) - f[3] - f[4], sum(f)
+
+
+def run_operator(
+    n: int, http_only: bool, duration: float, t: Targets, sa: Path, workdir: Path, keep: bool
+) -> Run:
+    kind = "http" if http_only else "mixed"
+    ns = f"bench-health-{t.tag}-{kind}-{n}"
+    print(f"[{time.strftime('%H:%M:%S')}] {ns}: creating {n} policies", flush=True)
+    kit.kubectl("create", "namespace", ns)
+    op: Operator | None = None
+    try:
+        create_policies(ns, n, t, http_only)
+        op = start_operator(sa, ns, workdir / f"operator-{kind}-{n}.log")
+        t0 = time.monotonic()
+        checks = 1 if http_only else 4
+
+        def warm() -> bool:
+            # 2N rounds started: every policy past its first round (on average; the create
+            # handler wakes each daemon once, so most start their second round at once).
+            return scrape(op.metrics_url).rounds >= 2 * n
+
+        kit.wait_until(f"all {n} policies probed once", warm, timeout=300, interval=5)
+        # One more interval: the first round of every policy writes its status (a burst
+        # that happens once); the window measures the steady state after it.
+        time.sleep(INTERVAL + 2)
+        warmup = time.monotonic() - t0
+        print(f"[{time.strftime('%H:%M:%S')}] warm after {warmup:.0f}s; measuring", flush=True)
+        before = scrape(op.metrics_url)
+        rss_max = 0.0
+        busy0 = machine_busy()
+        with Window(op.proc.pid) as w:
+            end = time.monotonic() + duration
+            while time.monotonic() < end:
+                rss_max = max(rss_max, rss_mib(op.proc.pid))
+                time.sleep(min(2.0, max(0.0, end - time.monotonic())))
+        rss_max = max(rss_max, rss_mib(op.proc.pid))
+        busy1 = machine_busy()
+        load = os.getloadavg()[0]
+        after = scrape(op.metrics_url)
+        lat = delta_buckets(before.lateness, after.lateness)
+        total = lat[-1][1] if lat else 0.0
+        worst = next((le for le, c in lat if c >= total), math.inf)
+        if "Traceback" in op.log.read_text(errors="replace"):
+            print(f"note: the operator logged a traceback, see {op.log}")
+        return Run(
+            n=n,
+            http_only=http_only,
+            cpu=w.cpu,
+            wall=w.wall,
+            rss_max=rss_max,
+            probes={k: after.probes.get(k, 0) - before.probes.get(k, 0) for k in TYPES},
+            lateness_p50=quantile(0.5, lat),
+            lateness_p99=quantile(0.99, lat),
+            lateness_max_bucket=f"<= {worst:g} s",
+            rounds=after.rounds - before.rounds,
+            checks=checks,
+            unhealthy=after.unhealthy,
+            warmup_s=warmup,
+            machine=100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
+            load=load,
+        )
+    finally:
+        if op is not None:
+            stop(op.proc)
+        if not keep:
+            remove(ns)
+
+
+def remove(ns: str) -> None:
+    """Delete the namespace; the stopped operator's finalizers are removed through the API.
+
+    (Deleting a thousand policies through the operator takes minutes: each daemon is
+    stopped and each finalizer removed one at a time.)
+    """
+    kit.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+    cfg = kubernetes.client.Configuration()
+    kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=str(paths.admin_kubeconfig()), client_configuration=cfg
+    )
+    with kubernetes.client.ApiClient(cfg) as api:
+        co = kubernetes.client.CustomObjectsApi(api)
+        listed: Any = co.list_namespaced_custom_object(
+            "ops.stronghold.io", "v1alpha1", ns, "healthpolicies"
+        )
+        items = listed["items"]
+        for item in items:
+            with contextlib.suppress(kubernetes.client.ApiException):
+                co.patch_namespaced_custom_object(
+                    "ops.stronghold.io",
+                    "v1alpha1",
+                    ns,
+                    "healthpolicies",
+                    item["metadata"]["name"],
+                    {"metadata": {"finalizers": None}},
+                )
+    kit.wait_until(
+        f"namespace {ns} to be gone",
+        lambda: "NotFound" in kit.kubectl("get", "namespace", ns, check=False),
+        timeout=180,
+        interval=2,
+    )
+
+
+# --- report ----------------------------------------------------------------------------------
+
+
+def ms(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.3f}"
+
+
+def report_runs(runs: Sequence[Run]) -> None:
+    rows = []
+    for r in runs:
+        rows.append(
+            [
+                r.n,
+                "http only" if r.http_only else "4 checks",
+                f"{int(r.total_probes)} in {r.wall:.0f}s",
+                f"{r.total_probes / r.wall:.1f}",
+                f"{100 * r.cpu / r.wall:.1f}",
+                ms(1000 * r.cpu / max(r.total_probes, 1)),
+                f"{r.rss_max:.0f}",
+                f"{1000 * r.lateness_p50:.0f}",
+                f"{1000 * r.lateness_p99:.0f}",
+                r.lateness_max_bucket,
+                r.unhealthy,
+                f"{r.warmup_s:.0f}s",
+                f"{r.machine:.0f}% / {r.load:.1f}",
+            ]
+        )
+    table(
+        "Stronghold operator (one process)",
+        [
+            "N",
+            "policies",
+            "probes",
+            "probes/s",
+            "CPU % of a core",
+            "ms CPU/probe",
+            "RSS max MiB",
+            "lateness p50 ms",
+            "lateness p99 ms",
+            "worst lateness",
+            "not Healthy",
+            "warm-up",
+            "machine busy / load",
+        ],
+        rows,
+    )
+    by_type = [
+        [r.n, "http only" if r.http_only else "4 checks", *(int(r.probes[k]) for k in TYPES)]
+        for r in runs
+    ]
+    table(
+        "Probes answered in the window, by type (timeouts not included)",
+        ["N", "policies", *TYPES],
+        by_type,
+    )
+
+
+def report_peers(results: Sequence[tuple[int, peers.PeerResult]]) -> None:
+    rows = [
+        [
+            n,
+            p.name,
+            f"{p.probes} in {p.wall_seconds:.0f}s",
+            f"{p.probes / p.wall_seconds:.1f}",
+            f"{100 * p.cpu_seconds / p.wall_seconds:.1f}",
+            ms(p.cpu_ms_per_probe),
+            f"{p.rss_mib:.0f}" if p.rss_mib else "n/a (short-lived)",
+            p.note,
+        ]
+        for n, p in results
+    ]
+    table(
+        "Peers, same endpoints, same rate (N probes per 10 s)",
+        ["N", "peer", "probes", "probes/s", "CPU % of a core", "ms CPU/probe", "RSS MiB", "note"],
+        rows,
+    )
+
+
+# --- main ------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.health", description=__doc__)
+    ap.add_argument("--policies", default="100,1000", help="comma-separated N values")
+    ap.add_argument("--duration", type=float, default=120, help="operator window, seconds")
+    ap.add_argument("--peer-duration", type=float, default=60, help="each peer, seconds")
+    ap.add_argument("--no-http-only", action="store_true", help="skip the HTTP-only runs")
+    ap.add_argument("--no-peers", action="store_true", help="skip the peers")
+    ap.add_argument("--keep", action="store_true", help="keep namespaces (for inspection)")
+    ap.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        help="STRONGHOLD_HEALTH_STATUS_HEARTBEAT of the operator (default: its own, 30 s)",
+    )
+    args = ap.parse_args(argv)
+    ns_values = [int(x) for x in args.policies.split(",") if x]
+    if args.heartbeat is not None:
+        OPERATOR_ENV["STRONGHOLD_HEALTH_STATUS_HEARTBEAT"] = f"{args.heartbeat:g}"
+
+    check_cluster()
+    os.environ["KUBECONFIG"] = str(paths.admin_kubeconfig())
+    workdir = Path(tempfile.mkdtemp(prefix="stronghold-bench-health-"))
+    t = Targets(uuid.uuid4().hex[:8])
+    print(
+        f"logs in {workdir}; interval {INTERVAL:g}s; window {args.duration:g}s;"
+        f" operator env {OPERATOR_ENV or 'default'}",
+        flush=True,
+    )
+    sa = operator_kubeconfig(workdir)
+    create_pg(t)
+    queue(t)
+    runs: list[Run] = []
+    peer_results: list[tuple[int, peers.PeerResult]] = []
+    try:
+        with webapp(t, workdir) as url:
+            t.app_url = url
+            for n in ns_values:
+                runs.append(run_operator(n, False, args.duration, t, sa, workdir, args.keep))
+                report_runs(runs)
+                if not args.no_http_only:
+                    runs.append(run_operator(n, True, args.duration, t, sa, workdir, args.keep))
+                    report_runs(runs)
+                if not args.no_peers:
+                    targets = [f"{url}/health/"] * n
+                    d = args.peer_duration
+                    print(f"[{time.strftime('%H:%M:%S')}] peers at N={n}", flush=True)
+                    peer_results.append((n, peers.guide_curl_loop(targets, INTERVAL, d)))
+                    peer_results.append((n, peers.blackbox(targets, INTERVAL, d)))
+                    peer_results.append((n, peers.postgres_exporter(t.pg_url(), n, INTERVAL, d)))
+                    report_peers(peer_results)
+    finally:
+        drop_pg(t)
+        queue(t, delete=True)
+    print()
+    report_runs(runs)
+    if peer_results:
+        report_peers(peer_results)
+
+
+if __name__ == "__main__":
+    main()
