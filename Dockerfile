@@ -26,9 +26,13 @@ RUN python3 -m venv /opt/stronghold \
 
 FROM ${BASE_IMAGE}
 COPY --from=build /opt/stronghold /opt/stronghold
+# USER/HOME: the uid has no /etc/passwd entry (any uid works, e.g. OpenShift's random ones),
+# and kopf asks getpass.getuser() for its identity, which reads $USER first.
 ENV PATH=/opt/stronghold/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    USER=stronghold \
+    HOME=/tmp
 # Non-root; the Deployment also sets runAsNonRoot and a read-only root filesystem.
 USER 10001:10001
 EXPOSE 8080 9090

@@ -46,8 +46,11 @@ def _container_logs(pod: dict[str, Any]) -> str:
 def deployed(apply_crds: list[str]) -> Iterator[dict[str, Any]]:
     operator_image.build()
     kit.kubectl("apply", "-k", str(kit.REPO / "manifests/overlays/local"))
-    # A rebuilt image under the same tag: make sure the pod runs this build.
-    kit.kubectl("delete", "pods", "-n", OPERATOR_NS, "-l", LABEL, "--wait=true")
+    # A rebuilt image under the same tag: roll the pod so it runs this build.
+    kit.kubectl("rollout", "restart", "deployment/stronghold-operator", "-n", OPERATOR_NS)
+    kit.kubectl(
+        "rollout", "status", "deployment/stronghold-operator", "-n", OPERATOR_NS, "--timeout=180s"
+    )
     pod = kit.wait_until("the operator pod to be ready", _operator_pod, timeout=180)
     yield pod
     kit.kubectl(

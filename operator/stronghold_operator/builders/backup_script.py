@@ -531,6 +531,8 @@ tmp="$BACKUP_DIR/.${final}.${JOB_NAME:-local}.partial"
 stage=connect
 # One session holds a REPEATABLE READ snapshot: pg_dump uses it, the row counts too.
 coproc PSQL { exec psql -X -w -q -At -v ON_ERROR_STOP=1 2>>"$ERR"; }
+# bash unsets PSQL_PID the moment the coprocess exits: keep the pid while we know it.
+psql_pid=$PSQL_PID
 PIN=${PSQL[1]}
 POUT=${PSQL[0]}
 printf '%s\n' "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;" \
@@ -563,7 +565,8 @@ while read -t 3600 -r line <&"$POUT"; do
 done
 [ -n "$got_end" ] || { echo "row counts did not complete" >>"$ERR"; false; }
 exec {PIN}>&-
-wait "$PSQL_PID"
+# The counts and COMMIT were read back above; psql's own exit status adds nothing.
+wait "$psql_pid" 2>/dev/null || true
 
 stage=verify
 sync "$tmp"

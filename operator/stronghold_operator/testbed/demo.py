@@ -8,6 +8,7 @@ complete example set in examples/financial-stronghold/, and prints ``kubectl get
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -122,19 +123,15 @@ def _wait(what: str, fn: object, timeout: float) -> None:
     raise TestbedError(f"timed out waiting for {what}")
 
 
-def _operator_running() -> bool:
-    out = kubectl(
-        "get",
-        "pods",
-        "-n",
-        OPERATOR_NS,
-        "-l",
-        "app.kubernetes.io/name=stronghold-operator",
-        "-o",
-        "jsonpath={.items[*].status.containerStatuses[*].ready}",
-        check=False,
+def _all_reconciled() -> bool:
+    items = json.loads(kubectl("get", "stronghold", "-n", DEMO_NS, "-o", "json"))["items"]
+    return bool(items) and all(
+        any(
+            c.get("type") == "Ready" and c.get("status") != "Unknown"
+            for c in (i.get("status") or {}).get("conditions") or []
+        )
+        for i in items
     )
-    return out.strip() == "true"
 
 
 def up() -> int:
@@ -146,18 +143,11 @@ def up() -> int:
         kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd))
     _step("applying manifests/overlays/local (kubectl apply -k)")
     kubectl("apply", "-k", str(REPO / "manifests/overlays/local"))
-    # A new image under the same tag: restart the pod so it runs the fresh build.
+    # A new image under the same tag: roll the pod so it runs this build, and wait for it.
+    kubectl("rollout", "restart", "deployment/stronghold-operator", "-n", OPERATOR_NS)
     kubectl(
-        "delete",
-        "pods",
-        "-n",
-        OPERATOR_NS,
-        "-l",
-        "app.kubernetes.io/name=stronghold-operator",
-        "--wait=false",
-        check=False,
+        "rollout", "status", "deployment/stronghold-operator", "-n", OPERATOR_NS, "--timeout=180s"
     )
-    _wait("the operator pod to be ready", _operator_running, 120)
     _step("seeding the demo database")
     _seed_database()
     _declare_queue()
@@ -168,7 +158,7 @@ def up() -> int:
     if EXAMPLES.exists():
         _step(f"applying {EXAMPLES.relative_to(REPO)}")
         kubectl("apply", "-k", str(EXAMPLES))
-        time.sleep(20)  # give every policy a first reconciliation to show
+        _wait("every policy to report Ready", _all_reconciled, 180)
     _step("kubectl get stronghold -A")
     print(kubectl("get", "stronghold", "-A"))  # noqa: T201
     print(f"export KUBECONFIG={paths.admin_kubeconfig()}")  # noqa: T201
