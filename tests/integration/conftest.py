@@ -7,6 +7,7 @@ with the testbed's message saying what and why (integration tests never skip).
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,3 +128,24 @@ def run_operator(
                 "delete", KINDS, "--all", "-n", ns, "--wait=true", "--timeout=90s", check=False
             )
         op.kill(sig=15)
+
+
+@pytest.fixture
+def metrics_api(testbed: Path) -> None:
+    """The resource metrics API must be served, or "load would scale it" proves nothing."""
+    out = kit.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
+    if '"NodeMetricsList"' not in out:
+        pytest.fail(
+            f"metrics.k8s.io/v1beta1 is not served by the cluster ({out.strip()[:200]}); "
+            "start the testbed's metrics server (stronghold_operator.testbed.metrics_server)",
+            pytrace=False,
+        )
+
+
+@pytest.fixture
+def switch(namespace: str) -> Iterator[Path]:
+    """A host directory for the test's pods (hostPath); ``burn`` in it turns their load on."""
+    path = Path("/tmp/stronghold-switch") / namespace
+    path.mkdir(parents=True, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

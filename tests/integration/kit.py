@@ -19,6 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
 T = TypeVar("T")
 
+# A container command that burns one CPU while ``/switch/burn`` exists (the test's load switch).
+BURN = "while true; do if [ -e /switch/burn ]; then :; else sleep 1; fi; done"
+
 
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
     """kubectl as the cluster admin; raises with kubectl's stderr on failure."""

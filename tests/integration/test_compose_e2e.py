@@ -25,12 +25,12 @@ from stronghold_operator.logic import scaling as engine
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.scaling import MissingBasis, ScalingPolicySpec
 from stronghold_operator.platforms import compose
+from tests.integration import kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 SOCKET = "unix:///var/run/docker.sock"
 IMAGE = "stronghold/busybox:1"
-BURN = "while true; do if [ -e /switch/burn ]; then :; else sleep 1; fi; done"
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ def start_service(client: Any, project: str, switch: Path, *, limits: bool = Tru
     extra: dict[str, Any] = {"nano_cpus": 100_000_000, "mem_limit": "32m"} if limits else {}
     return client.containers.run(
         IMAGE,
-        ["sh", "-c", BURN],
+        ["sh", "-c", kit.BURN],
         name=f"{project}-web-1",
         detach=True,
         network_mode="host",

@@ -14,7 +14,6 @@ Docker Engine's stats by ``stronghold check --compose`` and by the operator's ow
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import urllib.request
 import uuid
@@ -40,30 +39,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 SOCKET = "unix:///var/run/docker.sock"
 IMAGE = "stronghold/busybox:1"
-BURN = "while true; do if [ -e /switch/burn ]; then :; else sleep 1; fi; done"
 
 
 # --------------------------------------------------------------------------- Kubernetes
-
-
-@pytest.fixture
-def metrics_api(testbed: Path) -> None:
-    """The resource metrics API must be served (the testbed's metrics server)."""
-    out = kit.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
-    if '"NodeMetricsList"' not in out:
-        pytest.fail(
-            f"metrics.k8s.io/v1beta1 is not served by the cluster ({out.strip()[:200]}); "
-            "start the testbed's metrics server (stronghold_operator.testbed.metrics_server)",
-            pytrace=False,
-        )
-
-
-@pytest.fixture
-def switch(namespace: str) -> Iterator[Path]:
-    path = Path("/tmp/stronghold-health-resources") / namespace
-    path.mkdir(parents=True, exist_ok=True)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def deployment(name: str, switch: Path, *, requests: bool = True) -> dict[str, Any]:
@@ -92,7 +70,7 @@ def deployment(name: str, switch: Path, *, requests: bool = True) -> dict[str, A
                             "name": "web",
                             "image": IMAGE,
                             "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", BURN],
+                            "command": ["sh", "-c", kit.BURN],
                             "resources": resources,
                             "volumeMounts": [{"name": "switch", "mountPath": "/switch"}],
                         }
@@ -295,7 +273,7 @@ def start_container(
     extra: dict[str, Any] = {"nano_cpus": 100_000_000, "mem_limit": "32m"} if limits else {}
     return client.containers.run(
         IMAGE,
-        ["sh", "-c", BURN],
+        ["sh", "-c", kit.BURN],
         name=f"{project}-{service}-1",
         detach=True,
         network_mode="host",

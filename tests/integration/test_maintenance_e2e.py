@@ -31,30 +31,9 @@ from tests.integration import kit
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 MAINTENANCE = "ops.stronghold.io/maintenance"
-BURN = "while true; do if [ -e /switch/burn ]; then :; else sleep 1; fi; done"
 
 
 # -- fixtures and builders ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def metrics_api(testbed: Path) -> None:
-    """The resource metrics API must be served, or "load would scale it" proves nothing."""
-    out = kit.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
-    if '"NodeMetricsList"' not in out:
-        pytest.fail(
-            f"metrics.k8s.io/v1beta1 is not served by the cluster ({out.strip()[:200]}); "
-            "start the testbed's metrics server (stronghold_operator.testbed.metrics_server)",
-            pytrace=False,
-        )
-
-
-@pytest.fixture
-def switch(namespace: str) -> Iterator[Path]:
-    path = Path("/tmp/stronghold-maintenance") / namespace
-    path.mkdir(parents=True, exist_ok=True)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
@@ -94,7 +73,7 @@ def deployment(name: str, switch: Path) -> dict[str, Any]:
                             "name": "web",
                             "image": "stronghold/busybox:1",
                             "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", BURN],
+                            "command": ["sh", "-c", kit.BURN],
                             "resources": {
                                 "requests": {"cpu": "50m", "memory": "16Mi"},
                                 "limits": {"cpu": "100m", "memory": "32Mi"},

@@ -10,8 +10,7 @@ metrics.k8s.io server (which stands in for metrics-server).
 from __future__ import annotations
 
 import json
-import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,29 +20,6 @@ import pytest
 from tests.integration import kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
-
-BURN = "while true; do if [ -e /switch/burn ]; then :; else sleep 1; fi; done"
-
-
-@pytest.fixture
-def metrics_api(testbed: Path) -> None:
-    """The resource metrics API must be served (the testbed's metrics server)."""
-    out = kit.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
-    if '"NodeMetricsList"' not in out:
-        pytest.fail(
-            f"metrics.k8s.io/v1beta1 is not served by the cluster ({out.strip()[:200]}); "
-            "start the testbed's metrics server (stronghold_operator.testbed.metrics_server)",
-            pytrace=False,
-        )
-
-
-@pytest.fixture
-def switch(namespace: str) -> Iterator[Path]:
-    """The hostPath directory the pods look at; ``burn`` in it turns the load on."""
-    path = Path("/tmp/stronghold-scaling") / namespace
-    path.mkdir(parents=True, exist_ok=True)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def deployment(name: str, switch: Path, replicas: int = 1) -> dict[str, Any]:
@@ -64,7 +40,7 @@ def deployment(name: str, switch: Path, replicas: int = 1) -> dict[str, Any]:
                             "name": "web",
                             "image": "stronghold/busybox:1",
                             "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", BURN],
+                            "command": ["sh", "-c", kit.BURN],
                             "resources": {
                                 "requests": {"cpu": "50m", "memory": "16Mi"},
                                 "limits": {"cpu": "100m", "memory": "32Mi"},
