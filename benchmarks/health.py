@@ -45,7 +45,7 @@ from tests.integration import kit
 
 from benchmarks import health_peers as peers
 from benchmarks.common import Window, rss_mib, start, stop, table
-from stronghold_operator.testbed import cluster, paths
+from stronghold_operator.testbed import cluster, packages, paths
 
 INTERVAL = 10.0
 OPERATOR_NS = "stronghold-system"
@@ -542,6 +542,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         OPERATOR_ENV["STRONGHOLD_HEALTH_STATUS_HEARTBEAT"] = f"{args.heartbeat:g}"
 
     check_cluster()
+    if not args.no_peers:
+        packages.ensure(list(packages.BENCH))
     os.environ["KUBECONFIG"] = str(paths.admin_kubeconfig())
     workdir = Path(tempfile.mkdtemp(prefix="stronghold-bench-health-"))
     t = Targets(uuid.uuid4().hex[:8])

@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar
 
-import httpx
 import pytest
 
+from stronghold_operator.platforms.http import HttpClient
 from stronghold_operator.platforms.webhook import post_json
 from tests.integration import health_kit as hk
 
@@ -46,14 +46,14 @@ def flaky() -> Iterator[tuple[str, type[_Flaky]]]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
-    c = httpx.AsyncClient(trust_env=False)
+async def client() -> AsyncIterator[HttpClient]:
+    c = HttpClient()
     yield c
-    await c.aclose()
+    await c.close()
 
 
 async def test_retries_5xx_and_429_then_delivers(
-    flaky: tuple[str, type[_Flaky]], client: httpx.AsyncClient
+    flaky: tuple[str, type[_Flaky]], client: HttpClient
 ) -> None:
     url, handler = flaky
     handler.codes = [503, 429]
@@ -61,7 +61,7 @@ async def test_retries_5xx_and_429_then_delivers(
     assert (d.ok, d.attempts, d.detail) == (True, 3, "HTTP 200")
 
 
-async def test_no_retry_on_4xx(flaky: tuple[str, type[_Flaky]], client: httpx.AsyncClient) -> None:
+async def test_no_retry_on_4xx(flaky: tuple[str, type[_Flaky]], client: HttpClient) -> None:
     url, handler = flaky
     handler.codes = [400]
     d = await post_json(client, f"{url}/hook", {"x": 1}, timeout_s=2, delays=[0.05, 0.05])
@@ -69,12 +69,10 @@ async def test_no_retry_on_4xx(flaky: tuple[str, type[_Flaky]], client: httpx.As
     assert handler.calls == ["/hook"]
 
 
-async def test_timeout_and_unreachable(
-    flaky: tuple[str, type[_Flaky]], client: httpx.AsyncClient
-) -> None:
+async def test_timeout_and_unreachable(flaky: tuple[str, type[_Flaky]], client: HttpClient) -> None:
     url, _ = flaky
     d = await post_json(client, f"{url}/slow", {}, timeout_s=0.5, delays=[0.05])
-    assert (d.ok, d.attempts, d.detail) == (False, 2, "ReadTimeout")
+    assert (d.ok, d.attempts, d.detail) == (False, 2, "Timeout")
     down = f"http://127.0.0.1:{hk.closed_port()}/hook"
     d = await post_json(client, down, {}, timeout_s=1, delays=[0.05, 0.05])
-    assert (d.ok, d.attempts, d.detail) == (False, 3, "ConnectError")
+    assert (d.ok, d.attempts, d.detail) == (False, 3, "Unreachable")

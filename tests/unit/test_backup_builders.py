@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -179,3 +181,41 @@ def test_script_golden() -> None:
     if os.environ.get("UPDATE_GOLDEN") == "1":
         path.write_text(backup_script.SCRIPT)
     assert path.read_text() == backup_script.SCRIPT
+
+
+DUMP = b"".join(b"INSERT INTO t VALUES (%d, '%s');\n" % (i, b"x" * 80) for i in range(20000))
+COMPLETE = DUMP + b"--\n-- PostgreSQL database dump complete\n--\n\n"
+
+
+def _read(data: bytes, chunk: int = 4096) -> str | None:
+    r = HELPER["Reader"](True)
+    for i in range(0, len(data), chunk):
+        r.feed(data[i : i + chunk])
+    assert r.size == len(data)
+    assert r.sha.hexdigest() == hashlib.sha256(data).hexdigest()
+    result: str | None = r.finish()
+    return result
+
+
+@pytest.mark.parametrize("chunk", [1, 4096, 1 << 20])
+def test_stream_reader_accepts_a_complete_gzip_dump(chunk: int) -> None:
+    assert _read(gzip.compress(COMPLETE), chunk if chunk > 1 else 997) is None
+
+
+def test_stream_reader_names_each_kind_of_bad_archive() -> None:
+    good = gzip.compress(COMPLETE)
+    assert _read(gzip.compress(DUMP)) == "dump is incomplete: trailer line missing"
+    assert _read(good[: len(good) // 2]) == "gzip stream is truncated"
+    assert _read(good + b"garbage") == "data after the end of the gzip stream"
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF
+    assert (_read(bytes(flipped)) or "").startswith("gzip stream is corrupt")
+    # A valid deflate body whose CRC-32 in the gzip trailer is wrong.
+    bad_crc = bytearray(good)
+    bad_crc[-8] ^= 0x01
+    assert (_read(bytes(bad_crc)) or "").startswith("gzip stream is corrupt")
+
+
+def test_stream_reader_output_is_bounded_whatever_the_ratio() -> None:
+    zeros = gzip.compress(b"\0" * (64 << 20) + b"-- PostgreSQL database dump complete\n")
+    assert _read(zeros, 1 << 16) is None

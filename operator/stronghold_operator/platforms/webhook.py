@@ -12,18 +12,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+from stronghold_operator.platforms.http import HttpClient, HttpError, HttpTimeout
 
 
 @dataclass(frozen=True)
 class Delivery:
     ok: bool
     attempts: int
-    detail: str  # "HTTP 200", "HTTP 503", "ConnectError" - never the URL or headers
+    detail: str  # "HTTP 200", "HTTP 503", "Timeout", "Unreachable" - never the URL or headers
 
 
 async def post_json(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     body: Any,
     *,
@@ -32,7 +32,7 @@ async def post_json(
     authorization: str | None = None,
 ) -> Delivery:
     """POST ``body``; retry after each delay in ``delays`` on errors, 429 and 5xx."""
-    headers = {"Content-Type": "application/json"}
+    headers: dict[str, str] = {}
     if authorization:
         headers["Authorization"] = authorization
     detail = ""
@@ -42,13 +42,18 @@ async def post_json(
             await asyncio.sleep(wait)
         attempts += 1
         try:
-            response = await client.post(url, json=body, headers=headers, timeout=timeout_s)
-        except httpx.HTTPError as exc:
-            detail = type(exc).__name__
+            response = await client.request(
+                "POST", url, json_body=body, headers=headers, timeout_s=timeout_s, max_body=0
+            )
+        except HttpTimeout:
+            detail = "Timeout"
             continue
-        detail = f"HTTP {response.status_code}"
-        if response.status_code < 300:
+        except HttpError:
+            detail = "Unreachable"  # never the message: it names the URL
+            continue
+        detail = f"HTTP {response.status}"
+        if response.status < 300:
             return Delivery(True, attempts, detail)
-        if response.status_code != 429 and response.status_code < 500:
+        if response.status != 429 and response.status < 500:
             break  # the receiver refuses this body: retrying will not help
     return Delivery(False, attempts, detail)

@@ -1,8 +1,9 @@
-"""HTTP probes: one shared httpx client (connection reuse), safe targets, results as data.
+"""HTTP probes: one shared client (connection reuse), safe targets, results as data.
 
-Safety: the client never reads the environment (no proxies, no .netrc credentials), never
-sends an Authorization header or the ServiceAccount token, and refuses link-local and cloud
-metadata addresses, both as written and after DNS resolution (also on every redirect hop).
+Safety: the client (:mod:`stronghold_operator.platforms.http`) never reads the environment
+(no proxies, no .netrc credentials); probes never send an Authorization header or the
+ServiceAccount token, and refuse link-local and cloud metadata addresses, both as written
+and after DNS resolution (also on every redirect hop).
 """
 
 from __future__ import annotations
@@ -11,21 +12,23 @@ import asyncio
 import email.utils
 import ipaddress
 import json
-import logging
 import socket
 import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import httpx
-
 from stronghold_operator.models.health import HttpCheck, forbidden_host
+from stronghold_operator.platforms.http import (
+    USER_AGENT,
+    HttpClient,
+    HttpError,
+    HttpTimeout,
+    Response,
+)
 from stronghold_operator.probes.base import ProbeResult, UrlResult
 
-USER_AGENT = "stronghold-operator/0.1"
-# httpx logs every request at INFO: a thousand policies made that most of the log.
-logging.getLogger("httpx").setLevel(logging.WARNING)
+__all__ = ["USER_AGENT", "HttpProbe", "Limiter", "lookup"]
 MAX_BODY = 1 << 20  # a health document larger than 1 MiB is not a health document
 MAX_REDIRECTS = 5
 DNS_TTL = 30.0
@@ -83,19 +86,14 @@ def _word(value: Any) -> str | None:
 class HttpProbe:
     """Probes the URLs of an :class:`HttpCheck`; one instance per operator process."""
 
-    def __init__(self, client: httpx.AsyncClient | None = None, per_target: int = 10) -> None:
-        self.client = client or httpx.AsyncClient(
-            headers={"User-Agent": USER_AGENT},
-            follow_redirects=False,
-            trust_env=False,
-            limits=httpx.Limits(max_connections=500, max_keepalive_connections=200),
-        )
+    def __init__(self, client: HttpClient | None = None, per_target: int = 10) -> None:
+        self.client = client or HttpClient()
         self.limit = Limiter(per_target)
         self._not_before: dict[str, float] = {}  # url -> monotonic time Retry-After allows
         self._dns: dict[tuple[str, int], tuple[float, str | None]] = {}
 
     async def close(self) -> None:
-        await self.client.aclose()
+        await self.client.close()
 
     async def probe(
         self, spec: HttpCheck, *, timeout_s: float, secrets: Mapping[str, str]
@@ -165,44 +163,34 @@ class HttpProbe:
             if why:
                 return UrlResult(url, None, None, "Refused", f"refused: {why}")
             try:
-                status, headers, body = await self._request(spec, current, timeout_s)
-            except httpx.TimeoutException:
+                response = await self._request(spec, current, timeout_s)
+            except HttpTimeout:
                 return UrlResult(url, None, None, "Timeout", f"no answer within {timeout_s:g}s")
-            except httpx.HTTPError as exc:
-                return UrlResult(url, None, None, "Unreachable", _describe(exc))
+            except HttpError as exc:
+                return UrlResult(url, None, None, "Unreachable", str(exc)[:300])
+            status, headers = response.status, response.headers
             location = headers.get("location")
             if spec.follow_redirects and status in (301, 302, 303, 307, 308) and location:
                 current = urljoin(current, location)
                 continue
             latency = (time.perf_counter() - start) * 1000.0
-            return self._result(spec, url, status, headers, body, latency)
+            return self._result(spec, url, status, headers, response.body, latency)
         return UrlResult(url, None, None, "Unreachable", f"more than {MAX_REDIRECTS} redirects")
 
-    async def _request(
-        self, spec: HttpCheck, url: str, timeout_s: float
-    ) -> tuple[int, httpx.Headers, bytes]:
+    async def _request(self, spec: HttpCheck, url: str, timeout_s: float) -> Response:
         headers = dict(spec.headers)
         if spec.health_document is not None:
             headers.setdefault("Accept", "application/json")
-        async with self.client.stream(
-            spec.method, url, headers=headers, timeout=timeout_s
-        ) as response:
-            chunks: list[bytes] = []
-            size = 0
-            if spec.method != "HEAD":
-                async for chunk in response.aiter_bytes():
-                    chunks.append(chunk)
-                    size += len(chunk)
-                    if size >= MAX_BODY:
-                        break
-            return response.status_code, response.headers, b"".join(chunks)
+        return await self.client.request(
+            spec.method, url, headers=headers, timeout_s=timeout_s, max_body=MAX_BODY
+        )
 
     def _result(
         self,
         spec: HttpCheck,
         url: str,
         status: int,
-        headers: httpx.Headers,
+        headers: Mapping[str, str],
         body: bytes,
         latency: float,
     ) -> UrlResult:
@@ -241,10 +229,3 @@ class HttpProbe:
             document_status=_word(lookup(parsed, doc.status_path)),
             components=components,
         )
-
-
-def _describe(exc: httpx.HTTPError) -> str:
-    text = str(exc) or type(exc).__name__
-    if isinstance(exc, httpx.ConnectError):
-        return f"connection failed: {text}"
-    return text

@@ -13,9 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-
 from stronghold_operator.models.health import PrometheusCheck
+from stronghold_operator.platforms.http import HttpError, HttpTimeout
 from stronghold_operator.probes.base import ProbeResult, Series
 from stronghold_operator.probes.http import HttpProbe
 
@@ -55,26 +54,28 @@ class PrometheusProbe:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s), self.http.limit(target):
-                response = await self.http.client.get(
+                response = await self.http.client.request(
+                    "GET",
                     f"{base}/api/v1/query",
                     params={"query": spec.query, "timeout": f"{max(1, int(timeout_s))}s"},
-                    timeout=timeout_s,
+                    timeout_s=timeout_s,
                 )
-        except (TimeoutError, httpx.TimeoutException):
+        except (TimeoutError, HttpTimeout):
             return ProbeResult.failed("Timeout", f"no answer within {timeout_s:g}s")
-        except httpx.HTTPError as exc:
-            return ProbeResult.failed("Unreachable", f"{base}: {type(exc).__name__}: {exc}")
+        except HttpError as exc:
+            return ProbeResult.failed("Unreachable", f"{base}: {exc}"[:300])
         latency = (time.perf_counter() - start) * 1000.0
         try:
             body = response.json()
         except ValueError:
             return ProbeResult.failed(
-                "Error", f"{base}: HTTP {response.status_code}, not a Prometheus answer", latency
+                "Error", f"{base}: HTTP {response.status}, not a Prometheus answer", latency
             )
-        if response.status_code != 200 or body.get("status") != "success":
+        if response.status != 200 or not isinstance(body, dict) or body.get("status") != "success":
+            body = body if isinstance(body, dict) else {}
             error = f"{body.get('errorType', 'error')}: {body.get('error', '')}".strip()
             return ProbeResult.failed(
-                "Error", f"query failed (HTTP {response.status_code}) {error}"[:300], latency
+                "Error", f"query failed (HTTP {response.status}) {error}"[:300], latency
             )
         try:
             series = parse_result(body.get("data") or {})

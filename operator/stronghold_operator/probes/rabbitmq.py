@@ -1,5 +1,5 @@
 """RabbitMQ probes: per-queue depth and consumers by AMQP passive declare (pika, in a thread),
-plus every queue with unacknowledged counts from the management API (httpx) when configured.
+plus every queue with unacknowledged counts from the management API when configured.
 
 pika's BlockingConnection is not asyncio-aware, so it runs in a small dedicated thread pool
 (never the default executor the Kubernetes client uses); one connection per broker URL is
@@ -20,13 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-import httpx
 import pika
 import pika.exceptions
 
 from stronghold_operator.models.health import RabbitmqCheck, forbidden_host
+from stronghold_operator.platforms.http import USER_AGENT, HttpClient, HttpError
 from stronghold_operator.probes.base import ProbeResult, QueueStats
-from stronghold_operator.probes.http import USER_AGENT
 
 _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="amqp-probe")
 # pika logs every connection and channel open and close at INFO: with a thousand policies
@@ -109,11 +108,9 @@ def _describe(exc: BaseException) -> str:
 class RabbitmqProbe:
     """Probes :class:`RabbitmqCheck` targets; one instance per operator process."""
 
-    def __init__(self, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, client: HttpClient | None = None) -> None:
         self._owns_client = client is None
-        self.client = client or httpx.AsyncClient(
-            headers={"User-Agent": USER_AGENT}, trust_env=False, follow_redirects=False
-        )
+        self.client = client or HttpClient()
         self._brokers: dict[str, _Broker] = {}
 
     async def close(self) -> None:
@@ -121,7 +118,7 @@ class RabbitmqProbe:
             await asyncio.get_running_loop().run_in_executor(_POOL, b.drop)
         self._brokers.clear()
         if self._owns_client:
-            await self.client.aclose()
+            await self.client.close()
 
     async def probe(
         self, spec: RabbitmqCheck, *, timeout_s: float, secrets: Mapping[str, str]
@@ -151,7 +148,7 @@ class RabbitmqProbe:
             return ProbeResult.failed("Unreachable", f"{where}: {exc}", _ms(start))
         except (pika.exceptions.AMQPError, OSError) as exc:
             return ProbeResult.failed("Unreachable", f"{where}: {_describe(exc)}", _ms(start))
-        except httpx.HTTPError as exc:
+        except HttpError as exc:
             return ProbeResult.failed(
                 "Unreachable", f"management API: {_describe(exc)}", _ms(start)
             )
@@ -167,18 +164,22 @@ class RabbitmqProbe:
         assert spec.management is not None
         vhost = unquote(urlsplit(secrets.get("url", "")).path[1:]) or "/"
         base = spec.management.url.rstrip("/")
-        response = await self.client.get(
+        response = await self.client.request(
+            "GET",
             f"{base}/api/queues/{quote(vhost, safe='')}",
-            auth=(spec.management.username, secrets.get("management-password", "")),
-            timeout=timeout_s,
+            basic_auth=(spec.management.username, secrets.get("management-password", "")),
+            timeout_s=timeout_s,
             params={"columns": "name,messages_ready,messages_unacknowledged,consumers"},
+            max_body=64 << 20,
         )
-        if response.status_code != 200:
-            raise httpx.HTTPStatusError(
-                f"HTTP {response.status_code}", request=response.request, response=response
-            )
+        if response.status != 200:
+            raise HttpError(f"HTTP {response.status}")
+        try:
+            items = response.json()
+        except ValueError as exc:
+            raise HttpError("not a JSON answer") from exc
         by_name = {q.name: q for q in amqp}
-        for item in response.json():
+        for item in items:
             name = str(item.get("name", ""))
             ready = item.get("messages_ready")
             listed = by_name.get(name)

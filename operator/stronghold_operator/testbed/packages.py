@@ -24,7 +24,17 @@ NEEDED = {
     "gcc": "the static pause binary",
     "libc6-dev": "the static pause binary",
     "postgresql-client": "pg_dump/psql on the host (backup benchmark, tests)",
+    "prometheus": "the Prometheus that prometheus checks query (tests start their own)",
+    "prometheus-node-exporter": "the exporter that Prometheus scrapes in the tests",
 }
+# Only the benchmarks' peers (``make bench``).
+BENCH = {
+    "prometheus-blackbox-exporter": "the HTTP peer of the HealthPolicy benchmark",
+    "prometheus-postgres-exporter": "the PostgreSQL peer of the HealthPolicy benchmark",
+}
+# dpkg would start packaged daemons (Prometheus on 0.0.0.0:9090); the testbed starts its own.
+NO_START = b"#!/bin/sh\n# stronghold testbed: packaged services are not started on install\nexit 101\n"
+POLICY_RC = "/usr/sbin/policy-rc.d"
 
 
 def missing(names: list[str]) -> list[str]:
@@ -52,9 +62,18 @@ def ensure(names: list[str] | None = None) -> list[str]:
             + ": run as root on Debian 12 (apt-get) or install them by hand"
         )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *todo]):
-        proc = subprocess.run(argv, capture_output=True, env=env, check=False)
-        if proc.returncode != 0:
-            tail = (proc.stdout + proc.stderr).decode(errors="replace")[-1500:]
-            raise TestbedError(f"{' '.join(argv[:3])} failed:\n{tail}")
+    ours = not os.path.exists(POLICY_RC)
+    if ours:
+        with open(POLICY_RC, "wb") as f:
+            f.write(NO_START)
+        os.chmod(POLICY_RC, 0o755)
+    try:
+        for argv in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", *todo]):
+            proc = subprocess.run(argv, capture_output=True, env=env, check=False)
+            if proc.returncode != 0:
+                tail = (proc.stdout + proc.stderr).decode(errors="replace")[-1500:]
+                raise TestbedError(f"{' '.join(argv[:3])} failed:\n{tail}")
+    finally:
+        if ours:
+            os.unlink(POLICY_RC)
     return todo

@@ -7,7 +7,7 @@ stage=setup
 tmp=""
 : > "$ERR"
 cat > "$H" <<'STRONGHOLD_HELPER'
-import hashlib, json, os, re, subprocess, sys, time
+import hashlib, json, os, re, subprocess, sys, time, zlib
 from datetime import datetime, timedelta, timezone
 
 E = os.environ
@@ -54,14 +54,6 @@ def plan(archives, at, days, min_keep, protected):
     return [a[0] for a in items if a[0] in why], [a[0] for a in items if a[0] not in why]
 
 
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def fsync_path(path):
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -102,40 +94,113 @@ def archives():
     return out
 
 
-def integrity(path):
-    """None if the archive reads back completely, else why not."""
-    if path.endswith(".dump"):
-        r = subprocess.run(["pg_restore", "--list", path], capture_output=True)
-        if r.returncode == 0:
-            return None
-        return "pg_restore --list: " + r.stderr.decode(errors="replace")[-300:]
-    r = subprocess.run(["gzip", "-t", path], capture_output=True)
-    if r.returncode != 0:
-        return "gzip -t: " + r.stderr.decode(errors="replace")[-300:]
-    p = subprocess.Popen(["gzip", "-dc", path], stdout=subprocess.PIPE)
-    tail = b""
-    for block in iter(lambda: p.stdout.read(1 << 20), b""):
-        tail = (tail + block)[-8192:]
-    if p.wait() != 0:
-        return "gzip -dc failed"
-    return None if TRAILER in tail else "dump is incomplete: trailer line missing"
+class Reader:
+    """One pass over an archive's bytes: sha256 and, for gzip, a full decompression (zlib
+    checks the CRC-32 and length in the gzip trailer) keeping the dump's last bytes."""
+
+    def __init__(self, inflate):
+        self.sha = hashlib.sha256()
+        self.size = 0
+        self.inflate = zlib.decompressobj(31) if inflate else None
+        self.tail = b""
+        self.error = None
+
+    def feed(self, chunk):
+        self.sha.update(chunk)
+        self.size += len(chunk)
+        d = self.inflate
+        if d is None or self.error:
+            return
+        buf = chunk
+        while buf:
+            if d.eof:
+                self.error = "data after the end of the gzip stream"
+                return
+            try:
+                out = d.decompress(buf, 1 << 22)  # bounded memory whatever the ratio
+            except zlib.error as exc:
+                self.error = "gzip stream is corrupt: %s" % exc
+                return
+            if out:
+                self.tail = (self.tail + out[-4096:])[-4096:]
+            buf = d.unconsumed_tail or d.unused_data
+
+    def finish(self):
+        """None if the bytes were a complete gzip of a complete plain dump, else why not."""
+        d = self.inflate
+        if d is None or self.error:
+            return self.error
+        try:
+            rest = d.flush()
+        except zlib.error as exc:
+            return "gzip stream is corrupt: %s" % exc
+        self.tail = (self.tail + rest[-4096:])[-4096:]
+        if not d.eof:
+            return "gzip stream is truncated"
+        return None if TRAILER in self.tail else "dump is incomplete: trailer line missing"
+
+
+def scan(path, inflate):
+    r = Reader(inflate)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            r.feed(block)
+    return r
 
 
 def check(name, full):
-    """(ok, reason, message): checksum against the manifest, and integrity if ``full``."""
+    """(ok, reason, message): checksum against the manifest, and integrity if ``full``.
+
+    A full check of a .sql.gz is one read: the checksum and the decompression share it.
+    """
     man = load_manifest(name)
     if man is None:
         return False, "NoManifest", "no readable manifest"
     path = os.path.join(DEST, name)
-    actual = sha256(path)
+    gz = full and not name.endswith(".dump")
+    r = scan(path, gz)
+    actual = r.sha.hexdigest()
     if actual != man.get("sha256"):
         said = str(man.get("sha256"))[:16]
         return False, "ChecksumMismatch", "sha256 %s, manifest says %s" % (actual[:16], said)
-    if full:
-        err = integrity(path)
+    if gz:
+        err = r.finish()
         if err:
             return False, "IntegrityCheckFailed", err
+    elif full:
+        p = subprocess.run(["pg_restore", "--list", path], capture_output=True)
+        if p.returncode != 0:
+            err = p.stderr.decode(errors="replace")[-300:]
+            return False, "IntegrityCheckFailed", "pg_restore --list: " + err
     return True, "Verified", ""
+
+
+def cmd_sink(path, result):
+    """Write the gzip stream on stdin to ``path`` and fsync it, checking it as it passes.
+
+    The guide's pipeline writes first and reads back twice (gzip -t, then the trailer);
+    here the checksum, the decompression and the trailer come from the one pass that
+    writes. What is on disk is then tied to these bytes by re-hashing the file.
+    """
+    r = Reader(True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        while True:
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view):]
+            r.feed(chunk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    err = r.finish()
+    if err:
+        sys.exit(err)
+    with open(result, "w") as f:
+        f.write("%s %d\n" % (r.sha.hexdigest(), r.size))
 
 
 def mark(name, ok, reason, message):
@@ -439,6 +504,8 @@ if __name__ == "__main__":
         cmd_pgpass()
     elif cmd == "fail":
         cmd_fail(*args)
+    elif cmd == "sink":
+        cmd_sink(*args)
     elif cmd == "manifest":
         cmd_backup(*args)
     elif cmd == "publish":
@@ -516,15 +583,20 @@ done
 [ -n "$snap" ] || { echo "could not open a snapshot (see above)" >>"$ERR"; false; }
 
 stage=dump
+# The row counts run now, in the exporting session, while pg_dump reads the same snapshot in
+# its own. COMMIT waits for pg_dump: an ended transaction's snapshot cannot be imported.
+printf '%s\n' "$COUNT_SQL" "SELECT 'end:counts';" >&"$PIN"
 if [ "$BACKUP_FORMAT" = custom ]; then
   pg_dump --no-password --snapshot="$snap" -Fc -Z "$GZIP_LEVEL" -f "$tmp" 2>>"$ERR"
 else
-  pg_dump --no-password --snapshot="$snap" 2>>"$ERR" | gzip "-$GZIP_LEVEL" > "$tmp" 2>>"$ERR"
+  # The helper writes and fsyncs the archive and checks it on the way: sha256, a full
+  # decompression and the dump's trailer, in the pass that writes it.
+  pg_dump --no-password --snapshot="$snap" 2>>"$ERR" | gzip "-$GZIP_LEVEL" 2>>"$ERR" \
+    | python3 "$H" sink "$tmp" "$W/stream" 2>>"$ERR"
 fi
 dumped=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 stage=counts
-printf '%s\n' "$COUNT_SQL" "SELECT 'end:counts';" "COMMIT;" >&"$PIN"
 : > "$W/counts.txt"
 got_end=""
 while read -t 3600 -r line <&"$POUT"; do
@@ -532,26 +604,27 @@ while read -t 3600 -r line <&"$POUT"; do
   printf '%s\n' "$line" >> "$W/counts.txt"
 done
 [ -n "$got_end" ] || { echo "row counts did not complete" >>"$ERR"; false; }
+printf '%s\n' "COMMIT;" >&"$PIN"
 exec {PIN}>&-
-# The counts and COMMIT were read back above; psql's own exit status adds nothing.
+# The counts were read back above; psql's own exit status adds nothing.
 wait "$psql_pid" 2>/dev/null || true
 
 stage=verify
-sync "$tmp"
+sha=$(sha256sum "$tmp" | cut -d' ' -f1)
 if [ "$BACKUP_FORMAT" = custom ]; then
+  sync "$tmp"
   pg_restore --list "$tmp" > /dev/null 2>>"$ERR"
 else
-  gzip -t "$tmp" 2>>"$ERR"
-  trailer=$(gzip -dc "$tmp" | tail -c 4096)
-  case "$trailer" in
-    *"-- PostgreSQL database dump complete"*) ;;
-    *) echo "dump is incomplete: trailer line missing" >>"$ERR"; false ;;
-  esac
+  # What is on disk must be the bytes that were checked while writing.
+  read -r checked _ < "$W/stream"
+  [ "$sha" = "$checked" ] || {
+    echo "archive on disk (sha256 ${sha:0:16}) differs from the verified stream" >>"$ERR"
+    false
+  }
 fi
 verified_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
 stage=checksum
-sha=$(sha256sum "$tmp" | cut -d' ' -f1)
 size=$(stat -c %s "$tmp")
 python3 "$H" manifest "$final" "$tmp" "$started" "$dumped" "$verified_at" "$sha" "$size" \
   "$snap" 2>>"$ERR"
