@@ -54,7 +54,7 @@ MEMCACHED = "127.0.0.1:11211"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 TYPES = ("http", "postgres", "memcached", "rabbitmq")
-OPERATOR_ENV: dict[str, str] = {}  # extra environment of the operator (--heartbeat)
+OPERATOR_ENV: dict[str, str] = {}  # extra environment of the operator (--heartbeat, --env)
 
 
 # --- targets ---------------------------------------------------------------------------------
@@ -536,7 +536,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="STRONGHOLD_HEALTH_STATUS_HEARTBEAT of the operator (default: its own, 30 s)",
     )
+    ap.add_argument(
+        "--env", action="append", default=[], metavar="KEY=VALUE", help="operator environment"
+    )
     args = ap.parse_args(argv)
+    for item in args.env:
+        key, _, value = item.partition("=")
+        OPERATOR_ENV[key] = value
     ns_values = [int(x) for x in args.policies.split(",") if x]
     if args.heartbeat is not None:
         OPERATOR_ENV["STRONGHOLD_HEALTH_STATUS_HEARTBEAT"] = f"{args.heartbeat:g}"

@@ -321,6 +321,13 @@ def read_counts(path):
     return counts
 
 
+def elapsed(t_start, done):
+    try:
+        return time.time() - float(E.get("STRONGHOLD_T0", ""))
+    except ValueError:
+        return (done - t_start).total_seconds()
+
+
 def cmd_fail(stage, errfile):
     try:
         with open(errfile, errors="replace") as f:
@@ -348,9 +355,10 @@ def cmd_backup(final, tmp, started, dumped, verified_at, sha, size, snapshot):
     man = {
         "file": final, "sha256": sha, "sizeBytes": int(size), "format": E.get("BACKUP_FORMAT"),
         "compression": "gzip", "compressionLevel": int(E.get("GZIP_LEVEL", "6")),
+        "compressor": E.get("COMPRESSOR", "gzip") if E.get("BACKUP_FORMAT") != "custom" else "pg_dump",
         "database": E.get("PGDATABASE"), "host": E.get("PGHOST"), "user": E.get("PGUSER"),
         "startedAt": started, "dumpedAt": dumped, "verifiedAt": verified_at,
-        "completedAt": iso(done), "durationSeconds": round((done - t_start).total_seconds(), 3),
+        "completedAt": iso(done), "durationSeconds": round(elapsed(t_start, done), 3),
         "pgDumpVersion": version, "serverVersion": server, "snapshot": snapshot,
         "job": E.get("JOB_NAME"), "slot": E.get("SLOT"), "verified": True,
         "tableCount": len(counts), "rowCounts": counts,
@@ -512,12 +520,10 @@ if __name__ == "__main__":
         cmd_fail(*args)
     elif cmd == "sink":
         cmd_sink(*args)
-    elif cmd == "manifest":
+    elif cmd == "finish":
         cmd_backup(*args)
-    elif cmd == "publish":
-        cmd_publish(*args)
-    elif cmd == "report-backup":
-        cmd_report_backup(*args)
+        cmd_publish(args[0], args[1])
+        cmd_report_backup(args[0])
     elif cmd == "verify":
         sys.exit(cmd_verify(*args))
     elif cmd == "restore-test":
@@ -539,6 +545,8 @@ COUNT_SQL = (
 SCRIPT = (
     r"""set -euo pipefail
 umask 077
+# The manifest's durationSeconds is measured from here (the timestamps have 1 s resolution).
+export STRONGHOLD_T0="$EPOCHREALTIME"
 W="${STRONGHOLD_WORK:-/var/run/stronghold/work}"
 H="$W/helper.py"
 ERR="$W/err.log"
@@ -592,6 +600,10 @@ while :; do
   [ -e "$BACKUP_DIR/$final" ] || break
   sleep 1
 done
+# pigz writes the same gzip format at the same level with every core the pod may use.
+COMPRESSOR=gzip
+if command -v pigz > /dev/null 2>&1; then COMPRESSOR=pigz; fi
+export COMPRESSOR
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 tmp="$BACKUP_DIR/.${final}.${JOB_NAME:-local}.partial"
 
@@ -623,7 +635,7 @@ if [ "$BACKUP_FORMAT" = custom ]; then
 else
   # The helper writes and fsyncs the archive and checks it on the way: sha256, a full
   # decompression and the dump's trailer, in the pass that writes it.
-  pg_dump --no-password --snapshot="$snap" 2>>"$ERR" | gzip "-$GZIP_LEVEL" 2>>"$ERR" \
+  pg_dump --no-password --snapshot="$snap" 2>>"$ERR" | "$COMPRESSOR" "-$GZIP_LEVEL" 2>>"$ERR" \
     | python3 "$H" sink "$tmp" "$W/stream" 2>>"$ERR"
 fi
 dumped=$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -656,16 +668,11 @@ else
 fi
 verified_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 
-stage=checksum
-size=$(stat -c %s "$tmp")
-python3 "$H" manifest "$final" "$tmp" "$started" "$dumped" "$verified_at" "$sha" "$size" \
-  "$snap" 2>>"$ERR"
-
 stage=publish
-python3 "$H" publish "$final" "$tmp" 2>>"$ERR"
+size=$(stat -c %s "$tmp")
+# One helper run: the manifest, the rename to the final name, retention, the result.
+python3 "$H" finish "$final" "$tmp" "$started" "$dumped" "$verified_at" "$sha" "$size" \
+  "$snap" 2>>"$ERR"
 tmp=""
-
-stage=prune
-python3 "$H" report-backup "$final" 2>>"$ERR"
 """
 )

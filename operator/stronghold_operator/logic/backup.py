@@ -300,6 +300,11 @@ _CLASSES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"timeout expired|timed out", re.I), "ConnectionFailed"),
     (re.compile(r"remaining connection slots|too many clients", re.I), "TooManyConnections"),
     (re.compile(r"permission denied for", re.I), "InsufficientPrivilege"),
+    # The helper checking the archive while it is written (after pg_dump's own errors).
+    (
+        re.compile(r"gzip stream is|dump is incomplete|differs from the verified stream"),
+        "VerificationFailed",
+    ),
 ]
 
 

@@ -6,6 +6,7 @@ dockerd gets them back with ``docker import`` in seconds.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import subprocess
 import tarfile
@@ -22,7 +23,10 @@ BASE = "stronghold/base:bookworm"
 
 # The base image serves backup/restore Jobs (postgresql-client 15) and the demo web app
 # (python3). It runs as an unprivileged user by default (restricted Pod Security profile).
-BASE_PACKAGES = "python3,python3-venv,postgresql-client,ca-certificates,gzip,zstd,bash,coreutils"
+# pigz: the backup Job compresses with all cores in the same gzip format (gzip otherwise).
+BASE_PACKAGES = (
+    "python3,python3-venv,postgresql-client,ca-certificates,gzip,pigz,zstd,bash,coreutils"
+)
 UNPRIVILEGED_UID = 999
 
 
@@ -30,13 +34,33 @@ def images_dir() -> Path:
     return paths.cache_dir() / "images"
 
 
+def recipe_id(tag: str) -> str:
+    """Changes when what goes into an image changes, so a stale image or tarball is rebuilt."""
+    name, _, changes = _RECIPES[tag]
+    content = BASE_PACKAGES if tag == BASE else ""
+    return hashlib.sha256(repr((name, changes, content)).encode()).hexdigest()[:12]
+
+
 def exists(tag: str) -> bool:
-    proc = subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False)
-    return proc.returncode == 0
+    """The image is in Docker and was built from the current recipe."""
+    proc = subprocess.run(
+        [
+            "docker",
+            "image",
+            "inspect",
+            "--format",
+            '{{index .Config.Labels "stronghold.recipe"}}',
+            tag,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return proc.returncode == 0 and proc.stdout.strip() == recipe_id(tag)
 
 
 def _import(tar: Path, tag: str, changes: list[str]) -> None:
-    argv = ["docker", "import"]
+    argv = ["docker", "import", "--change", f"LABEL stronghold.recipe={recipe_id(tag)}"]
     for c in changes:
         argv += ["--change", c]
     procs.run([*argv, str(tar), tag])
@@ -140,7 +164,7 @@ def ensure(tags: list[str] | None = None) -> dict[str, str]:
         if exists(tag):
             out[tag] = "present"
             continue
-        tar = images_dir() / name
+        tar = images_dir() / f"{Path(name).stem}-{recipe_id(tag)}.tar"
         state = "imported"
         if not tar.exists():
             build(tar)

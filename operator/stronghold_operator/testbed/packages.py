@@ -33,7 +33,9 @@ BENCH = {
     "prometheus-postgres-exporter": "the PostgreSQL peer of the HealthPolicy benchmark",
 }
 # dpkg would start packaged daemons (Prometheus on 0.0.0.0:9090); the testbed starts its own.
-NO_START = b"#!/bin/sh\n# stronghold testbed: packaged services are not started on install\nexit 101\n"
+NO_START = (
+    b"#!/bin/sh\n# stronghold testbed: packaged services are not started on install\nexit 101\n"
+)
 POLICY_RC = "/usr/sbin/policy-rc.d"
 
 
