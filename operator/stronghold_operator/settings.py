@@ -17,7 +17,13 @@ from stronghold_operator.platforms.kube import GROUP, Kube, list_versions
 PREFIX = GROUP  # annotations: ops.stronghold.io/<handler-id>
 FINALIZER = f"{GROUP}/finalizer"
 
+
 # A watch that has not delivered a change the apiserver made this long ago is stalled.
+def _quiet_watchdog(record: logging.LogRecord) -> bool:
+    """Drop the watch-event hook's "succeeded" line: one per watch event, nothing to say."""
+    return not (record.levelno == logging.INFO and str(record.msg).startswith("Handler 'watchdog-"))
+
+
 WATCH_GRACE = timedelta(seconds=float(os.environ.get("STRONGHOLD_WATCH_GRACE", "120")))
 
 
@@ -37,7 +43,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.inactivity_timeout = 70
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 15
-    settings.posting.level = logging.INFO
+    # kopf posts its own log lines at or above this level as Events. At INFO every
+    # "Handler ... succeeded." became an Event: one POST per watch event (thousands a
+    # minute with a thousand HealthPolicies) and noise in `kubectl describe`. Our Events
+    # are posted explicitly (kopf.event) and are not affected.
+    settings.posting.level = logging.WARNING
+    logging.getLogger("kopf.objects").addFilter(_quiet_watchdog)
     # Handler errors back off instead of retrying in a tight loop.
     settings.execution.max_workers = 20
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60, 120, 300]
@@ -53,7 +64,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def close(memo: kopf.Memo, **_: Any) -> None:
     svc = memo.get("services")
     if isinstance(svc, Services):
-        svc.kube.close()
+        await svc.kube.aclose()
 
 
 @kopf.on.probe(id="watch")

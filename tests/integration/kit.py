@@ -168,5 +168,9 @@ def start_operator(
         except OSError:
             return False
 
-    wait_until("the operator's liveness endpoint", started, timeout=60)
+    try:
+        wait_until("the operator's liveness endpoint", started, timeout=60)
+    except BaseException:
+        op.kill()  # never leave an operator running behind a failed start
+        raise
     return op

@@ -241,9 +241,9 @@ def _usage_reader() -> tuple[Any, Any]:
                         raise MetricsUnavailableError(f"no Kubernetes access: {exc}") from None
         return await read_usage(kube[0] if kube else None, namespace, ref)
 
-    def close() -> None:
+    async def close() -> None:
         for k in kube:
-            k.close()
+            await k.aclose()
 
     return read, close
 
@@ -286,7 +286,7 @@ async def _check_all(
             )
     finally:
         await prober.close()
-        close_kube()
+        await close_kube()
     return reports
 
 

@@ -50,8 +50,9 @@ def track_watch(plural: str) -> None:
     """Register a watch-event hook for ``plural`` that feeds the stalled-watch detector."""
     WATCHED.append(plural)
 
+    # async: kopf runs a plain function in a worker thread, one hop per watch event.
     @kopf.on.event(GROUP, VERSION, plural, id=f"watchdog-{plural}")
-    def _seen(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+    async def _seen(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         svc = memo.get("services")
         if not isinstance(svc, Services):
             return

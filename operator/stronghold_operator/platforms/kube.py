@@ -1,17 +1,25 @@
 """Kubernetes API access for our own calls (kopf has its own client for watching/patching).
 
 The official client is synchronous; every call goes through :func:`call` so it runs in a
-worker thread and never blocks the event loop.
+worker thread and never blocks the event loop. The two calls made per object per interval
+(status patches, Secret reads) go through :class:`AsyncApi` instead: aiohttp in the event
+loop, with the same credentials. Through the official client they were a thread hop,
+urllib3 and model deserialisation each, a fifth of the CPU with a thousand HealthPolicies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
+import json
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import quote
 
+import aiohttp
 import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
@@ -20,6 +28,73 @@ T = TypeVar("T")
 
 GROUP = "ops.stronghold.io"
 VERSION = "v1alpha1"
+
+
+class AsyncApi:
+    """JSON requests to the API server on aiohttp, authenticated like the official client."""
+
+    def __init__(self, config: kubernetes.client.Configuration) -> None:
+        self.config = config
+        self._session: aiohttp.ClientSession | None = None
+
+    def _ssl(self) -> ssl.SSLContext | bool:
+        c = self.config
+        if not str(c.host).startswith("https"):
+            return False
+        ctx = ssl.create_default_context(cafile=c.ssl_ca_cert or None)
+        if not c.verify_ssl:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if c.cert_file:
+            ctx.load_cert_chain(c.cert_file, c.key_file)
+        return ctx
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=20),
+                trust_env=False,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                timeout=aiohttp.ClientTimeout(total=60),
+            )
+        return self._session
+
+    def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "stronghold-operator/0.1"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        # Re-read every time: in a pod the refresh hook reloads the rotated token file.
+        if self.config.refresh_api_key_hook is not None:
+            self.config.refresh_api_key_hook(self.config)
+        token = self.config.get_api_key_with_prefix("authorization")
+        if token:
+            headers["Authorization"] = token
+        return headers
+
+    async def request(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None
+    ) -> dict[str, Any]:
+        """One call; an error answer raises ``ApiException`` like the official client."""
+        data = None if body is None else json.dumps(body).encode()
+        async with self.session().request(
+            method,
+            str(self.config.host).rstrip("/") + path,
+            data=data,
+            headers=self._headers(content_type if data is not None else None),
+        ) as response:
+            text = await response.read()
+            if response.status >= 400:
+                exc = ApiException(status=response.status, reason=response.reason)
+                exc.body = text.decode(errors="replace")
+                raise exc
+            out = json.loads(text) if text else {}
+            if not isinstance(out, dict):
+                raise TypeError(f"expected a JSON object from {method} {path}")
+            return out
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
 
 
 @dataclass
@@ -31,6 +106,7 @@ class Kube:
     apps: kubernetes.client.AppsV1Api
     batch: kubernetes.client.BatchV1Api
     custom: kubernetes.client.CustomObjectsApi
+    aio: AsyncApi
 
     @classmethod
     def connect(cls) -> Kube:
@@ -45,10 +121,15 @@ class Kube:
             apps=kubernetes.client.AppsV1Api(api),
             batch=kubernetes.client.BatchV1Api(api),
             custom=kubernetes.client.CustomObjectsApi(api),
+            aio=AsyncApi(api.configuration),
         )
 
     def close(self) -> None:
         self.api.close()  # type: ignore[no-untyped-call]
+
+    async def aclose(self) -> None:
+        await self.aio.close()
+        self.close()
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -92,17 +173,16 @@ async def read_secret_key(kube: Kube, namespace: str, name: str, key: str) -> st
 
     Raises ``LookupError`` with a message that names the Secret and key, never the value.
     """
-    import base64
-
+    path = f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}"
     try:
-        secret = await call(kube.core.read_namespaced_secret, name, namespace)
+        secret = await kube.aio.request("GET", path)
     except ApiException as exc:
         if exc.status == 404:
             raise LookupError(f"Secret {namespace}/{name} not found") from None
         if exc.status == 403:
             raise LookupError(f"Secret {namespace}/{name}: access denied") from None
         raise
-    data = secret.data or {}
+    data = secret.get("data") or {}
     if key not in data:
         raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
     return base64.b64decode(data[key]).decode()
@@ -117,12 +197,7 @@ async def patch_status(
     """
     if not delta:
         return
-    await call(
-        kube.custom.patch_namespaced_custom_object_status,
-        GROUP,
-        VERSION,
-        namespace,
-        plural,
-        name,
-        {"status": delta},
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}/{quote(name)}/status"
+    await kube.aio.request(
+        "PATCH", path, {"status": delta}, content_type="application/merge-patch+json"
     )

@@ -324,6 +324,19 @@ def elapsed(t_start, done):
         return (done - t_start).total_seconds()
 
 
+def timings():
+    """Seconds per phase: setup, dump (with the checks on the stream), the rest of the row
+    counts after the dump, the on-disk verification."""
+    try:
+        t = [float(x) for x in E.get("STRONGHOLD_TIMES", "").split()]
+    except ValueError:
+        return {}
+    if len(t) != 5:
+        return {}
+    names = ("setupSeconds", "dumpSeconds", "countsWaitSeconds", "verifySeconds")
+    return {n: round(b - a, 3) for n, a, b in zip(names, t, t[1:])}
+
+
 def cmd_fail(stage, errfile):
     try:
         with open(errfile, errors="replace") as f:
@@ -351,13 +364,13 @@ def cmd_backup(final, tmp, started, dumped, verified_at, sha, size, snapshot):
     man = {
         "file": final, "sha256": sha, "sizeBytes": int(size), "format": E.get("BACKUP_FORMAT"),
         "compression": "gzip", "compressionLevel": int(E.get("GZIP_LEVEL", "6")),
-        "compressor": E.get("COMPRESSOR", "gzip") if E.get("BACKUP_FORMAT") != "custom" else "pg_dump",
+        "compressor": "pg_dump" if E.get("BACKUP_FORMAT") == "custom" else E.get("COMPRESSOR"),
         "database": E.get("PGDATABASE"), "host": E.get("PGHOST"), "user": E.get("PGUSER"),
         "startedAt": started, "dumpedAt": dumped, "verifiedAt": verified_at,
         "completedAt": iso(done), "durationSeconds": round(elapsed(t_start, done), 3),
         "pgDumpVersion": version, "serverVersion": server, "snapshot": snapshot,
         "job": E.get("JOB_NAME"), "slot": E.get("SLOT"), "verified": True,
-        "tableCount": len(counts), "rowCounts": counts,
+        "tableCount": len(counts), "rowCounts": counts, "timings": timings(),
     }
     write_atomic(os.path.join(WORK, "manifest.json"), json.dumps(man, indent=2, sort_keys=True))
     return man
@@ -595,6 +608,7 @@ done
 [ -n "$snap" ] || { echo "could not open a snapshot (see above)" >>"$ERR"; false; }
 
 stage=dump
+t_dump=$EPOCHREALTIME
 # The row counts run now, in the exporting session, while pg_dump reads the same snapshot in
 # its own. COMMIT waits for pg_dump: an ended transaction's snapshot cannot be imported.
 printf '%s\n' "$COUNT_SQL" "SELECT 'end:counts';" >&"$PIN"
@@ -607,6 +621,7 @@ else
     | python3 "$H" sink "$tmp" "$W/stream" 2>>"$ERR"
 fi
 dumped=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+t_dumped=$EPOCHREALTIME
 
 stage=counts
 : > "$W/counts.txt"
@@ -620,6 +635,7 @@ printf '%s\n' "COMMIT;" >&"$PIN"
 exec {PIN}>&-
 # The counts were read back above; psql's own exit status adds nothing.
 wait "$psql_pid" 2>/dev/null || true
+t_counted=$EPOCHREALTIME
 
 stage=verify
 sha=$(sha256sum "$tmp" | cut -d' ' -f1)
@@ -635,6 +651,7 @@ else
   }
 fi
 verified_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+export STRONGHOLD_TIMES="$STRONGHOLD_T0 $t_dump $t_dumped $t_counted $EPOCHREALTIME"
 
 stage=publish
 size=$(stat -c %s "$tmp")
