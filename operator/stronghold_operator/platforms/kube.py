@@ -14,7 +14,7 @@ import base64
 import functools
 import json
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -63,12 +63,12 @@ class AsyncApi:
         headers = {"Accept": "application/json", "User-Agent": "stronghold-operator/0.1"}
         if content_type:
             headers["Content-Type"] = content_type
-        # Re-read every time: in a pod the refresh hook reloads the rotated token file.
-        if self.config.refresh_api_key_hook is not None:
-            self.config.refresh_api_key_hook(self.config)
-        token = self.config.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = token
+        # The official client's own view of the credentials, asked per request: its refresh
+        # hook reloads a rotated token (in a pod, the projected ServiceAccount token file).
+        settings: Mapping[str, Any] = self.config.auth_settings()
+        for auth in settings.values():
+            if auth.get("in") == "header" and auth.get("value"):
+                headers[str(auth["key"]).title()] = str(auth["value"])
         return headers
 
     async def request(

@@ -1,9 +1,7 @@
-"""RabbitMQ probes: per-queue depth and consumers by AMQP passive declare (pika, in a thread),
-plus every queue with unacknowledged counts from the management API when configured.
-
-pika's BlockingConnection is not asyncio-aware, so it runs in a small dedicated thread pool
-(never the default executor the Kubernetes client uses); one connection per broker URL is
-kept and reused, one probe at a time.
+"""RabbitMQ probes: per-queue depth and consumers by AMQP passive declare (pika's asyncio
+adapter, in the event loop), plus every queue with unacknowledged counts from the management
+API when configured. One connection and channel per broker URL are kept and reused, one
+declare at a time.
 """
 
 from __future__ import annotations
@@ -12,43 +10,27 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import pika
 import pika.exceptions
+from pika.adapters.asyncio_connection import AsyncioConnection
 
 from stronghold_operator.models.health import RabbitmqCheck, forbidden_host
 from stronghold_operator.platforms.http import USER_AGENT, HttpClient, HttpError
 from stronghold_operator.probes.base import ProbeResult, QueueStats
 
-_POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix="amqp-probe")
 # pika logs every connection and channel open and close at INFO: with a thousand policies
 # that was most of the operator's log and a good share of its CPU.
 logging.getLogger("pika").setLevel(logging.WARNING)
 
 
-@dataclass
-class _Broker:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    conn: Any = None  # pika.BlockingConnection
-    channel: Any = None  # kept between probes: one round trip per queue instead of three
-
-    def drop(self) -> None:
-        conn, self.conn, self.channel = self.conn, None, None
-        if conn is not None:
-            # Closing an already broken connection may raise anything.
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
 class AmqpUnreachable(Exception):
-    """The broker did not accept a connection."""
+    """The broker did not accept a connection, or dropped it."""
 
 
 def _params(url: str, timeout_s: float) -> pika.URLParameters:
@@ -63,41 +45,116 @@ def _params(url: str, timeout_s: float) -> pika.URLParameters:
     return params
 
 
-def _passive(broker: _Broker, url: str, queues: list[str], timeout_s: float) -> list[QueueStats]:
-    """Blocking part (runs in the AMQP pool)."""
-    with broker.lock:
-        for attempt in (1, 2):
-            if broker.conn is None or not broker.conn.is_open:
-                broker.channel = None
-                try:
-                    broker.conn = pika.BlockingConnection(_params(url, timeout_s))
-                except (pika.exceptions.AMQPError, OSError) as exc:
-                    broker.conn = None
-                    raise AmqpUnreachable(_describe(exc)) from None
-            try:
-                return _declare_all(broker, queues)
-            except (pika.exceptions.AMQPConnectionError, pika.exceptions.StreamLostError, OSError):
-                broker.drop()  # a kept connection the broker closed: reconnect once
-                if attempt == 2:
-                    raise
-        return []  # pragma: no cover
+@dataclass
+class _Broker:
+    """One kept connection and channel per broker, on pika's asyncio adapter.
 
+    In the event loop rather than a BlockingConnection in worker threads: a passive
+    queue_declare is then one round trip with no thread hop (threads also cost memory).
+    One declare at a time: a 404 closes the channel under every declare in flight.
+    """
 
-def _declare_all(broker: _Broker, queues: list[str]) -> list[QueueStats]:
-    out: list[QueueStats] = []
-    for name in queues:
-        if broker.channel is None or not broker.channel.is_open:
-            broker.channel = broker.conn.channel()
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    conn: AsyncioConnection | None = None
+    channel: Any = None  # kept between probes: one round trip per queue instead of three
+    # Fails whatever waits on this connection or channel when the broker closes it.
+    waiter: asyncio.Future[Any] | None = None
+
+    def drop(self) -> None:
+        conn, self.conn, self.channel = self.conn, None, None
+        if conn is not None and not (conn.is_closed or conn.is_closing):
+            with contextlib.suppress(Exception):  # closing a broken connection may raise
+                conn.close()
+
+    def _fail(self, exc: BaseException) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+    async def _wait(self, fut: asyncio.Future[Any]) -> Any:
+        self.waiter = fut
         try:
-            ok = broker.channel.queue_declare(queue=name, passive=True)
+            return await fut
+        finally:
+            self.waiter = None
+
+    async def connect(self, url: str, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+
+        def opened(conn: Any) -> None:
+            if not fut.done():
+                fut.set_result(conn)
+
+        def failed(_conn: Any, err: BaseException | str) -> None:
+            self._fail(AmqpUnreachable(_describe(err) if isinstance(err, BaseException) else err))
+
+        def closed(_conn: Any, reason: BaseException) -> None:
+            self.conn, self.channel = None, None
+            self._fail(AmqpUnreachable(f"connection closed: {_describe(reason)}"))
+
+        self.conn = AsyncioConnection(
+            _params(url, timeout_s),
+            on_open_callback=opened,
+            on_open_error_callback=failed,
+            on_close_callback=closed,
+            custom_ioloop=loop,
+        )
+        try:
+            await self._wait(fut)
+        except BaseException:
+            self.drop()
+            raise
+
+    async def open_channel(self) -> None:
+        assert self.conn is not None
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def closed(channel: Any, reason: BaseException) -> None:
+            if self.channel is channel:
+                self.channel = None
+            self._fail(reason)
+
+        def opened(channel: Any) -> None:
+            channel.add_on_close_callback(closed)
+            if not fut.done():
+                fut.set_result(channel)
+
+        self.conn.channel(on_open_callback=opened)
+        self.channel = await self._wait(fut)
+
+    async def declare(self, name: str) -> QueueStats:
+        """Passive declare; a queue that does not exist is data (None counts)."""
+        if self.channel is None or not self.channel.is_open:
+            await self.open_channel()
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def answered(frame: Any) -> None:
+            if not fut.done():
+                fut.set_result(frame)
+
+        self.channel.queue_declare(queue=name, passive=True, callback=answered)
+        try:
+            frame = await self._wait(fut)
         except pika.exceptions.ChannelClosedByBroker as exc:
-            broker.channel = None  # the broker closed it (a 404 does): open another next time
+            self.channel = None  # the broker closed it (a 404 does): open another next time
             if exc.reply_code != 404:
                 raise
-            out.append(QueueStats(name, None, None))
-            continue
-        out.append(QueueStats(name, ok.method.message_count, ok.method.consumer_count))
-    return out
+            return QueueStats(name, None, None)
+        return QueueStats(name, frame.method.message_count, frame.method.consumer_count)
+
+    async def passive(self, url: str, queues: list[str], timeout_s: float) -> list[QueueStats]:
+        async with self.lock:
+            for attempt in (1, 2):
+                if self.conn is None or not self.conn.is_open:
+                    self.channel = None
+                    await self.connect(url, timeout_s)
+                try:
+                    return [await self.declare(name) for name in queues]
+                except (AmqpUnreachable, pika.exceptions.AMQPConnectionError):
+                    self.drop()  # a kept connection the broker closed: reconnect once
+                    if attempt == 2:
+                        raise
+            return []  # pragma: no cover
 
 
 def _describe(exc: BaseException) -> str:
@@ -115,7 +172,7 @@ class RabbitmqProbe:
 
     async def close(self) -> None:
         for b in self._brokers.values():
-            await asyncio.get_running_loop().run_in_executor(_POOL, b.drop)
+            b.drop()
         self._brokers.clear()
         if self._owns_client:
             await self.client.close()
@@ -134,11 +191,10 @@ class RabbitmqProbe:
         key = hashlib.sha256(url.encode()).hexdigest()
         broker = self._brokers.setdefault(key, _Broker())
         start = time.perf_counter()
-        loop = asyncio.get_running_loop()
         names = [q.name for q in spec.queues]
         try:
             async with asyncio.timeout(timeout_s):
-                queues = await loop.run_in_executor(_POOL, _passive, broker, url, names, timeout_s)
+                queues = await broker.passive(url, names, timeout_s)
                 latency = (time.perf_counter() - start) * 1000.0
                 if spec.management is not None:
                     queues = await self._management(spec, secrets, queues, timeout_s)
