@@ -14,7 +14,10 @@ ServiceAccount, not verbose); wait until 2N rounds have started plus one interva
 measure over a window: operator CPU seconds (/proc), RSS, probes (rounds x checks; answered
 probes by type from the operator's /metrics) and round lateness
 (``stronghold_health_round_lateness_seconds``, window delta).
+The operator coalesces identical probes in flight (the same check in many policies): the
+table shows the requests that reached the targets next to the probes the policies got.
 Then the same with HTTP-only policies (N http checks per 10 s: the rate blackbox gets),
+with coalescing off (``STRONGHOLD_PROBE_COALESCE=0``) so every probe is a real request,
 and the peers of benchmarks/health_peers.py at the same endpoints and rate, one after the
 other (never concurrently, so no side steals CPU from the other).
 """
@@ -176,7 +179,7 @@ class Operator:
     log: Path
 
 
-def start_operator(sa: Path, ns: str, log: Path) -> Operator:
+def start_operator(sa: Path, ns: str, log: Path, env: dict[str, str]) -> Operator:
     """``stronghold run`` at its default log level (not --verbose: logging is not measured)."""
     liveness, metrics = kit.free_port(), kit.free_port()
     argv = [
@@ -189,7 +192,7 @@ def start_operator(sa: Path, ns: str, log: Path) -> Operator:
         "-n",
         ns,
     ]
-    proc = start(argv, log, env={"KUBECONFIG": str(sa), **OPERATOR_ENV})
+    proc = start(argv, log, env={"KUBECONFIG": str(sa), **OPERATOR_ENV, **env})
 
     def alive() -> bool:
         if proc.poll() is not None:
@@ -261,6 +264,8 @@ class Scrape:
     lateness: list[tuple[float, float]]  # cumulative (le, count)
     unhealthy: int  # checks whose last probe was not Healthy
     rounds: float  # policy rounds started (the lateness histogram's count)
+    sent: float = 0.0  # probes sent to a target
+    coalesced: float = 0.0  # probes answered by an identical probe in flight
 
 
 def scrape(url: str) -> Scrape:
@@ -268,6 +273,7 @@ def scrape(url: str) -> Scrape:
     probes = dict.fromkeys(TYPES, 0.0)
     lateness: list[tuple[float, float]] = []
     unhealthy = 0
+    sent = coalesced = 0.0
     for fam in text_string_to_metric_families(text):
         if fam.name == "stronghold_health_probe_duration_seconds":
             for s in fam.samples:
@@ -279,8 +285,15 @@ def scrape(url: str) -> Scrape:
             ]
         elif fam.name == "stronghold_health_probe_success":
             unhealthy += sum(1 for s in fam.samples if s.value != 1)
+        elif fam.name == "stronghold_health_probe_requests":
+            for s in fam.samples:
+                if s.name.endswith("_total"):
+                    if s.labels["coalesced"] == "true":
+                        coalesced += s.value
+                    else:
+                        sent += s.value
     rounds = max((c for le, c in lateness if math.isinf(le)), default=0.0)
-    return Scrape(probes, sorted(lateness), unhealthy, rounds)
+    return Scrape(probes, sorted(lateness), unhealthy, rounds, sent, coalesced)
 
 
 def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
@@ -327,6 +340,8 @@ class Run:
     warmup_s: float
     machine: float  # % of the whole machine (all cores) busy during the window
     load: float  # 1-minute load average at the end of the window
+    sent: float = 0.0  # requests sent to targets in the window
+    coalesced: float = 0.0  # probes answered by an identical one in flight
 
     @property
     def total_probes(self) -> float:
@@ -350,7 +365,10 @@ def run_operator(
     op: Operator | None = None
     try:
         create_policies(ns, n, t, http_only)
-        op = start_operator(sa, ns, workdir / f"operator-{kind}-{n}.log")
+        # HTTP-only runs are the per-request comparison with blackbox_exporter: every probe
+        # a real request, so identical probes in flight are not coalesced there.
+        env = {"STRONGHOLD_PROBE_COALESCE": "0"} if http_only else {}
+        op = start_operator(sa, ns, workdir / f"operator-{kind}-{n}.log", env)
         t0 = time.monotonic()
         checks = 1 if http_only else 4
 
@@ -398,6 +416,8 @@ def run_operator(
             warmup_s=warmup,
             machine=100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
             load=load,
+            sent=after.sent - before.sent,
+            coalesced=after.coalesced - before.coalesced,
         )
     finally:
         if op is not None:
@@ -459,6 +479,8 @@ def report_runs(runs: Sequence[Run]) -> None:
                 f"{r.total_probes / r.wall:.1f}",
                 f"{100 * r.cpu / r.wall:.1f}",
                 ms(1000 * r.cpu / max(r.total_probes, 1)),
+                f"{r.sent / r.wall:.1f}",
+                ms(1000 * r.cpu / max(r.sent, 1)),
                 f"{r.rss_max:.0f}",
                 f"{1000 * r.lateness_p50:.0f}",
                 f"{1000 * r.lateness_p99:.0f}",
@@ -477,6 +499,8 @@ def report_runs(runs: Sequence[Run]) -> None:
             "probes/s",
             "CPU % of a core",
             "ms CPU/probe",
+            "requests/s to targets",
+            "ms CPU/request",
             "RSS max MiB",
             "lateness p50 ms",
             "lateness p99 ms",

@@ -74,11 +74,16 @@ class MemcachedProbe:
         key = (spec.host, spec.port)
         target = self._targets.setdefault(key, _Target())
         start = time.perf_counter()
+        holding = False
         try:
             async with asyncio.timeout(timeout_s), target.lock:
+                holding = True
                 raw = await self._stats(target, spec)
         except TimeoutError:
-            await target.drop()
+            # Only a timeout on our own request makes the connection suspect; one spent
+            # waiting for the lock must not drop the connection another probe is using.
+            if holding:
+                await target.drop()
             return ProbeResult.failed("Timeout", f"no answer within {timeout_s:g}s", _ms(start))
         except (OSError, asyncio.IncompleteReadError, ConnectionError) as exc:
             await target.drop()

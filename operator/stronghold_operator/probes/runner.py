@@ -2,14 +2,25 @@
 
 One :class:`Prober` per process holds the probe instances and with them the shared clients
 and connection caches, so thousands of policies reuse the same few connections per target.
+
+Identical probes in flight at the same time are coalesced: when a policy asks for exactly
+what another policy's probe is already measuring (same check definition, timeout, Secret
+values and namespace), it waits for that probe's answer instead of sending another request.
+Nothing is cached past the moment the answer arrives, so every policy still gets a fresh
+measurement each round; what it saves is a thousand policies queueing a hundred identical
+``stats`` commands or catalogue queries a second at the same Memcached or PostgreSQL.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Mapping
 
+from prometheus_client import Counter
+
+from stronghold_operator.metrics import registry
 from stronghold_operator.models.health import Check, HealthPolicySpec
 from stronghold_operator.probes.base import ProbeResult
 from stronghold_operator.probes.http import HttpProbe
@@ -21,6 +32,13 @@ from stronghold_operator.probes.resources import ResourcesProbe
 
 # A probe gets its own timeout; this much more and the runner stops waiting for it.
 GRACE_S = 1.0
+COALESCE = os.environ.get("STRONGHOLD_PROBE_COALESCE", "1") != "0"
+REQUESTS = Counter(
+    "stronghold_health_probe_requests_total",
+    "Probes by check type: sent to the target, or coalesced with an identical one in flight",
+    ["type", "coalesced"],
+    registry=registry,
+)
 
 
 class Prober:
@@ -39,6 +57,9 @@ class Prober:
         self.prometheus = PrometheusProbe(self.http)
         # Without a reader (no platform access given), resources checks are Unknown.
         self.resources = resources or ResourcesProbe()
+        self.coalesce = COALESCE
+        self._inflight: dict[tuple[object, ...], asyncio.Future[ProbeResult]] = {}
+        self._specs: dict[int, tuple[Check, str]] = {}  # id(check) -> (check, its JSON)
 
     async def close(self) -> None:
         await self.postgres.close()
@@ -57,6 +78,42 @@ class Prober:
 
         ``namespace`` is the policy's: where a resources check's workload lives.
         """
+        if not self.coalesce:
+            REQUESTS.labels(check.type, "false").inc()
+            return await self._run_check(check, timeout_s, secrets, namespace)
+        key = (self._spec_json(check), timeout_s, namespace, tuple(sorted(secrets.items())))
+        shared = self._inflight.get(key)
+        if shared is None:
+            REQUESTS.labels(check.type, "false").inc()
+            shared = asyncio.ensure_future(self._run_check(check, timeout_s, secrets, namespace))
+            self._inflight[key] = shared
+            shared.add_done_callback(lambda done: self._forget(key, done))
+        else:
+            REQUESTS.labels(check.type, "true").inc()
+        # shield: one waiter stopping (its policy deleted) must not cancel the others' probe.
+        return await asyncio.shield(shared)
+
+    def _forget(self, key: tuple[object, ...], done: asyncio.Future[ProbeResult]) -> None:
+        if self._inflight.get(key) is done:
+            del self._inflight[key]
+
+    def _spec_json(self, check: Check) -> str:
+        """The check's definition without its name (specs are re-parsed only on change)."""
+        hit = self._specs.get(id(check))
+        if hit is None or hit[0] is not check:
+            if len(self._specs) > 50_000:  # ids of specs replaced long ago
+                self._specs.clear()
+            hit = (check, check.model_dump_json(exclude={"name"}))
+            self._specs[id(check)] = hit
+        return hit[1]
+
+    async def _run_check(
+        self,
+        check: Check,
+        timeout_s: float,
+        secrets: Mapping[str, str],
+        namespace: str,
+    ) -> ProbeResult:
         start = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s + GRACE_S):
