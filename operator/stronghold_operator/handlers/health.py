@@ -52,10 +52,8 @@ from stronghold_operator.probes.runner import Prober
 PLURAL = "healthpolicies"
 SECRET_TTL_S = 60.0  # Secrets are re-read (get) at most this often per key
 JITTER = 0.1  # +-10% of the interval, so a thousand policies do not probe in lockstep
-# Status writes that only refresh latencies/counters/lastProbeTime happen at most this often.
-STATUS_HEARTBEAT_S = float(os.environ.get("STRONGHOLD_HEALTH_STATUS_HEARTBEAT", "30"))
-_VOLATILE_TOP = {"lastProbeTime", "worstLatency", "worstLatencyMs"}
-_VOLATILE_CHECK = {"latencyMs", "measurements", "consecutiveSuccesses", "consecutiveFailures"}
+# Status writes that only refresh numbers and messages happen at most this often.
+STATUS_HEARTBEAT_S = float(os.environ.get("STRONGHOLD_HEALTH_STATUS_HEARTBEAT", "60"))
 
 track_watch(PLURAL)
 
@@ -249,6 +247,8 @@ class PolicyLoop:
         self.last_write = -1e9
         self.secret_misses = 0
         self.check_names: list[str] = []
+        # prometheus-client's labels() locks and hashes on every call: look each child up once.
+        self._children: dict[tuple[object, ...], Any] = {}
         self._parsed: tuple[int | None, HealthPolicySpec] | None = None
 
     @property
@@ -267,7 +267,7 @@ class PolicyLoop:
         delta, moved = compute_status(self.body, self.written, desired, updates, now)
         self.current = cond.merge_patch(self.written, delta)
         due = time.monotonic() - self.last_write >= STATUS_HEARTBEAT_S
-        if delta and (due or _significant(delta, self.written)):
+        if delta and (due or _significant(self.current, self.written)):
             await patch_status(
                 self.svc.kube, PLURAL, self.meta["namespace"], self.meta["name"], delta
             )
@@ -385,37 +385,44 @@ class PolicyLoop:
         out[" webhooks"] = webhook_roles  # a name no check can have
         return out
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def record_metrics(
         self, policy: HealthPolicySpec, results: Mapping[str, ProbeResult], ev: logic.Evaluation
     ) -> None:
         ns, name = self.meta["namespace"], self.meta["name"]
-        SEVERITY.labels(ns, name).set(
+        self.child(SEVERITY, ns, name).set(
             SEVERITIES.index(ev.severity) + 1 if ev.severity in SEVERITIES else 0
         )
         for check, entry in zip(policy.checks, ev.status["checks"], strict=True):
             result = results.get(check.name)
             if result is not None and result.latency_ms is not None:
-                PROBE_DURATION.labels(ns, name, check.name, check.type).observe(
+                self.child(PROBE_DURATION, ns, name, check.name, check.type).observe(
                     result.latency_ms / 1000.0
                 )
             observed = entry["observedState"]
             success = 1 if observed == "Healthy" else -1 if observed == "Unknown" else 0
-            PROBE_SUCCESS.labels(ns, name, check.name).set(success)
+            self.child(PROBE_SUCCESS, ns, name, check.name).set(success)
             m = entry["measurements"]
             ratio = m.get("intervalHitRatio", m.get("hitRatio"))
             if ratio is not None:
-                HIT_RATIO.labels(ns, name, check.name).set(ratio)
+                self.child(HIT_RATIO, ns, name, check.name).set(ratio)
             if "connectionsPercent" in m:
-                CONNECTIONS.labels(ns, name, check.name).set(m["connectionsPercent"])
+                self.child(CONNECTIONS, ns, name, check.name).set(m["connectionsPercent"])
             if check.type == "resources":
                 for resource in ("cpu", "memory"):
                     if f"{resource}Percent" in m:
-                        RESOURCE_UTILISATION.labels(ns, name, check.name, resource).set(
+                        self.child(RESOURCE_UTILISATION, ns, name, check.name, resource).set(
                             m[f"{resource}Percent"]
                         )
             for q in m.get("queues", ()):
                 if "messages" in q:
-                    QUEUE_DEPTH.labels(ns, name, check.name, q["name"]).set(q["messages"])
+                    self.child(QUEUE_DEPTH, ns, name, check.name, q["name"]).set(q["messages"])
 
     def notify(
         self,
@@ -476,25 +483,56 @@ class PolicyLoop:
             )
 
 
-def _significant(delta: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
-    """Whether ``delta`` changes more than the numbers that move every round."""
-    for key, value in delta.items():
-        if key in _VOLATILE_TOP:
-            continue
-        if key != "checks":
-            return True
-        if _stable(value) != _stable(written.get("checks")):
-            return True
-    return False
+def _significant(current: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
+    """Whether the status changed in a way a reader acts on, not only in numbers and words.
+
+    Latencies, measurements, counters, the last probe's raw state and the messages (which
+    quote latencies) move every round; writing them every round was most of the operator's
+    and the API server's CPU with a thousand policies. They go out with the next
+    significant change or heartbeat.
+    """
+    return _signature(current) != _signature(written)
 
 
-def _stable(checks: Any) -> Any:
-    if not isinstance(checks, list):
-        return checks
-    return [
-        {k: v for k, v in c.items() if k not in _VOLATILE_CHECK} if isinstance(c, dict) else c
-        for c in checks
-    ]
+def _signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
+    conditions = tuple(
+        (c.get("type"), c.get("status"), c.get("reason"))
+        for c in status.get("conditions") or ()
+        if isinstance(c, dict)
+    )
+    checks = tuple(
+        (
+            c.get("name"),
+            c.get("type"),
+            c.get("state"),
+            c.get("reason"),
+            tuple(
+                (f.get("code"), f.get("level"), f.get("component"))
+                for f in c.get("findings") or ()
+                if isinstance(f, dict)
+            ),
+        )
+        for c in status.get("checks") or ()
+        if isinstance(c, dict)
+    )
+    incident = status.get("incident") or {}
+    open_incident = (
+        tuple(sorted((k, str(v)) for k, v in incident.items() if k != "summary"))
+        if isinstance(incident, dict)
+        else ()
+    )
+    rest = tuple(
+        sorted(
+            (k, json.dumps(v, sort_keys=True))
+            for k, v in status.items()
+            if k not in _SIGNED and k not in _VOLATILE_TOP
+        )
+    )
+    return conditions, checks, open_incident, rest
+
+
+_SIGNED = {"conditions", "checks", "incident"}
+_VOLATILE_TOP = {"lastProbeTime", "worstLatency", "worstLatencyMs"}
 
 
 def _escaped(secrets: list[str]) -> list[str]:

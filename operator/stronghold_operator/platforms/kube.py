@@ -72,9 +72,17 @@ class AsyncApi:
         return headers
 
     async def request(
-        self, method: str, path: str, body: Any = None, content_type: str | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str | None = None,
+        parse: bool = True,
     ) -> dict[str, Any]:
-        """One call; an error answer raises ``ApiException`` like the official client."""
+        """One call; an error answer raises ``ApiException`` like the official client.
+
+        ``parse=False`` skips decoding the answer (a patch returns the whole object).
+        """
         data = None if body is None else json.dumps(body).encode()
         async with self.session().request(
             method,
@@ -87,6 +95,8 @@ class AsyncApi:
                 exc = ApiException(status=response.status, reason=response.reason)
                 exc.body = text.decode(errors="replace")
                 raise exc
+            if not parse:
+                return {}
             out = json.loads(text) if text else {}
             if not isinstance(out, dict):
                 raise TypeError(f"expected a JSON object from {method} {path}")
@@ -199,5 +209,9 @@ async def patch_status(
         return
     path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}/{quote(name)}/status"
     await kube.aio.request(
-        "PATCH", path, {"status": delta}, content_type="application/merge-patch+json"
+        "PATCH",
+        path,
+        {"status": delta},
+        content_type="application/merge-patch+json",
+        parse=False,
     )

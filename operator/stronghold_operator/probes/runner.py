@@ -17,11 +17,12 @@ import asyncio
 import os
 import time
 from collections.abc import Mapping
+from typing import get_args
 
 from prometheus_client import Counter
 
 from stronghold_operator.metrics import registry
-from stronghold_operator.models.health import Check, HealthPolicySpec
+from stronghold_operator.models.health import Check, CheckType, HealthPolicySpec
 from stronghold_operator.probes.base import ProbeResult
 from stronghold_operator.probes.http import HttpProbe
 from stronghold_operator.probes.memcached import MemcachedProbe
@@ -39,6 +40,8 @@ REQUESTS = Counter(
     ["type", "coalesced"],
     registry=registry,
 )
+_SENT = {t: REQUESTS.labels(t, "false") for t in get_args(CheckType)}
+_COALESCED = {t: REQUESTS.labels(t, "true") for t in get_args(CheckType)}
 
 
 class Prober:
@@ -78,20 +81,26 @@ class Prober:
 
         ``namespace`` is the policy's: where a resources check's workload lives.
         """
+        # shield: one waiter stopping (its policy deleted) must not cancel the others' probe.
+        return await asyncio.shield(self.start(check, timeout_s, secrets, namespace))
+
+    def start(
+        self, check: Check, timeout_s: float, secrets: Mapping[str, str], namespace: str
+    ) -> asyncio.Future[ProbeResult]:
+        """The probe of ``check`` as a future: a new one, or the identical one in flight."""
         if not self.coalesce:
-            REQUESTS.labels(check.type, "false").inc()
-            return await self._run_check(check, timeout_s, secrets, namespace)
+            _SENT[check.type].inc()
+            return asyncio.ensure_future(self._run_check(check, timeout_s, secrets, namespace))
         key = (self._spec_json(check), timeout_s, namespace, tuple(sorted(secrets.items())))
         shared = self._inflight.get(key)
         if shared is None:
-            REQUESTS.labels(check.type, "false").inc()
+            _SENT[check.type].inc()
             shared = asyncio.ensure_future(self._run_check(check, timeout_s, secrets, namespace))
             self._inflight[key] = shared
             shared.add_done_callback(lambda done: self._forget(key, done))
         else:
-            REQUESTS.labels(check.type, "true").inc()
-        # shield: one waiter stopping (its policy deleted) must not cancel the others' probe.
-        return await asyncio.shield(shared)
+            _COALESCED[check.type].inc()
+        return shared
 
     def _forget(self, key: tuple[object, ...], done: asyncio.Future[ProbeResult]) -> None:
         if self._inflight.get(key) is done:
@@ -153,12 +162,11 @@ class Prober:
     ) -> dict[str, ProbeResult]:
         """Every check of ``policy`` at once; ``secrets`` by check name, then by role."""
         checks = list(policy.checks)
-        results = await asyncio.gather(
-            *(
-                self.run_check(
-                    c, policy.timeout_of(c).total_seconds(), secrets.get(c.name, {}), namespace
-                )
-                for c in checks
-            )
-        )
-        return {c.name: r for c, r in zip(checks, results, strict=True)}
+        futures = [
+            self.start(c, policy.timeout_of(c).total_seconds(), secrets.get(c.name, {}), namespace)
+            for c in checks
+        ]
+        # wait(), unlike gather(), leaves the futures running if this round is cancelled:
+        # other policies may be waiting for the same probes.
+        await asyncio.wait(futures)
+        return {c.name: f.result() for c, f in zip(checks, futures, strict=True)}
