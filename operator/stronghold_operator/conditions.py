@@ -119,17 +119,20 @@ def transitions(
     return out
 
 
-def _comparable(value: Any) -> Any:
-    """Status without volatile timestamps, to decide whether a write is needed."""
-    if isinstance(value, Mapping):
-        return {
-            k: _comparable(v)
-            for k, v in value.items()
-            if k != "lastTransitionTime" and v != ""  # absent and empty mean the same
-        }
-    if isinstance(value, list):
-        return [_comparable(v) for v in value]
-    return value
+def _same(a: Any, b: Any) -> bool:
+    """Equal, ignoring ``lastTransitionTime`` and empty strings (absent and empty mean the
+    same). Walks both at once and stops at the first difference: run for every status
+    of every policy every round, copying both sides first was a measurable share of CPU."""
+    if a == b:
+        return True
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        keys = {k for k, v in a.items() if k != "lastTransitionTime" and v != ""}
+        if keys != {k for k, v in b.items() if k != "lastTransitionTime" and v != ""}:
+            return False
+        return all(_same(a[k], b[k]) for k in keys)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return False
 
 
 def _clean(value: Any) -> Any:
@@ -152,7 +155,7 @@ def _diff(current: Any, desired: Mapping[str, Any]) -> dict[str, Any]:
             sub = _diff(c, v)
             if sub:
                 out[k] = sub
-        elif _comparable(c) != _comparable(v):
+        elif not _same(c, v):
             out[k] = v
     return out
 
@@ -173,7 +176,7 @@ def status_delta(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
             sub = _diff(c, v)
             if sub:
                 out[k] = sub
-        elif _comparable(c) != _comparable(v):
+        elif not _same(c, v):
             out[k] = v
     for k, v in desired.items():
         if v == "" and cur.get(k) not in (None, ""):

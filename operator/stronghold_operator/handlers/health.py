@@ -228,6 +228,7 @@ async def probe_daemon(
     finally:
         rt.wake.pop(uid, None)
         forget_metrics(namespace, name, loop.check_names)
+        await loop.settle()
 
 
 class PolicyLoop:
@@ -245,6 +246,7 @@ class PolicyLoop:
         self.current = status  # what the logic continues from (may be ahead of the API)
         self.written = dict(status)  # what the API has
         self.last_write = -1e9
+        self.writing: asyncio.Task[None] | None = None
         self.secret_misses = 0
         self.check_names: list[str] = []
         # prometheus-client's labels() locks and hashes on every call: look each child up once.
@@ -267,14 +269,35 @@ class PolicyLoop:
         delta, moved = compute_status(self.body, self.written, desired, updates, now)
         self.current = cond.merge_patch(self.written, delta)
         due = time.monotonic() - self.last_write >= STATUS_HEARTBEAT_S
-        if delta and (due or _significant(self.current, self.written)):
+        busy = self.writing is not None and not self.writing.done()
+        if delta and not busy and (due or _significant(self.current, self.written)):
+            # In the background: a slow API server must not make the next round late.
+            # ``written`` moves now, so the next round diffs (and announces transitions)
+            # against what is on its way; a failed write puts it back and is retried. One
+            # write at a time per policy: merge patches must arrive in order.
+            before, self.written = self.written, dict(self.current)
+            self.last_write = time.monotonic()
+            self.writing = asyncio.create_task(self.patch(delta, before))
+        # Incident transitions have their own, richer Events (IncidentOpened, ...).
+        announce(self.body, [t for t in moved if t.type != logic.INCIDENT_OPEN])
+
+    async def patch(self, delta: dict[str, Any], before: dict[str, Any]) -> None:
+        try:
             await patch_status(
                 self.svc.kube, PLURAL, self.meta["namespace"], self.meta["name"], delta
             )
-            self.written = dict(self.current)
-            self.last_write = time.monotonic()
-        # Incident transitions have their own, richer Events (IncidentOpened, ...).
-        announce(self.body, [t for t in moved if t.type != logic.INCIDENT_OPEN])
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.written, self.last_write = before, -1e9
+            detail = str(getattr(exc, "body", "") or "")[:300]
+            self.logger.warning("status write failed: %s %s", type(exc).__name__, detail)
+
+    async def settle(self) -> None:
+        """Let the last status write land (the daemon is stopping)."""
+        if self.writing is not None and not self.writing.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.writing, 5)
 
     async def first_sight(self) -> None:
         if self.current.get("conditions"):

@@ -52,7 +52,7 @@ class AsyncApi:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=20),
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=64),
                 trust_env=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=60),

@@ -1,0 +1,84 @@
+"""When the HealthPolicy daemon writes status: significant changes now, numbers later."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from stronghold_operator.handlers.health import _significant
+
+BASE: dict[str, Any] = {
+    "lastProbeTime": "2026-11-27T01:00:00Z",
+    "worstLatencyMs": 12.0,
+    "severity": "None",
+    "conditions": [
+        {"type": "Ready", "status": "True", "reason": "Reconciled", "message": "4 check(s)"},
+        {"type": "Degraded", "status": "False", "reason": "NoFindings", "message": "ok"},
+    ],
+    "checks": [
+        {
+            "name": "web",
+            "type": "http",
+            "state": "Healthy",
+            "observedState": "Healthy",
+            "reason": "Healthy",
+            "message": "200 in 12ms",
+            "latencyMs": 12.0,
+            "consecutiveSuccesses": 3,
+            "findings": [],
+            "measurements": {"urls": [{"statusCode": 200, "latencyMs": 12.0}]},
+        }
+    ],
+}
+
+
+def changed(path: list[Any], value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(BASE)
+    node: Any = out
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return out
+
+
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (["lastProbeTime"], "2026-11-27T01:00:10Z"),
+        (["worstLatencyMs"], 180.0),
+        (["checks", 0, "latencyMs"], 180.0),
+        (["checks", 0, "message"], "200 in 180ms"),
+        (["checks", 0, "observedState"], "Warning"),  # one bad probe, below the threshold
+        (["checks", 0, "consecutiveSuccesses"], 4),
+        (["checks", 0, "measurements"], {"urls": [{"statusCode": 200, "latencyMs": 180.0}]}),
+        (["conditions", 1, "message"], "ok, 4 checks"),
+    ],
+)
+def test_numbers_and_words_wait_for_the_heartbeat(path: list[Any], value: Any) -> None:
+    assert not _significant(changed(path, value), BASE)
+
+
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        (["checks", 0, "state"], "Warning"),
+        (["checks", 0, "reason"], "LatencyWarning"),
+        (["checks", 0, "findings"], [{"code": "LatencyWarning", "level": "Warning"}]),
+        (["conditions", 1, "status"], "True"),
+        (["conditions", 0, "reason"], "InvalidSpec"),
+        (["severity"], "P4"),
+        (["incident"], {"id": "x", "severity": "P4", "summary": "web slow"}),
+    ],
+)
+def test_states_reasons_and_incidents_are_written_at_once(path: list[Any], value: Any) -> None:
+    assert _significant(changed(path, value), BASE)
+
+
+def test_an_incident_summary_alone_waits() -> None:
+    before = changed(["incident"], {"id": "x", "severity": "P4", "summary": "web 250ms"})
+    after = changed(["incident"], {"id": "x", "severity": "P4", "summary": "web 260ms"})
+    assert not _significant(after, before)
+    worse = changed(["incident"], {"id": "x", "severity": "P3", "summary": "web 600ms"})
+    assert _significant(worse, before)
