@@ -102,6 +102,7 @@ class Transition:
     new: str
     reason: str
     message: str
+    old_reason: str | None = None
 
 
 def transitions(
@@ -114,7 +115,14 @@ def transitions(
         prev_status = prev.get("status") if prev else None
         if prev_status != c["status"] or (prev and prev.get("reason") != c.get("reason")):
             out.append(
-                Transition(c["type"], prev_status, c["status"], c["reason"], c.get("message", ""))
+                Transition(
+                    c["type"],
+                    prev_status,
+                    c["status"],
+                    c["reason"],
+                    c.get("message", ""),
+                    prev.get("reason") if prev else None,
+                )
             )
     return out
 

@@ -89,7 +89,7 @@ def announce(body: kopf.Body, moved: Iterable[cond.Transition]) -> None:
         # A condition's first value (from nothing) is not news; Unknown -> X after that is.
         if t.old is None:
             continue
-        kind = "Warning" if _is_bad(t) else "Normal"
+        kind = "Warning" if is_bad(t) else "Normal"
         kopf.event(body, type=kind, reason=t.reason, message=f"{t.type}={t.new}: {t.message}")
 
 
@@ -112,7 +112,7 @@ def write_status(
 _BAD_WHEN_TRUE = {"Degraded", "IncidentOpen", "BackupStale", "ScalingLimited"}
 
 
-def _is_bad(t: cond.Transition) -> bool:
+def is_bad(t: cond.Transition) -> bool:
     if t.type in _BAD_WHEN_TRUE:
         return t.new == "True"
     return t.new == "False"

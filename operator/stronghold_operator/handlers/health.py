@@ -29,6 +29,7 @@ from stronghold_operator.handlers.common import (
     announce,
     compute_status,
     invalid_spec,
+    is_bad,
     services,
     track_watch,
 )
@@ -165,6 +166,7 @@ async def validate(
     status: kopf.Status,
     patch: kopf.Patch,
     memo: kopf.Memo,
+    reason: str,
     **_: Any,
 ) -> None:
     """Refuse a spec the operator cannot act on (Ready=False, InvalidSpec); wake the daemon.
@@ -172,8 +174,10 @@ async def validate(
     Any change (spec, or the maintenance annotation) wakes the policy's daemon, so it is
     evaluated now rather than at the end of its interval.
     """
+    # Only a real change wakes it: kopf re-runs create/resume when its own patch fails (a
+    # 429 when a thousand policies arrive at once), and each re-run was an extra round.
     wake = runtime(memo).wake.get(body["metadata"]["uid"])
-    if wake is not None:
+    if wake is not None and reason == "update":
         wake.set()
     try:
         parse(HealthPolicySpec, spec)
@@ -278,8 +282,18 @@ class PolicyLoop:
             before, self.written = self.written, dict(self.current)
             self.last_write = time.monotonic()
             self.writing = asyncio.create_task(self.patch(delta, before))
-        # Incident transitions have their own, richer Events (IncidentOpened, ...).
-        announce(self.body, [t for t in moved if t.type != logic.INCIDENT_OPEN])
+        # Incident transitions have their own, richer Events (IncidentOpened, ...). The first
+        # evaluation's good news is not news (a thousand new policies made four thousand
+        # Events, which the API server answered with 429s); bad news always is.
+        announce(
+            self.body,
+            [
+                t
+                for t in moved
+                if t.type != logic.INCIDENT_OPEN
+                and not (t.old_reason == cond.REASON_INITIALIZING and not is_bad(t))
+            ],
+        )
 
     async def patch(self, delta: dict[str, Any], before: dict[str, Any]) -> None:
         try:
