@@ -2,7 +2,7 @@
 
 aiohttp, not httpx: with a thousand policies the HTTP client is the hottest code in the
 process, and aiohttp's C parser costs about a tenth of the CPU per request (0.35 ms against
-3.6 ms measured on the test machine, same server, same concurrency).
+3.6 ms in an exploratory measurement on the test machine, same server, same concurrency).
 
 Safety: the session never reads the environment (no proxies, no .netrc credentials), keeps
 no cookies between requests, never follows redirects itself (callers check every hop), and
