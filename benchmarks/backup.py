@@ -34,7 +34,7 @@ from typing import Any
 from tests.integration import kit
 
 from benchmarks.common import table
-from stronghold_operator.testbed import cluster
+from stronghold_operator.testbed import cluster, packages
 
 DB = "bench_pgbench"
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qtA", "-v", "ON_ERROR_STOP=1"]
@@ -150,7 +150,16 @@ def setup(ns: str, storage: Path) -> None:
     )
 
 
-def backup_once(ns: str) -> dict[str, float]:
+def phases(storage: Path, file: str) -> dict[str, float]:
+    """The Job's own phase timings, from the manifest it wrote beside the archive."""
+    try:
+        man = json.loads((storage / f"{file}.manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: float(v) for k, v in (man.get("timings") or {}).items()}
+
+
+def backup_once(ns: str, storage: Path) -> dict[str, float]:
     """One on-demand backup: the Job's own duration and annotation -> status."""
     before = ((_status(ns).get("status", {}).get("backups") or [{}])[0]).get("file")
     t0 = time.monotonic()
@@ -174,6 +183,7 @@ def backup_once(ns: str) -> dict[str, float]:
 
     entry = kit.wait_until("the backup", succeeded, timeout=3600, interval=0.5)
     return {
+        **phases(storage, str(entry.get("file"))),
         "job": float(entry.get("durationSeconds") or 0),
         "end_to_end": time.monotonic() - t0,
         "size": float(entry.get("sizeBytes") or 0),
@@ -212,6 +222,7 @@ def main() -> None:
     args = p.parse_args()
     if not cluster.is_up():
         raise SystemExit("the local cluster is not up: run `stronghold cluster up`")
+    packages.ensure(["pigz"])  # the guide's pipeline with the Job's compressor
     db_bytes = ensure_database(args.scale)
     from tests.integration.conftest import OPERATOR_NS, OPERATOR_SA
 
@@ -238,7 +249,7 @@ def main() -> None:
             for i in range(args.repeat):
                 g, g_size = guide(tmp / "guide.sql.gz")
                 gp, gp_size = guide(tmp / "guide-pigz.sql.gz", "pigz")
-                job = backup_once(ns)
+                job = backup_once(ns, tmp / "storage")
                 runs.append({"guide": g, "guide_pigz": gp, **job})
                 print(f"run {i + 1}: {runs[-1]}", flush=True)
             rt = restore_test(ns)

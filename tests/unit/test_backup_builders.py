@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -219,3 +220,61 @@ def test_stream_reader_names_each_kind_of_bad_archive() -> None:
 def test_stream_reader_output_is_bounded_whatever_the_ratio() -> None:
     zeros = gzip.compress(b"\0" * (64 << 20) + b"-- PostgreSQL database dump complete\n")
     assert _read(zeros, 1 << 16) is None
+
+
+# A plain dump's shape: data sections between function bodies and comments. Row lines may
+# hold escaped newlines and backslashes; a value that is a lone "\." is written "\\.".
+PLAIN = (
+    b"--\n-- PostgreSQL database dump\n--\n\n"
+    b"CREATE FUNCTION public.f() RETURNS void LANGUAGE sql AS $$\n"
+    b"COPY public.other TO stdout;\n$$;\n\n"
+    b"--\n-- Data for Name: accounts; Type: TABLE DATA; Schema: public; Owner: postgres\n--\n\n"
+    b"COPY public.accounts (id, name) FROM stdin;\n"
+    b"1\tline one\\nline two\n2\t\\\\.\n3\t\\N\n\\.\n\n\n"
+    b'COPY "Ledger.2026"."Entries ""big"" one" (id) FROM stdin;\n'
+    + b"".join(b"%d\n" % i for i in range(5000))
+    + b"\\.\n\n\n"
+    b"COPY public.empty_t (x) FROM stdin;\n\\.\n\n\n"
+    b"COPY public.nocols  FROM stdin;\n\n\n\\.\n\n\n"
+    b"--\n-- PostgreSQL database dump complete\n--\n\n"
+)
+PLAIN_COUNTS = {
+    "public.accounts": 3,
+    'Ledger.2026.Entries "big" one': 5000,
+    "public.empty_t": 0,
+    "public.nocols": 2,
+}
+
+
+def _count_rows(data: bytes, chunk: int) -> dict[str, int]:
+    rows = HELPER["RowCounter"]()
+    r = HELPER["Reader"](True, rows)
+    for i in range(0, len(data), chunk):
+        r.feed(data[i : i + chunk])
+    assert r.finish() is None
+    assert rows.table is None and rows.bad == []
+    counts: dict[str, int] = rows.counts
+    return counts
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 64, 4096, 1 << 20])
+def test_row_counter_counts_every_table_whatever_the_chunking(chunk: int) -> None:
+    assert _count_rows(gzip.compress(PLAIN), chunk) == PLAIN_COUNTS
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=len(PLAIN)), max_size=12))
+def test_row_counter_finds_markers_split_anywhere(cuts: list[int]) -> None:
+    rows = HELPER["RowCounter"]()
+    edges = [0, *sorted(cuts), len(PLAIN)]
+    for a, b in itertools.pairwise(edges):
+        rows.feed(PLAIN[a:b])
+    assert rows.counts == PLAIN_COUNTS and rows.table is None
+
+
+def test_copy_table_reads_quoted_names_and_rejects_garbage() -> None:
+    read = HELPER["copy_table"]
+    assert read(b"COPY public.t (a, b) FROM stdin;") == "public.t"
+    assert read(b'COPY "a""b"."c.d" (x) FROM stdin;') == 'a"b.c.d'
+    assert read(b"COPY t (a) FROM stdin;") is None  # pg_dump always qualifies
+    assert read(b'COPY "unterminated.t (a) FROM stdin;') is None

@@ -31,6 +31,7 @@ NEEDED = {
 BENCH = {
     "prometheus-blackbox-exporter": "the HTTP peer of the HealthPolicy benchmark",
     "prometheus-postgres-exporter": "the PostgreSQL peer of the HealthPolicy benchmark",
+    "pigz": "the guide's pipeline with the Job's compressor (BackupSchedule benchmark)",
 }
 # dpkg would start packaged daemons (Prometheus on 0.0.0.0:9090); the testbed starts its own.
 NO_START = (
