@@ -8,9 +8,11 @@ from datetime import datetime
 from typing import Any
 
 import kopf
+from prometheus_client import Counter
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic.watchdog import WatchTracker
+from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec
 from stronghold_operator.platforms.kube import GROUP, VERSION, Kube
 
@@ -28,6 +30,12 @@ __all__ = [
 
 # Plurals of the kinds whose handler modules are loaded; the watchdog lists these.
 WATCHED: list[str] = []
+WATCH_EVENTS = Counter(
+    "stronghold_watch_events_total",
+    "Watch events received, by kind (each costs the operator a pass through kopf)",
+    ["plural"],
+    registry=registry,
+)
 
 
 @dataclass
@@ -49,10 +57,12 @@ def services(memo: kopf.Memo) -> Services:
 def track_watch(plural: str) -> None:
     """Register a watch-event hook for ``plural`` that feeds the stalled-watch detector."""
     WATCHED.append(plural)
+    events = WATCH_EVENTS.labels(plural)
 
     # async: kopf runs a plain function in a worker thread, one hop per watch event.
     @kopf.on.event(GROUP, VERSION, plural, id=f"watchdog-{plural}")
     async def _seen(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
+        events.inc()
         svc = memo.get("services")
         if not isinstance(svc, Services):
             return

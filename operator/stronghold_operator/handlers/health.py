@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.handlers.common import (
@@ -102,6 +102,14 @@ RESOURCE_UTILISATION = Gauge(
     [*_LABELS, "resource"],
     registry=registry,
 )
+STATUS_WRITES = Counter(
+    "stronghold_health_status_writes_total",
+    "HealthPolicy status patches: a significant change, or the heartbeat of the numbers",
+    ["cause"],
+    registry=registry,
+)
+_WRITE_CHANGE = STATUS_WRITES.labels("change")
+_WRITE_HEARTBEAT = STATUS_WRITES.labels("heartbeat")
 LATENESS = Histogram(
     "stronghold_health_round_lateness_seconds",
     "How late a policy's probe round started compared with its schedule",
@@ -274,7 +282,9 @@ class PolicyLoop:
         self.current = cond.merge_patch(self.written, delta)
         due = time.monotonic() - self.last_write >= STATUS_HEARTBEAT_S
         busy = self.writing is not None and not self.writing.done()
-        if delta and not busy and (due or _significant(self.current, self.written)):
+        significant = bool(delta) and _significant(self.current, self.written)
+        if delta and not busy and (due or significant):
+            (_WRITE_CHANGE if significant else _WRITE_HEARTBEAT).inc()
             # In the background: a slow API server must not make the next round late.
             # ``written`` moves now, so the next round diffs (and announces transitions)
             # against what is on its way; a failed write puts it back and is retried. One

@@ -1004,8 +1004,13 @@ def evaluate(
             message = f"{prev.get('message', '')} (now: {a.message})"
             reason = str(prev.get("reason", a.reason))
         else:
+            # The state holds until the threshold is reached; so does the reason that
+            # explains it (the observation is in observedState and the message). A reason
+            # that followed every stray slow answer was a status write per round.
             findings = ()
-            message, reason = f"{a.message} (pending threshold)", a.reason
+            message = f"{a.message} (pending threshold)"
+            same = _state(prev.get("state")) == counted.state and prev.get("reason")
+            reason = str(prev["reason"]) if same else a.reason
         if a.latency_ms is not None:
             worst_latency = max(worst_latency or 0.0, a.latency_ms)
         entry: dict[str, Any] = {
