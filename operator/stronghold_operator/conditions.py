@@ -6,6 +6,9 @@ changes only when ``status`` changes; every write carries ``observedGeneration``
 
 from __future__ import annotations
 
+import functools
+import math
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,7 +33,13 @@ def utcnow() -> datetime:
 
 def rfc3339(when: datetime) -> str:
     """Kubernetes' timestamp format: UTC, seconds precision, trailing Z."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339_second(math.floor(when.timestamp()))
+
+
+@functools.lru_cache(maxsize=16)
+def _rfc3339_second(second: int) -> str:
+    # Formatted once per second, not twice per policy per round.
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
 
 
 @dataclass(frozen=True)

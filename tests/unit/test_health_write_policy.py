@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from stronghold_operator.handlers.health import _significant
+from stronghold_operator import conditions as cond
+from stronghold_operator.handlers.common import compute_status
+from stronghold_operator.handlers.health import (
+    _merged_signature_conditions,
+    _redacted,
+    _signature,
+    _significant,
+)
 
 BASE: dict[str, Any] = {
     "lastProbeTime": "2026-11-27T01:00:00Z",
@@ -82,3 +90,60 @@ def test_an_incident_summary_alone_waits() -> None:
     assert not _significant(after, before)
     worse = changed(["incident"], {"id": "x", "severity": "P3", "summary": "web 600ms"})
     assert _significant(worse, before)
+
+
+def _slow_signature(
+    written: dict[str, Any], desired: dict[str, Any], updates: list[cond.Condition]
+) -> tuple[Any, ...]:
+    """The signature of what the full diff would make of the status (the slow path)."""
+    body = {"metadata": {"generation": 3}}
+    delta, _ = compute_status(body, written, desired, updates, cond.utcnow())
+    return _signature(cond.merge_patch(written, delta))
+
+
+def _fast_signature(
+    written: dict[str, Any], desired: dict[str, Any], updates: list[cond.Condition]
+) -> tuple[Any, ...]:
+    candidate = {**written, **desired, "observedGeneration": 3}
+    candidate["conditions"] = _merged_signature_conditions(written.get("conditions"), updates)
+    return _signature(candidate)
+
+
+UPDATES = [
+    cond.Condition("Ready", "True", "Reconciled", "4 check(s)"),
+    cond.Condition("Degraded", "False", "NoFindings", "ok"),
+]
+
+
+@pytest.mark.parametrize(
+    "desired, updates",
+    [
+        ({k: v for k, v in BASE.items() if k != "conditions"}, UPDATES),
+        ({"checks": changed(["checks", 0, "latencyMs"], 190.0)["checks"]}, UPDATES),
+        ({"checks": changed(["checks", 0, "state"], "Warning")["checks"]}, UPDATES),
+        ({"severity": "P3"}, UPDATES),
+        ({}, [cond.Condition("Degraded", "True", "LatencyWarning", "slow")]),
+        ({}, [*UPDATES, cond.Condition("IncidentOpen", "False", "NoIncident", "")]),
+        ({}, UPDATES[:1]),
+    ],
+)
+def test_the_shortcut_signature_equals_the_full_diffs(
+    desired: dict[str, Any], updates: list[cond.Condition]
+) -> None:
+    """A round skips the diff when its signature equals the written one: that signature must
+    be exactly the one the full diff and merge would produce."""
+    written = {**copy.deepcopy(BASE), "observedGeneration": 3}
+    assert _fast_signature(written, desired, updates) == _slow_signature(written, desired, updates)
+
+
+def test_redaction_replaces_secrets_and_leaves_clean_status_alone() -> None:
+    clean = copy.deepcopy(BASE)
+    assert _redacted(clean, ["s3cret-pw"]) is clean  # nothing to redact: not re-parsed
+    leaky = changed(["checks", 0, "message"], 'auth "s3cret-pw" refused')
+    out = _redacted(leaky, ["s3cret-pw"])
+    assert "s3cret-pw" not in str(out) and out["checks"][0]["message"] == 'auth "***" refused'
+    quoted = changed(["checks", 0, "message"], 'dsn pw=a"b\\c')
+    assert 'a"b\\c' not in str(_redacted(quoted, ['a"b\\c']))
+    assert cond.rfc3339(datetime(2026, 11, 27, 5, 1, 2, 999_000, tzinfo=UTC)) == (
+        "2026-11-27T05:01:02Z"
+    )

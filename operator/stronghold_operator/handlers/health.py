@@ -257,6 +257,7 @@ class PolicyLoop:
         self.svc, self.rt, self.body, self.logger = svc, rt, body, logger
         self.current = status  # what the logic continues from (may be ahead of the API)
         self.written = dict(status)  # what the API has
+        self._written_sig: tuple[Any, ...] | None = None  # _signature(written), when known
         self.last_write = -1e9
         self.writing: asyncio.Task[None] | None = None
         self.secret_misses = 0
@@ -277,12 +278,26 @@ class PolicyLoop:
         would be one status write per policy per interval. They are kept locally (the
         logic needs them) and written with the next significant change or heartbeat.
         """
+        due = time.monotonic() - self.last_write >= STATUS_HEARTBEAT_S
+        generation = self.meta.get("generation")
+        if not due:
+            # Most rounds change only numbers and words: when the signature of what this
+            # round would write equals the written one, there is nothing to write and no
+            # transition to announce, so the full diff is skipped. The logic continues from
+            # the new numbers; conditions keep their written form until the next write.
+            candidate = {**self.written, **desired, "observedGeneration": generation}
+            candidate["conditions"] = _merged_signature_conditions(
+                self.written.get("conditions"), updates
+            )
+            if _signature(candidate) == self.written_signature():
+                candidate["conditions"] = self.written.get("conditions") or []
+                self.current = candidate
+                return
         now = cond.utcnow()
         delta, moved = compute_status(self.body, self.written, desired, updates, now)
         self.current = cond.merge_patch(self.written, delta)
-        due = time.monotonic() - self.last_write >= STATUS_HEARTBEAT_S
         busy = self.writing is not None and not self.writing.done()
-        significant = bool(delta) and _significant(self.current, self.written)
+        significant = bool(delta) and _signature(self.current) != self.written_signature()
         if delta and not busy and (due or significant):
             (_WRITE_CHANGE if significant else _WRITE_HEARTBEAT).inc()
             # In the background: a slow API server must not make the next round late.
@@ -290,6 +305,7 @@ class PolicyLoop:
             # against what is on its way; a failed write puts it back and is retried. One
             # write at a time per policy: merge patches must arrive in order.
             before, self.written = self.written, dict(self.current)
+            self._written_sig = None
             self.last_write = time.monotonic()
             self.writing = asyncio.create_task(self.patch(delta, before))
         # Incident transitions have their own, richer Events (IncidentOpened, ...). The first
@@ -314,6 +330,7 @@ class PolicyLoop:
             raise
         except Exception as exc:
             self.written, self.last_write = before, -1e9
+            self._written_sig = None
             detail = str(getattr(exc, "body", "") or "")[:300]
             self.logger.warning("status write failed: %s %s", type(exc).__name__, detail)
 
@@ -340,6 +357,12 @@ class PolicyLoop:
         if ready and ready.get("reason") == cond.REASON_INVALID_SPEC and ready != ours:
             self.written["conditions"] = [dict(c) for c in live.get("conditions") or ()]
             self.current["conditions"] = self.written["conditions"]
+            self._written_sig = None
+
+    def written_signature(self) -> tuple[Any, ...]:
+        if self._written_sig is None:
+            self._written_sig = _signature(self.written)
+        return self._written_sig
 
     def policy(self) -> HealthPolicySpec:
         """The parsed spec, parsed again only when ``metadata.generation`` moves.
@@ -531,17 +554,32 @@ class PolicyLoop:
 
 
 def _significant(current: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
-    """Whether the status changed in a way a reader acts on, not only in numbers and words.
+    """Whether the status changed in a way a reader acts on (see :func:`_signature`)."""
+    return _signature(current) != _signature(written)
+
+
+def _merged_signature_conditions(
+    written: list[dict[str, Any]] | None, updates: list[cond.Condition]
+) -> list[dict[str, Any]]:
+    """Type, status and reason of the conditions after ``updates`` (as ``cond.upsert``
+    orders them): all :func:`_signature` reads of them."""
+    by_type = {u.type: u for u in updates}
+    out = []
+    for c in written or ():
+        u = by_type.pop(str(c.get("type")), None)
+        out.append(c if u is None else {"type": u.type, "status": u.status, "reason": u.reason})
+    out += [{"type": u.type, "status": u.status, "reason": u.reason} for u in by_type.values()]
+    return out
+
+
+def _signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a reader acts on, not the numbers and words that move every round.
 
     Latencies, measurements, counters, the last probe's raw state and the messages (which
     quote latencies) move every round; writing them every round was most of the operator's
     and the API server's CPU with a thousand policies. They go out with the next
     significant change or heartbeat.
     """
-    return _signature(current) != _signature(written)
-
-
-def _signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
     conditions = tuple(
         (c.get("type"), c.get("status"), c.get("reason"))
         for c in status.get("conditions") or ()
@@ -590,7 +628,11 @@ def _escaped(secrets: list[str]) -> list[str]:
 def _redacted(status: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
     if not any(secrets):
         return status
-    out: dict[str, Any] = json.loads(logic.redact(json.dumps(status), _escaped(secrets)))
+    text = json.dumps(status)
+    escaped = [s for s in _escaped(secrets) if s and len(s) >= 3]
+    if not any(s in text for s in escaped):
+        return status  # the usual case: nothing to redact, no need to parse it back
+    out: dict[str, Any] = json.loads(logic.redact(text, escaped))
     return out
 
 

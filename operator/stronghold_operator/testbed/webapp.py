@@ -101,6 +101,9 @@ _COMPONENT_PATHS = {"/health/db/": "database", "/health/cache/": "cache", "/heal
 
 class Handler(BaseHTTPRequestHandler):
     server_version = "StrongholdWebapp/0.1"
+    # Keep-alive, as nginx in front of the guide's Django serves by default (every response
+    # has a Content-Length); HTTP/1.0 closed the connection after each answer.
+    protocol_version = "HTTP/1.1"
     app: App
     quiet = True
 
@@ -132,6 +135,10 @@ class Handler(BaseHTTPRequestHandler):
         self.do_GET()
 
     def do_POST(self) -> None:
+        # Read the body: on a kept-alive connection it would otherwise be the next request.
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
         self.do_GET()
 
     def do_GET(self) -> None:
