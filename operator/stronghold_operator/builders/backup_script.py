@@ -10,7 +10,7 @@ starts a ``REPEATABLE READ READ ONLY`` transaction and exports its snapshot; pg_
 (each ``COPY ... FROM stdin;`` section holds one line per row): they are the rows pg_dump read
 in that snapshot, and counting them costs the database nothing. Before, a ``count(*)`` of every
 table in the exporting transaction scanned the whole database a second time while the dump
-ran, which made the backup about a second slower per GB. A custom dump is written by pg_dump
+ran, on the same cores. A custom dump is written by pg_dump
 itself, so its counts are still taken in the exporting transaction. Either way the counts are
 what the snapshot holds, even while the application keeps writing.
 """

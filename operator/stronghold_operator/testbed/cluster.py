@@ -314,7 +314,7 @@ def _weigh_pods() -> None:
     the node's allocatable millicores: 2048 on two cores. This machine has no QoS hierarchy,
     so the pods sit under Docker's ``/docker`` with the default 1024, the weight of ONE busy
     host process: a backup Job's pg_dump, pigz and helper together got what the PostgreSQL
-    backend feeding them got alone, and ran about 1 s per GB slower than on a real node.
+    backend feeding them got alone, which no real node does to its pods.
     """
     if not DOCKER_CPU_CGROUP.parent.is_dir():
         return  # not cgroup v1 with a cpu controller: nothing to emulate
