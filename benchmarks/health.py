@@ -204,7 +204,11 @@ def start_operator(sa: Path, ns: str, log: Path, env: dict[str, str]) -> Operato
         except httpx.HTTPError:
             return False
 
-    kit.wait_until("the operator's liveness endpoint", alive, timeout=60)
+    try:
+        kit.wait_until("the operator's liveness endpoint", alive, timeout=60)
+    except BaseException:
+        stop(proc)  # a slow start must not leave it probing after the benchmark gives up
+        raise
     return Operator(proc, f"http://127.0.0.1:{metrics}/metrics", log)
 
 

@@ -86,6 +86,20 @@ def namespace(testbed: Path) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     kit.kubectl("create", "namespace", name)
     yield name
+    # The operator that served this namespace is stopping or gone (the in-cluster test removes
+    # its Deployment first): a finalizer left on our objects would keep it Terminating for ever.
+    for obj in kit.kubectl("get", KINDS, "-n", name, "-o", "name", check=False).split():
+        if ".ops.stronghold.io/" in obj:
+            kit.kubectl(
+                "patch",
+                obj,
+                "-n",
+                name,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+                check=False,
+            )
     kit.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 

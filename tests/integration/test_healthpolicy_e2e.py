@@ -191,7 +191,7 @@ def test_incident_lifecycle_root_cause_webhook_and_no_secret_leaks(
     assert f'stronghold_health_incident_severity{{namespace="{namespace}",policy="stack"}} 0.0' in (
         metrics
     )
-    assert "stronghold_health_probe_duration_seconds_bucket" in metrics
+    assert "stronghold_health_probe_duration_seconds_count" in metrics
     assert "stronghold_health_db_connections_percent" in metrics
 
 

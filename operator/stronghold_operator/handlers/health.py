@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Histogram
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.handlers.common import (
@@ -33,20 +33,16 @@ from stronghold_operator.handlers.common import (
     services,
     track_watch,
 )
+from stronghold_operator.handlers.health_metrics import HealthCollector, PolicySeries
 from stronghold_operator.logic import health as logic
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, SecretKeySelector
-from stronghold_operator.models.health import (
-    SEVERITIES,
-    HealthPolicySpec,
-    Webhook,
-)
+from stronghold_operator.models.health import HealthPolicySpec, Webhook
 from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
 from stronghold_operator.platforms.kube import patch_status, read_secret_key
 from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.platforms.webhook import post_json
-from stronghold_operator.probes.base import ProbeResult
 from stronghold_operator.probes.resources import ResourcesProbe
 from stronghold_operator.probes.runner import Prober
 
@@ -58,50 +54,9 @@ STATUS_HEARTBEAT_S = float(os.environ.get("STRONGHOLD_HEALTH_STATUS_HEARTBEAT", 
 
 track_watch(PLURAL)
 
-_LABELS = ["namespace", "policy", "check"]
-PROBE_DURATION = Histogram(
-    "stronghold_health_probe_duration_seconds",
-    "Duration of one probe of one HealthPolicy check",
-    [*_LABELS, "type"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10),
-    registry=registry,
-)
-PROBE_SUCCESS = Gauge(
-    "stronghold_health_probe_success",
-    "1 when the last probe of a check was Healthy, 0 when Warning/Critical, -1 when Unknown",
-    _LABELS,
-    registry=registry,
-)
-SEVERITY = Gauge(
-    "stronghold_health_incident_severity",
-    "Severity of a HealthPolicy's open incident: 1..4 for P1..P4, 0 for none",
-    ["namespace", "policy"],
-    registry=registry,
-)
-HIT_RATIO = Gauge(
-    "stronghold_health_cache_hit_ratio_percent",
-    "Memcached hit ratio (since the previous probe when known)",
-    _LABELS,
-    registry=registry,
-)
-CONNECTIONS = Gauge(
-    "stronghold_health_db_connections_percent",
-    "PostgreSQL connections used as percent of max_connections",
-    _LABELS,
-    registry=registry,
-)
-QUEUE_DEPTH = Gauge(
-    "stronghold_health_queue_depth",
-    "RabbitMQ ready messages per queue",
-    [*_LABELS, "queue"],
-    registry=registry,
-)
-RESOURCE_UTILISATION = Gauge(
-    "stronghold_health_resource_utilisation_percent",
-    "Workload CPU/memory utilisation of a resources check (of requests, or of Docker limits)",
-    [*_LABELS, "resource"],
-    registry=registry,
-)
+# Per-policy series are assembled at scrape time from each policy's last round.
+SERIES = HealthCollector()
+registry.register(SERIES)
 STATUS_WRITES = Counter(
     "stronghold_health_status_writes_total",
     "HealthPolicy status patches: a significant change, or the heartbeat of the numbers",
@@ -216,6 +171,7 @@ async def probe_daemon(
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     wake = rt.wake.setdefault(uid, asyncio.Event())
     loop = PolicyLoop(svc, rt, body, dict(status), logger)
+    loop.series = SERIES.series(uid, namespace, name)
     try:
         await loop.first_sight()
         scheduled = time.monotonic()
@@ -239,7 +195,7 @@ async def probe_daemon(
             scheduled = min(scheduled, time.monotonic())
     finally:
         rt.wake.pop(uid, None)
-        forget_metrics(namespace, name, loop.check_names)
+        SERIES.forget(uid)
         await loop.settle()
 
 
@@ -261,9 +217,8 @@ class PolicyLoop:
         self.last_write = -1e9
         self.writing: asyncio.Task[None] | None = None
         self.secret_misses = 0
-        self.check_names: list[str] = []
-        # prometheus-client's labels() locks and hashes on every call: look each child up once.
-        self._children: dict[tuple[object, ...], Any] = {}
+        meta = body["metadata"]
+        self.series = PolicySeries(meta["namespace"], meta["name"])  # what /metrics shows
         self._parsed: tuple[int | None, HealthPolicySpec] | None = None
 
     @property
@@ -413,8 +368,7 @@ class PolicyLoop:
             for c in ev.conditions
         ]
         await self.write(status, conditions)
-        self.check_names = [c.name for c in policy.checks]
-        self.record_metrics(policy, results, ev)
+        self.series.record(policy.checks, results, ev.status["checks"], ev.severity)
         for note in ev.notifications:
             self.notify(policy, note, ev, known)
         return interval
@@ -454,45 +408,6 @@ class PolicyLoop:
                 webhook_roles[f"authorization-{i}"] = await self.secret(hook.authorization)
         out[" webhooks"] = webhook_roles  # a name no check can have
         return out
-
-    def child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        found = self._children.get(key)
-        if found is None:
-            found = self._children[key] = metric.labels(*labels)
-        return found
-
-    def record_metrics(
-        self, policy: HealthPolicySpec, results: Mapping[str, ProbeResult], ev: logic.Evaluation
-    ) -> None:
-        ns, name = self.meta["namespace"], self.meta["name"]
-        self.child(SEVERITY, ns, name).set(
-            SEVERITIES.index(ev.severity) + 1 if ev.severity in SEVERITIES else 0
-        )
-        for check, entry in zip(policy.checks, ev.status["checks"], strict=True):
-            result = results.get(check.name)
-            if result is not None and result.latency_ms is not None:
-                self.child(PROBE_DURATION, ns, name, check.name, check.type).observe(
-                    result.latency_ms / 1000.0
-                )
-            observed = entry["observedState"]
-            success = 1 if observed == "Healthy" else -1 if observed == "Unknown" else 0
-            self.child(PROBE_SUCCESS, ns, name, check.name).set(success)
-            m = entry["measurements"]
-            ratio = m.get("intervalHitRatio", m.get("hitRatio"))
-            if ratio is not None:
-                self.child(HIT_RATIO, ns, name, check.name).set(ratio)
-            if "connectionsPercent" in m:
-                self.child(CONNECTIONS, ns, name, check.name).set(m["connectionsPercent"])
-            if check.type == "resources":
-                for resource in ("cpu", "memory"):
-                    if f"{resource}Percent" in m:
-                        self.child(RESOURCE_UTILISATION, ns, name, check.name, resource).set(
-                            m[f"{resource}Percent"]
-                        )
-            for q in m.get("queues", ()):
-                if "messages" in q:
-                    self.child(QUEUE_DEPTH, ns, name, check.name, q["name"]).set(q["messages"])
 
     def notify(
         self,
@@ -634,18 +549,3 @@ def _redacted(status: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
         return status  # the usual case: nothing to redact, no need to parse it back
     out: dict[str, Any] = json.loads(logic.redact(text, escaped))
     return out
-
-
-def forget_metrics(namespace: str, name: str, checks: list[str]) -> None:
-    """Drop a deleted policy's series so /metrics does not grow without bound."""
-    with contextlib.suppress(KeyError):
-        SEVERITY.remove(namespace, name)
-    for metric in (PROBE_SUCCESS, HIT_RATIO, CONNECTIONS):
-        for check in checks:
-            with contextlib.suppress(KeyError):
-                metric.remove(namespace, name, check)
-    for collector in (PROBE_DURATION, QUEUE_DEPTH, RESOURCE_UTILISATION):
-        for labels in list(collector._metrics):  # prometheus-client has no prefix removal
-            if labels[:2] == (namespace, name):
-                with contextlib.suppress(KeyError):
-                    collector.remove(*labels)

@@ -28,6 +28,9 @@ T = TypeVar("T")
 
 GROUP = "ops.stronghold.io"
 VERSION = "v1alpha1"
+# Our own calls run a few at a time (status writes are one per policy, in the background):
+# every TLS connection holds a 256 KiB read buffer, and 64 of them were 16 MiB at startup.
+API_CONNECTIONS = 8
 
 
 class AsyncApi:
@@ -52,7 +55,7 @@ class AsyncApi:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=64),
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=API_CONNECTIONS),
                 trust_env=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 timeout=aiohttp.ClientTimeout(total=60),

@@ -1,0 +1,145 @@
+"""HealthPolicy series on /metrics, built when Prometheus scrapes, from each policy's last round.
+
+prometheus-client's labelled metrics keep a child object per label set (a Histogram child is
+fourteen values, each with its own lock): with a thousand policies of four checks that was
+about 60,000 objects and 20 MiB of the operator's memory. Here a policy keeps a few numbers
+per check, and the families are assembled at scrape time (a custom collector, as the client
+library recommends for exporters). A policy that stops is simply no longer listed, so its
+series disappear without bookkeeping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
+from prometheus_client.registry import Collector
+
+from stronghold_operator.models.health import SEVERITIES, Check
+from stronghold_operator.probes.base import ProbeResult
+
+_LABELS = ["namespace", "policy", "check"]
+
+
+@dataclass(slots=True)
+class CheckSeries:
+    type: str
+    count: int = 0  # probes answered with a latency
+    seconds: float = 0.0  # their total duration
+    success: int = -1  # 1 Healthy, 0 Warning/Critical, -1 Unknown
+    hit_ratio: float | None = None
+    connections: float | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    queues: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class PolicySeries:
+    namespace: str
+    policy: str
+    severity: int = 0  # 1..4 for P1..P4, 0 for none
+    checks: dict[str, CheckSeries] = field(default_factory=dict)
+
+    def record(
+        self,
+        checks: Sequence[Check],
+        results: Mapping[str, ProbeResult],
+        entries: Sequence[Mapping[str, Any]],
+        severity: str,
+    ) -> None:
+        """One round: its probe durations, states and key measurements (``entries`` are
+        the status's ``checks``, in the order of ``checks``)."""
+        self.severity = SEVERITIES.index(severity) + 1 if severity in SEVERITIES else 0
+        before, self.checks = self.checks, {}
+        for check, entry in zip(checks, entries, strict=True):
+            old = before.get(check.name)
+            s = old if old is not None and old.type == check.type else CheckSeries(check.type)
+            self.checks[check.name] = s
+            result = results.get(check.name)
+            if result is not None and result.latency_ms is not None:
+                s.count += 1
+                s.seconds += result.latency_ms / 1000.0
+            observed = entry["observedState"]
+            s.success = 1 if observed == "Healthy" else -1 if observed == "Unknown" else 0
+            m = entry["measurements"]
+            s.hit_ratio = m.get("intervalHitRatio", m.get("hitRatio"))
+            s.connections = m.get("connectionsPercent")
+            s.resources = {r: m[f"{r}Percent"] for r in ("cpu", "memory") if f"{r}Percent" in m}
+            s.queues = {q["name"]: q["messages"] for q in m.get("queues", ()) if "messages" in q}
+
+
+class HealthCollector(Collector):
+    """Every running policy's series; registered once on the operator's registry."""
+
+    def __init__(self) -> None:
+        self.policies: dict[str, PolicySeries] = {}  # by uid
+
+    def series(self, uid: str, namespace: str, policy: str) -> PolicySeries:
+        found = self.policies.get(uid)
+        if found is None:
+            found = self.policies[uid] = PolicySeries(namespace, policy)
+        return found
+
+    def forget(self, uid: str) -> None:
+        self.policies.pop(uid, None)
+
+    def describe(self) -> list[Metric]:
+        return []  # the families are only known at scrape time
+
+    def collect(self) -> Iterator[Metric]:
+        duration = SummaryMetricFamily(
+            "stronghold_health_probe_duration_seconds",
+            "Duration of the probes of one HealthPolicy check (count and sum)",
+            labels=[*_LABELS, "type"],
+        )
+        success = GaugeMetricFamily(
+            "stronghold_health_probe_success",
+            "1 when the last probe of a check was Healthy, 0 when Warning/Critical,"
+            " -1 when Unknown",
+            labels=_LABELS,
+        )
+        severity = GaugeMetricFamily(
+            "stronghold_health_incident_severity",
+            "Severity of a HealthPolicy's open incident: 1..4 for P1..P4, 0 for none",
+            labels=["namespace", "policy"],
+        )
+        hit_ratio = GaugeMetricFamily(
+            "stronghold_health_cache_hit_ratio_percent",
+            "Memcached hit ratio (since the previous probe when known)",
+            labels=_LABELS,
+        )
+        connections = GaugeMetricFamily(
+            "stronghold_health_db_connections_percent",
+            "PostgreSQL connections used as percent of max_connections",
+            labels=_LABELS,
+        )
+        depth = GaugeMetricFamily(
+            "stronghold_health_queue_depth",
+            "RabbitMQ ready messages per queue",
+            labels=[*_LABELS, "queue"],
+        )
+        utilisation = GaugeMetricFamily(
+            "stronghold_health_resource_utilisation_percent",
+            "Workload CPU/memory utilisation of a resources check (of requests, or of Docker"
+            " limits)",
+            labels=[*_LABELS, "resource"],
+        )
+        # The event loop changes these while the metrics server's thread reads them: list()
+        # copies a dict without letting go of the GIL, so each copy is consistent.
+        for p in list(self.policies.values()):
+            severity.add_metric([p.namespace, p.policy], p.severity)
+            for name, c in list(p.checks.items()):
+                labels = [p.namespace, p.policy, name]
+                duration.add_metric([*labels, c.type], c.count, c.seconds)
+                success.add_metric(labels, c.success)
+                if c.hit_ratio is not None:
+                    hit_ratio.add_metric(labels, c.hit_ratio)
+                if c.connections is not None:
+                    connections.add_metric(labels, c.connections)
+                for resource, value in list(c.resources.items()):
+                    utilisation.add_metric([*labels, resource], value)
+                for queue, messages in list(c.queues.items()):
+                    depth.add_metric([*labels, queue], messages)
+        yield from (duration, success, severity, hit_ratio, connections, depth, utilisation)
