@@ -282,7 +282,7 @@ class Scrape:
     sent: float = 0.0  # probes sent to a target
     coalesced: float = 0.0  # probes answered by an identical probe in flight
     writes: dict[str, float] = field(default_factory=dict)  # status writes by cause
-    events: float = 0.0  # watch events received (HealthPolicies)
+    events: float = 0.0  # HealthPolicy watch events sent by the API server
 
 
 def scrape(url: str) -> Scrape:
@@ -290,7 +290,7 @@ def scrape(url: str) -> Scrape:
     probes = dict.fromkeys(TYPES, 0.0)
     lateness: list[tuple[float, float]] = []
     unhealthy = 0
-    sent = coalesced = events = 0.0
+    sent = coalesced = 0.0
     writes: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
         if fam.name == "stronghold_health_probe_duration_seconds":
@@ -314,12 +314,22 @@ def scrape(url: str) -> Scrape:
             for s in fam.samples:
                 if s.name.endswith("_total"):
                     writes[s.labels["cause"]] = s.value
-        elif fam.name == "stronghold_watch_events":
-            for s in fam.samples:
-                if s.name.endswith("_total") and s.labels["plural"] == "healthpolicies":
-                    events += s.value
     rounds = max((c for le, c in lateness if math.isinf(le)), default=0.0)
-    return Scrape(probes, sorted(lateness), unhealthy, rounds, sent, coalesced, writes, events)
+    return Scrape(
+        probes, sorted(lateness), unhealthy, rounds, sent, coalesced, writes, watch_events()
+    )
+
+
+def watch_events() -> float:
+    """HealthPolicy watch events the API server has sent (the operator is the only watcher)."""
+    text = kit.kubectl("get", "--raw", "/metrics")
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(text)
+        if fam.name == "apiserver_watch_events"
+        for s in fam.samples
+        if s.name.endswith("_total") and s.labels.get("kind") == "HealthPolicy"
+    )
 
 
 def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
@@ -619,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--heartbeat",
         type=float,
         default=None,
-        help="STRONGHOLD_HEALTH_STATUS_HEARTBEAT of the operator (default: its own, 30 s)",
+        help="STRONGHOLD_HEALTH_STATUS_HEARTBEAT of the operator (default: its own, 60 s)",
     )
     ap.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="operator environment"

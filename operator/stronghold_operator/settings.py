@@ -19,11 +19,6 @@ FINALIZER = f"{GROUP}/finalizer"
 
 
 # A watch that has not delivered a change the apiserver made this long ago is stalled.
-def _quiet_watchdog(record: logging.LogRecord) -> bool:
-    """Drop the watch-event hook's "succeeded" line: one per watch event, nothing to say."""
-    return not (record.levelno == logging.INFO and str(record.msg).startswith("Handler 'watchdog-"))
-
-
 WATCH_GRACE = timedelta(seconds=float(os.environ.get("STRONGHOLD_WATCH_GRACE", "120")))
 
 
@@ -48,7 +43,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # minute with a thousand HealthPolicies) and noise in `kubectl describe`. Our Events
     # are posted explicitly (kopf.event) and are not affected.
     settings.posting.level = logging.WARNING
-    logging.getLogger("kopf.objects").addFilter(_quiet_watchdog)
     # Handler errors back off instead of retrying in a tight loop.
     settings.execution.max_workers = 20
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60, 120, 300]
@@ -71,12 +65,12 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 async def watch_alive(memo: kopf.Memo, **_: Any) -> dict[str, int]:
     """Fail the liveness endpoint when the watch has missed changes for too long."""
     svc = services(memo)
-    stale: list[str] = []
-    count = 0
+    listed: dict[str, str] = {}  # uid -> resourceVersion, every kind (uids are unique)
     for plural in WATCHED:
-        listed = await list_versions(svc.kube, plural, svc.namespaces)
-        count += len(listed)
-        stale += svc.watch.stale(listed, utcnow())
+        listed.update(await list_versions(svc.kube, plural, svc.namespaces))
+    svc.delivered(listed)
+    count = len(listed)
+    stale = svc.watch.stale(listed, utcnow())
     if stale:
         raise kopf.PermanentError(f"watch stalled: {len(stale)} object change(s) not delivered")
     return {"objects": count}

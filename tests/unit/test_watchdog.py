@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import kopf
+
+from stronghold_operator.handlers.common import Services
 from stronghold_operator.logic.watchdog import WatchTracker
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -33,3 +36,20 @@ def test_new_and_deleted_objects() -> None:
     assert w.stale({"b": "5"}, T0 + timedelta(seconds=20)) == []  # lag restarts
     w.forget("b")
     assert w.seen == {}
+
+
+def test_live_bodies_feed_the_tracker_and_unlisted_objects_are_dropped() -> None:
+    # The daemons' live bodies: kopf replaces their content with every watch event.
+    raw_a = {"metadata": {"uid": "a", "resourceVersion": "1"}}
+    svc = Services(kube=None, watch=WatchTracker(grace=timedelta(seconds=10)))  # type: ignore[arg-type]
+    svc.follow(kopf.Body(raw_a))
+    svc.follow(kopf.Body({"metadata": {"uid": "gone", "resourceVersion": "7"}}))
+    svc.delivered({"a": "2"})
+    assert set(svc.live) == {"a"}  # deleted: no longer followed
+    assert svc.watch.stale({"a": "2"}, T0) == []
+    assert svc.watch.stale({"a": "2"}, T0 + timedelta(seconds=11)) == ["a"]  # never delivered
+    raw_a["metadata"]["resourceVersion"] = "2"  # the watch delivers it
+    svc.delivered({"a": "2"})
+    assert svc.watch.stale({"a": "2"}, T0 + timedelta(seconds=12)) == []
+    svc.unfollow("a")
+    assert svc.live == {} and svc.watch.seen == {}

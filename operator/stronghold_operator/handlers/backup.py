@@ -154,6 +154,7 @@ async def reconcile(
     **_: Any,
 ) -> None:
     """Run due backups, verifications and restore tests; record results; report status."""
+    services(memo).follow(body)  # for the stalled-watch check; dropped once it is unlisted
     now = cond.utcnow()
     current = dict(status)
     if not current.get("conditions"):

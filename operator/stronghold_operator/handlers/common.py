@@ -8,11 +8,9 @@ from datetime import datetime
 from typing import Any
 
 import kopf
-from prometheus_client import Counter
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic.watchdog import WatchTracker
-from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec
 from stronghold_operator.platforms.kube import GROUP, VERSION, Kube
 
@@ -30,12 +28,6 @@ __all__ = [
 
 # Plurals of the kinds whose handler modules are loaded; the watchdog lists these.
 WATCHED: list[str] = []
-WATCH_EVENTS = Counter(
-    "stronghold_watch_events_total",
-    "Watch events received, by kind (each costs the operator a pass through kopf)",
-    ["plural"],
-    registry=registry,
-)
 
 
 @dataclass
@@ -45,6 +37,27 @@ class Services:
     kube: Kube
     watch: WatchTracker = field(default_factory=WatchTracker)
     namespaces: list[str] | None = None  # None: cluster-wide
+    # uid -> the live body of every object a daemon or timer serves: kopf replaces its
+    # content with each watch event, so its resourceVersion is the last one delivered.
+    live: dict[str, kopf.Body] = field(default_factory=dict)
+
+    def follow(self, body: kopf.Body) -> str:
+        """Let the stalled-watch check read this object's live body; returns its uid."""
+        uid = str(body["metadata"]["uid"])
+        self.live[uid] = body
+        return uid
+
+    def unfollow(self, uid: str) -> None:
+        self.live.pop(uid, None)
+        self.watch.forget(uid)
+
+    def delivered(self, listed: Mapping[str, str]) -> None:
+        """Feed the tracker what the watch delivered; drop objects that are gone."""
+        for uid, body in list(self.live.items()):
+            if uid not in listed:  # deleted (a timer has no "stopped" to unfollow in)
+                self.unfollow(uid)
+            else:
+                self.watch.observe(uid, str(body["metadata"].get("resourceVersion", "")))
 
 
 def services(memo: kopf.Memo) -> Services:
@@ -55,22 +68,13 @@ def services(memo: kopf.Memo) -> Services:
 
 
 def track_watch(plural: str) -> None:
-    """Register a watch-event hook for ``plural`` that feeds the stalled-watch detector."""
-    WATCHED.append(plural)
-    events = WATCH_EVENTS.labels(plural)
+    """Include ``plural`` in the stalled-watch check (settings.py's liveness probe).
 
-    # async: kopf runs a plain function in a worker thread, one hop per watch event.
-    @kopf.on.event(GROUP, VERSION, plural, id=f"watchdog-{plural}")
-    async def _seen(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
-        events.inc()
-        svc = memo.get("services")
-        if not isinstance(svc, Services):
-            return
-        meta = body.get("metadata", {})
-        if type == "DELETED":
-            svc.watch.forget(meta.get("uid", ""))
-        else:
-            svc.watch.observe(meta.get("uid", ""), meta.get("resourceVersion", ""))
+    Its daemons and timers call :meth:`Services.follow` with their live body; the probe
+    reads the versions from those. An ``on.event`` hook did this before: kopf's handler
+    machinery per watch event cost more than everything else kopf does for the event.
+    """
+    WATCHED.append(plural)
 
 
 def compute_status(

@@ -172,6 +172,7 @@ async def probe_daemon(
     wake = rt.wake.setdefault(uid, asyncio.Event())
     loop = PolicyLoop(svc, rt, body, dict(status), logger)
     loop.series = SERIES.series(uid, namespace, name)
+    svc.follow(body)
     try:
         await loop.first_sight()
         scheduled = time.monotonic()
@@ -196,6 +197,7 @@ async def probe_daemon(
     finally:
         rt.wake.pop(uid, None)
         SERIES.forget(uid)
+        svc.unfollow(uid)
         await loop.settle()
 
 

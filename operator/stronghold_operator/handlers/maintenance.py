@@ -747,6 +747,7 @@ async def window_daemon(
     svc = services(memo)
     state = State.from_status(status)
     meta = body["metadata"]
+    uid = svc.follow(body)
     try:
         while not stopped:
             interval = IDLE_INTERVAL
@@ -763,6 +764,7 @@ async def window_daemon(
             await stopped.wait(interval)
     finally:
         _forget_metrics(meta["namespace"], meta["name"])
+        svc.unfollow(uid)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="release")

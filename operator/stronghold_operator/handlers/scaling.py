@@ -453,6 +453,7 @@ async def scaling_daemon(
     svc = services(memo)
     memory = Memory.from_status(status)
     meta = body["metadata"]
+    uid = svc.follow(body)
     try:
         while not stopped:
             interval = 15.0
@@ -467,3 +468,4 @@ async def scaling_daemon(
             await stopped.wait(interval)
     finally:
         _forget_metrics(meta["namespace"], meta["name"])
+        svc.unfollow(uid)
