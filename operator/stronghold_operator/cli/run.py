@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ctypes
 import os
 import threading
@@ -82,6 +83,24 @@ def _tune_malloc(arenas: int = 2, mmap_threshold: int = 128 * 1024) -> None:
         threading.Thread(target=trim, name="heap-trim", daemon=True).start()
 
 
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (a dependency on Linux), else asyncio's own loop.
+
+    Every probe, status write and watch event is a few trips through the event loop: with
+    asyncio's pure-Python loop and transports, polling and socket writes were about 40% of
+    the operator's CPU at a thousand HTTP checks (py-spy; benchmarks/health.py measures the
+    result). ``STRONGHOLD_EVENT_LOOP=asyncio`` forces asyncio's.
+    """
+    if os.environ.get("STRONGHOLD_EVENT_LOOP", "uvloop") == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
 def _run(args: argparse.Namespace) -> int:
     import kopf
 
@@ -101,6 +120,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(
+        loop=_event_loop(),
         standalone=args.standalone or None,
         peering_name=args.peering,
         priority=args.priority,
