@@ -17,7 +17,6 @@ from stronghold_operator.platforms.kube import GROUP, Kube, list_versions
 PREFIX = GROUP  # annotations: ops.stronghold.io/<handler-id>
 FINALIZER = f"{GROUP}/finalizer"
 
-
 # A watch that has not delivered a change the apiserver made this long ago is stalled.
 WATCH_GRACE = timedelta(seconds=float(os.environ.get("STRONGHOLD_WATCH_GRACE", "120")))
 
