@@ -86,8 +86,11 @@ def namespace(testbed: Path) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     kit.kubectl("create", "namespace", name)
     yield name
-    # The operator that served this namespace is stopping or gone (the in-cluster test removes
-    # its Deployment first): a finalizer left on our objects would keep it Terminating for ever.
+    kit.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    # An operator still serving it removes its finalizers itself; once it is gone (the
+    # in-cluster test removes its Deployment), a finalizer left on our objects would keep
+    # the namespace Terminating for ever. Stripped after the delete: kopf adds no finalizer
+    # to an object that is being deleted.
     for obj in kit.kubectl("get", KINDS, "-n", name, "-o", "name", check=False).split():
         if ".ops.stronghold.io/" in obj:
             kit.kubectl(
@@ -100,7 +103,6 @@ def namespace(testbed: Path) -> Iterator[str]:
                 '{"metadata":{"finalizers":null}}',
                 check=False,
             )
-    kit.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture

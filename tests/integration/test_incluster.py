@@ -84,8 +84,9 @@ def database() -> Iterator[str]:
     subprocess.run([*PG, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=False)
 
 
+# ``namespace`` first: fixtures tear down in reverse, so the namespace goes after the operator.
 def test_operator_pod_reconciles_every_kind_without_rbac_denials(
-    deployed: dict[str, Any], namespace: str, database: str, tmp_path: Path
+    namespace: str, deployed: dict[str, Any], database: str, tmp_path: Path
 ) -> None:
     pod = deployed
     spec = pod["spec"]
