@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,7 +142,8 @@ async def test_compose_service_scales_up_and_down(client: Any, project: tuple[st
         assert c.attrs["HostConfig"]["Memory"] == template.attrs["HostConfig"]["Memory"]
         assert c.attrs["HostConfig"]["NetworkMode"] == "host"
         assert c.labels[compose.PROJECT] == name and c.labels[compose.NUMBER] == str(n)
-        assert "sh" in " ".join(p for row in c.top()["Processes"] for p in row)
+        # "running" comes a moment before the command does: top() may still show runc init.
+        kit.wait_until(f"{c.name} to run its command", _runs_sh(c), timeout=15, interval=0.2)
     # At max and still hot: held, and the status would say why.
     capped = await drive(p, memory, lambda d: d.reason == engine.CAPPED_BY_MAX, 30)
     assert capped[-1].limited == engine.CAPPED_BY_MAX
@@ -177,3 +178,10 @@ async def test_service_without_limits_is_refused(client: Any, project: tuple[str
     with pytest.raises(MissingBasis, match="no CPU limit"):
         await evaluate(policy(name), target, Memory(), utcnow())
     assert numbers(client, name, running=False) == [1]
+
+
+def _runs_sh(container: Any) -> Callable[[], bool]:
+    def probe() -> bool:
+        return "sh" in " ".join(p for row in container.top()["Processes"] for p in row)
+
+    return probe
