@@ -307,7 +307,10 @@ def test_operator_reports_invalid_spec_and_missing_secret(
         ],
     }
     kit.apply(policy("missing-secret", namespace, missing))
-    kit.apply(policy("suspended", namespace, {"suspend": True, "checks": [web]}))
+    # As an earlier version left it: with our finalizer, which this one takes off.
+    suspended = policy("suspended", namespace, {"suspend": True, "checks": [web]})
+    suspended["metadata"]["finalizers"] = ["ops.stronghold.io/finalizer"]
+    kit.apply(suspended)
     run_operator(namespace)
     for name, (_, field) in cases.items():
         obj = wait_condition(namespace, name, "Ready", "False", "InvalidSpec")
@@ -316,7 +319,13 @@ def test_operator_reports_invalid_spec_and_missing_secret(
     message = kit.condition(obj, "Ready")["message"]  # type: ignore[index]
     assert f"Secret {namespace}/nope not found" in message
     wait_condition(namespace, "suspended", "Ready", "False", "Suspended")
-    # Fixing the spec is picked up at once (the change wakes the policy's daemon).
+    kit.wait_until(
+        "the old finalizer removed",
+        lambda: not get(namespace, "suspended")["metadata"].get("finalizers"),
+        timeout=30,
+    )
+    assert not get(namespace, "missing-secret")["metadata"].get("finalizers")
+    # Fixing the spec is picked up at once (the change starts a round).
     kit.kubectl(
         "patch",
         "healthpolicy",
@@ -342,3 +351,5 @@ def test_operator_reports_invalid_spec_and_missing_secret(
             json.dumps({"spec": patch}),
         )
         wait_condition(namespace, "bands-reversed", "Ready", status, timeout=30)
+    # No finalizer: a delete completes at once, and the operator just stops probing it.
+    kit.kubectl("delete", "healthpolicy", "bands-reversed", "-n", namespace, "--timeout=15s")

@@ -53,3 +53,19 @@ def test_live_bodies_feed_the_tracker_and_unlisted_objects_are_dropped() -> None
     assert svc.watch.stale({"a": "2"}, T0 + timedelta(seconds=12)) == []
     svc.unfollow("a")
     assert svc.live == {} and svc.watch.seen == {}
+
+
+def test_versions_reported_by_an_event_handler_feed_the_tracker() -> None:
+    # HealthPolicy's watch-event handler reports versions instead of keeping a body.
+    svc = Services(kube=None, watch=WatchTracker(grace=timedelta(seconds=10)))  # type: ignore[arg-type]
+    svc.seen("a", "1")
+    svc.seen("gone", "7")
+    svc.delivered({"a": "2"})
+    assert set(svc.versions) == {"a"}
+    assert svc.watch.stale({"a": "2"}, T0) == []
+    assert svc.watch.stale({"a": "2"}, T0 + timedelta(seconds=11)) == ["a"]
+    svc.seen("a", "2")
+    svc.delivered({"a": "2"})
+    assert svc.watch.stale({"a": "2"}, T0 + timedelta(seconds=12)) == []
+    svc.unfollow("a")
+    assert svc.versions == {} and svc.watch.seen == {}

@@ -40,6 +40,8 @@ class Services:
     # uid -> the live body of every object a daemon or timer serves: kopf replaces its
     # content with each watch event, so its resourceVersion is the last one delivered.
     live: dict[str, kopf.Body] = field(default_factory=dict)
+    # uid -> resourceVersion, for kinds whose watch-event handler reports it (HealthPolicy).
+    versions: dict[str, str] = field(default_factory=dict)
 
     def follow(self, body: kopf.Body) -> str:
         """Let the stalled-watch check read this object's live body; returns its uid."""
@@ -47,8 +49,13 @@ class Services:
         self.live[uid] = body
         return uid
 
+    def seen(self, uid: str, resource_version: str) -> None:
+        """The watch delivered this version of ``uid`` (what :meth:`follow` reads off a body)."""
+        self.versions[uid] = resource_version
+
     def unfollow(self, uid: str) -> None:
         self.live.pop(uid, None)
+        self.versions.pop(uid, None)
         self.watch.forget(uid)
 
     def delivered(self, listed: Mapping[str, str]) -> None:
@@ -58,6 +65,11 @@ class Services:
                 self.unfollow(uid)
             else:
                 self.watch.observe(uid, str(body["metadata"].get("resourceVersion", "")))
+        for uid, version in list(self.versions.items()):
+            if uid not in listed:
+                self.unfollow(uid)
+            else:
+                self.watch.observe(uid, version)
 
 
 def services(memo: kopf.Memo) -> Services:
@@ -70,9 +82,9 @@ def services(memo: kopf.Memo) -> Services:
 def track_watch(plural: str) -> None:
     """Include ``plural`` in the stalled-watch check (settings.py's liveness probe).
 
-    Its daemons and timers call :meth:`Services.follow` with their live body; the probe
-    reads the versions from those. An ``on.event`` hook did this before: kopf's handler
-    machinery per watch event cost more than everything else kopf does for the event.
+    Daemons and timers call :meth:`Services.follow` with their live body; HealthPolicy's
+    watch-event handler, which runs for every event anyway, calls :meth:`Services.seen`.
+    The probe reads the versions from those; no handler runs for this alone.
     """
     WATCHED.append(plural)
 

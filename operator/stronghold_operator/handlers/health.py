@@ -1,4 +1,5 @@
-"""HealthPolicy handlers: one daemon per policy probes, evaluates, reports and alerts.
+"""HealthPolicy handlers: one schedule runs every policy's rounds (probe, evaluate, report,
+alert); a watch-event handler keeps it current.
 
 The decisions are :func:`stronghold_operator.logic.health.evaluate` (pure); the probes are
 :class:`stronghold_operator.probes.runner.Prober` (one per process, shared clients and
@@ -11,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from prometheus_client import Counter, Histogram
@@ -33,14 +35,15 @@ from stronghold_operator.handlers.common import (
     services,
     track_watch,
 )
-from stronghold_operator.handlers.health_metrics import HealthCollector, PolicySeries
+from stronghold_operator.handlers.health_metrics import HealthCollector
 from stronghold_operator.logic import health as logic
+from stronghold_operator.logic.schedule import Schedule
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, SecretKeySelector
 from stronghold_operator.models.health import HealthPolicySpec, Webhook
 from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
-from stronghold_operator.platforms.kube import patch_status, read_secret_key
+from stronghold_operator.platforms.kube import is_not_found, patch_status, read_secret_key
 from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.platforms.webhook import post_json
 from stronghold_operator.probes.resources import ResourcesProbe
@@ -53,6 +56,7 @@ JITTER = 0.1  # +-10% of the interval, so a thousand policies do not probe in lo
 STATUS_HEARTBEAT_S = float(os.environ.get("STRONGHOLD_HEALTH_STATUS_HEARTBEAT", "60"))
 
 track_watch(PLURAL)
+log = logging.getLogger("stronghold.health")
 
 # Per-policy series are assembled at scrape time from each policy's last round.
 SERIES = HealthCollector()
@@ -75,14 +79,39 @@ LATENESS = Histogram(
 
 @dataclass
 class HealthRuntime:
-    """Process-wide state of the HealthPolicy handlers (in memo)."""
+    """Process-wide state of the HealthPolicy handlers (in memo): every policy's loop and
+    the one schedule that runs them."""
 
     prober: Prober = field(default_factory=Prober)
     secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
     # One read per expired key: without it, every policy sharing a Secret re-read it at once.
     secret_locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
-    wake: dict[str, asyncio.Event] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    policies: dict[str, PolicyLoop] = field(default_factory=dict)  # by uid
+    schedule: Schedule = field(default_factory=Schedule)
+    tick: asyncio.Event = field(default_factory=asyncio.Event)  # the schedule moved earlier
+    runner: asyncio.Task[None] | None = None
+
+    def plan(self, uid: str, when: float, *, earliest: bool = False) -> None:
+        """Run ``uid``'s next round at ``when`` (``earliest``: unless it is due sooner)."""
+        head = self.schedule.next_at()
+        if earliest:
+            self.schedule.sooner(uid, when)
+        else:
+            self.schedule.at(uid, when)
+        if head is None or when < head:
+            self.tick.set()
+
+    def forget(self, uid: str) -> None:
+        """The policy is gone: stop its round, its status write and its series."""
+        loop = self.policies.pop(uid, None)
+        self.schedule.drop(uid)
+        SERIES.forget(uid)
+        if loop is not None:
+            loop.svc.unfollow(uid)
+            for task in (loop.task, loop.writing):
+                if task is not None:
+                    task.cancel()
 
 
 def runtime(memo: kopf.Memo) -> HealthRuntime:
@@ -114,10 +143,19 @@ async def start_probes(memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.cleanup(id="health-cleanup")
 async def close_probes(memo: kopf.Memo, **_: Any) -> None:
-    """Close the shared probe clients and connections."""
+    """Stop the schedule, let the last status writes land, close the shared clients."""
     rt = memo.get("health")
-    if isinstance(rt, HealthRuntime):
-        await rt.prober.close()
+    if not isinstance(rt, HealthRuntime):
+        return
+    if rt.runner is not None:
+        rt.runner.cancel()
+    loops = list(rt.policies.values())
+    for loop in loops:
+        if loop.task is not None:
+            loop.task.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(asyncio.gather(*(lp.settle() for lp in loops)), 10)
+    await rt.prober.close()
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL, id="validate")
@@ -128,100 +166,183 @@ async def validate(
     spec: kopf.Spec,
     status: kopf.Status,
     patch: kopf.Patch,
-    memo: kopf.Memo,
-    reason: str,
     **_: Any,
 ) -> None:
-    """Refuse a spec the operator cannot act on (Ready=False, InvalidSpec); wake the daemon.
-
-    Any change (spec, or the maintenance annotation) wakes the policy's daemon, so it is
-    evaluated now rather than at the end of its interval.
-    """
-    # Only a real change wakes it: kopf re-runs create/resume when its own patch fails (a
-    # 429 when a thousand policies arrive at once), and each re-run was an extra round.
-    wake = runtime(memo).wake.get(body["metadata"]["uid"])
-    if wake is not None and reason == "update":
-        wake.set()
+    """Refuse a spec the operator cannot act on (Ready=False, InvalidSpec)."""
     try:
         parse(HealthPolicySpec, spec)
     except InvalidSpec as exc:
         raise invalid_spec(patch, body, status, exc, logic.CONDITION_TYPES, cond.utcnow()) from None
 
 
-@kopf.daemon(
-    GROUP,
-    VERSION,
-    PLURAL,
-    id="probe",
-    cancellation_timeout=10,
-    initial_delay=lambda **_: random.uniform(0, 2),
-)
-async def probe_daemon(
-    body: kopf.Body,
-    status: kopf.Status,
-    memo: kopf.Memo,
-    stopped: kopf.DaemonStopped,
-    logger: Any,
-    **_: Any,
-) -> None:
-    """Every ``spec.interval`` (jittered): probe all checks at once, evaluate, report, alert."""
-    svc = services(memo)
+@kopf.on.event(GROUP, VERSION, PLURAL, id="track")
+async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the schedule's view of each policy current; a change wakes its round now.
+
+    Why not a kopf daemon per policy: a daemon holds kopf's full copy of the object (its
+    managed fields, annotations and status: about 27 KB of Python objects) and a dozen
+    tasks, coroutines and contexts, which was most of the operator's memory with a
+    thousand policies, and it needs a finalizer, which keeps a namespace Terminating
+    while the operator is down. A policy here is its parsed spec, its status and its slot
+    in one schedule.
+    """
     rt = runtime(memo)
     meta = body["metadata"]
-    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
-    wake = rt.wake.setdefault(uid, asyncio.Event())
-    loop = PolicyLoop(svc, rt, body, dict(status), logger)
-    loop.series = SERIES.series(uid, namespace, name)
-    svc.follow(body)
+    uid = str(meta["uid"])
+    if event.get("type") == "DELETED" or meta.get("deletionTimestamp"):
+        rt.forget(uid)
+        return
+    svc = services(memo)
+    if rt.runner is None:
+        # Started from here, not at startup: its tasks inherit this context, where kopf
+        # has set up what kopf.event() posts through (startup handlers lack it).
+        rt.runner = asyncio.create_task(run_schedule(rt))
+    loop = rt.policies.get(uid)
+    if loop is None:
+        loop = rt.policies[uid] = PolicyLoop(svc, rt, body, dict(body.get("status") or {}))
+        # Spread over the first seconds: a restart must not probe every policy at once.
+        rt.plan(uid, time.monotonic() + random.uniform(0, 2))
+    elif loop.observe(body):
+        rt.plan(uid, time.monotonic(), earliest=True)
+    svc.seen(uid, str(meta.get("resourceVersion", "")))
+
+
+async def run_schedule(rt: HealthRuntime) -> None:
+    """Start every round that is due; sleep until the next one or a change of plan."""
+    while True:
+        now = time.monotonic()
+        for uid, due in rt.schedule.pop_due(now):
+            loop = rt.policies.get(uid)
+            if loop is None:
+                continue
+            if loop.task is not None and not loop.task.done():
+                loop.again = True  # woken mid-round: the round that follows starts at once
+                continue
+            LATENESS.observe(max(0.0, now - due))
+            loop.task = asyncio.create_task(run_round(rt, loop, now))
+        head = rt.schedule.next_at()
+        rt.tick.clear()
+        timeout = None if head is None else max(0.0, head - time.monotonic())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(rt.tick.wait(), timeout)
+
+
+async def run_round(rt: HealthRuntime, loop: PolicyLoop, started: float) -> None:
+    """One round of one policy, then its next slot (``spec.interval``, jittered)."""
     try:
-        await loop.first_sight()
-        scheduled = time.monotonic()
-        while not stopped:
-            LATENESS.observe(max(0.0, time.monotonic() - scheduled))
-            started = time.monotonic()
-            try:
-                delay = await loop.round()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an API hiccup must not kill the daemon: retry later
-                # The type and the API's own message (it names the field); status is redacted.
-                detail = str(getattr(exc, "body", "") or "")[:500]
-                logger.warning("health round failed: %s %s", type(exc).__name__, detail)
-                delay = 15.0
-            wake.clear()
-            delay *= 1 + random.uniform(-JITTER, JITTER)
-            scheduled = started + delay
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), max(0.0, scheduled - time.monotonic()))
-            scheduled = min(scheduled, time.monotonic())
-    finally:
-        rt.wake.pop(uid, None)
-        SERIES.forget(uid)
-        svc.unfollow(uid)
-        await loop.settle()
+        delay = await loop.round()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # an API hiccup must not stop the policy: retry later
+        # The type and the API's own message (it names the field); status is redacted.
+        detail = str(getattr(exc, "body", "") or "")[:500]
+        log.warning("%s: health round failed: %s %s", loop.ref, type(exc).__name__, detail)
+        delay = 15.0
+    if rt.policies.get(loop.uid) is not loop:
+        return  # deleted meanwhile
+    if loop.again:
+        loop.again = False
+        rt.plan(loop.uid, time.monotonic())
+    else:
+        rt.plan(loop.uid, started + delay * (1 + random.uniform(-JITTER, JITTER)))
 
 
 class PolicyLoop:
-    """One policy's state between rounds: the status as last written."""
+    """One policy between rounds: what the watch last said of it and its status as written.
+
+    It keeps a slim copy of the object (no spec, status or managed fields): the spec is
+    parsed once per generation, and the status is ours.
+    """
+
+    __slots__ = (
+        "_generation",
+        "_invalid_conditions",
+        "_written_sig",
+        "again",
+        "body",
+        "current",
+        "last_write",
+        "ref",
+        "rt",
+        "secret_misses",
+        "series",
+        "spec",
+        "started",
+        "svc",
+        "task",
+        "uid",
+        "writing",
+        "written",
+    )
 
     def __init__(
-        self,
-        svc: Services,
-        rt: HealthRuntime,
-        body: kopf.Body,
-        status: dict[str, Any],
-        logger: Any,
+        self, svc: Services, rt: HealthRuntime, body: Mapping[str, Any], status: dict[str, Any]
     ) -> None:
-        self.svc, self.rt, self.body, self.logger = svc, rt, body, logger
+        self.svc, self.rt = svc, rt
+        meta = body["metadata"]
+        self.uid = str(meta["uid"])
+        self.ref = f"{meta['namespace']}/{meta['name']}"
+        # What kopf.event needs to name the object, plus generation and annotations.
+        self.body: dict[str, Any] = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "HealthPolicy",
+            "metadata": {"namespace": meta["namespace"], "name": meta["name"], "uid": self.uid},
+        }
         self.current = status  # what the logic continues from (may be ahead of the API)
         self.written = dict(status)  # what the API has
         self._written_sig: tuple[Any, ...] | None = None  # _signature(written), when known
         self.last_write = -1e9
         self.writing: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None  # the round in progress
+        self.again = False  # a change arrived during the round
+        self.started = False
         self.secret_misses = 0
+        self.series = SERIES.series(self.uid, meta["namespace"], meta["name"])  # for /metrics
+        self.spec: HealthPolicySpec | None = None  # None: invalid (the validate handler says)
+        self._generation: object = object()
+        self._invalid_conditions: list[dict[str, Any]] | None = None
+        self.observe(body)
+
+    def observe(self, body: Mapping[str, Any]) -> bool:
+        """Take in a watch event; True when the change deserves a round now.
+
+        The spec is parsed again only when ``metadata.generation`` moves: validating it was
+        the largest CPU cost per round with a thousand policies, and a spec change always
+        bumps the generation.
+        """
         meta = body["metadata"]
-        self.series = PolicySeries(meta["namespace"], meta["name"])  # what /metrics shows
-        self._parsed: tuple[int | None, HealthPolicySpec] | None = None
+        generation = meta.get("generation")
+        annotations = meta.get("annotations") or {}
+        maintenance = annotations.get(MAINTENANCE_ANNOTATION)
+        slim = self.body["metadata"]
+        changed = generation != self._generation or maintenance != self.maintenance
+        if generation != self._generation or generation is None:
+            self._generation = generation
+            try:
+                self.spec = parse(HealthPolicySpec, body.get("spec") or {})
+            except InvalidSpec:
+                self.spec = None
+        slim["generation"] = generation
+        if maintenance is None:
+            slim.pop("annotations", None)
+        else:
+            slim["annotations"] = {MAINTENANCE_ANNOTATION: maintenance}
+        # The validate handler writes InvalidSpec through kopf, behind our back: adopt it.
+        live = (body.get("status") or {}).get("conditions")
+        ready = cond.find(live, cond.READY)
+        invalid = ready is not None and ready.get("reason") == cond.REASON_INVALID_SPEC
+        self._invalid_conditions = [dict(c) for c in live or ()] if invalid else None
+        return changed
+
+    @property
+    def obj(self) -> kopf.Body:
+        """The slim copy as kopf's Events want it."""
+        return kopf.Body(cast(kopf.RawBody, self.body))
+
+    @property
+    def maintenance(self) -> str | None:
+        value = (self.meta.get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
+        return None if value is None else str(value)
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -269,7 +390,7 @@ class PolicyLoop:
         # evaluation's good news is not news (a thousand new policies made four thousand
         # Events, which the API server answered with 429s); bad news always is.
         announce(
-            self.body,
+            self.obj,
             [
                 t
                 for t in moved
@@ -286,33 +407,33 @@ class PolicyLoop:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if is_not_found(exc):  # deleted, and the watch has not said so yet
+                self.rt.forget(self.uid)
+                return
             self.written, self.last_write = before, -1e9
             self._written_sig = None
             detail = str(getattr(exc, "body", "") or "")[:300]
-            self.logger.warning("status write failed: %s %s", type(exc).__name__, detail)
+            log.warning("%s: status write failed: %s %s", self.ref, type(exc).__name__, detail)
 
     async def settle(self) -> None:
-        """Let the last status write land (the daemon is stopping)."""
+        """Let the last status write land (the operator is stopping)."""
         if self.writing is not None and not self.writing.done():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.writing, 5)
 
     async def first_sight(self) -> None:
-        if self.current.get("conditions"):
-            return
-        try:
-            parse(HealthPolicySpec, self.body["spec"])
-        except InvalidSpec:
-            return  # the validate handler reports it; do not cover it with Unknown
+        if self.current.get("conditions") or self.spec is None:
+            return  # an invalid spec: the validate handler reports it, not Unknown over it
         await self.write({}, cond.unknown_all(logic.CONDITION_TYPES))
 
     def resync(self) -> None:
         """Adopt conditions the validate handler wrote (InvalidSpec) behind our back."""
-        live = self.body.get("status") or {}
-        ready = cond.find(live.get("conditions"), cond.READY)
+        live = self._invalid_conditions
+        if live is None:
+            return
         ours = cond.find(self.written.get("conditions"), cond.READY)
-        if ready and ready.get("reason") == cond.REASON_INVALID_SPEC and ready != ours:
-            self.written["conditions"] = [dict(c) for c in live.get("conditions") or ()]
+        if cond.find(live, cond.READY) != ours:
+            self.written["conditions"] = [dict(c) for c in live]
             self.current["conditions"] = self.written["conditions"]
             self._written_sig = None
 
@@ -321,23 +442,14 @@ class PolicyLoop:
             self._written_sig = _signature(self.written)
         return self._written_sig
 
-    def policy(self) -> HealthPolicySpec:
-        """The parsed spec, parsed again only when ``metadata.generation`` moves.
-
-        Validating the spec was the largest CPU cost per round with a thousand policies;
-        a spec change always bumps the generation (the live body kopf keeps updated).
-        """
-        generation = self.meta.get("generation")
-        if self._parsed is None or generation is None or self._parsed[0] != generation:
-            self._parsed = (generation, parse(HealthPolicySpec, self.body["spec"]))
-        return self._parsed[1]
-
     async def round(self) -> float:
         """One evaluation; returns the seconds until the next one."""
+        if not self.started:
+            self.started = True
+            await self.first_sight()
         self.resync()
-        try:
-            policy = self.policy()
-        except InvalidSpec:
+        policy = self.spec
+        if policy is None:
             return 30.0  # the validate handler reports it; a spec change wakes us
         interval = policy.interval.total_seconds()
         if policy.suspend:
@@ -422,7 +534,7 @@ class PolicyLoop:
         expected = " [expected: maintenance in progress, no webhook sent]" if note.expected else ""
         kind = "Normal" if note.kind == "Resolved" or note.expected else "Warning"
         message = logic.redact(note.message, known) + expected
-        kopf.event(self.body, type=kind, reason=note.reason, message=message[:1000])
+        kopf.event(self.obj, type=kind, reason=note.reason, message=message[:1000])
         hooks = [policy.alerting.webhook] + [s.webhook for s in policy.alerting.escalation]
         index = {id(h): i for i, h in enumerate(x for x in hooks if x is not None)}
         for hook in note.webhooks:
@@ -445,7 +557,7 @@ class PolicyLoop:
             url = hook.url or await self.secret(hook.url_from)  # type: ignore[arg-type]
             auth = await self.secret(hook.authorization) if hook.authorization else None
         except LookupError as exc:
-            kopf.event(self.body, type="Warning", reason="WebhookFailed", message=str(exc))
+            kopf.event(self.obj, type="Warning", reason="WebhookFailed", message=str(exc))
             return
         delivery = await post_json(
             self.rt.prober.http.client,
@@ -457,12 +569,16 @@ class PolicyLoop:
         )
         where = "urlFrom Secret" if hook.url_from else hook.url
         if delivery.ok:
-            self.logger.info(
-                "webhook %s for %s sent (%s)", note.kind, note.incident.get("id"), where
+            log.info(
+                "%s: webhook %s for %s sent (%s)",
+                self.ref,
+                note.kind,
+                note.incident.get("id"),
+                where,
             )
         else:
             kopf.event(
-                self.body,
+                self.obj,
                 type="Warning",
                 reason="WebhookFailed",
                 message=f"{note.kind} webhook to {where} failed after {delivery.attempts}"
