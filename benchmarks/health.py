@@ -438,8 +438,7 @@ def run_operator(
         checks = 1 if http_only else 4
 
         def warm() -> bool:
-            # 2N rounds started: every policy past its first round (on average; the create
-            # handler wakes each daemon once, so most start their second round at once).
+            # 2N rounds started: every policy past its first round (on average).
             return scrape(op.metrics_url).rounds >= 2 * n and handled(ns, n)
 
         kit.wait_until(f"all {n} policies probed and handled", warm, timeout=600, interval=5)
@@ -495,10 +494,10 @@ def run_operator(
 
 
 def remove(ns: str) -> None:
-    """Delete the namespace; the stopped operator's finalizers are removed through the API.
+    """Delete the namespace; any finalizer left on a policy is removed through the API.
 
-    (Deleting a thousand policies through the operator takes minutes: each daemon is
-    stopped and each finalizer removed one at a time.)
+    (HealthPolicies carry none since the operator stopped running a daemon per policy;
+    this still clears what an older operator, or an aborted run, left behind.)
     """
     kit.kubectl("delete", "namespace", ns, "--wait=false", check=False)
     cfg = kubernetes.client.Configuration()

@@ -238,6 +238,7 @@ async def run_round(rt: HealthRuntime, loop: PolicyLoop, started: float) -> None
         detail = str(getattr(exc, "body", "") or "")[:500]
         log.warning("%s: health round failed: %s %s", loop.ref, type(exc).__name__, detail)
         delay = 15.0
+    loop.task = None  # a finished task keeps its result and context alive
     if rt.policies.get(loop.uid) is not loop:
         return  # deleted meanwhile
     if loop.again:
@@ -414,6 +415,8 @@ class PolicyLoop:
             self._written_sig = None
             detail = str(getattr(exc, "body", "") or "")[:300]
             log.warning("%s: status write failed: %s %s", self.ref, type(exc).__name__, detail)
+        finally:
+            self.writing = None
 
     async def settle(self) -> None:
         """Let the last status write land (the operator is stopping)."""

@@ -1,9 +1,9 @@
 """Kubernetes API access for our own calls (kopf has its own client for watching/patching).
 
 The official client is synchronous; every call goes through :func:`call` so it runs in a
-worker thread and never blocks the event loop. The two calls made per object per interval
-(status patches, Secret reads) go through :class:`AsyncApi` instead: aiohttp in the event
-loop, with the same credentials. Through the official client they were a thread hop,
+worker thread and never blocks the event loop. The calls made per object per interval
+(status patches, Secret reads) and the liveness probe's LIST go through :class:`AsyncApi`
+instead: aiohttp in the event loop, with the same credentials. Through the official client they were a thread hop,
 urllib3 and model deserialisation each, a fifth of the CPU with a thousand HealthPolicies.
 """
 
@@ -15,7 +15,6 @@ import functools
 import json
 import ssl
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -110,16 +109,17 @@ class AsyncApi:
             await self._session.close()
 
 
-@dataclass
 class Kube:
-    """API objects created once at startup and kept in kopf's memo."""
+    """API objects created once at startup and kept in kopf's memo.
 
-    api: ApiClient
-    core: kubernetes.client.CoreV1Api
-    apps: kubernetes.client.AppsV1Api
-    batch: kubernetes.client.BatchV1Api
-    custom: kubernetes.client.CustomObjectsApi
-    aio: AsyncApi
+    The official client's API classes are created on first use: their modules (and the
+    validation wrapped around every method) are about 27 MiB, and an operator serving
+    only HealthPolicies never calls them (its per-round calls go through :attr:`aio`).
+    """
+
+    def __init__(self, api: ApiClient) -> None:
+        self.api = api
+        self.aio = AsyncApi(api.configuration)
 
     @classmethod
     def connect(cls) -> Kube:
@@ -127,15 +127,23 @@ class Kube:
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        api = ApiClient()
-        return cls(
-            api=api,
-            core=kubernetes.client.CoreV1Api(api),
-            apps=kubernetes.client.AppsV1Api(api),
-            batch=kubernetes.client.BatchV1Api(api),
-            custom=kubernetes.client.CustomObjectsApi(api),
-            aio=AsyncApi(api.configuration),
-        )
+        return cls(ApiClient())
+
+    @functools.cached_property
+    def core(self) -> kubernetes.client.CoreV1Api:
+        return kubernetes.client.CoreV1Api(self.api)
+
+    @functools.cached_property
+    def apps(self) -> kubernetes.client.AppsV1Api:
+        return kubernetes.client.AppsV1Api(self.api)
+
+    @functools.cached_property
+    def batch(self) -> kubernetes.client.BatchV1Api:
+        return kubernetes.client.BatchV1Api(self.api)
+
+    @functools.cached_property
+    def custom(self) -> kubernetes.client.CustomObjectsApi:
+        return kubernetes.client.CustomObjectsApi(self.api)
 
     def close(self) -> None:
         self.api.close()  # type: ignore[no-untyped-call]
@@ -168,15 +176,15 @@ def is_conflict(exc: BaseException) -> bool:
 
 async def list_versions(kube: Kube, plural: str, namespaces: list[str] | None) -> dict[str, str]:
     """uid -> resourceVersion of every object of one of our kinds (the watchdog's LIST)."""
+    base = f"/apis/{GROUP}/{VERSION}"
+    paths = (
+        [f"{base}/namespaces/{quote(ns)}/{plural}" for ns in namespaces]
+        if namespaces
+        else [f"{base}/{plural}"]
+    )
     out: dict[str, str] = {}
-    if namespaces:
-        for ns in namespaces:
-            body = await call_json(
-                kube.custom.list_namespaced_custom_object, GROUP, VERSION, ns, plural
-            )
-            out |= {i["metadata"]["uid"]: i["metadata"]["resourceVersion"] for i in body["items"]}
-    else:
-        listed = await call_json(kube.custom.list_cluster_custom_object, GROUP, VERSION, plural)
+    for path in paths:
+        listed = await kube.aio.request("GET", path)
         out |= {i["metadata"]["uid"]: i["metadata"]["resourceVersion"] for i in listed["items"]}
     return out
 
