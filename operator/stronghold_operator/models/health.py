@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from stronghold_operator.models.base import Duration, SpecModel
+from stronghold_operator.models.base import Duration, SpecModel, shared
 from stronghold_operator.models.common import SecretKeySelector
 from stronghold_operator.models.scaling import TargetRef
 
@@ -140,12 +140,15 @@ class Component(SpecModel):
     check: str | None = Field(default=None, max_length=63)
 
 
+_GUIDE_COMPONENTS = (
+    Component(name="database", path="database"),
+    Component(name="cache", path="cache"),
+    Component(name="queue", path="queue"),
+)
+
+
 def _guide_components() -> list[Component]:
-    return [
-        Component(name="database", path="database"),
-        Component(name="cache", path="cache"),
-        Component(name="queue", path="queue"),
-    ]
+    return list(_GUIDE_COMPONENTS)  # a new list of the shared (frozen) components
 
 
 class HealthDocument(SpecModel):
@@ -187,7 +190,7 @@ class HttpCheck(SpecModel):
     method: Literal["GET", "HEAD", "POST"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     expected_status: list[int] = Field(default_factory=lambda: [200], alias="expectedStatus")
-    latency: LatencyBands = Field(default_factory=LatencyBands)
+    latency: LatencyBands = Field(default_factory=shared(LatencyBands()))
     health_document: HealthDocument | None = Field(default=None, alias="healthDocument")
     follow_redirects: bool = Field(default=False, alias="followRedirects")
 
@@ -229,9 +232,9 @@ class PostgresCheck(SpecModel):
     user: str = Field(default="postgres", min_length=1, max_length=63)
     password: SecretKeySelector | None = None
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = "prefer"
-    latency: LatencyBands = Field(default_factory=LatencyBands)
+    latency: LatencyBands = Field(default_factory=shared(LatencyBands()))
     connections: UpperBands = Field(
-        default_factory=lambda: UpperBands(target=70, warning=80, critical=95)
+        default_factory=shared(UpperBands(target=70, warning=80, critical=95))
     )
     max_blocked_sessions: int = Field(default=0, alias="maxBlockedSessions", ge=0)
     long_running_after: Duration = Field(default=timedelta(minutes=5), alias="longRunningAfter")
@@ -257,10 +260,10 @@ class MemcachedCheck(SpecModel):
 
     address: str = Field(min_length=3, max_length=260, pattern=r"^[^\s:]+:[0-9]{1,5}$")
     hit_ratio: LowerBands = Field(
-        default_factory=lambda: LowerBands(warning_below=80, critical_below=50), alias="hitRatio"
+        default_factory=shared(LowerBands(warning_below=80, critical_below=50)), alias="hitRatio"
     )
     evictions: UpperBands = Field(
-        default_factory=lambda: UpperBands(warning=100, critical=1000),
+        default_factory=shared(UpperBands(warning=100, critical=1000)),
     )
     memory: UpperBands | None = None
 
@@ -284,11 +287,14 @@ class MemcachedCheck(SpecModel):
         return int(self.address.rpartition(":")[2])
 
 
+_QUEUE_DEPTH = UpperBands(warning=1000, critical=10000)
+
+
 class QueueRule(SpecModel):
     """One queue and its bands."""
 
     name: str = Field(min_length=1, max_length=255)
-    depth: UpperBands = Field(default_factory=lambda: UpperBands(warning=1000, critical=10000))
+    depth: UpperBands = Field(default_factory=shared(_QUEUE_DEPTH))
     min_consumers: int = Field(default=0, alias="minConsumers", ge=0)
 
 
@@ -298,7 +304,7 @@ class Management(SpecModel):
     url: str = Field(min_length=1, max_length=2048)
     username: str = Field(default="guest", min_length=1, max_length=255)
     password: SecretKeySelector
-    depth: UpperBands = Field(default_factory=lambda: UpperBands(warning=1000, critical=10000))
+    depth: UpperBands = Field(default_factory=shared(_QUEUE_DEPTH))
 
     @field_validator("url")
     @classmethod
@@ -347,9 +353,9 @@ class ResourcesCheck(SpecModel):
     """
 
     target_ref: TargetRef = Field(alias="targetRef")
-    cpu: UpperBands = Field(default_factory=lambda: UpperBands(target=70, warning=80, critical=90))
+    cpu: UpperBands = Field(default_factory=shared(UpperBands(target=70, warning=80, critical=90)))
     memory: UpperBands = Field(
-        default_factory=lambda: UpperBands(target=80, warning=85, critical=95)
+        default_factory=shared(UpperBands(target=80, warning=85, critical=95))
     )
     # average: total usage over total basis (as HPA and ScalingPolicy); max: the worst
     # replica (as the guide's per-container `docker stats` loop).
@@ -446,11 +452,14 @@ class EscalationStep(SpecModel):
     webhook: Webhook | None = None
 
 
+_GUIDE_ESCALATION = (
+    EscalationStep(after=timedelta(minutes=30), level=2),
+    EscalationStep(after=timedelta(hours=1), level=3),
+)
+
+
 def _guide_escalation() -> list[EscalationStep]:
-    return [
-        EscalationStep(after=timedelta(minutes=30), level=2),
-        EscalationStep(after=timedelta(hours=1), level=3),
-    ]
+    return list(_GUIDE_ESCALATION)
 
 
 class Alerting(SpecModel):
@@ -476,8 +485,10 @@ class HealthPolicySpec(SpecModel):
     failure_threshold: int = Field(default=3, alias="failureThreshold", ge=1, le=100)
     success_threshold: int = Field(default=1, alias="successThreshold", ge=1, le=100)
     checks: list[Check] = Field(min_length=1, max_length=50)
-    incident_rules: IncidentRules = Field(default_factory=IncidentRules, alias="incidentRules")
-    alerting: Alerting = Field(default_factory=Alerting)
+    incident_rules: IncidentRules = Field(
+        default_factory=shared(IncidentRules()), alias="incidentRules"
+    )
+    alerting: Alerting = Field(default_factory=shared(Alerting()))
     suspend: bool = False
 
     @field_validator("interval")

@@ -3,8 +3,9 @@
 The official client is synchronous; every call goes through :func:`call` so it runs in a
 worker thread and never blocks the event loop. The calls made per object per interval
 (status patches, Secret reads) and the liveness probe's LIST go through :class:`AsyncApi`
-instead: aiohttp in the event loop, with the same credentials. Through the official client they were a thread hop,
-urllib3 and model deserialisation each, a fifth of the CPU with a thousand HealthPolicies.
+instead: aiohttp in the event loop, with the same credentials. Through the official client
+they were a thread hop, urllib3 and model deserialisation each, a fifth of the CPU with a
+thousand HealthPolicies.
 """
 
 from __future__ import annotations
