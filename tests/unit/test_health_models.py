@@ -163,3 +163,36 @@ def test_forbidden_hosts() -> None:
     assert forbidden_host("169.254.1.1") and forbidden_host("[fe80::1]")
     assert forbidden_host("METADATA.google.internal.")
     assert forbidden_host("127.0.0.1") is None and forbidden_host("web.app.svc") is None
+
+
+def test_default_bands_and_components_are_shared_not_copied() -> None:
+    # A thousand policies relying on the guide's defaults hold one object each, not a
+    # thousand; the models are frozen, so sharing cannot leak a change between policies.
+    spec = {
+        "checks": [
+            {"name": "w", "http": {"url": "http://127.0.0.1:1/", "healthDocument": {}}},
+            {"name": "db", "postgres": {"host": "127.0.0.1"}},
+        ]
+    }
+    a, b = parse(HealthPolicySpec, spec), parse(HealthPolicySpec, spec)
+    assert a.checks[1].postgres is not None and b.checks[1].postgres is not None
+    assert a.checks[1].postgres.connections is b.checks[1].postgres.connections
+    assert a.alerting is b.alerting and a.incident_rules is b.incident_rules
+    doc_a, doc_b = a.checks[0].http.health_document, b.checks[0].http.health_document  # type: ignore[union-attr]
+    assert doc_a is not None and doc_b is not None
+    assert doc_a.components is not doc_b.components  # each its own list ...
+    assert doc_a.components[0] is doc_b.components[0]  # ... of the shared components
+    explicit = parse(
+        HealthPolicySpec,
+        {
+            "checks": [
+                {
+                    "name": "db",
+                    "postgres": {"host": "h", "connections": {"warning": 1, "critical": 2}},
+                }
+            ]
+        },
+    )
+    assert explicit.checks[0].postgres is not None
+    assert explicit.checks[0].postgres.connections.warning == 1
+    assert a.checks[1].postgres.connections.warning == 80
