@@ -60,13 +60,9 @@ class Services:
 
     def delivered(self, listed: Mapping[str, str]) -> None:
         """Feed the tracker what the watch delivered; drop objects that are gone."""
-        for uid, body in list(self.live.items()):
+        bodies = {u: str(b["metadata"].get("resourceVersion", "")) for u, b in self.live.items()}
+        for uid, version in (bodies | self.versions).items():
             if uid not in listed:  # deleted (a timer has no "stopped" to unfollow in)
-                self.unfollow(uid)
-            else:
-                self.watch.observe(uid, str(body["metadata"].get("resourceVersion", "")))
-        for uid, version in list(self.versions.items()):
-            if uid not in listed:
                 self.unfollow(uid)
             else:
                 self.watch.observe(uid, version)

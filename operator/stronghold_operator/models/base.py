@@ -41,7 +41,7 @@ def shared(default: M) -> Callable[[], M]:
     """A default factory handing every model the same (frozen) instance.
 
     A thousand policies relying on the guide's bands share one object each instead of a
-    thousand: per-instance defaults were a sixth of a parsed HealthPolicy's memory.
+    thousand (about 5 KB of Python objects per policy that uses them all).
     """
     return lambda: default
 
