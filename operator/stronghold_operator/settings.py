@@ -11,8 +11,8 @@ import kopf
 
 from stronghold_operator.conditions import utcnow
 from stronghold_operator.handlers.common import WATCHED, Services, services
-from stronghold_operator.logic.watchdog import WatchTracker
-from stronghold_operator.platforms.kube import GROUP, Kube, list_versions
+from stronghold_operator.logic.watchdog import WatchTracker, versions
+from stronghold_operator.platforms.kube import GROUP, Kube, list_objects
 
 PREFIX = GROUP  # annotations: ops.stronghold.io/<handler-id>
 FINALIZER = f"{GROUP}/finalizer"
@@ -66,7 +66,7 @@ async def watch_alive(memo: kopf.Memo, **_: Any) -> dict[str, int]:
     svc = services(memo)
     listed: dict[str, str] = {}  # uid -> resourceVersion, every kind (uids are unique)
     for plural in WATCHED:
-        listed.update(await list_versions(svc.kube, plural, svc.namespaces))
+        listed.update(versions(await list_objects(svc.kube, plural, svc.namespaces)))
     svc.delivered(listed)
     count = len(listed)
     stale = svc.watch.stale(listed, utcnow())

@@ -36,10 +36,22 @@ def _operator_pod() -> dict[str, Any] | None:
 
 
 def _container_logs(pod: dict[str, Any]) -> str:
-    # `kubectl logs` needs a node address the testbed's node does not have: ask Docker.
-    cid = pod["status"]["containerStatuses"][0]["containerID"].removeprefix("docker://")
-    proc = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, check=True)
-    return proc.stdout + proc.stderr
+    # `kubectl logs` needs a node address the testbed's node does not have: ask Docker, for
+    # every operator container the pod has had (a restart's predecessor says why it ended).
+    labels = [
+        f"io.kubernetes.pod.uid={pod['metadata']['uid']}",
+        "io.kubernetes.container.name=operator",
+    ]
+    filters = [arg for label in labels for arg in ("--filter", f"label={label}")]
+    ids = subprocess.run(
+        ["docker", "ps", "-aq", *filters], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert ids, f"no operator container of pod {pod['metadata']['name']} in Docker"
+    out = []
+    for cid in reversed(ids):  # oldest first
+        proc = subprocess.run(["docker", "logs", cid], capture_output=True, text=True, check=True)
+        out.append(proc.stdout + proc.stderr)
+    return "".join(out)
 
 
 @pytest.fixture
@@ -254,6 +266,12 @@ def test_operator_pod_reconciles_every_kind_without_rbac_denials(
     assert len(files) == 1, files
 
     logs = _container_logs(pod)
+    container = kit.kubectl_json("get", "pod", pod["metadata"]["name"], "-n", OPERATOR_NS)[
+        "status"
+    ]["containerStatuses"][0]
+    assert container["restartCount"] == 0, (
+        f"the operator restarted: {container.get('lastState')}\n{logs[-5000:]}"
+    )
     events = json.dumps(kit.kubectl_json("get", "events", "-n", namespace)["items"])
     for text in (logs, events):
         assert "forbidden" not in text.lower(), text[-3000:]

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import kopf
 
 from stronghold_operator.handlers.common import Services
-from stronghold_operator.logic.watchdog import WatchTracker
+from stronghold_operator.logic.watchdog import WatchTracker, versions
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -69,3 +69,24 @@ def test_versions_reported_by_an_event_handler_feed_the_tracker() -> None:
     assert svc.watch.stale({"a": "2"}, T0 + timedelta(seconds=12)) == []
     svc.unfollow("a")
     assert svc.versions == {} and svc.watch.seen == {}
+
+
+def test_objects_being_deleted_are_not_checked() -> None:
+    # Once kopf stops serving an object nothing of ours follows it; another controller's
+    # finalizer may keep it listed for ever, which must not fail the liveness probe.
+    items = [
+        {"metadata": {"uid": "a", "resourceVersion": "3"}},
+        {
+            "metadata": {
+                "uid": "b",
+                "resourceVersion": "9",
+                "deletionTimestamp": "2026-01-01T00:00:00Z",
+                "finalizers": ["example.com/other"],
+            }
+        },
+    ]
+    listed = versions(items)
+    assert listed == {"a": "3"}
+    w = WatchTracker(grace=timedelta(seconds=10))
+    w.observe("a", "3")
+    assert w.stale(listed, T0 + timedelta(hours=1)) == []

@@ -3,13 +3,27 @@
 A quiet watch stream is normal on a quiet cluster, so silence alone proves nothing. What
 proves a stall is an object whose current resourceVersion (from a fresh LIST) the watch has
 not delivered for longer than ``grace``.
+
+Objects being deleted are left out: once kopf has stopped serving one, nothing of ours
+follows it, and one that lingers (another controller's finalizer) would otherwise fail the
+liveness probe for ever, restarting the operator in a loop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
+
+
+def versions(items: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """uid -> resourceVersion of the listed objects that are not being deleted."""
+    return {
+        str(meta["uid"]): str(meta["resourceVersion"])
+        for meta in (item["metadata"] for item in items)
+        if not meta.get("deletionTimestamp")
+    }
 
 
 @dataclass

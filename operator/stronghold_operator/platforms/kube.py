@@ -175,18 +175,19 @@ def is_conflict(exc: BaseException) -> bool:
     return isinstance(exc, ApiException) and exc.status == 409
 
 
-async def list_versions(kube: Kube, plural: str, namespaces: list[str] | None) -> dict[str, str]:
-    """uid -> resourceVersion of every object of one of our kinds (the watchdog's LIST)."""
+async def list_objects(
+    kube: Kube, plural: str, namespaces: list[str] | None
+) -> list[dict[str, Any]]:
+    """Every object of one of our kinds (the stalled-watch check's LIST)."""
     base = f"/apis/{GROUP}/{VERSION}"
     paths = (
         [f"{base}/namespaces/{quote(ns)}/{plural}" for ns in namespaces]
         if namespaces
         else [f"{base}/{plural}"]
     )
-    out: dict[str, str] = {}
+    out: list[dict[str, Any]] = []
     for path in paths:
-        listed = await kube.aio.request("GET", path)
-        out |= {i["metadata"]["uid"]: i["metadata"]["resourceVersion"] for i in listed["items"]}
+        out += (await kube.aio.request("GET", path))["items"]
     return out
 
 
