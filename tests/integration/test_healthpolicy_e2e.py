@@ -9,6 +9,7 @@ known password that must never appear in status, Events, logs or webhook bodies.
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -353,3 +354,37 @@ def test_operator_reports_invalid_spec_and_missing_secret(
         wait_condition(namespace, "bands-reversed", "Ready", status, timeout=30)
     # No finalizer: a delete completes at once, and the operator just stops probing it.
     kit.kubectl("delete", "healthpolicy", "bands-reversed", "-n", namespace, "--timeout=15s")
+
+
+def test_an_object_another_finalizer_keeps_does_not_fail_liveness(
+    namespace: str, run_operator: Callable[..., kit.OperatorProcess]
+) -> None:
+    # The stalled-watch check compares a LIST with what the watch delivered. Nothing of ours
+    # serves an object once it is being deleted; one that another controller's finalizer
+    # keeps must not fail the liveness probe (which would restart the operator for ever).
+    kept = policy(
+        "kept", namespace, {"checks": [{"name": "w", "http": {"url": "http://127.0.0.1:1/"}}]}
+    )
+    kept["metadata"]["finalizers"] = ["example.com/keep"]
+    kit.apply(kept)
+    op = run_operator(namespace, env={"STRONGHOLD_WATCH_GRACE": "2"})
+    try:
+        wait_condition(namespace, "kept", "Ready", "True", timeout=60)
+        kit.kubectl("delete", "healthpolicy", "kept", "-n", namespace, "--wait=false")
+        # kopf answers from a result up to 10 s old: the first fresh probe after the
+        # deletion starts the grace, the second is past it.
+        for _ in range(2):
+            time.sleep(11)
+            assert op.liveness() == 200, op.logs()[-3000:]
+    finally:
+        kit.kubectl(
+            "patch",
+            "healthpolicy",
+            "kept",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"metadata":{"finalizers":null}}',
+            check=False,
+        )
