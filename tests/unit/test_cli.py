@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from stronghold_operator.cli import build_parser
@@ -37,3 +39,14 @@ def test_namespace_and_all_namespaces_exclude_each_other() -> None:
 def test_cluster_actions(action: str) -> None:
     args = build_parser(["cluster"]).parse_args(["cluster", action])
     assert callable(args.func)
+
+
+def test_only_the_watch_handlers_routine_success_is_dropped() -> None:
+    from stronghold_operator.cli.run import _routine_success
+
+    def record(msg: str, level: int = logging.INFO) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
+    assert not _routine_success(record("Handler 'track' succeeded."))
+    assert _routine_success(record("Handler 'validate' succeeded."))
+    assert _routine_success(record("Handler 'track' failed with an exception.", logging.ERROR))

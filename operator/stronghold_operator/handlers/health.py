@@ -290,8 +290,9 @@ class PolicyLoop:
             "metadata": {"namespace": meta["namespace"], "name": meta["name"], "uid": self.uid},
         }
         self.current = status  # what the logic continues from (may be ahead of the API)
-        self.written = dict(status)  # what the API has
-        self._written_sig: tuple[Any, ...] | None = None  # _signature(written), when known
+        # What the API has, but for ``checks``: a merge patch replaces that list whole, so
+        # only its signature is kept (the old list was a third of a policy's memory).
+        self.written, self._written_sig = _as_written(status)
         self.last_write = -1e9
         self.writing: asyncio.Task[None] | None = None
         self.task: asyncio.Task[None] | None = None  # the round in progress
@@ -364,27 +365,30 @@ class PolicyLoop:
             # round would write equals the written one, there is nothing to write and no
             # transition to announce, so the full diff is skipped. The logic continues from
             # the new numbers; conditions keep their written form until the next write.
-            candidate = {**self.written, **desired, "observedGeneration": generation}
+            candidate = {**self.current, **desired, "observedGeneration": generation}
             candidate["conditions"] = _merged_signature_conditions(
                 self.written.get("conditions"), updates
             )
-            if _signature(candidate) == self.written_signature():
+            if hash(_signature(candidate)) == self._written_sig:
                 candidate["conditions"] = self.written.get("conditions") or []
                 self.current = candidate
                 return
         now = cond.utcnow()
         delta, moved = compute_status(self.body, self.written, desired, updates, now)
-        self.current = cond.merge_patch(self.written, delta)
+        base = self.written
+        if "checks" in self.current:  # the latest list, unless this write replaces it
+            base = {**base, "checks": self.current["checks"]}
+        self.current = cond.merge_patch(base, delta)
         busy = self.writing is not None and not self.writing.done()
-        significant = bool(delta) and _signature(self.current) != self.written_signature()
+        significant = bool(delta) and hash(_signature(self.current)) != self._written_sig
         if delta and not busy and (due or significant):
             (_WRITE_CHANGE if significant else _WRITE_HEARTBEAT).inc()
             # In the background: a slow API server must not make the next round late.
             # ``written`` moves now, so the next round diffs (and announces transitions)
             # against what is on its way; a failed write puts it back and is retried. One
             # write at a time per policy: merge patches must arrive in order.
-            before, self.written = self.written, dict(self.current)
-            self._written_sig = None
+            before = self.written, self._written_sig
+            self.written, self._written_sig = _as_written(self.current)
             self.last_write = time.monotonic()
             self.writing = asyncio.create_task(self.patch(delta, before))
         # Incident transitions have their own, richer Events (IncidentOpened, ...). The first
@@ -400,7 +404,7 @@ class PolicyLoop:
             ],
         )
 
-    async def patch(self, delta: dict[str, Any], before: dict[str, Any]) -> None:
+    async def patch(self, delta: dict[str, Any], before: tuple[dict[str, Any], int]) -> None:
         try:
             await patch_status(
                 self.svc.kube, PLURAL, self.meta["namespace"], self.meta["name"], delta
@@ -411,8 +415,7 @@ class PolicyLoop:
             if is_not_found(exc):  # deleted, and the watch has not said so yet
                 self.rt.forget(self.uid)
                 return
-            self.written, self.last_write = before, -1e9
-            self._written_sig = None
+            (self.written, self._written_sig), self.last_write = before, -1e9
             detail = str(getattr(exc, "body", "") or "")[:300]
             log.warning("%s: status write failed: %s %s", self.ref, type(exc).__name__, detail)
         finally:
@@ -436,14 +439,10 @@ class PolicyLoop:
             return
         ours = cond.find(self.written.get("conditions"), cond.READY)
         if cond.find(live, cond.READY) != ours:
-            self.written["conditions"] = [dict(c) for c in live]
-            self.current["conditions"] = self.written["conditions"]
-            self._written_sig = None
-
-    def written_signature(self) -> tuple[Any, ...]:
-        if self._written_sig is None:
-            self._written_sig = _signature(self.written)
-        return self._written_sig
+            conditions = [dict(c) for c in live]
+            self.current["conditions"] = conditions
+            self.written = {**self.written, "conditions": conditions}
+            self._written_sig = hash(_signature({**self.current, **self.written}))
 
     async def round(self) -> float:
         """One evaluation; returns the seconds until the next one."""
@@ -587,6 +586,13 @@ class PolicyLoop:
                 message=f"{note.kind} webhook to {where} failed after {delivery.attempts}"
                 f" attempt(s): {delivery.detail}",
             )
+
+
+def _as_written(status: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
+    """The status as :class:`PolicyLoop` keeps what the API has: without the checks (a merge
+    patch replaces that list whole), and the hash of its :func:`_signature` (64 bits: a
+    collision would only put a change off until the next heartbeat)."""
+    return {k: v for k, v in status.items() if k != "checks"}, hash(_signature(status))
 
 
 def _significant(current: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
