@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -487,3 +488,23 @@ def test_prometheus_needs_exactly_one_band_kind() -> None:
     check = {"name": "d", "prometheus": {"url": "http://p:9090", "query": "up"}}
     with pytest.raises(InvalidSpec, match="exactly one of bands, lowerBands"):
         parse(HealthPolicySpec, {"checks": [check]})
+
+
+def test_secrets_in_probe_words_are_redacted_from_the_status() -> None:
+    policy = stack()
+    leaky = {
+        **all_ok(),
+        "db": ProbeResult.failed("Unreachable", 'password "s3cret-pw" refused; dsn pw=a"b\\c'),
+    }
+    ev = h.evaluate(policy, "stack", {}, leaky, None, T0, ["s3cret-pw", 'a"b\\c', "ab"])
+    text = json.dumps(ev.status)
+    db = next(c for c in ev.status["checks"] if c["name"] == "db")
+    assert "s3cret-pw" not in text and 'a\\"b\\\\c' not in text
+    assert db["message"].startswith('password "***" refused; dsn pw=***')
+    # One or two characters are not redacted: they would mangle every message instead.
+    short = h.evaluate(
+        policy, "stack", {}, {**all_ok(), "db": down("no table ab")}, None, T0, ["ab"]
+    )
+    assert "no table ab" in json.dumps(short.status)
+    clean = h.evaluate(policy, "stack", {}, all_ok(), None, T0, ["s3cret-pw"])
+    assert clean.status == h.evaluate(policy, "stack", {}, all_ok(), None, T0).status

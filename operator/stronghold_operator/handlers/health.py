@@ -389,7 +389,11 @@ class PolicyLoop:
             # write at a time per policy: merge patches must arrive in order.
             before = self.written, self._written_sig
             self.written, self._written_sig = _as_written(self.current)
-            self.last_write = time.monotonic()
+            # A policy's first heartbeat comes at a random point of the period: policies
+            # applied together would otherwise write together, every period, for ever.
+            first = self.last_write < 0
+            spread = random.uniform(0, STATUS_HEARTBEAT_S) if first else 0.0
+            self.last_write = time.monotonic() - spread
             self.writing = asyncio.create_task(self.patch(delta, before))
         # Incident transitions have their own, richer Events (IncidentOpened, ...). The first
         # evaluation's good news is not news (a thousand new policies made four thousand
@@ -476,9 +480,11 @@ class PolicyLoop:
         now = cond.utcnow()
         results = await self.rt.prober.run(policy, secrets, self.meta["namespace"])
         maintenance = (self.meta.get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
-        ev = logic.evaluate(policy, self.meta["name"], self.current, results, maintenance, now)
         known = [v for per_check in secrets.values() for v in per_check.values()]
-        status = _redacted(ev.status, known)
+        ev = logic.evaluate(
+            policy, self.meta["name"], self.current, results, maintenance, now, known
+        )
+        status = ev.status
         conditions = [
             cond.Condition(c.type, c.status, c.reason, logic.redact(c.message, known))
             for c in ev.conditions
@@ -665,14 +671,3 @@ _VOLATILE_TOP = {"lastProbeTime", "worstLatency", "worstLatencyMs"}
 def _escaped(secrets: list[str]) -> list[str]:
     # A secret inside a JSON string may appear escaped; redact both spellings.
     return [*secrets, *(json.dumps(s)[1:-1] for s in secrets)]
-
-
-def _redacted(status: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
-    if not any(secrets):
-        return status
-    text = json.dumps(status)
-    escaped = [s for s in _escaped(secrets) if s and len(s) >= 3]
-    if not any(s in text for s in escaped):
-        return status  # the usual case: nothing to redact, no need to parse it back
-    out: dict[str, Any] = json.loads(logic.redact(text, escaped))
-    return out

@@ -977,8 +977,14 @@ def evaluate(
     results: Mapping[str, ProbeResult],
     maintenance: str | None,
     now: datetime,
+    secrets: Iterable[str] = (),
 ) -> Evaluation:
-    """Fold one round of probe results into the policy's status."""
+    """Fold one round of probe results into the policy's status.
+
+    ``secrets``: values (passwords, URLs with credentials) replaced by ``***`` wherever a
+    probe's words carry them into the status; conditions and notifications are redacted by
+    the caller, which words them.
+    """
     before = _previous_checks(previous_status)
     checks_status: list[dict[str, Any]] = []
     verdicts: list[CheckVerdict] = []
@@ -1053,7 +1059,7 @@ def evaluate(
     }
     if worst_latency is not None:
         status["worstLatencyMs"] = round(worst_latency, 1)
-    status = _without_empty_strings(status)
+    status = _scrubbed(status, _redactable(secrets))
     # The root cause first, so the Healthy/Degraded reasons name the cause, not a symptom.
     if found is not None:
         verdicts.sort(key=lambda v: v.name != found.root_cause)
@@ -1061,13 +1067,16 @@ def evaluate(
     return Evaluation(status, conditions, step.notifications, verdicts, severity)
 
 
-def _without_empty_strings(value: Any) -> Any:
-    """Drop "" values inside objects: the apiserver (1.20) reads "" in a patch as null,
-    which a string field's schema then refuses."""
+def _scrubbed(value: Any, secrets: Sequence[str]) -> Any:
+    """A copy without "" values inside objects (the apiserver (1.20) reads "" in a patch as
+    null, which a string field's schema then refuses) and with ``secrets`` redacted from
+    every string, keys included: one walk, every round."""
+    if isinstance(value, str):
+        return _redact_sorted(value, secrets) if secrets else value
     if isinstance(value, dict):
-        return {k: _without_empty_strings(v) for k, v in value.items() if v != ""}
+        return {_scrubbed(k, secrets): _scrubbed(v, secrets) for k, v in value.items() if v != ""}
     if isinstance(value, list):
-        return [_without_empty_strings(v) for v in value]
+        return [_scrubbed(v, secrets) for v in value]
     return value
 
 
@@ -1136,8 +1145,19 @@ def policy_conditions(
 
 def redact(text: str, secrets: Iterable[str]) -> str:
     """Replace every known secret value in ``text`` (defence in depth for messages)."""
-    for s in sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True):
-        text = text.replace(s, "***")
+    return _redact_sorted(text, _redactable(secrets))
+
+
+def _redactable(secrets: Iterable[str]) -> list[str]:
+    """The values worth redacting, longest first (a secret may contain a shorter one);
+    one or two characters would mangle every message instead."""
+    return sorted({s for s in secrets if s and len(s) >= 3}, key=len, reverse=True)
+
+
+def _redact_sorted(text: str, secrets: Sequence[str]) -> str:
+    for s in secrets:
+        if s in text:
+            text = text.replace(s, "***")
     return text
 
 
