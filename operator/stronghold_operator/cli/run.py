@@ -45,7 +45,7 @@ def register(sub: Any) -> None:
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
-HEAP_TRIM_S = float(os.environ.get("STRONGHOLD_HEAP_TRIM_INTERVAL", "30"))
+HEAP_TRIM_S = float(os.environ.get("STRONGHOLD_HEAP_TRIM_INTERVAL", "10"))
 
 
 def _tune_malloc(arenas: int = 2, mmap_threshold: int = 128 * 1024) -> None:
