@@ -29,8 +29,7 @@ T = TypeVar("T")
 GROUP = "ops.stronghold.io"
 VERSION = "v1alpha1"
 # Our own calls run a few at a time (status writes are one per policy, in the background):
-# every TLS connection holds a 256 KiB read buffer (64 of them were 16 MiB at startup),
-# and four carry a thousand policies' writes (benchmarks/health.py).
+# every TLS connection holds a 256 KiB read buffer, and 64 of them were 16 MiB at startup.
 API_CONNECTIONS = 8
 
 
