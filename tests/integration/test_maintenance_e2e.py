@@ -377,6 +377,9 @@ def test_window_snapshots_freezes_quiets_survives_a_restart_and_releases(
     assert annotation(ns, "scalingpolicy", "web") == "mw"
     assert annotation(ns, "healthpolicy", "stack") == "mw"
     assert sorted(obj["status"]["frozenTargets"]) == ["HealthPolicy/stack", "ScalingPolicy/web"]
+    # Webhooks before the window are not its business: with failureThreshold 1, one slow
+    # first answer of the web app on a busy machine is a real incident, opened and resolved.
+    hooks_before = receiver.events("stack")
 
     # Load that would scale it, and the web service going down: frozen and quiet.
     (switch / "burn").touch()
@@ -421,7 +424,7 @@ def test_window_snapshots_freezes_quiets_survives_a_restart_and_releases(
 
     # Load stays frozen; nothing scaled; no webhook while the window was open.
     assert get(ns, "deployment", "web")["spec"]["replicas"] == 1
-    assert receiver.events("stack") == []
+    assert receiver.events("stack") == hooks_before
 
     # The service comes back and the load stops before the end.
     proxy.start()
