@@ -20,6 +20,7 @@ __all__ = [
     "Services",
     "announce",
     "compute_status",
+    "invalid_conditions",
     "invalid_spec",
     "services",
     "track_watch",
@@ -153,11 +154,16 @@ def invalid_spec(
     The caller raises the returned :class:`kopf.PermanentError`, so kopf does not retry;
     the next spec change (a new generation) is evaluated afresh.
     """
-    updates = [cond.Condition(cond.READY, "False", cond.REASON_INVALID_SPEC, str(exc))]
+    write_status(patch, body, status, {}, invalid_conditions(str(exc), condition_types), now)
+    return kopf.PermanentError(str(exc))
+
+
+def invalid_conditions(message: str, condition_types: Iterable[str]) -> list[cond.Condition]:
+    """Ready=False/InvalidSpec with ``message`` (it names the field); the rest Unknown."""
+    updates = [cond.Condition(cond.READY, "False", cond.REASON_INVALID_SPEC, message)]
     updates += [
         cond.Condition(t, "Unknown", cond.REASON_INVALID_SPEC, "Spec is invalid")
         for t in condition_types
         if t != cond.READY
     ]
-    write_status(patch, body, status, {}, updates, now)
-    return kopf.PermanentError(str(exc))
+    return updates

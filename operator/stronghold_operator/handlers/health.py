@@ -30,7 +30,7 @@ from stronghold_operator.handlers.common import (
     Services,
     announce,
     compute_status,
-    invalid_spec,
+    invalid_conditions,
     is_bad,
     services,
     track_watch,
@@ -51,6 +51,8 @@ from stronghold_operator.probes.runner import Prober
 
 PLURAL = "healthpolicies"
 SECRET_TTL_S = 60.0  # Secrets are re-read (get) at most this often per key
+# An invalid spec's status is re-asserted this often (a fix wakes the policy at once).
+INVALID_RECHECK_S = 300.0
 JITTER = 0.1  # +-10% of the interval, so a thousand policies do not probe in lockstep
 # Status writes that only refresh numbers and messages happen at most this often.
 STATUS_HEARTBEAT_S = float(os.environ.get("STRONGHOLD_HEALTH_STATUS_HEARTBEAT", "60"))
@@ -158,23 +160,6 @@ async def close_probes(memo: kopf.Memo, **_: Any) -> None:
     await rt.prober.close()
 
 
-@kopf.on.create(GROUP, VERSION, PLURAL, id="validate")
-@kopf.on.update(GROUP, VERSION, PLURAL, id="validate")
-@kopf.on.resume(GROUP, VERSION, PLURAL, id="validate")
-async def validate(
-    body: kopf.Body,
-    spec: kopf.Spec,
-    status: kopf.Status,
-    patch: kopf.Patch,
-    **_: Any,
-) -> None:
-    """Refuse a spec the operator cannot act on (Ready=False, InvalidSpec)."""
-    try:
-        parse(HealthPolicySpec, spec)
-    except InvalidSpec as exc:
-        raise invalid_spec(patch, body, status, exc, logic.CONDITION_TYPES, cond.utcnow()) from None
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL, id="track")
 async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Keep the schedule's view of each policy current; a change wakes its round now.
@@ -185,6 +170,12 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
     thousand policies, and it needs a finalizer, which keeps a namespace Terminating
     while the operator is down. A policy here is its parsed spec, its status and its slot
     in one schedule.
+
+    Why no kopf change handler either (the other kinds' ``validate``): for each of its
+    objects kopf then keeps the handled spec in an annotation, diffs every watch event
+    against it and, at every operator start, runs the handler for every object again. The
+    round reports an invalid spec itself. kopf still takes off the finalizer that earlier
+    versions put on HealthPolicies: no handler of this kind needs it.
     """
     rt = runtime(memo)
     meta = body["metadata"]
@@ -257,11 +248,11 @@ class PolicyLoop:
 
     __slots__ = (
         "_generation",
-        "_invalid_conditions",
         "_written_sig",
         "again",
         "body",
         "current",
+        "invalid",
         "last_write",
         "ref",
         "rt",
@@ -300,9 +291,9 @@ class PolicyLoop:
         self.started = False
         self.secret_misses = 0
         self.series = SERIES.series(self.uid, meta["namespace"], meta["name"])  # for /metrics
-        self.spec: HealthPolicySpec | None = None  # None: invalid (the validate handler says)
+        self.spec: HealthPolicySpec | None = None  # None: invalid, and ``invalid`` says why
+        self.invalid = ""
         self._generation: object = object()
-        self._invalid_conditions: list[dict[str, Any]] | None = None
         self.observe(body)
 
     def observe(self, body: Mapping[str, Any]) -> bool:
@@ -321,19 +312,14 @@ class PolicyLoop:
         if generation != self._generation or generation is None:
             self._generation = generation
             try:
-                self.spec = parse(HealthPolicySpec, body.get("spec") or {})
-            except InvalidSpec:
-                self.spec = None
+                self.spec, self.invalid = parse(HealthPolicySpec, body.get("spec") or {}), ""
+            except InvalidSpec as exc:
+                self.spec, self.invalid = None, str(exc)
         slim["generation"] = generation
         if maintenance is None:
             slim.pop("annotations", None)
         else:
             slim["annotations"] = {MAINTENANCE_ANNOTATION: maintenance}
-        # The validate handler writes InvalidSpec through kopf, behind our back: adopt it.
-        live = (body.get("status") or {}).get("conditions")
-        ready = cond.find(live, cond.READY)
-        invalid = ready is not None and ready.get("reason") == cond.REASON_INVALID_SPEC
-        self._invalid_conditions = [dict(c) for c in live or ()] if invalid else None
         return changed
 
     @property
@@ -433,30 +419,19 @@ class PolicyLoop:
 
     async def first_sight(self) -> None:
         if self.current.get("conditions") or self.spec is None:
-            return  # an invalid spec: the validate handler reports it, not Unknown over it
+            return  # an invalid spec: the round reports it, not Unknown before it
         await self.write({}, cond.unknown_all(logic.CONDITION_TYPES))
-
-    def resync(self) -> None:
-        """Adopt conditions the validate handler wrote (InvalidSpec) behind our back."""
-        live = self._invalid_conditions
-        if live is None:
-            return
-        ours = cond.find(self.written.get("conditions"), cond.READY)
-        if cond.find(live, cond.READY) != ours:
-            conditions = [dict(c) for c in live]
-            self.current["conditions"] = conditions
-            self.written = {**self.written, "conditions": conditions}
-            self._written_sig = hash(_signature({**self.current, **self.written}))
 
     async def round(self) -> float:
         """One evaluation; returns the seconds until the next one."""
         if not self.started:
             self.started = True
             await self.first_sight()
-        self.resync()
         policy = self.spec
         if policy is None:
-            return 30.0  # the validate handler reports it; a spec change wakes us
+            # The message names the field. Nothing to probe: a spec change wakes us.
+            await self.write({}, invalid_conditions(self.invalid, logic.CONDITION_TYPES))
+            return INVALID_RECHECK_S
         interval = policy.interval.total_seconds()
         if policy.suspend:
             await self.write(
