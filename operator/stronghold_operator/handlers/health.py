@@ -172,8 +172,8 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
     in one schedule.
 
     Why no kopf change handler either (the other kinds' ``validate``): for each of its
-    objects kopf then keeps the handled spec in an annotation, diffs every watch event
-    against it and, at every operator start, runs the handler for every object again. The
+    objects kopf then keeps the handled spec in an annotation, runs its change machinery on
+    every watch event and, at every operator start, runs the handler for every object again. The
     round reports an invalid spec itself. kopf still takes off the finalizer that earlier
     versions put on HealthPolicies: no handler of this kind needs it.
     """
