@@ -9,11 +9,7 @@ import pytest
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.handlers.common import compute_status
-from stronghold_operator.handlers.health import (
-    _merged_signature_conditions,
-    _signature,
-    _significant,
-)
+from stronghold_operator.handlers.health import _merged_signature_conditions, _signature
 
 BASE: dict[str, Any] = {
     "lastProbeTime": "2026-11-27T01:00:00Z",
@@ -38,6 +34,11 @@ BASE: dict[str, Any] = {
         }
     ],
 }
+
+
+def _significant(current: dict[str, Any], written: dict[str, Any]) -> bool:
+    """What the write path asks: does the status differ in what a reader acts on?"""
+    return _signature(current) != _signature(written)
 
 
 def changed(path: list[Any], value: Any) -> dict[str, Any]:

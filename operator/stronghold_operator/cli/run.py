@@ -22,7 +22,12 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--standalone", action="store_true", help="no peering: do not look for other operators"
     )
-    p.add_argument("--peering", default=None, help="peering object name (for HA pairs)")
+    p.add_argument(
+        "--peering",
+        default=None,
+        help="kopf peering object name; HealthPolicy rounds do not pause for a peer,"
+        " so run one operator (docs/install.md)",
+    )
     p.add_argument("--priority", type=int, default=None, help="peering priority")
     p.add_argument(
         "--liveness",

@@ -199,23 +199,38 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
 
 
 async def run_schedule(rt: HealthRuntime) -> None:
-    """Start every round that is due; sleep until the next one or a change of plan."""
+    """Start every round that is due; sleep until the next one or a change of plan.
+
+    Every policy's rounds hang on this one task: an unexpected error is logged and the loop
+    goes on a second later, instead of silently ending all probing.
+    """
     while True:
-        now = time.monotonic()
-        for uid, due in rt.schedule.pop_due(now):
-            loop = rt.policies.get(uid)
-            if loop is None:
-                continue
-            if loop.task is not None and not loop.task.done():
-                loop.again = True  # woken mid-round: the round that follows starts at once
-                continue
-            LATENESS.observe(max(0.0, now - due))
-            loop.task = asyncio.create_task(run_round(rt, loop, now))
-        head = rt.schedule.next_at()
-        rt.tick.clear()
-        timeout = None if head is None else max(0.0, head - time.monotonic())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(rt.tick.wait(), timeout)
+        try:
+            await _run_due(rt)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("health schedule: unexpected error; continuing in 1 s")
+            await asyncio.sleep(1.0)
+
+
+async def _run_due(rt: HealthRuntime) -> None:
+    """Start the rounds that are due, then wait for the next due time or a change of plan."""
+    now = time.monotonic()
+    for uid, due in rt.schedule.pop_due(now):
+        loop = rt.policies.get(uid)
+        if loop is None:
+            continue
+        if loop.task is not None and not loop.task.done():
+            loop.again = True  # woken mid-round: the round that follows starts at once
+            continue
+        LATENESS.observe(max(0.0, now - due))
+        loop.task = asyncio.create_task(run_round(rt, loop, now))
+    head = rt.schedule.next_at()
+    rt.tick.clear()
+    timeout = None if head is None else max(0.0, head - time.monotonic())
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(rt.tick.wait(), timeout)
 
 
 async def run_round(rt: HealthRuntime, loop: PolicyLoop, started: float) -> None:
@@ -574,11 +589,6 @@ def _as_written(status: Mapping[str, Any]) -> tuple[dict[str, Any], int]:
     patch replaces that list whole), and the hash of its :func:`_signature` (64 bits: a
     collision would only put a change off until the next heartbeat)."""
     return {k: v for k, v in status.items() if k != "checks"}, hash(_signature(status))
-
-
-def _significant(current: Mapping[str, Any], written: Mapping[str, Any]) -> bool:
-    """Whether the status changed in a way a reader acts on (see :func:`_signature`)."""
-    return _signature(current) != _signature(written)
 
 
 def _merged_signature_conditions(
