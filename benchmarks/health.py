@@ -403,7 +403,7 @@ def machine_busy() -> tuple[float, float]:
     return sum(f) - f[3] - f[4], sum(f)
 
 
-def handled(ns: str, n: int) -> bool:
+def statuses_written(ns: str, n: int) -> bool:
     """Every one of the ``n`` policies has had its status written by a round.
 
     The first rounds write every status at once (a thousand writes answered partly with
@@ -433,9 +433,9 @@ def run_operator(
 
         def warm() -> bool:
             # 2N rounds started: every policy past its first round (on average).
-            return scrape(op.metrics_url).rounds >= 2 * n and handled(ns, n)
+            return scrape(op.metrics_url).rounds >= 2 * n and statuses_written(ns, n)
 
-        kit.wait_until(f"all {n} policies probed and handled", warm, timeout=600, interval=5)
+        kit.wait_until(f"all {n} policies probed, statuses written", warm, timeout=600, interval=5)
         # One more interval: the first round of every policy writes its status (a burst
         # that happens once); the window measures the steady state after it.
         time.sleep(INTERVAL + 2)
