@@ -70,6 +70,7 @@ from typing import Any
 
 import kubernetes
 from tests.integration import kit
+from tests.support.workloads import busybox_deployment
 
 from benchmarks.common import table
 from stronghold_operator.testbed import cluster, paths
@@ -187,40 +188,18 @@ class Tick:
 
 
 def deployment(name: str, load_dir: Path) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": MIN_REPLICAS,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "hostNetwork": True,
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "web",
-                            "image": "stronghold/busybox:1",
-                            "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", LOAD_LOOP],
-                            "resources": {
-                                "requests": {"cpu": f"{REQUEST_M}m", "memory": "32Mi"},
-                                "limits": {"cpu": f"{LIMIT_M}m", "memory": "64Mi"},
-                            },
-                            "volumeMounts": [
-                                {"name": "load", "mountPath": "/load", "readOnly": True}
-                            ],
-                        }
-                    ],
-                    "volumes": [
-                        {"name": "load", "hostPath": {"path": str(load_dir), "type": "Directory"}}
-                    ],
-                },
-            },
-        },
+    resources = {
+        "requests": {"cpu": f"{REQUEST_M}m", "memory": "32Mi"},
+        "limits": {"cpu": f"{LIMIT_M}m", "memory": "64Mi"},
     }
+    return busybox_deployment(
+        name,
+        LOAD_LOOP,
+        replicas=MIN_REPLICAS,
+        resources=resources,
+        host_dir=load_dir,
+        mount="/load",
+    )
 
 
 def hpa(s: Settings) -> dict[str, Any]:

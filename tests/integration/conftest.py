@@ -11,18 +11,23 @@ import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import docker
 import kubernetes
 import pytest
+from docker.errors import DockerException, ImageNotFound
 
 from stronghold_operator.testbed import cluster, paths, services
 from stronghold_operator.testbed.procs import TestbedError
 from tests.integration import kit
+from tests.support.workloads import BUSYBOX
 
 REPO = kit.REPO
 OPERATOR_NS = "stronghold-system"
 OPERATOR_SA = "stronghold-operator"
 KINDS = "healthpolicies,scalingpolicies,backupschedules,maintenancewindows"
+DOCKER_SOCKET = "unix:///var/run/docker.sock"
 
 
 @pytest.fixture(scope="session")
@@ -165,3 +170,19 @@ def switch(namespace: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def docker_client() -> Iterator[Any]:
+    """The testbed's Docker Engine, with the busybox image the tests run."""
+    try:
+        c = docker.DockerClient(base_url=DOCKER_SOCKET, version="auto")
+        c.ping()
+    except DockerException as exc:
+        pytest.fail(f"Docker Engine is not reachable at {DOCKER_SOCKET}: {exc}")
+    try:
+        c.images.get(BUSYBOX)
+    except ImageNotFound:
+        pytest.fail(f"image {BUSYBOX} is missing: build it with the testbed first")
+    yield c
+    c.close()

@@ -15,9 +15,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
-from docker.errors import DockerException, ImageNotFound
 
 from stronghold_operator.conditions import utcnow
 from stronghold_operator.handlers.scaling import Memory, evaluate
@@ -26,26 +24,15 @@ from stronghold_operator.models.base import parse
 from stronghold_operator.models.scaling import MissingBasis, ScalingPolicySpec
 from stronghold_operator.platforms import compose
 from tests.integration import kit
+from tests.integration.conftest import DOCKER_SOCKET as SOCKET
+from tests.support.workloads import BUSYBOX as IMAGE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
-SOCKET = "unix:///var/run/docker.sock"
-IMAGE = "stronghold/busybox:1"
-
 
 @pytest.fixture
-def client() -> Iterator[Any]:
-    try:
-        c = docker.DockerClient(base_url=SOCKET, version="auto")
-        c.ping()
-    except DockerException as exc:
-        pytest.fail(f"Docker Engine is not reachable at {SOCKET}: {exc}")
-    try:
-        c.images.get(IMAGE)
-    except ImageNotFound:
-        pytest.fail(f"image {IMAGE} is missing: build it with the testbed first")
-    yield c
-    c.close()
+def client(docker_client: Any) -> Any:
+    return docker_client
 
 
 def start_service(client: Any, project: str, switch: Path, *, limits: bool = True) -> Any:

@@ -21,9 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
-from docker.errors import DockerException, ImageNotFound
 
 from stronghold_operator.conditions import utcnow
 from stronghold_operator.logic import health as logic
@@ -34,11 +32,11 @@ from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.probes.resources import ResourcesProbe
 from stronghold_operator.probes.runner import Prober
 from tests.integration import kit
+from tests.integration.conftest import DOCKER_SOCKET as SOCKET
+from tests.support.workloads import BUSYBOX as IMAGE
+from tests.support.workloads import busybox_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
-
-SOCKET = "unix:///var/run/docker.sock"
-IMAGE = "stronghold/busybox:1"
 
 
 # --------------------------------------------------------------------------- Kubernetes
@@ -53,38 +51,7 @@ def deployment(name: str, switch: Path, *, requests: bool = True) -> dict[str, A
             "requests": {"cpu": "100m", "memory": "32Mi"},
             "limits": {"cpu": "150m", "memory": "64Mi"},
         }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "hostNetwork": True,
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "web",
-                            "image": IMAGE,
-                            "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", kit.BURN],
-                            "resources": resources,
-                            "volumeMounts": [{"name": "switch", "mountPath": "/switch"}],
-                        }
-                    ],
-                    "volumes": [
-                        {
-                            "name": "switch",
-                            "hostPath": {"path": str(switch), "type": "DirectoryOrCreate"},
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    return busybox_deployment(name, kit.BURN, resources=resources, host_dir=switch)
 
 
 def health_policy(name: str, checks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -242,18 +209,8 @@ def test_apiserver_rejects_bad_targets(
 
 
 @pytest.fixture
-def client() -> Iterator[Any]:
-    try:
-        c = docker.DockerClient(base_url=SOCKET, version="auto")
-        c.ping()
-    except DockerException as exc:
-        pytest.fail(f"Docker Engine is not reachable at {SOCKET}: {exc}")
-    try:
-        c.images.get(IMAGE)
-    except ImageNotFound:
-        pytest.fail(f"image {IMAGE} is missing: build it with the testbed first")
-    yield c
-    c.close()
+def client(docker_client: Any) -> Any:
+    return docker_client
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ import pytest
 
 from tests.integration import health_kit as hk
 from tests.integration import kit
+from tests.support.workloads import SMALL, busybox_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -56,41 +57,7 @@ def receiver() -> Iterator[hk.Receiver]:
 
 
 def deployment(name: str, switch: Path) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "hostNetwork": True,
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "web",
-                            "image": "stronghold/busybox:1",
-                            "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", kit.BURN],
-                            "resources": {
-                                "requests": {"cpu": "50m", "memory": "16Mi"},
-                                "limits": {"cpu": "100m", "memory": "32Mi"},
-                            },
-                            "volumeMounts": [{"name": "switch", "mountPath": "/switch"}],
-                        }
-                    ],
-                    "volumes": [
-                        {
-                            "name": "switch",
-                            "hostPath": {"path": str(switch), "type": "DirectoryOrCreate"},
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    return busybox_deployment(name, kit.BURN, resources=SMALL, host_dir=switch)
 
 
 def scaling_policy(name: str, target: str, labels: dict[str, str] | None = None) -> dict[str, Any]:

@@ -18,46 +18,13 @@ from typing import Any
 import pytest
 
 from tests.integration import kit
+from tests.support.workloads import SMALL, busybox_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def deployment(name: str, switch: Path, replicas: int = 1) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "hostNetwork": True,
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "web",
-                            "image": "stronghold/busybox:1",
-                            "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", kit.BURN],
-                            "resources": {
-                                "requests": {"cpu": "50m", "memory": "16Mi"},
-                                "limits": {"cpu": "100m", "memory": "32Mi"},
-                            },
-                            "volumeMounts": [{"name": "switch", "mountPath": "/switch"}],
-                        }
-                    ],
-                    "volumes": [
-                        {
-                            "name": "switch",
-                            "hostPath": {"path": str(switch), "type": "DirectoryOrCreate"},
-                        }
-                    ],
-                },
-            },
-        },
-    }
+    return busybox_deployment(name, kit.BURN, replicas=replicas, resources=SMALL, host_dir=switch)
 
 
 def policy(name: str, target: str, **spec: Any) -> dict[str, Any]:

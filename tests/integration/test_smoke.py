@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.integration import kit
+from tests.support.workloads import busybox_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -46,31 +48,8 @@ SMOKE_CRD = {
 }
 
 
-def _busybox_deployment(name: str, replicas: int) -> dict[str, object]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {
-                    "hostNetwork": True,
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "sleeper",
-                            "image": "stronghold/busybox:1",
-                            "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
-                        }
-                    ],
-                },
-            },
-        },
-    }
+def _busybox_deployment(name: str, replicas: int) -> dict[str, Any]:
+    return busybox_deployment(name, replicas=replicas, container="sleeper")
 
 
 def _running_pods(namespace: str, app: str) -> list[dict[str, object]]:
