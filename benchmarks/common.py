@@ -84,3 +84,17 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def refuse_incluster_operator(would: str) -> None:
+    """Exit if an in-cluster operator runs: ``would`` says what it would do to the run."""
+    from tests.integration import kit
+
+    existing = kit.kubectl(
+        "get", "deployment", "stronghold-operator", "-n", kit.OPERATOR_NS, check=False
+    )
+    if existing.startswith("NAME"):
+        raise SystemExit(
+            f"an in-cluster operator runs (deployment stronghold-operator in {kit.OPERATOR_NS}); "
+            f"it would {would} — remove it before benchmarking"
+        )

@@ -48,12 +48,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.integration import kit
 
 from benchmarks import health_peers as peers
-from benchmarks.common import Window, rss_mib, start, stop, table
+from benchmarks.common import Window, refuse_incluster_operator, rss_mib, start, stop, table
 from stronghold_operator.testbed import cluster, packages, paths
 
 INTERVAL = 10.0
-OPERATOR_NS = "stronghold-system"
-OPERATOR_SA = "stronghold-operator"
 MEMCACHED = "127.0.0.1:11211"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
@@ -143,34 +141,13 @@ def webapp(t: Targets, workdir: Path) -> Iterator[str]:
 def check_cluster() -> None:
     if not cluster.is_up():
         raise SystemExit("the local cluster is not up: run `stronghold cluster up` first")
-    existing = kit.kubectl(
-        "get", "deployment", "stronghold-operator", "-n", OPERATOR_NS, check=False
-    )
-    if existing.startswith("NAME"):
-        raise SystemExit(
-            f"an in-cluster operator runs (deployment stronghold-operator in {OPERATOR_NS}); "
-            "it would probe the policies too — remove it before benchmarking"
-        )
+    refuse_incluster_operator("probe the policies too")
 
 
 def operator_kubeconfig(workdir: Path) -> Path:
     """CRDs, the operator's namespace, ServiceAccount and RBAC (as tests/integration do)."""
-    repo = kit.REPO
-    for f in sorted((repo / "crds").glob("*.yaml")):
-        kit.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
-        name = kit.kubectl("get", "-f", str(f), "-o", "name").strip()
-        kit.kubectl("wait", "--for=condition=Established", "--timeout=60s", name)
-    for part in ("base/namespace.yaml", "base/serviceaccount.yaml"):
-        kit.kubectl("apply", "-f", str(repo / "manifests" / part))
-    kit.kubectl("apply", "-k", str(repo / "manifests/rbac/cluster"))
-    kit.wait_until(
-        "the operator ServiceAccount",
-        lambda: kit.kubectl("get", "sa", OPERATOR_SA, "-n", OPERATOR_NS, check=False).startswith(
-            "NAME"
-        ),
-        timeout=30,
-    )
-    return cluster.sa_kubeconfig(OPERATOR_NS, OPERATOR_SA, workdir / "operator.kubeconfig")
+    kit.apply_crds()
+    return kit.operator_kubeconfig(workdir / "operator.kubeconfig")
 
 
 @dataclass

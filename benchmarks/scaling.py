@@ -72,7 +72,7 @@ import kubernetes
 from tests.integration import kit
 from tests.support.workloads import busybox_deployment
 
-from benchmarks.common import table
+from benchmarks.common import refuse_incluster_operator, table
 from stronghold_operator.testbed import cluster, paths
 
 REQUEST_M = 100
@@ -83,8 +83,6 @@ HPA = "web-hpa"
 SPOL = "web-spol"
 NAMES = (HPA, SPOL)
 LABELS = {HPA: "HPA (v2beta2, 80 % CPU)", SPOL: "ScalingPolicy (guide's bands)"}
-OPERATOR_NS = "stronghold-system"
-OPERATOR_SA = "stronghold-operator"
 LOAD_ROOT = Path("/tmp/stronghold-bench-scaling")
 
 # One pod's load generator, with a 1 s period: burn the share of CPU time named in
@@ -255,34 +253,13 @@ def check_cluster() -> None:
     out = kit.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
     if '"NodeMetricsList"' not in out:
         raise SystemExit(f"metrics.k8s.io is not served ({out.strip()[:200]})")
-    existing = kit.kubectl(
-        "get", "deployment", "stronghold-operator", "-n", OPERATOR_NS, check=False
-    )
-    if existing.startswith("NAME"):
-        raise SystemExit(
-            f"an in-cluster operator runs (deployment stronghold-operator in {OPERATOR_NS}); "
-            "it would act on the ScalingPolicy too — remove it before benchmarking"
-        )
+    refuse_incluster_operator("act on the ScalingPolicy too")
 
 
 def operator_kubeconfig(workdir: Path) -> Path:
     """CRDs, the operator's namespace, ServiceAccount and RBAC (as tests/integration do)."""
-    repo = kit.REPO
-    for f in sorted((repo / "crds").glob("*.yaml")):
-        kit.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
-        name = kit.kubectl("get", "-f", str(f), "-o", "name").strip()
-        kit.kubectl("wait", "--for=condition=Established", "--timeout=60s", name)
-    for part in ("base/namespace.yaml", "base/serviceaccount.yaml"):
-        kit.kubectl("apply", "-f", str(repo / "manifests" / part))
-    kit.kubectl("apply", "-k", str(repo / "manifests/rbac/cluster"))
-    kit.wait_until(
-        "the operator ServiceAccount",
-        lambda: kit.kubectl("get", "sa", OPERATOR_SA, "-n", OPERATOR_NS, check=False).startswith(
-            "NAME"
-        ),
-        timeout=30,
-    )
-    return cluster.sa_kubeconfig(OPERATOR_NS, OPERATOR_SA, workdir / "operator.kubeconfig")
+    kit.apply_crds()
+    return kit.operator_kubeconfig(workdir / "operator.kubeconfig")
 
 
 def write_share(load_dir: Path, millicores: int) -> None:

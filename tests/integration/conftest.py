@@ -24,8 +24,8 @@ from tests.integration import kit
 from tests.support.workloads import BUSYBOX
 
 REPO = kit.REPO
-OPERATOR_NS = "stronghold-system"
-OPERATOR_SA = "stronghold-operator"
+OPERATOR_NS = kit.OPERATOR_NS
+OPERATOR_SA = kit.OPERATOR_SA
 KINDS = "healthpolicies,scalingpolicies,backupschedules,maintenancewindows"
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
 
@@ -56,33 +56,16 @@ def kube_api(testbed: Path) -> Iterator[kubernetes.client.ApiClient]:
 @pytest.fixture(scope="session")
 def apply_crds(testbed: Path) -> list[str]:
     """Apply every CRD in crds/ (the very files users apply) and wait until Established."""
-    files = sorted((REPO / "crds").glob("*.yaml"))
-    if not files:
-        pytest.fail("no CRDs in crds/", pytrace=False)
-    names = []
-    for f in files:
-        kit.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
-        names.append(kit.kubectl("get", "-f", str(f), "-o", "name").strip())
-    for name in names:
-        kit.kubectl("wait", "--for=condition=Established", "--timeout=60s", name)
-    return names
+    try:
+        return kit.apply_crds()
+    except AssertionError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def operator_kubeconfig(testbed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A kubeconfig for the operator's ServiceAccount, bound to the ClusterRole in manifests/."""
-    for part in ("base/namespace.yaml", "base/serviceaccount.yaml"):
-        kit.kubectl("apply", "-f", str(REPO / "manifests" / part))
-    kit.kubectl("apply", "-k", str(REPO / "manifests/rbac/cluster"))
-    kit.wait_until(
-        "the operator ServiceAccount",
-        lambda: kit.kubectl("get", "sa", OPERATOR_SA, "-n", OPERATOR_NS, check=False).startswith(
-            "NAME"
-        ),
-        timeout=30,
-    )
-    out = tmp_path_factory.mktemp("sa") / "operator.kubeconfig"
-    return cluster.sa_kubeconfig(OPERATOR_NS, OPERATOR_SA, out)
+    return kit.operator_kubeconfig(tmp_path_factory.mktemp("sa") / "operator.kubeconfig")
 
 
 @pytest.fixture

@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from stronghold_operator.testbed import paths
+from stronghold_operator.testbed import cluster, paths
 
 REPO = Path(__file__).resolve().parents[2]
+OPERATOR_NS = "stronghold-system"
+OPERATOR_SA = "stronghold-operator"
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
 T = TypeVar("T")
 
@@ -174,3 +176,32 @@ def start_operator(
         op.kill()  # never leave an operator running behind a failed start
         raise
     return op
+
+
+def apply_crds() -> list[str]:
+    """Apply every CRD in crds/ (the very files users apply) and wait until Established."""
+    files = sorted((REPO / "crds").glob("*.yaml"))
+    if not files:
+        raise AssertionError("no CRDs in crds/")
+    names = []
+    for f in files:
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(f))
+        names.append(kubectl("get", "-f", str(f), "-o", "name").strip())
+    for name in names:
+        kubectl("wait", "--for=condition=Established", "--timeout=60s", name)
+    return names
+
+
+def operator_kubeconfig(out: Path) -> Path:
+    """A kubeconfig for the operator's ServiceAccount, bound to the ClusterRole in manifests/."""
+    for part in ("base/namespace.yaml", "base/serviceaccount.yaml"):
+        kubectl("apply", "-f", str(REPO / "manifests" / part))
+    kubectl("apply", "-k", str(REPO / "manifests/rbac/cluster"))
+    wait_until(
+        "the operator ServiceAccount",
+        lambda: kubectl("get", "sa", OPERATOR_SA, "-n", OPERATOR_NS, check=False).startswith(
+            "NAME"
+        ),
+        timeout=30,
+    )
+    return cluster.sa_kubeconfig(OPERATOR_NS, OPERATOR_SA, out)
