@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration import kit
+from tests.support.workloads import hostpath_claim
 
 from benchmarks.common import table
 from stronghold_operator.testbed import cluster, packages
@@ -84,7 +85,6 @@ def _status(ns: str) -> dict[str, Any]:
 def setup(ns: str, storage: Path) -> None:
     storage.mkdir(parents=True, exist_ok=True)
     storage.chmod(0o777)  # the Job runs as uid 999
-    pv = f"bench-{ns}"
     kit.apply(
         {
             "apiVersion": "v1",
@@ -96,29 +96,7 @@ def setup(ns: str, storage: Path) -> None:
                     "metadata": {"name": "db", "namespace": ns},
                     "stringData": {"password": "unused-trust-auth"},
                 },
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolume",
-                    "metadata": {"name": pv},
-                    "spec": {
-                        "capacity": {"storage": "20Gi"},
-                        "accessModes": ["ReadWriteOnce"],
-                        "storageClassName": "",
-                        "hostPath": {"path": str(storage)},
-                        "claimRef": {"namespace": ns, "name": "backups"},
-                    },
-                },
-                {
-                    "apiVersion": "v1",
-                    "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": "backups", "namespace": ns},
-                    "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "storageClassName": "",
-                        "volumeName": pv,
-                        "resources": {"requests": {"storage": "20Gi"}},
-                    },
-                },
+                *hostpath_claim(ns, "backups", storage, "20Gi"),
                 {
                     "apiVersion": "ops.stronghold.io/v1alpha1",
                     "kind": "BackupSchedule",
@@ -256,7 +234,7 @@ def main() -> None:
         finally:
             op.kill(sig=15)
             kit.kubectl("delete", "namespace", ns, "--wait=false", check=False)
-            kit.kubectl("delete", "pv", f"bench-{ns}", "--wait=false", check=False)
+            kit.kubectl("delete", "pv", f"backups-{ns}", "--wait=false", check=False)
 
     def med(key: str) -> float:
         return statistics.median(r[key] for r in runs)

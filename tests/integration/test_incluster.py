@@ -16,6 +16,7 @@ import pytest
 
 from stronghold_operator.testbed import operator_image
 from tests.integration import kit
+from tests.support.workloads import hostpath_claim
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
@@ -109,7 +110,6 @@ def test_operator_pod_reconciles_every_kind_without_rbac_denials(
     backups = tmp_path / "backups"
     backups.mkdir()
     backups.chmod(0o777)  # the Job runs as uid 999
-    pv = f"incluster-{namespace}"
     objects: list[dict[str, Any]] = [
         {
             "apiVersion": "v1",
@@ -117,29 +117,7 @@ def test_operator_pod_reconciles_every_kind_without_rbac_denials(
             "metadata": {"name": "db", "namespace": namespace},
             "stringData": {"password": "incluster-secret-pw"},
         },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {"name": pv},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "hostPath": {"path": str(backups)},
-                "claimRef": {"namespace": namespace, "name": "backups"},
-            },
-        },
-        {
-            "apiVersion": "v1",
-            "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "backups", "namespace": namespace},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": pv,
-                "resources": {"requests": {"storage": "1Gi"}},
-            },
-        },
+        *hostpath_claim(namespace, "backups", backups),
         {
             "apiVersion": "apps/v1",
             "kind": "Deployment",

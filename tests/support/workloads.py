@@ -50,3 +50,35 @@ def busybox_deployment(
             "template": {"metadata": {"labels": {"app": name}}, "spec": pod},
         },
     }
+
+
+def hostpath_claim(
+    namespace: str, claim: str, path: Path, size: str = "1Gi"
+) -> list[dict[str, Any]]:
+    """A PVC ``claim`` bound to a new PersistentVolume on ``path`` of this machine (PV first)."""
+    pv = f"{claim}-{namespace}"
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": size},
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "hostPath": {"path": str(path)},
+                "claimRef": {"namespace": namespace, "name": claim},
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": claim, "namespace": namespace},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": size}},
+            },
+        },
+    ]
