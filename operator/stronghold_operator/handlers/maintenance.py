@@ -58,6 +58,7 @@ from stronghold_operator.platforms.kube import (
     patch_status,
 )
 from stronghold_operator.probes.http import HttpProbe
+from stronghold_operator.runtime.periodic import run_passes
 
 PLURAL = "maintenancewindows"
 KIND = "MaintenanceWindow"
@@ -748,20 +749,25 @@ async def window_daemon(
     state = State.from_status(status)
     meta = body["metadata"]
     uid = svc.follow(body)
+
+    async def one_pass() -> float:
+        return await reconcile_once(svc, body, state, cond.utcnow())
+
+    def restart_from_status() -> None:
+        # The in-memory state may be ahead of what was written: start again from what
+        # status says, as a restart would.
+        nonlocal state
+        state = State.from_status(body.get("status") or {})
+
     try:
-        while not stopped:
-            interval = IDLE_INTERVAL
-            try:
-                interval = await reconcile_once(svc, body, state, cond.utcnow())
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an API hiccup must not kill the daemon: retry soon
-                logger.warning("maintenance window pass failed: %s", exc)
-                # The in-memory state may be ahead of what was written: start again from
-                # what status says, as a restart would.
-                state = State.from_status(body.get("status") or {})
-                interval = BUSY_INTERVAL
-            await stopped.wait(interval)
+        await run_passes(
+            one_pass,
+            stopped,
+            logger,
+            what="maintenance window",
+            retry_after=BUSY_INTERVAL,
+            on_error=restart_from_status,
+        )
     finally:
         _forget_metrics(meta["namespace"], meta["name"])
         svc.unfollow(uid)

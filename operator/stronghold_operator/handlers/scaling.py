@@ -8,7 +8,6 @@ Events and Prometheus metrics.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 from collections.abc import Mapping
@@ -44,8 +43,10 @@ from stronghold_operator.platforms.compose import ComposeService, ComposeTarget
 from stronghold_operator.platforms.kube import call_json, patch_status
 from stronghold_operator.platforms.metrics_api import MetricsUnavailableError
 from stronghold_operator.platforms.workloads import KubeWorkload, list_hpas
+from stronghold_operator.runtime.periodic import run_passes
 
 PLURAL = "scalingpolicies"
+IDLE_INTERVAL = 15.0  # seconds between passes while the spec is invalid or a pass failed
 
 SCALING_ACTIVE = "ScalingActive"
 SCALING_LIMITED = "ScalingLimited"
@@ -454,18 +455,13 @@ async def scaling_daemon(
     memory = Memory.from_status(status)
     meta = body["metadata"]
     uid = svc.follow(body)
+
+    async def one_pass() -> float:
+        policy = await reconcile_once(svc, body, memory, cond.utcnow(), logger)
+        return IDLE_INTERVAL if policy is None else policy.interval.total_seconds()
+
     try:
-        while not stopped:
-            interval = 15.0
-            try:
-                policy = await reconcile_once(svc, body, memory, cond.utcnow(), logger)
-                if policy is not None:
-                    interval = policy.interval.total_seconds()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # an API hiccup must not kill the daemon: retry later
-                logger.warning("scaling pass failed: %s", exc)
-            await stopped.wait(interval)
+        await run_passes(one_pass, stopped, logger, what="scaling", retry_after=IDLE_INTERVAL)
     finally:
         _forget_metrics(meta["namespace"], meta["name"])
         svc.unfollow(uid)

@@ -1,0 +1,1 @@
+"""How periodic work runs: the one loop every per-object daemon uses."""
