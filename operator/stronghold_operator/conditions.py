@@ -36,6 +36,20 @@ def rfc3339(when: datetime) -> str:
     return _rfc3339_second(math.floor(when.timestamp()))
 
 
+def parse_rfc3339(value: Any) -> datetime | None:
+    """A timestamp read back from status or the API: aware UTC, or None when absent or bad."""
+    if isinstance(value, datetime):
+        when = value
+    elif isinstance(value, str) and value:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
 @functools.lru_cache(maxsize=16)
 def _rfc3339_second(second: int) -> str:
     # Formatted once per second, not twice per policy per round.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -123,3 +123,13 @@ def test_vanished_nested_keys_are_deleted_and_emptied_top_level_keys_nulled() ->
 def test_unchanged_nested_objects_produce_no_patch() -> None:
     current = {"lastDecision": {"action": "Hold", "from": 2}}
     assert c.status_delta(current, {"lastDecision": {"action": "Hold", "from": 2}}) == {}
+
+
+def test_parse_rfc3339_reads_back_what_status_holds() -> None:
+    t = datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+    assert c.parse_rfc3339(c.rfc3339(t)) == t
+    assert c.parse_rfc3339("2026-03-29T03:30:00+02:00") == t
+    assert c.parse_rfc3339("2026-03-29T01:30:00") == t  # naive: the API means UTC
+    assert c.parse_rfc3339(t.astimezone(timezone(timedelta(hours=5)))) == t
+    for bad in (None, "", "yesterday", 17, {"t": 1}):
+        assert c.parse_rfc3339(bad) is None

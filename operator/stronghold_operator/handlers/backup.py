@@ -168,7 +168,7 @@ async def reconcile(
     svc = services(memo)
     tick = Tick(body=body, status=_copy_status(current))
     await _reconcile(svc.kube, tick, model, scheds, meta, now)
-    created = _time(meta.get("creationTimestamp")) or now
+    created = cond.parse_rfc3339(meta.get("creationTimestamp")) or now
     rt_on = scheds.restore_test is not None
     conds, last_verified = lb.summarize(
         tick.status.get("backups") or [],
@@ -193,15 +193,6 @@ async def reconcile(
 
 def _copy_status(status: Mapping[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(dict(status))
-
-
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 async def _reconcile(
@@ -268,7 +259,7 @@ async def _reconcile(
     ]
 
     # 3. What to start now, per kind.
-    created = _time(meta.get("creationTimestamp")) or now
+    created = cond.parse_rfc3339(meta.get("creationTimestamp")) or now
     annotations = meta.get("annotations") or {}
     on_demand = dict(tick.status.get("onDemand") or {})
     history_names = {str(b.get("name")) for b in tick.status.get("backups") or []}
@@ -298,7 +289,7 @@ async def _reconcile(
             kind=kind,
             now=now,
             created=created,
-            cursor=_time(tick.status.get(cursor_key)),
+            cursor=cond.parse_rfc3339(tick.status.get(cursor_key)),
             suspend=suspended or sched is None,
             policy=spec.concurrency_policy if kind == "backup" else "Forbid",
             deadline=spec.deadline,
@@ -465,7 +456,7 @@ def _record(
         tick.status["backups"] = history
         if entry["result"] == "Succeeded":
             LAST_SUCCESS.labels(ns, schedule).set(
-                (_time(entry.get("completedAt")) or cond.utcnow()).timestamp()
+                (cond.parse_rfc3339(entry.get("completedAt")) or cond.utcnow()).timestamp()
             )
             LAST_SIZE.labels(ns, schedule).set(float(entry.get("sizeBytes") or 0))
             tick.note(

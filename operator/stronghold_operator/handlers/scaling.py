@@ -105,10 +105,10 @@ class Memory:
     def from_status(cls, status: Mapping[str, Any]) -> Memory:
         return cls(
             state=engine.ScalingState(
-                last_scale_up=_time(status.get("lastScaleUpTime")),
-                last_scale_down=_time(status.get("lastScaleDownTime")),
-                below_since=_time(status.get("belowThresholdsSince")),
-                last_observed=_time(status.get("lastObservedTime")),
+                last_scale_up=cond.parse_rfc3339(status.get("lastScaleUpTime")),
+                last_scale_down=cond.parse_rfc3339(status.get("lastScaleDownTime")),
+                below_since=cond.parse_rfc3339(status.get("belowThresholdsSince")),
+                last_observed=cond.parse_rfc3339(status.get("lastObservedTime")),
             )
         )
 
@@ -118,15 +118,6 @@ class Outcome:
     decision: engine.Decision
     metrics_error: str | None = None
     touched: tuple[str, ...] = ()
-
-
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def make_target(policy: ScalingPolicySpec, namespace: str, svc: Services) -> Target:

@@ -458,7 +458,11 @@ def summarize(
             str(good[0].get("verifyReason") or "VerificationFailed"),
             f"{good[0]['file']}: {good[0].get('verifyMessage') or 'failed verification'}",
         )
-    times = [_time(b.get("completedAt")) for b in good if b.get("verified") and not b.get("pruned")]
+    times = [
+        cond.parse_rfc3339(b.get("completedAt"))
+        for b in good
+        if b.get("verified") and not b.get("pruned")
+    ]
     last_verified = max((t for t in times if t is not None), default=None)
     stale_c = stale(last_verified, created, now, stale_after)
     if not restore_test_configured:
@@ -494,15 +498,6 @@ def summarize(
     else:
         ready = cond.Condition(cond.READY, "True", "BackupsHealthy", last.message)
     return [ready, last, verified, stale_c, rt], last_verified
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-    except ValueError:
-        return None
 
 
 def backup_entry(

@@ -772,15 +772,6 @@ def incident_id(policy_name: str, started: datetime) -> str:
     return f"{policy_name}-{started:%Y%m%d-%H%M%S}"
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 @dataclass
 class IncidentStep:
     incident: dict[str, Any] | None
@@ -817,7 +808,7 @@ def step_incident(
     if previous is None and found is None:
         return IncidentStep(None, history)
     if previous is not None and found is None:
-        started = _parse_time(previous.get("startedAt")) or now
+        started = cond.parse_rfc3339(previous.get("startedAt")) or now
         seconds = max(0.0, (now - started).total_seconds())
         closed = {
             "id": previous.get("id", ""),
@@ -909,7 +900,7 @@ def step_incident(
                 _webhooks_for(policy, found.severity, 1, False),
             )
         )
-    started = _parse_time(incident.get("startedAt")) or now
+    started = cond.parse_rfc3339(incident.get("startedAt")) or now
     open_for = now - started
     level = 1
     for step in policy.alerting.escalation:

@@ -71,14 +71,6 @@ def _ts(t: datetime | None) -> str | None:
     return cond.rfc3339(t) if t is not None else None
 
 
-def _parse_ts(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
-
-
 def _local(t: datetime, tz: ZoneInfo) -> str:
     return t.astimezone(tz).isoformat(timespec="seconds")
 
@@ -160,27 +152,27 @@ class Progress:
             return None
         pre = data.get("preChecks") or {}
         post = data.get("postChecks") or {}
-        start, end = _parse_ts(data["start"]), _parse_ts(data["end"])
+        start, end = cond.parse_rfc3339(data["start"]), cond.parse_rfc3339(data["end"])
         assert start is not None and end is not None
         return cls(
             id=str(data["id"]),
             start=start,
             end=end,
             pre_checks=pre.get("state", "Pending"),
-            pre_checks_started=_parse_ts(pre.get("startedAt")),
+            pre_checks_started=cond.parse_rfc3339(pre.get("startedAt")),
             pre_checks_message=str(pre.get("message", "")),
             attempt=int(pre.get("attempt", 1)),
             manual=bool(pre.get("manual", False)),
             backup_request=pre.get("backupRequest"),
-            backup_requested_at=_parse_ts(pre.get("backupRequestedAt")),
+            backup_requested_at=cond.parse_rfc3339(pre.get("backupRequestedAt")),
             backup=pre.get("backup"),
             snapshot=data.get("snapshotConfigMap"),
-            opened_at=_parse_ts(data.get("openedAt")),
+            opened_at=cond.parse_rfc3339(data.get("openedAt")),
             skipped=bool(data.get("skipped", False)),
-            ended_at=_parse_ts(data.get("endedAt")),
+            ended_at=cond.parse_rfc3339(data.get("endedAt")),
             end_reason=data.get("endReason"),
             post_checks=post.get("state", "Pending"),
-            post_checks_started=_parse_ts(post.get("startedAt")),
+            post_checks_started=cond.parse_rfc3339(post.get("startedAt")),
             post_checks_message=str(post.get("message", "")),
         )
 
@@ -240,8 +232,8 @@ class HistoryEntry:
 
     @classmethod
     def from_status(cls, data: Mapping[str, Any]) -> HistoryEntry:
-        start, end = _parse_ts(data.get("start")), _parse_ts(data.get("end"))
-        ended = _parse_ts(data.get("endedAt")) or end
+        start, end = cond.parse_rfc3339(data.get("start")), cond.parse_rfc3339(data.get("end"))
+        ended = cond.parse_rfc3339(data.get("endedAt")) or end
         assert start is not None and end is not None and ended is not None
         return cls(
             id=str(data.get("id", "")),
@@ -809,7 +801,7 @@ def health_outcome(
 
 def _time(value: Any) -> datetime | None:
     try:
-        return _parse_ts(value)
+        return cond.parse_rfc3339(value)
     except ValueError:
         return None
 

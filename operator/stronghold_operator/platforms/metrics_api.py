@@ -13,6 +13,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from stronghold_operator.conditions import parse_rfc3339
 from stronghold_operator.platforms.kube import Kube, call_json
 
 GROUP = "metrics.k8s.io"
@@ -24,11 +25,7 @@ class MetricsUnavailableError(LookupError):
 
 
 def _timestamp(value: Any) -> datetime:
-    try:
-        when = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.fromtimestamp(0, UTC)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+    return parse_rfc3339(value) or datetime.fromtimestamp(0, UTC)
 
 
 def parse_pod_metrics(item: Mapping[str, Any]) -> tuple[float, float, datetime]:
