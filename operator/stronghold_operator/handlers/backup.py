@@ -208,7 +208,7 @@ async def _reconcile(
         kube.batch.list_namespaced_job, ns, label_selector=f"{LABEL_SCHEDULE}={name}"
     )
     # A Job being deleted (replaced) is neither running nor a result to record.
-    jobs = [v for v in (JobView.of(_plain(kube, j)) for j in listed.items) if not v.deleting]
+    jobs = [v for v in (JobView.of(kube.plain(j)) for j in listed.items) if not v.deleting]
     pods = await _pods(kube, ns, name)
     for job in jobs:
         # The Job controller can lag well behind its pod on a busy node; with backoffLimit 0 a
@@ -407,7 +407,7 @@ async def _pods(kube: Kube, ns: str, schedule: str) -> dict[str, tuple[str, str 
     )
     out: dict[str, tuple[str, str | None]] = {}
     for item in listed.items:
-        pod = _plain(kube, item)
+        pod = kube.plain(item)
         job = ((pod.get("metadata") or {}).get("labels") or {}).get("job-name")
         if not job:
             continue
@@ -417,12 +417,6 @@ async def _pods(kube: Kube, ns: str, schedule: str) -> dict[str, tuple[str, str 
             message = ((cs.get("state") or {}).get("terminated") or {}).get("message") or message
         out[job] = (str(st.get("phase") or ""), message)
     return out
-
-
-def _plain(kube: Kube, obj: Any) -> dict[str, Any]:
-    """A client model as the JSON dict the API returned (camelCase keys)."""
-    out = kube.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
-    return out if isinstance(out, dict) else {}
 
 
 async def _delete_job(kube: Kube, ns: str, name: str) -> None:

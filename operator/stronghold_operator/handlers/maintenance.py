@@ -265,7 +265,7 @@ async def take_snapshot(
             else svc.kube.apps.read_namespaced_stateful_set
         )
         try:
-            obj = _plain(svc, await call(read, name, namespace))
+            obj = svc.kube.plain(await call(read, name, namespace))
         except ApiException as exc:
             if not is_not_found(exc):
                 raise
@@ -277,18 +277,12 @@ async def take_snapshot(
             listed = await call(
                 svc.kube.core.list_namespaced_pod, namespace, label_selector=selector
             )
-            pods = [_plain(svc, p) for p in listed.items]
+            pods = [svc.kube.plain(p) for p in listed.items]
         workloads[f"{kind}/{name}"] = snap.workload_state(obj, pods)
     parts.append(snap.Snapshot(now, workloads=workloads))
     for hp in covered.selected_items("healthpolicies"):
         parts.append(snap.from_health_status(hp["metadata"]["name"], hp.get("status") or {}, now))
     return snap.combine(parts, now)
-
-
-def _plain(svc: Services, obj: Any) -> dict[str, Any]:
-    """A kubernetes client model as the JSON the API serves (camelCase keys)."""
-    out: dict[str, Any] = svc.kube.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
-    return out
 
 
 def snapshot_name(window: str, occurrence_id: str) -> str:

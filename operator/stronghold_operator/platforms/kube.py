@@ -130,6 +130,11 @@ class Kube:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
         return cls(ApiClient())
 
+    def plain(self, obj: Any) -> dict[str, Any]:
+        """A client model as the JSON dict the API served (camelCase keys)."""
+        out = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
+        return out if isinstance(out, dict) else {}
+
     @functools.cached_property
     def core(self) -> kubernetes.client.CoreV1Api:
         return kubernetes.client.CoreV1Api(self.api)
