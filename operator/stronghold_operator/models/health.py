@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from stronghold_operator.models.base import Duration, SpecModel, shared
+from stronghold_operator.models.base import Duration, SpecModel, check_port, shared
 from stronghold_operator.models.common import SecretKeySelector
 from stronghold_operator.models.scaling import TargetRef
 
@@ -169,6 +169,7 @@ class HealthDocument(SpecModel):
 
 
 def _check_url(url: str) -> str:
+    check_port(url)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"{url!r}: scheme must be http or https")
@@ -193,6 +194,14 @@ class HttpCheck(SpecModel):
     latency: LatencyBands = Field(default_factory=shared(LatencyBands()))
     health_document: HealthDocument | None = Field(default=None, alias="healthDocument")
     follow_redirects: bool = Field(default=False, alias="followRedirects")
+
+    @field_validator("url", "urls")
+    @classmethod
+    def _ports(cls, value: str | list[str] | None) -> str | list[str] | None:
+        # Checked per field so the message names url/urls, not just the check.
+        for u in [value] if isinstance(value, str) else value or []:
+            check_port(u)
+        return value
 
     @field_validator("expected_status")
     @classmethod

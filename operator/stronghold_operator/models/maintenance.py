@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from stronghold_operator.models.base import Duration, SpecModel
+from stronghold_operator.models.base import Duration, SpecModel, check_port
 
 # The annotation a window puts on every object it covers. Its value is the comma-separated,
 # sorted list of the names of the windows currently holding the object, so overlapping
@@ -231,6 +231,12 @@ class HttpCheck(SpecModel):
     expected_status: list[int] = Field(default_factory=lambda: [200], alias="expectedStatus")
     latency_budget: Duration = Field(default=timedelta(milliseconds=500), alias="latencyBudget")
     timeout: Duration = Field(default=timedelta(seconds=5))
+
+    @field_validator("url")
+    @classmethod
+    def _port(cls, url: str) -> str:
+        check_port(url)
+        return url
 
     @field_validator("expected_status")
     @classmethod
