@@ -11,12 +11,12 @@ import re
 from collections.abc import Mapping
 from datetime import date as Date
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from stronghold_operator.models.base import Duration, SpecModel, check_port
+from stronghold_operator.models.base import Duration, SpecModel, check_port, within
 
 # The annotation a window puts on every object it covers. Its value is the comma-separated,
 # sorted list of the names of the windows currently holding the object, so overlapping
@@ -205,7 +205,9 @@ class BackupPreCheck(SpecModel):
     """Run an on-demand backup of this BackupSchedule and wait until it is verified."""
 
     backup_schedule: str = Field(alias="backupSchedule", min_length=1, max_length=253)
-    timeout: Duration = Field(default=timedelta(minutes=30))
+    timeout: Annotated[Duration, within(MIN_DURATION, timedelta(hours=24))] = Field(
+        default=timedelta(minutes=30)
+    )
 
 
 class PreChecks(SpecModel):
@@ -229,8 +231,12 @@ class HttpCheck(SpecModel):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
     expected_status: list[int] = Field(default_factory=lambda: [200], alias="expectedStatus")
-    latency_budget: Duration = Field(default=timedelta(milliseconds=500), alias="latencyBudget")
-    timeout: Duration = Field(default=timedelta(seconds=5))
+    latency_budget: Annotated[Duration, within(timedelta(0), timedelta(minutes=5))] = Field(
+        default=timedelta(milliseconds=500), alias="latencyBudget"
+    )
+    timeout: Annotated[Duration, within(timedelta(milliseconds=100), timedelta(minutes=5))] = Field(
+        default=timedelta(seconds=5)
+    )
 
     @field_validator("url")
     @classmethod
@@ -249,7 +255,9 @@ class HttpCheck(SpecModel):
 class PostChecks(SpecModel):
     """Checks after the window closes, compared with the pre-window snapshot."""
 
-    healthy_within: Duration = Field(default=timedelta(minutes=10), alias="healthyWithin")
+    healthy_within: Annotated[Duration, within(timedelta(0), timedelta(hours=24))] = Field(
+        default=timedelta(minutes=10), alias="healthyWithin"
+    )
     compare_snapshot: bool = Field(default=True, alias="compareSnapshot")
     fail_on: list[DifferenceKind] = Field(
         default_factory=lambda: list(DEFAULT_FAIL_ON), alias="failOn"
