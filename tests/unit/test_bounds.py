@@ -52,6 +52,12 @@ def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
         (BackupScheduleSpec, _with(BACKUP, "staleAfter", HUGE), "staleAfter"),
         (MaintenanceWindowSpec, _with(WINDOW, "schedule.duration", HUGE), "schedule"),
         (MaintenanceWindowSpec, _with(WINDOW, "preChecks.leadTime", HUGE), "preChecks"),
+        (
+            MaintenanceWindowSpec,
+            {"schedule": {"start": "9999-12-31T23:59:00Z", "duration": "744h"}},
+            "schedule",
+        ),
+        (MaintenanceWindowSpec, {**WINDOW, "exclusions": [{"date": "9999-12-31"}]}, "exclusions"),
     ],
 )
 def test_duration_overflow_is_invalid_spec_naming_the_field(

@@ -49,6 +49,8 @@ _LABEL_KEY = re.compile(
 )
 MIN_DURATION = timedelta(minutes=1)
 MAX_DURATION = timedelta(days=31)
+EARLIEST_YEAR = 1970
+LATEST_YEAR = 9000
 
 
 def zone(name: str) -> ZoneInfo:
@@ -85,6 +87,12 @@ class Schedule(SpecModel):
                 raise ValueError(f"a {forms[0]} schedule needs a duration")
         elif (self.end is None) == (self.duration is None):
             raise ValueError("a one-off window needs end or duration (exactly one)")
+        for when in (self.start, self.end):
+            # Far from datetime's limits, so start + duration (+ a zone offset) never overflows.
+            if when is not None and not EARLIEST_YEAR <= when.year <= LATEST_YEAR:
+                raise ValueError(
+                    f"start and end must be in the years {EARLIEST_YEAR} to {LATEST_YEAR}"
+                )
         if self.start is not None and self.end is not None:
             if (self.start.tzinfo is None) != (self.end.tzinfo is None):
                 raise ValueError("write start and end both with an offset or both without")
@@ -105,6 +113,9 @@ class Exclusion(SpecModel):
 
     @model_validator(mode="after")
     def _date_or_range(self) -> Exclusion:
+        for day in (self.date, self.start, self.end):
+            if day is not None and not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
+                raise ValueError(f"dates must be in the years {EARLIEST_YEAR} to {LATEST_YEAR}")
         if self.date is not None:
             if self.start is not None or self.end is not None:
                 raise ValueError("set date, or start and end, not both")
