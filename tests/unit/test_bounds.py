@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
 
 from stronghold_operator.handlers import scaling as handler
 from stronghold_operator.logic import scaling as sc
@@ -17,6 +18,7 @@ from stronghold_operator.models.base import InvalidSpec, SpecModel, parse
 from stronghold_operator.models.health import HealthPolicySpec
 from stronghold_operator.models.maintenance import MaintenanceWindowSpec
 from stronghold_operator.models.scaling import ScalingPolicySpec
+from tests.unit.test_scaling_properties import Obs, policies, traces
 
 HUGE = "99999999999h"
 SCALING = {"targetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 3}
@@ -276,3 +278,28 @@ def test_stabilization_is_judged_right_with_a_short_history() -> None:
     assert most <= sc.MAX_SAMPLES
     first_up = next(i for i, d in enumerate(decisions) if d.action == sc.SCALE_UP)
     assert first_up * policy.interval == timedelta(hours=1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(policy=policies(), trace=traces)
+def test_short_history_decides_as_the_full_history(
+    policy: ScalingPolicySpec, trace: list[Obs]
+) -> None:
+    """Trimming to MAX_SAMPLES changes no decision: the runs are carried by ScalingState."""
+    tick = timedelta(seconds=15)
+
+    def run(trimmed: bool) -> list[tuple[Any, ...]]:
+        state, kept, replicas, out = sc.ScalingState(), [], policy.max_replicas, []
+        for k, obs in enumerate(trace):
+            now = T0 + k * tick
+            if obs is not None:
+                kept.append(sc.Sample(now, obs[0], obs[1]))
+            if trimmed:
+                kept = sc.trim(kept, policy, now)
+            d = sc.decide(policy, kept, replicas, now, state)
+            out.append((d.action, d.reason, d.to_replicas, d.below_since))
+            replicas = d.to_replicas if d.acts else replicas
+            state = sc.next_state(state, d)
+        return out
+
+    assert run(True) == run(False)
