@@ -24,6 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
+from stronghold_operator.logic import backup as lb
 from stronghold_operator.logic import scaling as sc
 from stronghold_operator.logic import window as w
 from stronghold_operator.logic.recurrence import from_spec
@@ -238,6 +239,10 @@ def test_backupschedule_specs(spec: dict[str, Any]) -> None:
     if p is None:
         return
     assert isinstance(p, BackupScheduleSpec)
+    try:
+        lb.compile_schedules(p)  # as the handler does right after parse()
+    except InvalidSpec:
+        return
     deadline = p.deadline
     assert deadline is None or NOW + deadline > NOW
     assert NOW - p.stale_after <= NOW
