@@ -303,3 +303,16 @@ def test_short_history_decides_as_the_full_history(
         return out
 
     assert run(True) == run(False)
+
+
+def test_validate_handler_writes_invalid_spec_for_an_overflowing_interval() -> None:
+    import kopf
+
+    spec = _with(SCALING, "interval", HUGE)
+    body: Any = {"metadata": {"name": "p", "namespace": "ns", "generation": 1}, "spec": spec}
+    patch = kopf.Patch()
+    with pytest.raises(kopf.PermanentError):
+        asyncio.run(handler.validate(body=body, spec=spec, status={}, patch=patch))
+    ready = next(c for c in patch["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].startswith("spec.interval: ")
