@@ -170,4 +170,5 @@ def test_trim_keeps_enough_history() -> None:
     kept = sc.trim(series(10, 10, 60), p, T0)
     assert kept[0].time >= T0 - sc.keep_window(p)
     assert kept[-1].time == T0
-    assert sc.keep_window(p) >= timedelta(minutes=10)
+    # sustainedFor is carried by ScalingState, not by the history (see test_scaling_bounds).
+    assert len(kept) <= sc.MAX_SAMPLES

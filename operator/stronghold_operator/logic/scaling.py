@@ -85,6 +85,9 @@ class ScalingState:
     last_scale_down: datetime | None = None
     below_since: datetime | None = None  # verified up to last_observed
     last_observed: datetime | None = None
+    # Like below_since, for the stabilization window; kept in memory only (a restart
+    # restarts stabilization, which only delays a scale-up).
+    above_since: datetime | None = None
 
     @property
     def last_scale(self) -> datetime | None:
@@ -107,6 +110,7 @@ class Decision:
     metrics_available: bool = False
     # "CappedByMax"/"AtMin" when the load asks for more/less than the bounds allow.
     limited: str | None = None
+    above_since: datetime | None = None
 
     @property
     def acts(self) -> bool:
@@ -160,6 +164,28 @@ def _run_start(samples: Sequence[Sample], ok: list[bool], max_gap: timedelta) ->
     return i
 
 
+def _joined_run(
+    samples: Sequence[Sample],
+    ok: list[bool],
+    max_gap: timedelta,
+    remembered: datetime | None,
+    state: ScalingState,
+) -> datetime | None:
+    start = _run_start(samples, ok, max_gap)
+    if start is None:
+        return None
+    since = samples[start].time
+    if (
+        start == 0
+        and remembered is not None
+        and state.last_observed is not None
+        and remembered <= since
+        and samples[0].time - state.last_observed <= max_gap
+    ):
+        since = remembered
+    return since
+
+
 def below_since(
     policy: ScalingPolicySpec, samples: Sequence[Sample], state: ScalingState
 ) -> datetime | None:
@@ -167,27 +193,20 @@ def below_since(
 
     A missing or late observation breaks the run: nothing proves the load stayed low. The
     previous value (from status) extends the run only when the remembered run joins the
-    current history without a gap, which carries the timer across operator restarts.
+    current history without a gap, which carries the timer across operator restarts and
+    lets the history stay short however long ``sustainedFor`` is.
     """
-    max_gap = policy.metrics.max_age
-    start = _run_start(samples, [is_below(policy, s) for s in samples], max_gap)
-    if start is None:
-        return None
-    since = samples[start].time
-    if (
-        start == 0
-        and state.below_since is not None
-        and state.last_observed is not None
-        and state.below_since <= since
-        and samples[0].time - state.last_observed <= max_gap
-    ):
-        since = state.below_since
-    return since
+    ok = [is_below(policy, s) for s in samples]
+    return _joined_run(samples, ok, policy.metrics.max_age, state.below_since, state)
 
 
-def above_since(policy: ScalingPolicySpec, samples: Sequence[Sample]) -> datetime | None:
-    start = _run_start(samples, [is_above(policy, s) for s in samples], policy.metrics.max_age)
-    return None if start is None else samples[start].time
+def above_since(
+    policy: ScalingPolicySpec, samples: Sequence[Sample], state: ScalingState | None = None
+) -> datetime | None:
+    """Since when a metric has been above its up-band, with no gap (joined like below_since)."""
+    state = state or ScalingState()
+    ok = [is_above(policy, s) for s in samples]
+    return _joined_run(samples, ok, policy.metrics.max_age, state.above_since, state)
 
 
 def step_size(step: Step, current: int) -> int:
@@ -231,6 +250,7 @@ def decide(
     cpu = latest.cpu_percent if fresh and latest else None
     mem = latest.memory_percent if fresh and latest else None
     since = below_since(policy, samples, state) if fresh else None
+    up_since = above_since(policy, samples, state) if fresh else None
     base = Decision(
         action=HOLD,
         from_replicas=current,
@@ -243,6 +263,7 @@ def decide(
         memory_percent=mem,
         observed_at=latest.time if fresh and latest else state.last_observed,
         metrics_available=fresh,
+        above_since=up_since,
     )
     load = f"CPU {_pct(cpu)}, memory {_pct(mem)}"
 
@@ -296,7 +317,7 @@ def decide(
         )
         if current >= hi:
             return hold(CAPPED_BY_MAX, f"{why} but already at maxReplicas {hi}", CAPPED_BY_MAX)
-        started = above_since(policy, samples)
+        started = up_since
         if started is not None and now - started < up.stabilization:
             return hold(
                 STABILIZING,
@@ -344,16 +365,22 @@ def next_state(state: ScalingState, decision: Decision) -> ScalingState:
         last_scale_down=down,
         below_since=decision.below_since,
         last_observed=decision.observed_at,
+        above_since=decision.above_since,
     )
+
+
+# The most samples one policy keeps. The runs behind stabilizationWindow and sustainedFor
+# are carried by ScalingState (joined to the history), so a short history decides exactly
+# as the full one would: memory no longer grows with sustainedFor (8760h was ~350 MiB).
+MAX_SAMPLES = 64
 
 
 def keep_window(policy: ScalingPolicySpec) -> timedelta:
-    """How much history the engine needs (the rest is carried by :class:`ScalingState`)."""
-    return max(policy.scale_up.stabilization, policy.scale_down.sustained_for) + 2 * max(
-        policy.interval, policy.metrics.max_age
-    )
+    """How much history the engine needs (the runs are carried by :class:`ScalingState`)."""
+    return 2 * max(policy.interval, policy.metrics.max_age)
 
 
 def trim(samples: Sequence[Sample], policy: ScalingPolicySpec, now: datetime) -> list[Sample]:
+    """The samples to keep: those within keep_window, at most MAX_SAMPLES (the newest)."""
     keep = keep_window(policy)
-    return [s for s in samples if now - s.time <= keep]
+    return [s for s in samples if now - s.time <= keep][-MAX_SAMPLES:]

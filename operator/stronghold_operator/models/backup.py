@@ -128,7 +128,9 @@ class JobTemplateSpec(SpecModel):
     fs_group: int | None = Field(default=None, alias="fsGroup", ge=0)
     pod_security_context: dict[str, Any] | None = Field(default=None, alias="podSecurityContext")
     security_context: dict[str, Any] | None = Field(default=None, alias="securityContext")
-    active_deadline_seconds: int = Field(default=6 * 3600, alias="activeDeadlineSeconds", ge=60)
+    active_deadline_seconds: int = Field(
+        default=6 * 3600, alias="activeDeadlineSeconds", ge=60, le=7 * 86400
+    )
     labels: dict[str, str] | None = None
 
 
@@ -139,7 +141,7 @@ class BackupScheduleSpec(SpecModel):
     time_zone: str = Field(default="UTC", alias="timeZone", min_length=1, max_length=64)
     suspend: bool = False
     starting_deadline_seconds: int | None = Field(
-        default=None, alias="startingDeadlineSeconds", ge=1
+        default=None, alias="startingDeadlineSeconds", ge=1, le=31 * 86400
     )
     concurrency_policy: Literal["Forbid", "Replace"] = Field(
         default="Forbid", alias="concurrencyPolicy"

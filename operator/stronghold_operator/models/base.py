@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 M = TypeVar("M", bound="SpecModel")
 
@@ -16,6 +26,18 @@ class SpecModel(BaseModel):
     """Base for every spec model: camelCase aliases as in the CRDs, unknown fields refused."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _any_error_names_the_field(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        # pydantic reports only ValueError/AssertionError with the field's location; any
+        # other error (OverflowError, TypeError...) would escape parse() without naming it.
+        try:
+            return handler(value)
+        except (ValueError, AssertionError):
+            raise
+        except Exception as exc:
+            raise ValueError(f"cannot be used ({type(exc).__name__}: {exc})") from None
 
 
 class InvalidSpec(ValueError):
@@ -53,9 +75,18 @@ def parse(model: type[M], spec: Mapping[str, Any]) -> M:
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         raise InvalidSpec(_location(tuple(err["loc"])), str(err["msg"])) from None
+    except Exception as exc:  # one odd spec must never crash a handler
+        # pydantic wraps only ValueError/AssertionError; an OverflowError or TypeError from a
+        # validator would otherwise escape and skip the InvalidSpec status.
+        raise InvalidSpec("", f"cannot be used: {type(exc).__name__}: {exc}") from None
 
 
-_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$")
+# Digits per unit are bounded (as in the CRDs' DURATION_PATTERN) so no value overflows.
+_DURATION = re.compile(
+    r"^(?:([0-9]{1,6})h)?(?:([0-9]{1,6})m)?(?:([0-9]{1,6})s)?(?:([0-9]{1,6})ms)?$"
+)
+# No duration a user writes is longer than this (365 days); fields have tighter bounds.
+MAX_DURATION = timedelta(hours=8760)
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -66,6 +97,8 @@ def parse_duration(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value) or not 0 <= value <= MAX_DURATION.total_seconds():
+            raise ValueError(f"must be between 0s and {format_duration(MAX_DURATION)}")
         return timedelta(seconds=float(value))
     if not isinstance(value, str):
         raise ValueError("must be a duration such as 30s, 5m or 1h30m")
@@ -74,11 +107,49 @@ def parse_duration(value: Any) -> timedelta:
     if not text or m is None or not any(m.groups()):
         raise ValueError(f"{value!r} is not a duration such as 30s, 5m or 1h30m")
     h, mi, s, ms = (int(g) if g else 0 for g in m.groups())
-    return timedelta(hours=h, minutes=mi, seconds=s, milliseconds=ms)
+    out = timedelta(hours=h, minutes=mi, seconds=s, milliseconds=ms)
+    if out > MAX_DURATION:
+        raise ValueError(f"{value!r} is longer than {format_duration(MAX_DURATION)}")
+    return out
 
 
-# A Go-style duration field in a model.
+def format_duration(td: timedelta) -> str:
+    """The Go-style form of ``td`` (``1h30m``, ``500ms``), for messages."""
+    ms = round(td.total_seconds() * 1000)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    parts = [f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s"), (ms, "ms")) if v]
+    return "".join(parts) or "0s"
+
+
+def check_port(url: str) -> None:
+    """Refuse a URL whose port is not 1-65535 (urlsplit checks it only when asked)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a URL: {exc}") from None
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"{url!r}: port must be between 1 and 65535")
+
+
+def within(low: timedelta, high: timedelta = MAX_DURATION) -> AfterValidator:
+    """A bound on a Duration field: ``Annotated[Duration, within(...)]``."""
+
+    def check(value: timedelta) -> timedelta:
+        if not low <= value <= high:
+            raise ValueError(f"must be between {format_duration(low)} and {format_duration(high)}")
+        return value
+
+    return AfterValidator(check)
+
+
+# A Go-style duration field in a model (0s to MAX_DURATION).
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 # The pattern the CRDs use for the same fields, so the apiserver refuses nonsense early.
-DURATION_PATTERN = r"^([0-9]+h)?([0-9]+m)?([0-9]+s)?([0-9]+ms)?$"
+DURATION_PATTERN = r"^([0-9]{1,6}h)?([0-9]{1,6}m)?([0-9]{1,6}s)?([0-9]{1,6}ms)?$"

@@ -11,12 +11,12 @@ from __future__ import annotations
 import ipaddress
 import itertools
 from datetime import timedelta
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from stronghold_operator.models.base import Duration, SpecModel, shared
+from stronghold_operator.models.base import Duration, SpecModel, check_port, shared, within
 from stronghold_operator.models.common import SecretKeySelector
 from stronghold_operator.models.scaling import TargetRef
 
@@ -25,6 +25,12 @@ CheckType = Literal["http", "postgres", "memcached", "rabbitmq", "prometheus", "
 CheckState = Literal["Healthy", "Warning", "Critical", "Unknown"]
 
 SEVERITIES: tuple[Severity, ...] = ("P1", "P2", "P3", "P4")
+
+# Bounds of the durations (docs/healthpolicy.md); every other duration is at most 8760h.
+MIN_INTERVAL = timedelta(seconds=1)
+MAX_INTERVAL = timedelta(hours=24)
+MIN_WEBHOOK_TIMEOUT = timedelta(milliseconds=100)
+MAX_WEBHOOK_TIMEOUT = timedelta(minutes=5)
 
 # Set by a MaintenanceWindow while it is in progress; incidents are then expected.
 
@@ -169,6 +175,7 @@ class HealthDocument(SpecModel):
 
 
 def _check_url(url: str) -> str:
+    check_port(url)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise ValueError(f"{url!r}: scheme must be http or https")
@@ -193,6 +200,14 @@ class HttpCheck(SpecModel):
     latency: LatencyBands = Field(default_factory=shared(LatencyBands()))
     health_document: HealthDocument | None = Field(default=None, alias="healthDocument")
     follow_redirects: bool = Field(default=False, alias="followRedirects")
+
+    @field_validator("url", "urls")
+    @classmethod
+    def _ports(cls, value: str | list[str] | None) -> str | list[str] | None:
+        # Checked per field so the message names url/urls, not just the check.
+        for u in [value] if isinstance(value, str) else value or []:
+            check_port(u)
+        return value
 
     @field_validator("expected_status")
     @classmethod
@@ -236,13 +251,13 @@ class PostgresCheck(SpecModel):
     connections: UpperBands = Field(
         default_factory=shared(UpperBands(target=70, warning=80, critical=95))
     )
-    max_blocked_sessions: int = Field(default=0, alias="maxBlockedSessions", ge=0)
+    max_blocked_sessions: int = Field(default=0, alias="maxBlockedSessions", ge=0, le=1_000_000)
     long_running_after: Duration = Field(default=timedelta(minutes=5), alias="longRunningAfter")
     slow_statement_mean: Duration = Field(
         default=timedelta(milliseconds=100), alias="slowStatementMean"
     )
     slow_statement_top: int = Field(default=10, alias="slowStatementTop", ge=0, le=100)
-    blocking_check_interval: Duration = Field(
+    blocking_check_interval: Annotated[Duration, within(MIN_INTERVAL, MAX_INTERVAL)] = Field(
         default=timedelta(seconds=60), alias="blockingCheckInterval"
     )
 
@@ -295,7 +310,7 @@ class QueueRule(SpecModel):
 
     name: str = Field(min_length=1, max_length=255)
     depth: UpperBands = Field(default_factory=shared(_QUEUE_DEPTH))
-    min_consumers: int = Field(default=0, alias="minConsumers", ge=0)
+    min_consumers: int = Field(default=0, alias="minConsumers", ge=0, le=1_000_000)
 
 
 class Management(SpecModel):
@@ -430,7 +445,9 @@ class Webhook(SpecModel):
     url: str | None = Field(default=None, max_length=2048)
     url_from: SecretKeySelector | None = Field(default=None, alias="urlFrom")
     format: Literal["generic", "alertmanager"] = "generic"
-    timeout: Duration = timedelta(seconds=5)
+    timeout: Annotated[Duration, within(MIN_WEBHOOK_TIMEOUT, MAX_WEBHOOK_TIMEOUT)] = timedelta(
+        seconds=5
+    )
     retries: int = Field(default=3, ge=0, le=10)
     authorization: SecretKeySelector | None = None
     min_severity: Severity = Field(default="P4", alias="minSeverity")
@@ -480,7 +497,7 @@ class Alerting(SpecModel):
 class HealthPolicySpec(SpecModel):
     """The whole spec of a HealthPolicy."""
 
-    interval: Duration = timedelta(seconds=30)
+    interval: Annotated[Duration, within(MIN_INTERVAL, MAX_INTERVAL)] = timedelta(seconds=30)
     timeout: Duration | None = None  # default min(5s, interval)
     failure_threshold: int = Field(default=3, alias="failureThreshold", ge=1, le=100)
     success_threshold: int = Field(default=1, alias="successThreshold", ge=1, le=100)
@@ -490,13 +507,6 @@ class HealthPolicySpec(SpecModel):
     )
     alerting: Alerting = Field(default_factory=shared(Alerting()))
     suspend: bool = False
-
-    @field_validator("interval")
-    @classmethod
-    def _interval(cls, value: timedelta) -> timedelta:
-        if value < timedelta(seconds=1):
-            raise ValueError("interval must be at least 1s")
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> HealthPolicySpec:

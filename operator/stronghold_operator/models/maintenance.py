@@ -11,12 +11,12 @@ import re
 from collections.abc import Mapping
 from datetime import date as Date
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 
-from stronghold_operator.models.base import Duration, SpecModel
+from stronghold_operator.models.base import Duration, SpecModel, check_port, within
 
 # The annotation a window puts on every object it covers. Its value is the comma-separated,
 # sorted list of the names of the windows currently holding the object, so overlapping
@@ -49,6 +49,8 @@ _LABEL_KEY = re.compile(
 )
 MIN_DURATION = timedelta(minutes=1)
 MAX_DURATION = timedelta(days=31)
+EARLIEST_YEAR = 1970
+LATEST_YEAR = 9000
 
 
 def zone(name: str) -> ZoneInfo:
@@ -85,6 +87,12 @@ class Schedule(SpecModel):
                 raise ValueError(f"a {forms[0]} schedule needs a duration")
         elif (self.end is None) == (self.duration is None):
             raise ValueError("a one-off window needs end or duration (exactly one)")
+        for when in (self.start, self.end):
+            # Far from datetime's limits, so start + duration (+ a zone offset) never overflows.
+            if when is not None and not EARLIEST_YEAR <= when.year <= LATEST_YEAR:
+                raise ValueError(
+                    f"start and end must be in the years {EARLIEST_YEAR} to {LATEST_YEAR}"
+                )
         if self.start is not None and self.end is not None:
             if (self.start.tzinfo is None) != (self.end.tzinfo is None):
                 raise ValueError("write start and end both with an offset or both without")
@@ -105,6 +113,9 @@ class Exclusion(SpecModel):
 
     @model_validator(mode="after")
     def _date_or_range(self) -> Exclusion:
+        for day in (self.date, self.start, self.end):
+            if day is not None and not EARLIEST_YEAR <= day.year <= LATEST_YEAR:
+                raise ValueError(f"dates must be in the years {EARLIEST_YEAR} to {LATEST_YEAR}")
         if self.date is not None:
             if self.start is not None or self.end is not None:
                 raise ValueError("set date, or start and end, not both")
@@ -205,7 +216,9 @@ class BackupPreCheck(SpecModel):
     """Run an on-demand backup of this BackupSchedule and wait until it is verified."""
 
     backup_schedule: str = Field(alias="backupSchedule", min_length=1, max_length=253)
-    timeout: Duration = Field(default=timedelta(minutes=30))
+    timeout: Annotated[Duration, within(MIN_DURATION, timedelta(hours=24))] = Field(
+        default=timedelta(minutes=30)
+    )
 
 
 class PreChecks(SpecModel):
@@ -229,8 +242,18 @@ class HttpCheck(SpecModel):
     name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
     url: str = Field(min_length=1, max_length=2048, pattern=r"^https?://[^\s]+$")
     expected_status: list[int] = Field(default_factory=lambda: [200], alias="expectedStatus")
-    latency_budget: Duration = Field(default=timedelta(milliseconds=500), alias="latencyBudget")
-    timeout: Duration = Field(default=timedelta(seconds=5))
+    latency_budget: Annotated[Duration, within(timedelta(0), timedelta(minutes=5))] = Field(
+        default=timedelta(milliseconds=500), alias="latencyBudget"
+    )
+    timeout: Annotated[Duration, within(timedelta(milliseconds=100), timedelta(minutes=5))] = Field(
+        default=timedelta(seconds=5)
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _port(cls, url: str) -> str:
+        check_port(url)
+        return url
 
     @field_validator("expected_status")
     @classmethod
@@ -243,7 +266,9 @@ class HttpCheck(SpecModel):
 class PostChecks(SpecModel):
     """Checks after the window closes, compared with the pre-window snapshot."""
 
-    healthy_within: Duration = Field(default=timedelta(minutes=10), alias="healthyWithin")
+    healthy_within: Annotated[Duration, within(timedelta(0), timedelta(hours=24))] = Field(
+        default=timedelta(minutes=10), alias="healthyWithin"
+    )
     compare_snapshot: bool = Field(default=True, alias="compareSnapshot")
     fail_on: list[DifferenceKind] = Field(
         default_factory=lambda: list(DEFAULT_FAIL_ON), alias="failOn"

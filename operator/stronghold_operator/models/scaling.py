@@ -4,17 +4,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, Field, model_validator
+from pydantic import AwareDatetime, Field, field_validator, model_validator
 
-from stronghold_operator.models.base import Duration, SpecModel
+from stronghold_operator.models.base import Duration, SpecModel, check_port, within
 
 KUBERNETES_KINDS = ("Deployment", "StatefulSet")
 COMPOSE_KIND = "ComposeService"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
 # The annotation a MaintenanceWindow (or a human) puts on a policy to freeze it.
+
+# Bounds of the durations (docs/scalingpolicy.md). The floor of interval keeps a policy from
+# polling the metrics API in a loop; the e2e tests use 2s.
+MIN_INTERVAL = timedelta(seconds=1)
+MAX_INTERVAL = timedelta(hours=1)
+MAX_STABILIZATION = timedelta(hours=1)
+MAX_COOLDOWN = timedelta(hours=24)
+MAX_SUSTAINED_FOR = timedelta(days=7)
+MIN_MAX_AGE = timedelta(seconds=1)
+MAX_MAX_AGE = timedelta(hours=1)
 
 MetricsSource = Literal["metricsAPI", "docker"]
 
@@ -26,7 +36,17 @@ class TargetRef(SpecModel):
     name: str | None = Field(default=None, min_length=1, max_length=253)
     project: str | None = Field(default=None, min_length=1, max_length=253)
     service: str | None = Field(default=None, min_length=1, max_length=253)
-    docker_host: str = Field(default=DEFAULT_DOCKER_HOST, alias="dockerHost", min_length=1)
+    docker_host: str = Field(
+        default=DEFAULT_DOCKER_HOST, alias="dockerHost", min_length=1, max_length=2048
+    )
+
+    @field_validator("docker_host")
+    @classmethod
+    def _docker_port(cls, value: str) -> str:
+        # urlsplit only checks the port when asked: an out-of-range port is refused here,
+        # not later as a bare ValueError from the Docker client.
+        check_port(value)
+        return value
 
     @model_validator(mode="after")
     def _fields_for_kind(self) -> TargetRef:
@@ -71,30 +91,42 @@ class ScaleUp(SpecModel):
     cpu_above_percent: float = Field(default=80, alias="cpuAbovePercent", gt=0, le=1000)
     memory_above_percent: float = Field(default=85, alias="memoryAbovePercent", gt=0, le=1000)
     # Above a band for this long before acting; zero acts on the first observation.
-    stabilization: Duration = Field(default=timedelta(0), alias="stabilizationWindow")
+    stabilization: Annotated[Duration, within(timedelta(0), MAX_STABILIZATION)] = Field(
+        default=timedelta(0), alias="stabilizationWindow"
+    )
     max_step: Step = Field(default_factory=lambda: Step(pods=4, percent=100), alias="maxStep")
-    cooldown: Duration = Field(default=timedelta(minutes=1))
+    cooldown: Annotated[Duration, within(timedelta(0), MAX_COOLDOWN)] = Field(
+        default=timedelta(minutes=1)
+    )
 
 
 class ScaleDown(SpecModel):
     cpu_below_percent: float = Field(default=40, alias="cpuBelowPercent", ge=0, le=1000)
     memory_below_percent: float = Field(default=50, alias="memoryBelowPercent", ge=0, le=1000)
-    sustained_for: Duration = Field(default=timedelta(minutes=30), alias="sustainedFor")
+    sustained_for: Annotated[Duration, within(timedelta(0), MAX_SUSTAINED_FOR)] = Field(
+        default=timedelta(minutes=30), alias="sustainedFor"
+    )
     max_step: Step = Field(default_factory=lambda: Step(pods=1), alias="maxStep")
-    cooldown: Duration = Field(default=timedelta(minutes=5))
+    cooldown: Annotated[Duration, within(timedelta(0), MAX_COOLDOWN)] = Field(
+        default=timedelta(minutes=5)
+    )
 
 
 class Metrics(SpecModel):
     source: MetricsSource | None = None  # None: metricsAPI for Kubernetes, docker for Compose
     # An observation older than this counts as missing (hold, never scale down).
-    max_age: Duration = Field(default=timedelta(minutes=2), alias="maxAge")
+    max_age: Annotated[Duration, within(MIN_MAX_AGE, MAX_MAX_AGE)] = Field(
+        default=timedelta(minutes=2), alias="maxAge"
+    )
 
 
 class ScalingPolicySpec(SpecModel):
     target_ref: TargetRef = Field(alias="targetRef")
     min_replicas: int = Field(default=1, alias="minReplicas", ge=1, le=10000)
     max_replicas: int = Field(alias="maxReplicas", ge=1, le=10000)
-    interval: Duration = Field(default=timedelta(seconds=15))
+    interval: Annotated[Duration, within(MIN_INTERVAL, MAX_INTERVAL)] = Field(
+        default=timedelta(seconds=15)
+    )
     scale_up: ScaleUp = Field(default_factory=ScaleUp, alias="scaleUp")
     scale_down: ScaleDown = Field(default_factory=ScaleDown, alias="scaleDown")
     metrics: Metrics = Field(default_factory=Metrics)
