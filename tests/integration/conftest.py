@@ -15,8 +15,8 @@ from pathlib import Path
 import kubernetes
 import pytest
 
-from stronghold_operator.testbed import cluster, paths, services
-from stronghold_operator.testbed.procs import TestbedError
+from stronghold_testbed import cluster, paths, services
+from stronghold_testbed.procs import TestbedError
 from tests.integration import kit
 
 REPO = kit.REPO
@@ -153,7 +153,7 @@ def metrics_api(testbed: Path) -> None:
     if '"NodeMetricsList"' not in out:
         pytest.fail(
             f"metrics.k8s.io/v1beta1 is not served by the cluster ({out.strip()[:200]}); "
-            "start the testbed's metrics server (stronghold_operator.testbed.metrics_server)",
+            "start the testbed's metrics server (stronghold_testbed.metrics_server)",
             pytrace=False,
         )
 

@@ -1,6 +1,6 @@
 """A small web app implementing the operations guide's health endpoints (the demo web tier).
 
-Run: ``python -m stronghold_operator.testbed.webapp --port 8000 --pg-dsn "host=127.0.0.1
+Run: ``python -m stronghold_testbed.webapp --port 8000 --pg-dsn "host=127.0.0.1
 user=postgres dbname=postgres" --memcached 127.0.0.1:11211 --amqp amqp://guest:guest@127.0.0.1/``
 
 Endpoints: ``/`` ``/admin/`` ``/api/`` (pages the guide times), ``/health/`` (the guide's JSON:
