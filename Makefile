@@ -6,7 +6,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STRONGHOLD := $(BIN)/stronghold
+TESTBED := $(BIN)/stronghold-testbed
 export KUBECONFIG ?= $(or $(STRONGHOLD_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stronghold)/admin.kubeconfig
 
 .PHONY: help venv lint unit integration test cluster services demo demo-down down audit bench image lock clean
@@ -21,8 +21,9 @@ $(BIN)/python:
 	  $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+# The operator and its dev-only testbed (testbed/: cluster, services, demo, image builds).
+$(VENV)/.installed: pyproject.toml testbed/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]' -e ./testbed
 	touch $@
 
 venv: $(VENV)/.installed
@@ -38,10 +39,10 @@ unit: venv
 
 # Services first (PostgreSQL, RabbitMQ, Memcached, Docker), then the cluster.
 services: venv
-	$(STRONGHOLD) services up
+	$(TESTBED) services up
 
 cluster: services
-	$(STRONGHOLD) cluster up
+	$(TESTBED) cluster up
 
 integration: cluster
 	$(BIN)/pytest tests/integration -q
@@ -50,15 +51,15 @@ test: lint cluster
 	$(BIN)/pytest tests -q -p no:cacheprovider
 
 demo: cluster
-	$(BIN)/python -m stronghold_operator.testbed.demo up
+	$(TESTBED) demo up
 
 demo-down: venv
-	$(BIN)/python -m stronghold_operator.testbed.demo down
+	$(TESTBED) demo down
 
 down: venv
-	-$(BIN)/python -m stronghold_operator.testbed.demo down
-	$(STRONGHOLD) cluster down
-	$(STRONGHOLD) services down
+	-$(TESTBED) demo down
+	$(TESTBED) cluster down
+	$(TESTBED) services down
 
 # Regenerate the pinned runtime dependencies of the image from pyproject.toml.
 lock: venv
@@ -74,7 +75,7 @@ audit: venv
 
 # The operator image, built offline (wheels from the host, base image from Debian packages).
 image: cluster
-	$(BIN)/python -m stronghold_operator.testbed.operator_image
+	$(TESTBED) image
 
 bench: cluster
 	$(BIN)/python -m benchmarks

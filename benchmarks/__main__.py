@@ -5,7 +5,7 @@
     scaling  ScalingPolicy vs HPA under the same distributed load (benchmarks/scaling.py)
     backup   BackupSchedule Job vs the guide's pg_dump | gzip on ~1 GB (benchmarks/backup.py)
 
-Each needs the local cluster (`stronghold cluster up`); results are in docs/performance.md.
+Each needs the local cluster (`stronghold-testbed cluster up`); results are in docs/performance.md.
 """
 
 from __future__ import annotations

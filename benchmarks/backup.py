@@ -35,7 +35,7 @@ from tests.integration import kit
 from tests.support.workloads import hostpath_claim
 
 from benchmarks.common import table
-from stronghold_operator.testbed import cluster, packages
+from stronghold_testbed import cluster, packages
 
 DB = "bench_pgbench"
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qtA", "-v", "ON_ERROR_STOP=1"]
@@ -199,7 +199,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3, help="backups (and guide runs) to take")
     args = p.parse_args()
     if not cluster.is_up():
-        raise SystemExit("the local cluster is not up: run `stronghold cluster up`")
+        raise SystemExit("the local cluster is not up: run `stronghold-testbed cluster up`")
     packages.ensure(["pigz"])  # the guide's pipeline with the Job's compressor
     db_bytes = ensure_database(args.scale)
     from tests.integration.conftest import OPERATOR_NS, OPERATOR_SA

@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m benchmarks.health [--policies 100,1000] [--duration 120]``
 
-Targets (all real, on 127.0.0.1): the demo web app (``stronghold_operator.testbed.webapp``)
+Targets (all real, on 127.0.0.1): the demo web app (``stronghold_testbed.webapp``)
 with its real dependencies (its ``/health/`` connects to PostgreSQL, Memcached and RabbitMQ
 on every request), a benchmark PostgreSQL role and database, a RabbitMQ queue (both created
 here and removed at the end) and the shared Memcached.
@@ -49,7 +49,7 @@ from tests.integration import kit
 
 from benchmarks import health_peers as peers
 from benchmarks.common import Window, refuse_incluster_operator, rss_mib, start, stop, table
-from stronghold_operator.testbed import cluster, packages, paths
+from stronghold_testbed import cluster, packages, paths
 
 INTERVAL = 10.0
 MEMCACHED = "127.0.0.1:11211"
@@ -120,7 +120,7 @@ def webapp(t: Targets, workdir: Path) -> Iterator[str]:
     argv = [
         str(kit.VENV_BIN / "python"),
         "-m",
-        "stronghold_operator.testbed.webapp",
+        "stronghold_testbed.webapp",
         f"--port={port}",
         f"--pg-dsn={t.dsn()}",
         f"--memcached={MEMCACHED}",
@@ -140,7 +140,7 @@ def webapp(t: Targets, workdir: Path) -> Iterator[str]:
 
 def check_cluster() -> None:
     if not cluster.is_up():
-        raise SystemExit("the local cluster is not up: run `stronghold cluster up` first")
+        raise SystemExit("the local cluster is not up: run `stronghold-testbed cluster up` first")
     refuse_incluster_operator("probe the policies too")
 
 

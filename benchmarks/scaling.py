@@ -45,7 +45,7 @@ every second (the driver needs readyReplicas for the shares anyway); the utilisa
 each autoscaler reports is read every 2 s. Scale events are changes of ``spec.replicas``;
 replica-minutes integrate ``status.replicas`` (pods that exist) over the whole run.
 
-Needs: the local cluster up (``stronghold cluster up``) with the metrics API, the
+Needs: the local cluster up (``stronghold-testbed cluster up``) with the metrics API, the
 ``stronghold/busybox:1`` image, and no in-cluster operator (two operators would both act).
 Cleans up: stops the operator it started, deletes the namespace and the share files.
 """
@@ -73,7 +73,7 @@ from tests.integration import kit
 from tests.support.workloads import busybox_deployment
 
 from benchmarks.common import refuse_incluster_operator, table
-from stronghold_operator.testbed import cluster, paths
+from stronghold_testbed import cluster, paths
 
 REQUEST_M = 100
 LIMIT_M = 200
@@ -249,7 +249,7 @@ def scaling_policy(s: Settings) -> dict[str, Any]:
 
 def check_cluster() -> None:
     if not cluster.is_up():
-        raise SystemExit("the local cluster is not up: run `stronghold cluster up` first")
+        raise SystemExit("the local cluster is not up: run `stronghold-testbed cluster up` first")
     out = kit.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
     if '"NodeMetricsList"' not in out:
         raise SystemExit(f"metrics.k8s.io is not served ({out.strip()[:200]})")

@@ -18,8 +18,8 @@ import kubernetes
 import pytest
 from docker.errors import DockerException, ImageNotFound
 
-from stronghold_operator.testbed import cluster, paths, services
-from stronghold_operator.testbed.procs import TestbedError
+from stronghold_testbed import cluster, paths, services
+from stronghold_testbed.procs import TestbedError
 from tests.integration import kit
 from tests.support.workloads import BUSYBOX
 
@@ -141,7 +141,7 @@ def metrics_api(testbed: Path) -> None:
     if '"NodeMetricsList"' not in out:
         pytest.fail(
             f"metrics.k8s.io/v1beta1 is not served by the cluster ({out.strip()[:200]}); "
-            "start the testbed's metrics server (stronghold_operator.testbed.metrics_server)",
+            "start the testbed's metrics server (stronghold_testbed.metrics_server)",
             pytrace=False,
         )
 

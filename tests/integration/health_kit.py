@@ -40,7 +40,7 @@ def closed_port() -> int:
 def webapp(*extra: str) -> Iterator[str]:
     """The demo web app as a real child process; yields its base URL."""
     port = kit.free_port()
-    argv = [sys.executable, "-m", "stronghold_operator.testbed.webapp", "--port", str(port)]
+    argv = [sys.executable, "-m", "stronghold_testbed.webapp", "--port", str(port)]
     proc = subprocess.Popen([*argv, *extra], stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from stronghold_operator.testbed import cluster, paths
+from stronghold_testbed import cluster, paths
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NS = "stronghold-system"

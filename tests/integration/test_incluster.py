@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from stronghold_operator.testbed import operator_image
+from stronghold_testbed import operator_image
 from tests.integration import kit
 from tests.support.workloads import hostpath_claim
 

@@ -35,10 +35,10 @@ def test_namespace_and_all_namespaces_exclude_each_other() -> None:
         build_parser(["run"]).parse_args(["run", "-n", "a", "--all-namespaces"])
 
 
-@pytest.mark.parametrize("action", ["up", "down", "status", "kubeconfig"])
-def test_cluster_actions(action: str) -> None:
-    args = build_parser(["cluster"]).parse_args(["cluster", action])
-    assert callable(args.func)
+@pytest.mark.parametrize("command", ["cluster", "services"])
+def test_the_product_command_has_no_testbed_verbs(command: str) -> None:
+    with pytest.raises(SystemExit):
+        build_parser([command]).parse_args([command, "up"])
 
 
 def test_only_the_watch_handlers_routine_success_is_dropped() -> None:

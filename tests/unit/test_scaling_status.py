@@ -13,7 +13,7 @@ from stronghold_operator.logic import scaling as sc
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.scaling import ScalingPolicySpec
 from stronghold_operator.platforms import compose, metrics_api
-from stronghold_operator.testbed import metrics_server
+from stronghold_testbed import metrics_server
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)

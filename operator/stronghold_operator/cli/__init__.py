@@ -9,12 +9,10 @@ import sys
 from collections.abc import Sequence
 
 # name -> module; each module has ``register(subparsers)`` adding its parser(s) and setting
-# ``func`` (argparse.Namespace -> exit code). Imported lazily so `stronghold cluster` does not
-# pay for kopf and every client library.
+# ``func`` (argparse.Namespace -> exit code). Imported lazily so a command loads only what it
+# needs. The local testbed has its own command, ``stronghold-testbed`` (testbed/).
 _COMMANDS: dict[str, str] = {
     "run": "stronghold_operator.cli.run",
-    "cluster": "stronghold_operator.cli.cluster",
-    "services": "stronghold_operator.cli.cluster",
 }
 _OPTIONAL = {
     "check": "stronghold_operator.cli.check",
@@ -23,9 +21,7 @@ _OPTIONAL = {
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="stronghold", description="Stronghold operator and its local testbed"
-    )
+    parser = argparse.ArgumentParser(prog="stronghold", description="Stronghold operator")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = argv[0] if argv else None
     modules = dict(_COMMANDS)

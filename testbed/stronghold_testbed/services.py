@@ -9,8 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from stronghold_operator.testbed import docker_engine, packages, procs
-from stronghold_operator.testbed.procs import TestbedError
+from stronghold_testbed import docker_engine, packages, procs
+from stronghold_testbed.procs import TestbedError
 
 POSTGRES_PORT = 5432
 AMQP_PORT = 5672

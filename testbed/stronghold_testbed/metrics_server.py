@@ -16,7 +16,7 @@ CPU is a rate: the difference of the cumulative CPU time between two samples
 ``--period`` seconds apart (so a container shows up after its second sample), in nanocores.
 Memory is the working set (usage minus inactive page cache), as the kubelet reports it.
 
-Run: ``python -m stronghold_operator.testbed.metrics_server --port 4443 --cert server.crt
+Run: ``python -m stronghold_testbed.metrics_server --port 4443 --cert server.crt
 --key server.key [--requestheader-client-ca front-proxy-ca.crt]``.
 """
 

@@ -14,8 +14,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from stronghold_operator.testbed import paths, procs
-from stronghold_operator.testbed.procs import TestbedError
+from stronghold_testbed import paths, procs
+from stronghold_testbed.procs import TestbedError
 
 PAUSE = "stronghold/pause:3.2"
 BUSYBOX = "stronghold/busybox:1"

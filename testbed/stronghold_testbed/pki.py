@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from stronghold_operator.testbed import paths, procs
+from stronghold_testbed import paths, procs
 
 NODE_NAME = "stronghold-node"
 APISERVER_URL = "https://127.0.0.1:6443"

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from stronghold_operator.testbed import paths
+from stronghold_testbed import paths
 
 
 class TestbedError(RuntimeError):

@@ -1,22 +1,21 @@
 """``make demo``: deploy Stronghold like a user would, on the local cluster.
 
-Builds the operator image locally, applies crds/ and the local overlay of manifests/, waits
-for the operator Pod, sets up the demo platform (database, queue, web app), applies the
-complete example set in examples/financial-stronghold/, and prints ``kubectl get stronghold``.
+Builds the operator image and the demo web app's image locally, applies crds/ and the local
+overlay of manifests/, waits for the operator Pod, sets up the demo platform (database, queue,
+web app), applies the complete example set in examples/financial-stronghold/, and prints
+``kubectl get stronghold``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-from stronghold_operator.testbed import operator_image, paths, procs
-from stronghold_operator.testbed.procs import TestbedError
+from stronghold_testbed import operator_image, paths, procs
+from stronghold_testbed.procs import TestbedError
 
 REPO = operator_image.REPO
 DEMO_NS = "stronghold-demo"
@@ -137,6 +136,8 @@ def _all_reconciled() -> bool:
 def up() -> int:
     _step("building the operator image (offline, from a host wheelhouse)")
     operator_image.build()
+    _step("building the demo web app's image")
+    operator_image.build_webapp()
     _step("applying crds/ (server-side)")
     kubectl("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
     for crd in sorted((REPO / "crds").glob("*.yaml")):
@@ -176,18 +177,3 @@ def down() -> int:
         check=False,
     )
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stronghold_operator.testbed.demo")
-    p.add_argument("action", choices=["up", "down"])
-    args = p.parse_args(argv)
-    try:
-        return up() if args.action == "up" else down()
-    except TestbedError as exc:
-        print(f"demo failed: {exc}", file=sys.stderr)  # noqa: T201
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,8 +8,8 @@ import shutil
 import socket
 from pathlib import Path
 
-from stronghold_operator.testbed import paths, procs
-from stronghold_operator.testbed.procs import TestbedError
+from stronghold_testbed import paths, procs
+from stronghold_testbed.procs import TestbedError
 
 SOCKET = "/var/run/docker.sock"
 RUNTIME = "stronghold-runc"

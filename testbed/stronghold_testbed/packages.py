@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 
-from stronghold_operator.testbed.procs import TestbedError
+from stronghold_testbed.procs import TestbedError
 
 # What the testbed uses, and why.
 NEEDED = {

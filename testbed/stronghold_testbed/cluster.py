@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from stronghold_operator.testbed import docker_engine, images, packages, paths, pki, procs
-from stronghold_operator.testbed.procs import TestbedError
+from stronghold_testbed import docker_engine, images, packages, paths, pki, procs
+from stronghold_testbed.procs import TestbedError
 
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
 # Start order; down stops in reverse.
@@ -288,7 +288,7 @@ def _start_metrics_server() -> None:
         [
             sys.executable,
             "-m",
-            "stronghold_operator.testbed.metrics_server",
+            "stronghold_testbed.metrics_server",
             f"--port={METRICS_PORT}",
             "--address=127.0.0.1",
             f"--cert={d / 'metrics-server.crt'}",

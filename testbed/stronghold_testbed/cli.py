@@ -1,18 +1,24 @@
-"""``stronghold cluster`` and ``stronghold services``: the local testbed."""
+"""``stronghold-testbed``: the local cluster, its services, the demo and the operator image.
+
+A developer's tool, apart from the product's ``stronghold`` command (run, check, backup).
+"""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 
-def register(sub: Any) -> None:
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stronghold-testbed", description="The local testbed of the Stronghold operator"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     c: argparse.ArgumentParser = sub.add_parser(
         "cluster", help="the local single-node Kubernetes (testbed)"
     )
@@ -39,6 +45,20 @@ def register(sub: Any) -> None:
     ss.add_parser("status", help="what answers").set_defaults(func=_svc_status)
     ss.add_parser("down", help="stop only what `services up` started").set_defaults(func=_svc_down)
 
+    d: argparse.ArgumentParser = sub.add_parser(
+        "demo", help="deploy the operator and the example set on the local cluster"
+    )
+    ds = d.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ds.add_parser("up", help="build the images, deploy, print `kubectl get`").set_defaults(
+        func=_demo_up
+    )
+    ds.add_parser("down", help="delete the demo and the operator").set_defaults(func=_demo_down)
+
+    sub.add_parser(
+        "image", help="build stronghold/operator:0.1.0 offline (host wheelhouse, local base)"
+    ).set_defaults(func=_image)
+    return parser
+
 
 def _table(title: str, rows: dict[str, str]) -> None:
     t = Table(title=title)
@@ -55,8 +75,8 @@ def _fail(exc: Exception) -> int:
 
 
 def _up(args: argparse.Namespace) -> int:
-    from stronghold_operator.testbed import cluster, paths
-    from stronghold_operator.testbed.procs import TestbedError
+    from stronghold_testbed import cluster, paths
+    from stronghold_testbed.procs import TestbedError
 
     try:
         report = cluster.up(with_images=not args.no_images)
@@ -71,7 +91,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
-    from stronghold_operator.testbed import cluster
+    from stronghold_testbed import cluster
 
     stopped = cluster.down(docker=not args.keep_docker)
     print("stopped: " + (", ".join(stopped) or "nothing was running"))
@@ -79,7 +99,7 @@ def _down(args: argparse.Namespace) -> int:
 
 
 def _status(_: argparse.Namespace) -> int:
-    from stronghold_operator.testbed import cluster
+    from stronghold_testbed import cluster
 
     rows = cluster.status()
     _table("cluster", rows)
@@ -87,8 +107,8 @@ def _status(_: argparse.Namespace) -> int:
 
 
 def _kubeconfig(args: argparse.Namespace) -> int:
-    from stronghold_operator.testbed import cluster, paths
-    from stronghold_operator.testbed.procs import TestbedError
+    from stronghold_testbed import cluster, paths
+    from stronghold_testbed.procs import TestbedError
 
     if not args.service_account:
         print(paths.admin_kubeconfig())
@@ -105,8 +125,8 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 
 
 def _svc_up(_: argparse.Namespace) -> int:
-    from stronghold_operator.testbed import services
-    from stronghold_operator.testbed.procs import TestbedError
+    from stronghold_testbed import services
+    from stronghold_testbed.procs import TestbedError
 
     try:
         _table("services up", services.up())
@@ -116,7 +136,7 @@ def _svc_up(_: argparse.Namespace) -> int:
 
 
 def _svc_status(_: argparse.Namespace) -> int:
-    from stronghold_operator.testbed import services
+    from stronghold_testbed import services
 
     rows = services.status()
     _table("services", rows)
@@ -124,12 +144,45 @@ def _svc_status(_: argparse.Namespace) -> int:
 
 
 def _svc_down(_: argparse.Namespace) -> int:
-    from stronghold_operator.testbed import services
+    from stronghold_testbed import services
 
     stopped = services.down()
     print("stopped: " + (", ".join(stopped) or "nothing started by stronghold"))
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(os.EX_USAGE)
+def _demo_up(_: argparse.Namespace) -> int:
+    from stronghold_testbed import demo
+    from stronghold_testbed.procs import TestbedError
+
+    try:
+        return demo.up()
+    except TestbedError as exc:
+        return _fail(exc)
+
+
+def _demo_down(_: argparse.Namespace) -> int:
+    from stronghold_testbed import demo
+
+    return demo.down()
+
+
+def _image(_: argparse.Namespace) -> int:
+    from stronghold_testbed import operator_image
+    from stronghold_testbed.procs import TestbedError
+
+    try:
+        print(operator_image.build())
+    except TestbedError as exc:
+        return _fail(exc)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
