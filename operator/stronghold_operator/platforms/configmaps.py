@@ -20,8 +20,9 @@ async def ensure_configmap(kube: Kube, manifest: Mapping[str, Any], version_key:
     """Make the ConfigMap ``manifest`` exist as built; returns "created", "updated" or "kept".
 
     Idempotent: an existing one (409) is read and replaced only when its ``version_key``
-    annotation or its owners differ (a new program, or left over from a deleted schedule
-    of the same name that garbage collection has not removed yet). A concurrent writer
+    annotation, its data or its owners differ (a new program, an edited copy, or one left
+    over from a deleted schedule of the same name that garbage collection has not removed
+    yet). A concurrent writer
     makes the replace fail with 409, which is raised: the caller retries later.
     """
     meta = manifest["metadata"]
@@ -36,7 +37,8 @@ async def ensure_configmap(kube: Kube, manifest: Mapping[str, Any], version_key:
     current = await kube.aio.request("GET", path)
     want = (meta.get("annotations") or {}).get(version_key)
     have = ((current.get("metadata") or {}).get("annotations") or {}).get(version_key)
-    if have == want and _owner_uids(current) == _owner_uids(manifest):
+    same_data = (current.get("data") or {}) == manifest.get("data")
+    if have == want and same_data and _owner_uids(current) == _owner_uids(manifest):
         return "kept"
     body = dict(manifest)
     body["metadata"] = {**meta, "resourceVersion": current["metadata"]["resourceVersion"]}
