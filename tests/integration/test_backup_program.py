@@ -1,8 +1,9 @@
-"""The backup Job's program run as the Job runs it: files laid out as the ConfigMap mounts them.
+"""The backup Job's program: run as the Job runs it, and kept in its ConfigMap.
 
-Real bash, real pg_dump/psql and real files in a temporary directory; no cluster. It checks
-that the mounted layout works (the helper imports the operator's retention module from the
-mount) and that retention keeps every archive when none is verified any more.
+Real bash, real pg_dump/psql and real files in a temporary directory laid out as the
+ConfigMap mounts them: the helper imports the operator's retention module from the mount,
+and retention keeps every archive when none is verified any more. Then the ConfigMap itself
+on the real API server: created, adopted, brought up to date.
 """
 
 from __future__ import annotations
@@ -19,7 +20,10 @@ import psycopg
 import pytest
 
 from stronghold_operator.builders import backup_program
+from stronghold_operator.platforms.configmaps import ensure_configmap
+from stronghold_operator.platforms.kube import Kube
 from tests.integration import health_kit as hk
+from tests.integration import kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -108,3 +112,34 @@ def test_backup_then_every_archive_corrupt_keeps_everything(database: str, tmp_p
     held = report["retentionHeld"]
     assert isinstance(held, dict) and held["reason"] == "NoVerifiedArchive", report
     assert sorted(p.name for p in backups.glob("db_backup_*.sql.gz")) == sorted(old)
+
+
+async def test_program_configmap_is_created_adopted_and_repaired(namespace: str) -> None:
+    # An owner that exists (garbage collection deletes what a missing owner owned).
+    kit.kubectl("create", "configmap", "owner", "-n", namespace)
+    uid = kit.kubectl(
+        "get", "configmap", "owner", "-n", namespace, "-o", "jsonpath={.metadata.uid}"
+    )
+    owner = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "s" * 253, "namespace": namespace, "uid": uid},
+    }
+    manifest = backup_program.program_configmap(owner)
+    name = manifest["metadata"]["name"]
+    key = backup_program.ANNOTATION_PROGRAM
+    kube = Kube.connect()
+    try:
+        assert await ensure_configmap(kube, manifest, key) == "created"
+        assert await ensure_configmap(kube, manifest, key) == "kept"
+        # An edited program (same annotation) and an old release's hash are both replaced.
+        kit.kubectl("patch", "configmap", name, "-n", namespace, "-p", '{"data":{"backup.sh":"x"}}')
+        assert await ensure_configmap(kube, manifest, key) == "updated"
+        kit.kubectl("annotate", "configmap", name, "-n", namespace, f"{key}=old", "--overwrite")
+        assert await ensure_configmap(kube, manifest, key) == "updated"
+        got = kit.kubectl_json("get", "configmap", name, "-n", namespace)
+        assert got["data"] == backup_program.program_files()
+        assert got["metadata"]["annotations"][key] == backup_program.program_hash()
+        assert got["metadata"]["ownerReferences"][0]["uid"] == uid
+    finally:
+        await kube.aclose()

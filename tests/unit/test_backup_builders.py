@@ -142,7 +142,8 @@ OWN = {"stronghold_operator.logic.retention"}  # shipped beside the helper in th
 
 @pytest.mark.parametrize("key", JOB_MODULES)
 def test_job_python_imports_only_the_standard_library(key: str) -> None:
-    tree = ast.parse(backup_program.program_files()[key])
+    # Python 3.7 grammar (best effort: catches walrus, match, parenthesised context managers).
+    tree = ast.parse(backup_program.program_files()[key], feature_version=(3, 7))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
