@@ -115,15 +115,17 @@ def test_backup_then_every_archive_corrupt_keeps_everything(database: str, tmp_p
 
 
 async def test_program_configmap_is_created_adopted_and_repaired(namespace: str) -> None:
-    # An owner that exists (garbage collection deletes what a missing owner owned).
-    kit.kubectl("create", "configmap", "owner", "-n", namespace)
+    # An owner that exists (garbage collection deletes what a missing owner owned), with
+    # the longest name there is: the program's name is shortened with a hash.
+    long_name = "s" * 253
+    kit.kubectl("create", "configmap", long_name, "-n", namespace)
     uid = kit.kubectl(
-        "get", "configmap", "owner", "-n", namespace, "-o", "jsonpath={.metadata.uid}"
+        "get", "configmap", long_name, "-n", namespace, "-o", "jsonpath={.metadata.uid}"
     )
     owner = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {"name": "s" * 253, "namespace": namespace, "uid": uid},
+        "metadata": {"name": long_name, "namespace": namespace, "uid": uid},
     }
     manifest = backup_program.program_configmap(owner)
     name = manifest["metadata"]["name"]
