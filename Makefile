@@ -28,7 +28,14 @@ $(VENV)/.installed: pyproject.toml testbed/pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
+# shellcheck (Debian package) lints the backup Job's program.
 lint: venv
+	@command -v shellcheck >/dev/null || { \
+	  echo "shellcheck missing: installing it"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null 2>&1 || { \
+	    apt-get update -q >/dev/null && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null; }; }
+	shellcheck operator/stronghold_operator/builders/jobs/*.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

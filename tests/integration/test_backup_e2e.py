@@ -691,3 +691,42 @@ def test_wrong_password_is_named_then_the_right_one_works(
     logs = op.logs()
     assert_no_password(namespace, wrong, logs)
     assert_no_password(namespace, scram_server.good, logs)
+
+
+def test_every_archive_corrupt_or_without_manifest_keeps_everything(
+    namespace: str,
+    storage: Storage,
+    seeded: Seeded,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    """Retention never leaves zero archives (defect: it deleted every one of these)."""
+    now = datetime.now(UTC)
+    old = [make_archive(seeded, storage.path, now - timedelta(days=d), True) for d in (40, 50, 60)]
+    for name in old[:2]:  # two corrupt
+        raw = bytearray((storage.path / name).read_bytes())
+        raw[len(raw) // 2] ^= 0xFF
+        (storage.path / name).write_bytes(bytes(raw))
+    (storage.path / f"{old[2]}.manifest.json").unlink()  # one intact, its manifest lost
+    secret(namespace, seeded)
+    run_operator(namespace)
+    kit.apply(
+        schedule("held", namespace, seeded, suspend=True, retention={"days": 30, "minKeep": 1})
+    )
+    res = cli("verify", "held", "-n", namespace, "--wait", "--timeout", "200")
+    assert res.returncode == 1, res.stdout + res.stderr  # every archive failed
+    assert archives(storage.path) == sorted(old)
+    kit.wait_until(
+        "the RetentionHeld Event",
+        lambda: any(e["reason"] == "RetentionHeld" for e in kit.events_for(namespace, "held")),
+        timeout=30,
+    )
+    held = [e for e in kit.events_for(namespace, "held") if e["reason"] == "RetentionHeld"]
+    assert "NoVerifiedArchive" in held[0]["message"] and "the 3 older" in held[0]["message"]
+    # The Job ran the program of the schedule's ConfigMap, which the schedule owns.
+    cm = kit.kubectl_json("get", "configmap", "held-backup-program", "-n", namespace)
+    program = cm["metadata"]["annotations"]["ops.stronghold.io/program-sha256"]
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == get(namespace, "held")["metadata"]["uid"]
+    jobs = kit.kubectl_json("get", "jobs", "-n", namespace)["items"]
+    assert jobs and all(
+        j["metadata"]["annotations"]["ops.stronghold.io/program-sha256"] == program for j in jobs
+    )

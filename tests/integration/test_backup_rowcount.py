@@ -13,12 +13,12 @@ import gzip
 import subprocess
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import psycopg
 import pytest
 
-from stronghold_operator.builders import backup_script
+from stronghold_operator.builders.backup_program import program_files
+from stronghold_operator.builders.jobs import stronghold_job as helper
 from tests.integration import health_kit as hk
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -66,7 +66,7 @@ def sql_counts(db: str) -> dict[str, int]:
     """``count(*)`` of every table, with the query the Job uses for custom dumps."""
     out = subprocess.run(
         ["psql", "-X", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-qAt"],
-        input=backup_script.COUNT_SQL,
+        input=program_files()["count-rows.sql"],
         capture_output=True,
         text=True,
         check=True,
@@ -80,10 +80,8 @@ def test_stream_counts_equal_count_star_for_real_pg_dump_output(database: str) -
         capture_output=True,
         check=True,
     ).stdout
-    helper: dict[str, Any] = {"__name__": "stronghold_helper"}
-    exec(compile(backup_script.HELPER, "helper.py", "exec"), helper)
-    rows = helper["RowCounter"]()
-    reader = helper["Reader"](True, rows)
+    rows = helper.RowCounter()
+    reader = helper.Reader(True, rows)
     archive = gzip.compress(dump)
     for i in range(0, len(archive), 65536):
         reader.feed(archive[i : i + 65536])

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import hashlib
 import itertools
 import os
-from datetime import UTC, datetime, timedelta
+import re
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +18,9 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stronghold_operator.builders import backup_script
+from stronghold_operator.builders import backup_program
 from stronghold_operator.builders.backup_job import backup_job
+from stronghold_operator.builders.jobs import stronghold_job as helper
 from stronghold_operator.logic import backup as lb
 from stronghold_operator.models.backup import BackupScheduleSpec
 from stronghold_operator.models.base import parse
@@ -78,10 +82,10 @@ def build(spec: dict[str, Any], kind: Any, restore: str | None) -> dict[str, Any
 
 
 def without_script(job: dict[str, Any]) -> dict[str, Any]:
-    """The script is tested on its own (and run for real); golden files show the rest."""
-    c = job["spec"]["template"]["spec"]["containers"][0]
-    assert c["command"][:2] == ["bash", "-c"] and c["command"][2] == backup_script.SCRIPT
-    c["command"][2] = "<backup_script.SCRIPT>"
+    """The program's hash changes with every edit of it: golden files show the rest."""
+    annotations = job["metadata"]["annotations"]
+    assert annotations[backup_program.ANNOTATION_PROGRAM] == backup_program.program_hash()
+    annotations[backup_program.ANNOTATION_PROGRAM] = "<program_hash>"
     return job
 
 
@@ -121,67 +125,70 @@ def test_secret_is_mounted_as_volume_only() -> None:
 
 
 def test_script_is_strict_bash_and_never_names_the_password_in_env() -> None:
-    s = backup_script.SCRIPT
-    assert s.startswith("set -euo pipefail\n")
+    s = backup_program.program_files()["backup.sh"]
+    assert s.startswith("#!/usr/bin/env bash\n") and "\nset -euo pipefail\n" in s
     assert "PGPASSWORD" not in s and "--password" not in s
     assert 'export PGPASSFILE="$W/.pgpass"' in s
     assert "--snapshot=" in s and "REPEATABLE READ" in s
-    assert "-- PostgreSQL database dump complete" in s and "pg_restore --list" in s
+    assert "pg_restore --list" in s
+    py = backup_program.program_files()["stronghold_job.py"]
+    assert "PGPASSWORD" not in py and "-- PostgreSQL database dump complete" in py
 
 
-def helper_namespace() -> dict[str, Any]:
-    ns: dict[str, Any] = {"__name__": "stronghold_helper"}
-    exec(compile(backup_script.HELPER, "helper.py", "exec"), ns)  # defines functions only
-    return ns
+# The Job runs the helper and the retention module with the Python of a user-chosen image.
+JOB_MODULES = ["stronghold_job.py", "retention.py"]
+OWN = {"stronghold_operator.logic.retention"}  # shipped beside the helper in the ConfigMap
 
 
-HELPER = helper_namespace()
-T0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
+@pytest.mark.parametrize("key", JOB_MODULES)
+def test_job_python_imports_only_the_standard_library(key: str) -> None:
+    # Python 3.7 grammar (best effort: catches walrus, match, parenthesised context managers).
+    tree = ast.parse(backup_program.program_files()[key], feature_version=(3, 7))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and node.module
+            names = [node.module]
+        else:
+            continue
+        for name in names:
+            top = name.split(".")[0]
+            assert name in OWN or top in sys.stdlib_module_names, f"{key} imports {name}"
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    items=st.lists(
-        st.tuples(st.integers(0, 100 * 24), st.booleans()), max_size=30, unique_by=lambda x: x[0]
-    ),
-    days=st.integers(0, 60),
-    min_keep=st.integers(1, 8),
-    protect=st.integers(0, 3),
+def test_program_configmap_ships_every_file_with_its_hash() -> None:
+    cm = backup_program.program_configmap(OWNER)
+    assert cm["metadata"]["name"] == "nightly-backup-program"
+    assert cm["metadata"]["namespace"] == "prod"
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "0b5e-uid"
+    assert cm["metadata"]["annotations"] == {
+        backup_program.ANNOTATION_PROGRAM: backup_program.program_hash()
+    }
+    assert set(cm["data"]) == {"backup.sh", "stronghold_job.py", "count-rows.sql", "retention.py"}
+    pod = build(*CASES["backup-minimal"])["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "program")["configMap"]
+    assert volume["name"] == cm["metadata"]["name"]
+    assert {i["key"] for i in volume["items"]} == set(cm["data"])
+    paths = {i["key"]: i["path"] for i in volume["items"]}
+    assert paths["retention.py"] == "stronghold_operator/logic/retention.py"  # its import path
+    c = pod["containers"][0]
+    assert c["command"] == ["bash", f"{backup_program.PROGRAM_MOUNT}/backup.sh"]
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "program")
+    assert mount == {"name": "program", "mountPath": backup_program.PROGRAM_MOUNT, "readOnly": True}
+
+
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+@pytest.mark.parametrize(
+    "name", ["a", "x" * 238, "x" * 239, "a." * 126 + "b", "a-" * 126 + "b", "y" * 253]
 )
-def test_container_retention_equals_operator_retention(
-    items: list[tuple[int, bool]], days: int, min_keep: int, protect: int
-) -> None:
-    """The prune in the Job and logic.backup.plan_retention must never disagree."""
-    archives = [
-        lb.Archive(
-            f"db_backup_{T0 - timedelta(hours=h):%Y%m%d_%H%M%S}.sql.gz", T0 - timedelta(hours=h), v
-        )
-        for h, v in items
-    ]
-    protected = {a.file for a in archives[:protect]}
-    ours = lb.plan_retention(archives, T0, days, min_keep, protected)
-    keep, delete = HELPER["plan"](
-        [(a.file, a.taken, a.verified) for a in archives], T0, days, min_keep, protected
-    )
-    assert (tuple(keep), tuple(delete)) == (ours.keep, ours.delete)
-
-
-def test_helper_file_pattern_matches_operator() -> None:
-    for name in [
-        "db_backup_20260501_020000.sql.gz",
-        "db_backup_20260501_020000.dump",
-        ".db_backup_20260501_020000.sql.gz.x.partial",
-        "db_backup_2026.sql.gz",
-    ]:
-        assert (HELPER["file_time"](name) is None) == (lb.file_time(name) is None)
-
-
-def test_script_golden() -> None:
-    """The whole in-container program, reviewable as a file (regenerate with UPDATE_GOLDEN=1)."""
-    path = GOLDEN / "backup-script.sh"
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        path.write_text(backup_script.SCRIPT)
-    assert path.read_text() == backup_script.SCRIPT
+def test_configmap_name_is_a_valid_deterministic_name_for_any_schedule_name(name: str) -> None:
+    got = backup_program.configmap_name(name)
+    assert len(got) <= 253 and DNS_SUBDOMAIN.fullmatch(got), got
+    assert got == backup_program.configmap_name(name)
+    assert got != backup_program.configmap_name(name[:-1] + "z")
 
 
 DUMP = b"".join(b"INSERT INTO t VALUES (%d, '%s');\n" % (i, b"x" * 80) for i in range(20000))
@@ -189,7 +196,7 @@ COMPLETE = DUMP + b"--\n-- PostgreSQL database dump complete\n--\n\n"
 
 
 def _read(data: bytes, chunk: int = 4096) -> str | None:
-    r = HELPER["Reader"](True)
+    r = helper.Reader(True)
     for i in range(0, len(data), chunk):
         r.feed(data[i : i + chunk])
     assert r.size == len(data)
@@ -247,8 +254,8 @@ PLAIN_COUNTS = {
 
 
 def _count_rows(data: bytes, chunk: int) -> dict[str, int]:
-    rows = HELPER["RowCounter"]()
-    r = HELPER["Reader"](True, rows)
+    rows = helper.RowCounter()
+    r = helper.Reader(True, rows)
     for i in range(0, len(data), chunk):
         r.feed(data[i : i + chunk])
     assert r.finish() is None
@@ -265,7 +272,7 @@ def test_row_counter_counts_every_table_whatever_the_chunking(chunk: int) -> Non
 @settings(max_examples=60, deadline=None)
 @given(cuts=st.lists(st.integers(min_value=0, max_value=len(PLAIN)), max_size=12))
 def test_row_counter_finds_markers_split_anywhere(cuts: list[int]) -> None:
-    rows = HELPER["RowCounter"]()
+    rows = helper.RowCounter()
     edges = [0, *sorted(cuts), len(PLAIN)]
     for a, b in itertools.pairwise(edges):
         rows.feed(PLAIN[a:b])
@@ -273,7 +280,7 @@ def test_row_counter_finds_markers_split_anywhere(cuts: list[int]) -> None:
 
 
 def test_copy_table_reads_quoted_names_and_rejects_garbage() -> None:
-    read = HELPER["copy_table"]
+    read = helper.copy_table
     assert read(b"COPY public.t (a, b) FROM stdin;") == "public.t"
     assert read(b'COPY "a""b"."c.d" (x) FROM stdin;') == 'a"b.c.d'
     assert read(b"COPY t (a) FROM stdin;") is None  # pg_dump always qualifies

@@ -1,6 +1,7 @@
 """batch/v1 Job manifests for backups, verification/pruning and restore tests (pure).
 
-Every Job runs :data:`backup_script.SCRIPT` in one container. Nothing secret is in the
+Every Job runs the program of its schedule's ConfigMap (:mod:`.backup_program`), mounted
+read-only, in one container. Nothing secret is in the
 manifest: the password Secret is mounted as a volume and turned into a 0600 ``.pgpass`` in an
 emptyDir by the script (a Secret volume with ``fsGroup`` is group-readable, which libpq refuses).
 The pod follows the restricted Pod Security profile unless the jobTemplate loosens it.
@@ -12,7 +13,12 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from stronghold_operator.builders.backup_script import SCRIPT
+from stronghold_operator.builders.backup_program import (
+    ANNOTATION_PROGRAM,
+    PROGRAM_MOUNT,
+    program_hash,
+    program_volume,
+)
 from stronghold_operator.models.backup import (
     ANNOTATION_SLOT,
     ANNOTATION_TRIGGER,
@@ -112,11 +118,13 @@ def backup_job(
         {"name": "backups", "mountPath": BACKUP_MOUNT},
         {"name": "work", "mountPath": WORK_MOUNT},
         {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "program", "mountPath": PROGRAM_MOUNT, "readOnly": True},
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "backups", "persistentVolumeClaim": {"claimName": spec.storage.claim_name}},
         {"name": "work", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        program_volume(schedule),
     ]
     if db.password is not None:
         ref = db.password.secret_key_ref
@@ -150,7 +158,7 @@ def backup_job(
         "name": kind,
         "image": tpl.image,
         "imagePullPolicy": tpl.image_pull_policy,
-        "command": ["bash", "-c", SCRIPT, f"stronghold-{kind}"],
+        "command": ["bash", f"{PROGRAM_MOUNT}/backup.sh"],
         "env": env,
         "volumeMounts": mounts,
         "securityContext": _merge(container_security, tpl.security_context),
@@ -179,7 +187,11 @@ def backup_job(
     metadata: dict[str, Any] = {
         "name": job_name,
         "labels": labels,
-        "annotations": {ANNOTATION_SLOT: _rfc3339(slot), ANNOTATION_TRIGGER: trigger},
+        "annotations": {
+            ANNOTATION_SLOT: _rfc3339(slot),
+            ANNOTATION_TRIGGER: trigger,
+            ANNOTATION_PROGRAM: program_hash(),  # the program this Job runs
+        },
         "ownerReferences": [owner_reference(owner)],
     }
     if namespace:

@@ -21,6 +21,7 @@ from prometheus_client import Counter, Gauge
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.builders.backup_job import Kind, backup_job
+from stronghold_operator.builders.backup_program import ANNOTATION_PROGRAM, program_configmap
 from stronghold_operator.handlers.common import (
     GROUP,
     VERSION,
@@ -44,6 +45,7 @@ from stronghold_operator.models.backup import (
 )
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
+from stronghold_operator.platforms.configmaps import ensure_configmap
 from stronghold_operator.platforms.kube import (
     Kube,
     call,
@@ -571,6 +573,9 @@ def _note_pruned(tick: Tick, data: Mapping[str, Any]) -> None:
         tick.note("Normal", "Pruned", f"{count} archive(s) removed by retention: {shown}")
     if data.get("pruneError"):
         tick.note("Warning", "PruneFailed", str(data["pruneError"]))
+    held = data.get("retentionHeld")
+    if isinstance(held, Mapping):
+        tick.note("Warning", "RetentionHeld", f"{held.get('reason')}: {held.get('message')}")
 
 
 async def _preflight(kube: Kube, ns: str, spec: BackupScheduleSpec) -> tuple[str, str] | None:
@@ -631,8 +636,12 @@ async def _start(
         _record(tick, spec, ns, schedule, blocked, None)
         return False
     history = tick.status.get("backups") or []
+    owner = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BackupSchedule", "metadata": meta}
+    # The Job mounts the schedule's program ConfigMap: make it hold this release's program.
+    if await ensure_configmap(kube, program_configmap(owner), ANNOTATION_PROGRAM) == "updated":
+        tick.note("Normal", "ProgramUpdated", "the backup program ConfigMap was updated")
     manifest = backup_job(
-        owner={"apiVersion": f"{GROUP}/{VERSION}", "kind": "BackupSchedule", "metadata": meta},
+        owner=owner,
         job_name=start.name,
         kind=start.kind,
         spec=spec,

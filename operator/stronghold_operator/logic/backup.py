@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -35,7 +35,6 @@ CONDITION_TYPES = [
     RESTORE_TEST_PASSED,
 ]
 
-FILE_PATTERN = re.compile(r"^db_backup_(\d{8})_(\d{6})\.(sql\.gz|dump)$")
 _NAME_MAX = 63  # Job names become label values (job-name), which are limited to 63 characters
 
 
@@ -228,60 +227,7 @@ def decide(
 # -- retention ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Archive:
-    """One backup file as retention sees it."""
-
-    file: str
-    taken: datetime
-    verified: bool
-
-
-@dataclass(frozen=True)
-class RetentionPlan:
-    keep: tuple[str, ...]
-    delete: tuple[str, ...]
-    why: Mapping[str, str] = field(default_factory=dict)  # file -> reason it is kept
-
-
-def plan_retention(
-    archives: Iterable[Archive],
-    now: datetime,
-    days: int,
-    min_keep: int,
-    protected: Collection[str] = (),
-) -> RetentionPlan:
-    """Which archives to delete: older than ``days`` and not needed to keep the guarantees.
-
-    Kept always: ``protected`` files (the operator's list), the newest verified archive,
-    the newest ``min_keep`` verified archives (unverified ones never count towards it) and
-    everything not older than ``days``.
-    """
-    items = sorted(archives, key=lambda a: (a.taken, a.file), reverse=True)
-    verified = [a for a in items if a.verified]
-    why: dict[str, str] = {}
-    for a in items:
-        if a.file in protected:
-            why.setdefault(a.file, "protected")
-    if verified:
-        why.setdefault(verified[0].file, "newest verified")
-    for a in verified[:min_keep]:
-        why.setdefault(a.file, "minKeep")
-    cutoff = now - timedelta(days=days)
-    for a in items:
-        if a.taken >= cutoff:
-            why.setdefault(a.file, "younger than retention.days")
-    keep = tuple(a.file for a in items if a.file in why)
-    delete = tuple(a.file for a in items if a.file not in why)
-    return RetentionPlan(keep, delete, why)
-
-
-def file_time(file: str) -> datetime | None:
-    """The UTC time in a backup file's name (``db_backup_YYYYMMDD_HHMMSS``)."""
-    m = FILE_PATTERN.match(file)
-    if not m:
-        return None
-    return datetime.strptime(m.group(1) + m.group(2), "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+# Which archives to delete is logic.retention: the backup Job runs that module itself.
 
 
 # -- job results --------------------------------------------------------------------------
