@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from pathlib import Path
 
 from stronghold_testbed import operator_image, paths, procs
+from stronghold_testbed.kubectl import run as kubectl_run
 from stronghold_testbed.procs import TestbedError
 
 REPO = operator_image.REPO
@@ -25,79 +25,37 @@ BACKUPS = Path("/var/lib/stronghold-demo/backups")
 
 
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
-    proc = subprocess.run(
-        ["kubectl", f"--kubeconfig={paths.admin_kubeconfig()}", *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        err = "\n".join(x for x in proc.stderr.splitlines() if "version difference" not in x)
+    code, out, err = kubectl_run(*args, input=input)
+    if check and code != 0:
         raise TestbedError(f"kubectl {' '.join(args)}: {err}")
-    return proc.stdout
+    return out
 
 
 def _step(text: str) -> None:
     print(f"==> {text}", flush=True)  # noqa: T201
 
 
-def _psql(sql: str, db: str = "postgres") -> None:
-    procs.run(
-        [
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            db,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "-c",
-            sql,
-        ]
-    )
+def _psql(*args: str, db: str = "postgres") -> str:
+    argv = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", db, "-v", "ON_ERROR_STOP=1"]
+    return procs.run([*argv, *args])
+
+
+def _sql(statement: str) -> None:
+    _psql("-q", "-c", statement)
 
 
 def _seed_database() -> None:
     """The demo's application database, with a password-protected role (Secret in the demo)."""
-    exists = procs.run(
-        [
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-tAc",
-            "SELECT 1 FROM pg_database WHERE datname='stronghold_demo'",
-        ]
-    )
+    exists = _psql("-tAc", "SELECT 1 FROM pg_database WHERE datname='stronghold_demo'")
     if exists.strip() != "1":
-        _psql("CREATE DATABASE stronghold_demo")
-    _psql(
+        _sql("CREATE DATABASE stronghold_demo")
+    _sql(
         "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname='stronghold_demo') THEN "
         "CREATE ROLE stronghold_demo LOGIN PASSWORD 'demo-password'; END IF; END$$;"
     )
-    _psql("GRANT ALL ON DATABASE stronghold_demo TO stronghold_demo")
+    _sql("GRANT ALL ON DATABASE stronghold_demo TO stronghold_demo")
     seed = Path(__file__).with_name("demo_seed.sql")
-    procs.run(
-        [
-            "psql",
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "stronghold_demo",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-q",
-            "-f",
-            str(seed),
-        ]
-    )
+    _psql("-q", "-f", str(seed), db="stronghold_demo")
 
 
 def _declare_queue() -> None:

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from stronghold_testbed import cluster, paths
+from stronghold_testbed import cluster
+from stronghold_testbed.kubectl import run as kubectl_run
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NS = "stronghold-system"
@@ -27,21 +28,10 @@ BURN = "while true; do if [ -e /switch/burn ]; then :; else sleep 1; fi; done"
 
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
     """kubectl as the cluster admin; raises with kubectl's stderr on failure."""
-    proc = subprocess.run(
-        ["kubectl", f"--kubeconfig={paths.admin_kubeconfig()}", *args],
-        input=input,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed: {_strip_skew(proc.stderr)}")
-    return proc.stdout if proc.returncode == 0 else _strip_skew(proc.stderr)
-
-
-def _strip_skew(text: str) -> str:
-    # kubectl 1.32 against a 1.20 apiserver warns about version skew on every call.
-    return "\n".join(line for line in text.splitlines() if "version difference" not in line)
+    code, out, err = kubectl_run(*args, input=input)
+    if check and code != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {err}")
+    return out if code == 0 else err
 
 
 def kubectl_json(*args: str) -> Any:

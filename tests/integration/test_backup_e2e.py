@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from stronghold_testbed import paths
 from tests.integration import kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -202,7 +203,7 @@ def cli(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "KUBECONFIG": str(kit.paths.admin_kubeconfig())},
+        env={**os.environ, "KUBECONFIG": str(paths.admin_kubeconfig())},
         check=False,
     )
 
