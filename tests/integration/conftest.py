@@ -169,3 +169,17 @@ def docker_client() -> Iterator[Any]:
         pytest.fail(f"image {BUSYBOX} is missing: build it with the testbed first")
     yield c
     c.close()
+
+
+@pytest.fixture
+def compose_project(docker_client: Any, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A fresh Compose project name and its load-switch directory; its containers go after."""
+    from stronghold_operator.platforms import compose
+
+    name = f"sh{uuid.uuid4().hex[:10]}"
+    switch = tmp_path / "switch"
+    switch.mkdir()
+    yield name, switch
+    label = f"{compose.PROJECT}={name}"
+    for c in docker_client.containers.list(all=True, filters={"label": label}):
+        c.remove(force=True)

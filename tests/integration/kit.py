@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from stronghold_testbed import cluster
 from stronghold_testbed.kubectl import run as kubectl_run
+from tests.support import workloads
 
 REPO = Path(__file__).resolve().parents[2]
 OPERATOR_NS = "stronghold-system"
@@ -22,8 +23,7 @@ OPERATOR_SA = "stronghold-operator"
 VENV_BIN = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin"
 T = TypeVar("T")
 
-# A container command that burns one CPU while ``/switch/burn`` exists (the test's load switch).
-BURN = "while true; do if [ -e /switch/burn ]; then :; else sleep 1; fi; done"
+BURN = workloads.BURN
 
 
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:

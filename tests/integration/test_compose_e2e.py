@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from stronghold_operator.models.scaling import MissingBasis, ScalingPolicySpec
 from stronghold_operator.platforms import compose
 from tests.integration import kit
 from tests.integration.conftest import DOCKER_SOCKET as SOCKET
-from tests.support.workloads import BUSYBOX as IMAGE
+from tests.support.workloads import start_compose_container
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -33,37 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 @pytest.fixture
 def client(docker_client: Any) -> Any:
     return docker_client
-
-
-def start_service(client: Any, project: str, switch: Path, *, limits: bool = True) -> Any:
-    """What `docker compose up` would create for service web, container number 1."""
-    extra: dict[str, Any] = {"nano_cpus": 100_000_000, "mem_limit": "32m"} if limits else {}
-    return client.containers.run(
-        IMAGE,
-        ["sh", "-c", kit.BURN],
-        name=f"{project}-web-1",
-        detach=True,
-        network_mode="host",
-        volumes={str(switch): {"bind": "/switch", "mode": "ro"}},
-        labels={
-            compose.PROJECT: project,
-            compose.SERVICE: "web",
-            compose.NUMBER: "1",
-            compose.ONEOFF: "False",
-        },
-        stop_signal="SIGKILL",  # sh ignores SIGTERM as PID 1; the service would set this too
-        **extra,
-    )
-
-
-@pytest.fixture
-def project(client: Any, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    name = f"shscale{uuid.uuid4().hex[:8]}"
-    switch = tmp_path / "switch"
-    switch.mkdir()
-    yield name, switch
-    for c in client.containers.list(all=True, filters={"label": f"{compose.PROJECT}={name}"}):
-        c.remove(force=True)
 
 
 def policy(project: str, **extra: Any) -> ScalingPolicySpec:
@@ -103,9 +71,11 @@ async def drive(
     raise AssertionError(f"timed out; last decisions: {[d.message for d in seen[-5:]]}")
 
 
-async def test_compose_service_scales_up_and_down(client: Any, project: tuple[str, Path]) -> None:
-    name, switch = project
-    template = start_service(client, name, switch)
+async def test_compose_service_scales_up_and_down(
+    client: Any, compose_project: tuple[str, Path]
+) -> None:
+    name, switch = compose_project
+    template = start_compose_container(client, name, switch)
     p = policy(name)
     memory = Memory()
 
@@ -147,9 +117,9 @@ async def test_compose_service_scales_up_and_down(client: Any, project: tuple[st
     assert numbers(client, name, running=False) == [1]
 
 
-async def test_dry_run_creates_nothing(client: Any, project: tuple[str, Path]) -> None:
-    name, switch = project
-    start_service(client, name, switch)
+async def test_dry_run_creates_nothing(client: Any, compose_project: tuple[str, Path]) -> None:
+    name, switch = compose_project
+    start_compose_container(client, name, switch)
     (switch / "burn").touch()
     p = policy(name, dryRun=True)
     seen = await drive(p, Memory(), lambda d: d.reason == engine.DRY_RUN, 60)
@@ -158,9 +128,11 @@ async def test_dry_run_creates_nothing(client: Any, project: tuple[str, Path]) -
     assert numbers(client, name, running=False) == [1]
 
 
-async def test_service_without_limits_is_refused(client: Any, project: tuple[str, Path]) -> None:
-    name, switch = project
-    start_service(client, name, switch, limits=False)
+async def test_service_without_limits_is_refused(
+    client: Any, compose_project: tuple[str, Path]
+) -> None:
+    name, switch = compose_project
+    start_compose_container(client, name, switch, limits=False)
     target = compose.ComposeService(compose.ComposeTarget(name, "web", SOCKET))
     with pytest.raises(MissingBasis, match="no CPU limit"):
         await evaluate(policy(name), target, Memory(), utcnow())

@@ -16,8 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +26,12 @@ from stronghold_operator.conditions import utcnow
 from stronghold_operator.logic import health as logic
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.health import HealthPolicySpec
-from stronghold_operator.platforms import compose
 from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.probes.resources import ResourcesProbe
 from stronghold_operator.probes.runner import Prober
 from tests.integration import kit
 from tests.integration.conftest import DOCKER_SOCKET as SOCKET
-from tests.support.workloads import BUSYBOX as IMAGE
-from tests.support.workloads import busybox_deployment
+from tests.support.workloads import busybox_deployment, start_compose_container
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
@@ -213,39 +210,6 @@ def client(docker_client: Any) -> Any:
     return docker_client
 
 
-@pytest.fixture
-def project(client: Any, tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    name = f"shhealth{uuid.uuid4().hex[:8]}"
-    switch = tmp_path / "switch"
-    switch.mkdir()
-    yield name, switch
-    for c in client.containers.list(all=True, filters={"label": f"{compose.PROJECT}={name}"}):
-        c.remove(force=True)
-
-
-def start_container(
-    client: Any, project: str, service: str, switch: Path, *, limits: bool = True
-) -> Any:
-    """What `docker compose up` would create for ``service``, container number 1."""
-    extra: dict[str, Any] = {"nano_cpus": 100_000_000, "mem_limit": "32m"} if limits else {}
-    return client.containers.run(
-        IMAGE,
-        ["sh", "-c", kit.BURN],
-        name=f"{project}-{service}-1",
-        detach=True,
-        network_mode="host",
-        volumes={str(switch): {"bind": "/switch", "mode": "ro"}},
-        labels={
-            compose.PROJECT: project,
-            compose.SERVICE: service,
-            compose.NUMBER: "1",
-            compose.ONEOFF: "False",
-        },
-        stop_signal="SIGKILL",
-        **extra,
-    )
-
-
 async def probe_once(checks: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """One round as the operator's daemon runs it: its probe, its reader, its logic."""
     policy = parse(HealthPolicySpec, {"failureThreshold": 1, "checks": checks})
@@ -267,11 +231,11 @@ def compose_ref(project: str, service: str = "web", host: str = SOCKET) -> dict[
 
 
 async def test_compose_service_healthy_at_idle_critical_when_burning(
-    client: Any, project: tuple[str, Path], tmp_path: Path
+    client: Any, compose_project: tuple[str, Path], tmp_path: Path
 ) -> None:
-    name, switch = project
-    start_container(client, name, "web", switch)
-    start_container(client, name, "nolimits", switch, limits=False)
+    name, switch = compose_project
+    start_compose_container(client, name, switch, "web")
+    start_compose_container(client, name, switch, "nolimits", limits=False)
 
     checks = [
         {"name": "web", "resources": {"targetRef": compose_ref(name)}},

@@ -7,6 +7,8 @@ from typing import Any
 
 BUSYBOX = "stronghold/busybox:1"  # built locally by the testbed; never pulled
 SLEEP = "trap 'exit 0' TERM; sleep 3600 & wait"
+# Burns one CPU while ``/switch/burn`` exists (the test's load switch).
+BURN = "while true; do if [ -e /switch/burn ]; then :; else sleep 1; fi; done"
 # Small enough that a 2-core node runs several replicas, large enough that BURN shows as load.
 SMALL = {"requests": {"cpu": "50m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "32Mi"}}
 
@@ -82,3 +84,29 @@ def hostpath_claim(
             },
         },
     ]
+
+
+def start_compose_container(
+    client: Any, project: str, switch: Path, service: str = "web", *, limits: bool = True
+) -> Any:
+    """What `docker compose up` would create for ``service``, container number 1: BURN on
+    the host network, ``switch`` at /switch."""
+    from stronghold_operator.platforms import compose
+
+    extra: dict[str, Any] = {"nano_cpus": 100_000_000, "mem_limit": "32m"} if limits else {}
+    return client.containers.run(
+        BUSYBOX,
+        ["sh", "-c", BURN],
+        name=f"{project}-{service}-1",
+        detach=True,
+        network_mode="host",
+        volumes={str(switch): {"bind": "/switch", "mode": "ro"}},
+        labels={
+            compose.PROJECT: project,
+            compose.SERVICE: service,
+            compose.NUMBER: "1",
+            compose.ONEOFF: "False",
+        },
+        stop_signal="SIGKILL",  # sh ignores SIGTERM as PID 1; the service would set this too
+        **extra,
+    )
