@@ -200,15 +200,8 @@ def status_delta(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) 
     handler patches status only when something did.
     """
     cur = current or {}
-    out: dict[str, Any] = {}
-    for k, v in _clean(dict(desired)).items():
-        c = cur.get(k)
-        if isinstance(v, Mapping) and isinstance(c, Mapping):
-            sub = _diff(c, v)
-            if sub:
-                out[k] = sub
-        elif not _same(c, v):
-            out[k] = v
+    wanted = _clean(dict(desired))
+    out = _diff({k: cur[k] for k in wanted if k in cur}, wanted)
     for k, v in desired.items():
         if v == "" and cur.get(k) not in (None, ""):
             out[k] = None
