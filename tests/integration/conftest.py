@@ -15,6 +15,7 @@ from pathlib import Path
 import kubernetes
 import pytest
 
+from stronghold_operator.models.outbound import ENV as OUTBOUND_ENV
 from stronghold_operator.testbed import cluster, paths, services
 from stronghold_operator.testbed.procs import TestbedError
 from tests.integration import kit
@@ -23,6 +24,10 @@ REPO = kit.REPO
 OPERATOR_NS = "stronghold-system"
 OPERATOR_SA = "stronghold-operator"
 KINDS = "healthpolicies,scalingpolicies,backupschedules,maintenancewindows"
+
+# Every test target listens on 127.0.0.1: the testbed allows loopback explicitly, as an admin
+# does with --outbound-allow (docs/security.md); probes, CLIs and operators started here inherit it.
+os.environ.setdefault(OUTBOUND_ENV, "loopback,private")
 
 
 @pytest.fixture(scope="session")
