@@ -15,7 +15,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from stronghold_operator.logic.health import assess_http
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.health import HealthPolicySpec, HttpCheck
-from stronghold_operator.models.outbound import OutboundPolicy, host_refusal
+from stronghold_operator.models.outbound import (
+    ALLOWED_DESTINATIONS,
+    OutboundPolicy,
+    destination_allowed,
+    host_refusal,
+    parse_destinations,
+    secret_refusal,
+)
 from stronghold_operator.platforms.http import (
     GuardedResolver,
     HttpClient,
@@ -242,3 +249,16 @@ async def test_a_configured_word_is_reported_as_configured() -> None:
         HttpCheck.model_validate(
             {"url": "http://w/", "healthDocument": {"healthyValues": ["all good"]}}
         )
+
+
+def test_secret_destinations_are_what_the_secret_says() -> None:
+    allowed = parse_destinations(" db.prod.svc:5432, hooks.example.com ,[fd00::1]:443, bad:x")
+    assert destination_allowed(allowed, "DB.prod.svc.", 5432)
+    assert not destination_allowed(allowed, "db.prod.svc", 5433)
+    assert destination_allowed(allowed, "hooks.example.com", 8443)  # no port: any port
+    assert destination_allowed(allowed, "[fd00::1]", 443)
+    assert not destination_allowed(allowed, "bad", 1)
+    assert not destination_allowed(parse_destinations(None), "db.prod.svc", 5432)
+    why = secret_refusal("spec.checks[0].postgres.password", "ns/db", allowed, "evil.example", 5432)
+    assert why is not None and "spec.checks[0].postgres.password" in why
+    assert ALLOWED_DESTINATIONS in why and "evil.example:5432" in why

@@ -162,3 +162,60 @@ def host_refusal(host: str, policy: OutboundPolicy | None = None) -> str | None:
     if loopback_name and policy is not None and not policy.allow_loopback:
         return f"{host} is a loopback name (not allowed by {ENV})"
     return None
+
+
+# -- which Secret may go where ---------------------------------------------------------------
+
+# On a Secret: the destinations (``host`` or ``host:port``, comma-separated) its values may be
+# sent to. Only someone who can write the Secret can set it; a policy author who can only
+# reference the Secret cannot send it anywhere else (docs/security.md, "Secrets").
+ALLOWED_DESTINATIONS = "ops.stronghold.io/allowed-destinations"
+Destination = tuple[str, int | None]  # host (lower case, no trailing dot), port (None: any)
+
+
+def _host(text: str) -> str:
+    return text.strip().strip("[]").rstrip(".").lower()
+
+
+def parse_destinations(text: str | None) -> frozenset[Destination]:
+    """The annotation's entries; an entry that is not ``host[:port]`` allows nothing."""
+    out: set[Destination] = set()
+    for entry in (e.strip() for e in (text or "").split(",")):
+        if not entry:
+            continue
+        host, port = entry, None
+        if entry.startswith("["):  # [v6]:port
+            inside, _, rest = entry[1:].partition("]")
+            host, port_text = inside, rest[1:] if rest.startswith(":") else ""
+            port = int(port_text) if port_text.isdigit() else None
+        elif entry.count(":") == 1:
+            host, _, port_text = entry.partition(":")
+            if not port_text.isdigit():
+                continue
+            port = int(port_text)
+        out.add((_host(host), port))
+    return frozenset(out)
+
+
+def destination_allowed(allowed: frozenset[Destination], host: str, port: int) -> bool:
+    """Whether ``host:port`` is one of ``allowed`` (an entry without a port allows any)."""
+    name = _host(host)
+    return (name, port) in allowed or (name, None) in allowed
+
+
+def secret_refusal(
+    field: str,
+    secret: str,
+    allowed: frozenset[Destination],
+    host: str,
+    port: int,
+    shown: str | None = None,
+) -> str | None:
+    """Why the Secret referenced at ``field`` must not be sent to ``host:port``, or None
+    (``shown``: how the message names a destination that is itself secret)."""
+    if destination_allowed(allowed, host, port):
+        return None
+    return (
+        f"{field}: Secret {secret} does not allow sending it to {shown or f'{_host(host)}:{port}'}"
+        f" (annotation {ALLOWED_DESTINATIONS} on the Secret); nothing was sent"
+    )
