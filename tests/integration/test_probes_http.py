@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -288,18 +287,7 @@ async def test_dns_rebinding_never_reaches_the_forbidden_address(
     handler = type("Leaky", (_Leaky,), {"hits": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    loop = asyncio.get_running_loop()
-    connects: list[Any] = []
-    real_connect = loop.sock_connect
-
-    async def only_loopback(sock: Any, address: Any) -> None:
-        if sock.type == socket.SOCK_STREAM:  # not the resolver's own queries
-            connects.append(address)
-        if address[0] != "127.0.0.1":  # this test never lets a packet go anywhere else
-            raise ConnectionRefusedError(f"test guard: {address[0]} is not 127.0.0.1")
-        await real_connect(sock, address)
-
-    monkeypatch.setattr(loop, "sock_connect", only_loopback)
+    connects = dns_kit.only_loopback(monkeypatch)
     client = HttpClient(
         policy=OutboundPolicy(allow_loopback=True),
         resolver=dns_kit.UdpResolver(transport.get_extra_info("sockname")),

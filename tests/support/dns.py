@@ -135,3 +135,21 @@ class UdpResolver(AbstractResolver):
 
     async def close(self) -> None:
         pass
+
+
+def only_loopback(monkeypatch: Any) -> list[tuple[Any, ...]]:
+    """Make the running loop refuse TCP connections to anything but 127.0.0.1 (a test of a
+    guard must not send a packet elsewhere even if the guard fails); the attempts made."""
+    loop = asyncio.get_running_loop()
+    attempts: list[tuple[Any, ...]] = []
+    real_connect = loop.sock_connect
+
+    async def connect(sock: socket.socket, address: Any) -> None:
+        if sock.type == socket.SOCK_STREAM:  # not a resolver's own UDP queries
+            attempts.append(tuple(address))
+        if address[0] != "127.0.0.1":
+            raise ConnectionRefusedError(f"test guard: {address[0]} is not 127.0.0.1")
+        await real_connect(sock, address)
+
+    monkeypatch.setattr(loop, "sock_connect", connect)
+    return attempts
