@@ -18,6 +18,7 @@ import kubernetes
 import pytest
 from docker.errors import DockerException, ImageNotFound
 
+from stronghold_operator.models.outbound import ENV as OUTBOUND_ENV
 from stronghold_testbed import cluster, paths, services
 from stronghold_testbed.procs import TestbedError
 from tests.integration import kit
@@ -28,6 +29,10 @@ OPERATOR_NS = kit.OPERATOR_NS
 OPERATOR_SA = kit.OPERATOR_SA
 KINDS = "healthpolicies,scalingpolicies,backupschedules,maintenancewindows"
 DOCKER_SOCKET = "unix:///var/run/docker.sock"
+
+# Every test target listens on 127.0.0.1: the testbed allows loopback explicitly, as an admin
+# does with --outbound-allow (docs/security.md); probes, CLIs and operators started here inherit it.
+os.environ.setdefault(OUTBOUND_ENV, "loopback,private")
 
 
 @pytest.fixture(scope="session")

@@ -69,6 +69,7 @@ class TcpProxy:
     def __init__(self, target_port: int, port: int | None = None) -> None:
         self.target_port = target_port
         self.port = port or kit.free_port()
+        self.accepted = 0  # connections made to the proxy (a test can assert none were)
         self._server: socket.socket | None = None
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -100,6 +101,7 @@ class TcpProxy:
                 client, _ = srv.accept()
             except OSError:
                 return
+            self.accepted += 1
             try:
                 upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
             except OSError:

@@ -143,6 +143,7 @@ def start_operator(
         f"--liveness=http://127.0.0.1:{liveness}/healthz",
         f"--metrics-port={metrics}",
         "--metrics-address=127.0.0.1",
+        "--outbound-allow=loopback,private",  # the test targets listen on 127.0.0.1
     ]
     for ns in namespaces:
         argv += ["-n", ns]

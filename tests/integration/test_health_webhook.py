@@ -10,9 +10,11 @@ from typing import Any, ClassVar
 
 import pytest
 
+from stronghold_operator.models.outbound import OutboundPolicy
 from stronghold_operator.platforms.http import HttpClient
 from stronghold_operator.platforms.webhook import post_json
 from tests.integration import health_kit as hk
+from tests.support import dns as dns_kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 
@@ -76,3 +78,32 @@ async def test_timeout_and_unreachable(flaky: tuple[str, type[_Flaky]], client: 
     down = f"http://127.0.0.1:{hk.closed_port()}/hook"
     d = await post_json(client, down, {}, timeout_s=1, delays=[0.05, 0.05])
     assert (d.ok, d.attempts, d.detail) == (False, 3, "Unreachable")
+
+
+async def test_the_outbound_guard_refuses_before_sending(
+    flaky: tuple[str, type[_Flaky]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A webhook URL (also one read from a urlFrom Secret) passes the same guard: loopback
+    when the operator's setting does not allow it, a name that resolves to a metadata
+    address; nothing is sent and nothing is retried."""
+    url, handler = flaky
+    strict = HttpClient(policy=OutboundPolicy(allow_loopback=False))
+    try:
+        d = await post_json(strict, f"{url}/hook", {"x": 1}, timeout_s=2, delays=[0.05])
+    finally:
+        await strict.close()
+    assert (d.ok, d.attempts) == (False, 1) and d.detail.startswith("Refused")
+    attempts = dns_kit.only_loopback(monkeypatch)
+    dns, transport = await dns_kit.serve(["169.254.169.254"])
+    rebinding = HttpClient(
+        policy=OutboundPolicy(allow_loopback=True),
+        resolver=dns_kit.UdpResolver(transport.get_extra_info("sockname")),
+    )
+    try:
+        port = url.rsplit(":", 1)[1]
+        d = await post_json(rebinding, f"http://hooks.test:{port}/hook", {}, timeout_s=2, delays=[])
+    finally:
+        await rebinding.close()
+        transport.close()
+    assert (d.ok, d.detail) == (False, "Refused by the outbound policy")
+    assert dns.asked == ["hooks.test"] and attempts == [] and handler.calls == []

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from stronghold_operator.models.outbound import ALLOWED_DESTINATIONS
 from tests.integration import health_kit as hk
 from tests.integration import kit
 
@@ -50,11 +51,15 @@ def policy(name: str, namespace: str, spec: dict[str, Any], **annotations: str) 
     }
 
 
-def secret(namespace: str, name: str, data: dict[str, str]) -> dict[str, Any]:
+def secret(
+    namespace: str, name: str, data: dict[str, str], destinations: str | None = None
+) -> dict[str, Any]:
+    """A Secret; ``destinations``: where its owner allows the operator to send it."""
+    annotations = {ALLOWED_DESTINATIONS: destinations} if destinations else {}
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": name, "namespace": namespace},
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
         "stringData": data,
     }
 
@@ -98,7 +103,8 @@ def test_incident_lifecycle_root_cause_webhook_and_no_secret_leaks(
 ) -> None:
     password = f"known-pw-{uuid.uuid4().hex}"
     token = f"Bearer known-token-{uuid.uuid4().hex}"
-    kit.apply(secret(namespace, "db", {"password": password, "token": token}))
+    allowed = f"127.0.0.1:{pg_proxy.port},127.0.0.1:{receiver.server.server_port}"
+    kit.apply(secret(namespace, "db", {"password": password, "token": token}, allowed))
     dsn = f"host=127.0.0.1 port={pg_proxy.port} user=postgres dbname=postgres connect_timeout=2"
     with hk.webapp("--pg-dsn", dsn, "--memcached", hk.MEMCACHED) as app:
         spec = {
@@ -388,3 +394,59 @@ def test_an_object_another_finalizer_keeps_does_not_fail_liveness(
             '{"metadata":{"finalizers":null}}',
             check=False,
         )
+
+
+def test_a_secret_goes_only_where_the_secret_allows(
+    namespace: str,
+    run_operator: Callable[..., kit.OperatorProcess],
+    receiver: hk.Receiver,
+    pg_proxy: hk.TcpProxy,
+) -> None:
+    """The policy pairs a Secret with targets of its author's choosing; the Secret names
+    other destinations: nothing is sent, and status and Events name the field."""
+    password = f"pw-{uuid.uuid4().hex}"
+    token = f"Bearer token-{uuid.uuid4().hex}"
+    data = {"password": password, "token": token}
+    kit.apply(secret(namespace, "creds", data, "db.prod.svc:5432,hooks.example.com"))
+    ref = {"secretKeyRef": {"name": "creds", "key": "password"}}
+    spec = {
+        "interval": "2s",
+        "timeout": "1s",
+        "failureThreshold": 1,
+        "checks": [
+            {"name": "web", "http": {"url": f"http://127.0.0.1:{hk.closed_port()}/"}},
+            {
+                "name": "db",
+                "postgres": {"host": "127.0.0.1", "port": pg_proxy.port, "password": ref},
+            },
+        ],
+        "alerting": {
+            "webhook": {
+                "url": receiver.url,
+                "authorization": {"secretKeyRef": {"name": "creds", "key": "token"}},
+                "timeout": "1s",
+            }
+        },
+    }
+    kit.apply(policy("pairing", namespace, spec))
+    op = run_operator(namespace)
+    obj = wait_condition(namespace, "pairing", "IncidentOpen", "True")
+    db = obj["status"]["checks"][1]
+    assert (db["state"], db["reason"]) == ("Unknown", "SecretNotAllowed"), db
+    assert "spec.checks[1].postgres.password" in db["message"]
+    assert ALLOWED_DESTINATIONS in db["message"]
+
+    def refused_webhook() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in kit.events_for(namespace, "pairing")
+            if e["reason"] == "WebhookFailed"
+            and "spec.alerting.webhook.authorization" in e["message"]
+        ]
+
+    kit.wait_until("the refused webhook's Event", refused_webhook, timeout=30)
+    assert receiver.received == []  # nothing was sent, not even without the header
+    assert pg_proxy.accepted == 0  # the database was never contacted with the password
+    text = json.dumps(get(namespace, "pairing")) + json.dumps(kit.events_for(namespace, "pairing"))
+    for value in (password, token):
+        assert value not in text and value not in op.logs()

@@ -114,7 +114,12 @@ def test_operator_pod_reconciles_every_kind_without_rbac_denials(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "db", "namespace": namespace},
+            "metadata": {
+                "name": "db",
+                "namespace": namespace,
+                # The HealthPolicy below may send it to this PostgreSQL only (docs/security.md).
+                "annotations": {"ops.stronghold.io/allowed-destinations": "127.0.0.1:5432"},
+            },
             "stringData": {"password": "incluster-secret-pw"},
         },
         *hostpath_claim(namespace, "backups", backups),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -15,9 +16,12 @@ import pytest
 from stronghold_operator.logic import health as h
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.health import HealthPolicySpec, HttpCheck
-from stronghold_operator.probes.http import USER_AGENT, HttpProbe
+from stronghold_operator.models.outbound import OutboundPolicy
+from stronghold_operator.platforms.http import HttpClient
+from stronghold_operator.probes.http import UNEXPECTED, USER_AGENT, HttpProbe
 from stronghold_operator.probes.runner import Prober
 from tests.integration import health_kit as hk
+from tests.support import dns as dns_kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -249,3 +253,69 @@ async def test_per_target_cap_queues_requests_to_one_host(app: str) -> None:
         await capped.close()
     assert all(r.urls[0].status_code == 200 for r in results)
     assert elapsed >= 0.85, elapsed
+
+
+TOKEN = "AKIA-REBOUND-SECRET-0123"
+
+
+class _Leaky(BaseHTTPRequestHandler):
+    """A target that serves a credential-looking value where the health status should be."""
+
+    hits: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).hits.append(self.headers.get("Host", ""))
+        body = json.dumps({"access_token": TOKEN, "database": TOKEN, "cache": "ok"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")  # every round opens (and resolves) anew
+        self.end_headers()
+        self.wfile.write(body)
+
+
+async def test_dns_rebinding_never_reaches_the_forbidden_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A name that resolves to 127.0.0.1 once and to the metadata address afterwards (our
+    own DNS server on 127.0.0.1): the one checked answer is the one connected to, the
+    rebound answers are refused before any connection, and no fetched value reaches status."""
+    dns, transport = await dns_kit.serve(["127.0.0.1", "169.254.169.254"])
+    handler = type("Leaky", (_Leaky,), {"hits": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    connects = dns_kit.only_loopback(monkeypatch)
+    client = HttpClient(
+        policy=OutboundPolicy(allow_loopback=True),
+        resolver=dns_kit.UdpResolver(transport.get_extra_info("sockname")),
+        ttl_dns_cache=None,
+    )
+    probe = HttpProbe(client)
+    spec = policy_of(
+        f"http://rebind.test:{server.server_port}/health",
+        healthDocument={"statusPath": "access_token"},
+    )
+    c = spec.checks[0]
+    assert c.http is not None
+    try:
+        results = [await probe.probe(c.http, timeout_s=2, secrets={}) for _ in range(3)]
+    finally:
+        await probe.close()
+        server.shutdown()
+        server.server_close()
+        transport.close()
+    assert dns.asked == ["rebind.test"] * 3  # one lookup per connection, none by a pre-check
+    first, *rebound = [r.urls[0] for r in results]
+    assert first.status_code == 200 and first.document_status == UNEXPECTED
+    assert first.components["database"] == UNEXPECTED
+    for url in rebound:
+        assert url.failure == "Refused" and "169.254.169.254" in url.message
+    assert [a[0] for a in connects] == ["127.0.0.1"] and len(handler.hits) == 1
+    assert handler.hits[0] == f"rebind.test:{server.server_port}"  # Host stays the name
+    for result in results:
+        ev = h.evaluate(spec, "rebind", {}, {"web": result}, None, datetime.now(UTC))
+        text = json.dumps(ev.status) + " ".join(x.message for x in ev.conditions)
+        assert TOKEN not in text and "AKIA" not in text

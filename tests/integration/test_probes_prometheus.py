@@ -16,10 +16,13 @@ import pytest
 from stronghold_operator.logic import health as h
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.health import HealthPolicySpec
+from stronghold_operator.models.outbound import OutboundPolicy
+from stronghold_operator.platforms.http import HttpClient
 from stronghold_operator.probes.http import HttpProbe
 from stronghold_operator.probes.prometheus import PrometheusProbe
 from tests.integration import health_kit as hk
 from tests.integration import kit
+from tests.support import dns as dns_kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -171,3 +174,28 @@ async def test_down_wrong_port(probe: PrometheusProbe) -> None:
     url = f"http://127.0.0.1:{hk.closed_port()}"
     a = await run(probe, policy(url, DISK, bands={"warning": 85, "critical": 95}))
     assert (a.state, a.reason) == ("Critical", "Unreachable")
+
+
+async def test_a_forbidden_prometheus_address_is_refused(
+    prometheus: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Prometheus URL passes the outbound guard when it resolves: a name answered with
+    the metadata address is refused, and nothing is sent (our own DNS server on 127.0.0.1)."""
+    attempts = dns_kit.only_loopback(monkeypatch)
+    dns, transport = await dns_kit.serve(["169.254.169.254"])
+    client = HttpClient(
+        policy=OutboundPolicy(allow_loopback=True),
+        resolver=dns_kit.UdpResolver(transport.get_extra_info("sockname")),
+    )
+    http = HttpProbe(client)
+    port = urllib.parse.urlsplit(prometheus).port
+    try:
+        a = await run(
+            PrometheusProbe(http),
+            policy(f"http://prom.test:{port}", DISK, bands={"warning": 80, "critical": 90}),
+        )
+    finally:
+        await http.close()
+        transport.close()
+    assert (a.state, a.reason) == ("Unknown", "Refused"), a.message
+    assert "169.254.169.254" in a.message and dns.asked == ["prom.test"] and attempts == []

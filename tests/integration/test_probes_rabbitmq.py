@@ -12,8 +12,11 @@ import pytest
 from stronghold_operator.logic import health as h
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.health import HealthPolicySpec
+from stronghold_operator.models.outbound import OutboundPolicy
+from stronghold_operator.platforms.http import HttpClient
 from stronghold_operator.probes.rabbitmq import RabbitmqProbe
 from tests.integration import health_kit as hk
+from tests.support import dns as dns_kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -123,3 +126,44 @@ async def test_connection_is_reused(probe: RabbitmqProbe, channel: Any) -> None:
     finally:
         channel.queue_delete(name)
     assert len(brokers) == 1 and brokers[0].conn is first and first.is_open
+
+
+async def test_a_forbidden_management_address_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The management URL passes the outbound guard when it resolves: a name answered with the
+    metadata address is refused and the management password is never sent."""
+    attempts = dns_kit.only_loopback(monkeypatch)
+    dns, transport = await dns_kit.serve(["169.254.169.254"])
+    client = HttpClient(
+        policy=OutboundPolicy(allow_loopback=True),
+        resolver=dns_kit.UdpResolver(transport.get_extra_info("sockname")),
+    )
+    spec = parse(
+        HealthPolicySpec,
+        {
+            "checks": [
+                {
+                    "name": "queue",
+                    "rabbitmq": {
+                        "url": {"secretKeyRef": {"name": "mq", "key": "url"}},
+                        "management": {
+                            "url": "http://mgmt.test:15672",
+                            "password": {"secretKeyRef": {"name": "mq", "key": "pw"}},
+                        },
+                    },
+                }
+            ]
+        },
+    )
+    c = spec.checks[0]
+    assert c.rabbitmq is not None
+    probe = RabbitmqProbe(client)
+    try:
+        secrets = {"url": hk.AMQP, "management-password": "guest"}
+        result = await probe.probe(c.rabbitmq, timeout_s=5, secrets=secrets)
+    finally:
+        await probe.close()
+        await client.close()
+        transport.close()
+    assert result.failure == "Refused" and "169.254.169.254" in result.message
+    assert dns.asked == ["mgmt.test"]
+    assert all(a[1] == 5672 for a in attempts)  # only the AMQP connection (pika's own socket)

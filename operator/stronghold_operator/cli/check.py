@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -176,8 +177,13 @@ def _run(args: argparse.Namespace) -> int:
 
     from stronghold_operator.models.base import InvalidSpec, parse
     from stronghold_operator.models.health import HealthPolicySpec
+    from stronghold_operator.models.outbound import ENV
 
     err = Console(stderr=True)
+    # Run by a person with their own network access (no deputy to confuse): loopback and
+    # private targets are theirs to probe unless they set the variable. The always-refused
+    # ranges (metadata, link-local, ...) stay refused.
+    os.environ.setdefault(ENV, "loopback,private")
     try:
         docs, known = _load(args.filename)
     except (OSError, ValueError) as exc:

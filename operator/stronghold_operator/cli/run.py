@@ -39,6 +39,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--metrics-address", default="0.0.0.0", help="address /metrics binds to (default: all)"
     )
+    p.add_argument(
+        "--outbound-allow",
+        default=None,
+        metavar="LIST",
+        help="non-public ranges outbound HTTP may reach: loopback, private, both (comma list)"
+        " or none (default: $STRONGHOLD_OUTBOUND_ALLOW, else private; docs/security.md)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -135,6 +142,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.namespace:
         # settings.py reads this to scope its own LIST calls (the watchdog) the same way.
         os.environ["STRONGHOLD_NAMESPACES"] = ",".join(args.namespace)
+    from stronghold_operator.models.outbound import ENV, OutboundPolicy
+
+    if args.outbound_allow is not None:
+        os.environ[ENV] = args.outbound_allow  # the one place every HTTP client reads it
+    try:
+        OutboundPolicy.from_env()  # a typo must stop the start, not weaken the policy
+    except ValueError as exc:
+        raise SystemExit(f"stronghold run: {exc}") from None
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(

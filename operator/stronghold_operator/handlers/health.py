@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import kopf
 from prometheus_client import Counter, Histogram
@@ -42,8 +43,14 @@ from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, SecretKeySelector
 from stronghold_operator.models.health import HealthPolicySpec, Webhook
+from stronghold_operator.models.outbound import secret_refusal
 from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
-from stronghold_operator.platforms.kube import is_not_found, patch_status, read_secret_key
+from stronghold_operator.platforms.kube import (
+    SecretEntry,
+    is_not_found,
+    patch_status,
+    read_secret_entry,
+)
 from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.platforms.webhook import post_json
 from stronghold_operator.probes.resources import ResourcesProbe
@@ -85,7 +92,7 @@ class HealthRuntime:
     the one schedule that runs them."""
 
     prober: Prober = field(default_factory=Prober)
-    secrets: dict[tuple[str, str, str], tuple[float, str]] = field(default_factory=dict)
+    secrets: dict[tuple[str, str, str], tuple[float, SecretEntry]] = field(default_factory=dict)
     # One read per expired key: without it, every policy sharing a Secret re-read it at once.
     secret_locks: dict[tuple[str, str, str], asyncio.Lock] = field(default_factory=dict)
     background: set[asyncio.Task[None]] = field(default_factory=set)
@@ -458,7 +465,7 @@ class PolicyLoop:
             )
             return interval
         try:
-            secrets = await self.resolve_secrets(policy)
+            secrets, refused = await self.resolve_secrets(policy)
         except LookupError as exc:
             self.secret_misses += 1
             message = f"{exc}; retrying with backoff"
@@ -468,7 +475,7 @@ class PolicyLoop:
             return logic.missing_secret_backoff(self.secret_misses - 1, policy.interval)
         self.secret_misses = 0
         now = cond.utcnow()
-        results = await self.rt.prober.run(policy, secrets, self.meta["namespace"])
+        results = await self.rt.prober.run(policy, secrets, self.meta["namespace"], refused)
         maintenance = (self.meta.get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
         known = [v for per_check in secrets.values() for v in per_check.values()]
         ev = logic.evaluate(
@@ -486,6 +493,35 @@ class PolicyLoop:
         return interval
 
     async def secret(self, ref: SecretKeySelector) -> str:
+        return (await self.secret_entry(ref)).value
+
+    async def secret_to(
+        self,
+        ref: SecretKeySelector,
+        field: str,
+        url_or_host: str,
+        port: int | None = None,
+        shown: str | None = None,
+    ) -> str:
+        """A Secret value that is about to be sent to ``url_or_host`` (``host`` with ``port``,
+        or a URL): only when the Secret's allowed-destinations annotation names it."""
+        entry = await self.secret_entry(ref)
+        if port is None:
+            parts = urlsplit(url_or_host)
+            try:
+                host = parts.hostname or ""
+                port = parts.port or (443 if parts.scheme == "https" else 80)
+            except ValueError:
+                raise SecretNotAllowed(f"{field}: the destination is not a valid URL") from None
+        else:
+            host = url_or_host
+        name = f"{self.meta['namespace']}/{ref.secret_key_ref.name}"
+        why = secret_refusal(field, name, entry.destinations, host, port, shown)
+        if why:
+            raise SecretNotAllowed(why)
+        return entry.value
+
+    async def secret_entry(self, ref: SecretKeySelector) -> SecretEntry:
         ns = self.meta["namespace"]
         key = (ns, ref.secret_key_ref.name, ref.secret_key_ref.key)
         hit = self.rt.secrets.get(key)
@@ -495,21 +531,40 @@ class PolicyLoop:
             hit = self.rt.secrets.get(key)  # read meanwhile by another policy's round
             if hit and hit[0] > time.monotonic():
                 return hit[1]
-            value = await read_secret_key(self.svc.kube, *key)
-            self.rt.secrets[key] = (time.monotonic() + SECRET_TTL_S, value)
-            return value
+            entry = await read_secret_entry(self.svc.kube, *key)
+            self.rt.secrets[key] = (time.monotonic() + SECRET_TTL_S, entry)
+            return entry
 
-    async def resolve_secrets(self, policy: HealthPolicySpec) -> dict[str, dict[str, str]]:
-        """Secret values by check name and role (``password``, ``url``, ...)."""
+    async def resolve_secrets(
+        self, policy: HealthPolicySpec
+    ) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+        """Secret values by check name and role (``password``, ``url``, ...), and why a
+        check may not be sent its Secret (by check name: it is then not probed at all)."""
         out: dict[str, dict[str, str]] = {}
-        for c in policy.checks:
+        refused: dict[str, str] = {}
+        for i, c in enumerate(policy.checks):
             roles: dict[str, str] = {}
-            if c.postgres is not None and c.postgres.password is not None:
-                roles["password"] = await self.secret(c.postgres.password)
-            if c.rabbitmq is not None:
-                roles["url"] = await self.secret(c.rabbitmq.url)
-                if c.rabbitmq.management is not None:
-                    roles["management-password"] = await self.secret(c.rabbitmq.management.password)
+            at = f"spec.checks[{i}]"
+            try:
+                if c.postgres is not None and c.postgres.password is not None:
+                    roles["password"] = await self.secret_to(
+                        c.postgres.password,
+                        f"{at}.postgres.password",
+                        c.postgres.host,
+                        c.postgres.port,
+                    )
+                if c.rabbitmq is not None:
+                    # The AMQP URL goes only to the broker it names: its writer chose that.
+                    roles["url"] = await self.secret(c.rabbitmq.url)
+                    if c.rabbitmq.management is not None:
+                        roles["management-password"] = await self.secret_to(
+                            c.rabbitmq.management.password,
+                            f"{at}.rabbitmq.management.password",
+                            c.rabbitmq.management.url,
+                        )
+            except SecretNotAllowed as exc:
+                refused[c.name] = str(exc)
+                roles = {}
             out[c.name] = roles
         hooks = [policy.alerting.webhook] + [s.webhook for s in policy.alerting.escalation]
         webhook_roles: dict[str, str] = {}
@@ -518,8 +573,8 @@ class PolicyLoop:
                 webhook_roles[f"url-{i}"] = await self.secret(hook.url_from)
             if hook.authorization is not None:
                 webhook_roles[f"authorization-{i}"] = await self.secret(hook.authorization)
-        out[" webhooks"] = webhook_roles  # a name no check can have
-        return out
+        out[" webhooks"] = webhook_roles  # a name no check can have (read for redaction only)
+        return out, refused
 
     def notify(
         self,
@@ -553,8 +608,15 @@ class PolicyLoop:
         body = json.loads(logic.redact(json.dumps(body), _escaped(known)))
         try:
             url = hook.url or await self.secret(hook.url_from)  # type: ignore[arg-type]
-            auth = await self.secret(hook.authorization) if hook.authorization else None
-        except LookupError as exc:
+            auth = None
+            if hook.authorization is not None:
+                auth = await self.secret_to(
+                    hook.authorization,
+                    f"{_hook_field(self.spec, hook)}.authorization",
+                    url,
+                    shown="the urlFrom destination" if hook.url_from else None,
+                )
+        except (LookupError, SecretNotAllowed) as exc:
             kopf.event(self.obj, type="Warning", reason="WebhookFailed", message=str(exc))
             return
         delivery = await post_json(
@@ -582,6 +644,19 @@ class PolicyLoop:
                 message=f"{note.kind} webhook to {where} failed after {delivery.attempts}"
                 f" attempt(s): {delivery.detail}",
             )
+
+
+class SecretNotAllowed(Exception):
+    """A Secret's allowed-destinations annotation does not name where it would be sent."""
+
+
+def _hook_field(policy: HealthPolicySpec | None, hook: Webhook) -> str:
+    """Where ``hook`` is in the spec (for messages that name the field)."""
+    if policy is not None:
+        for j, step in enumerate(policy.alerting.escalation):
+            if step.webhook is hook:
+                return f"spec.alerting.escalation[{j}].webhook"
+    return "spec.alerting.webhook"
 
 
 def _as_written(status: Mapping[str, Any]) -> tuple[dict[str, Any], int]:

@@ -8,8 +8,8 @@ queries after 5 minutes, slow statements above 100 ms mean (top 10), escalation 
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
+import re
 from datetime import timedelta
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_validator
 
 from stronghold_operator.models.base import Duration, SpecModel, check_port, shared, within
 from stronghold_operator.models.common import SecretKeySelector
+from stronghold_operator.models.outbound import host_refusal
 from stronghold_operator.models.scaling import TargetRef
 
 Severity = Literal["P1", "P2", "P3", "P4"]
@@ -65,34 +66,39 @@ FindingCode = Literal[
 ]
 FINDING_CODES: tuple[str, ...] = FindingCode.__args__  # type: ignore[attr-defined]
 
-# Hostnames of cloud metadata services; link-local addresses are refused as a range.
-METADATA_HOSTS = frozenset(
-    {
-        "metadata",
-        "metadata.google.internal",
-        "metadata.goog",
-        "metadata.azure.com",
-        "instance-data",
-        "instance-data.ec2.internal",
-        "169.254.169.254",
-        "fd00:ec2::254",
-        "100.100.100.200",
-    }
-)
-
 
 def forbidden_host(host: str) -> str | None:
-    """Why ``host`` must never be probed, or None. Applies to literal names and addresses."""
-    name = host.strip("[]").rstrip(".").lower()
-    if name in METADATA_HOSTS:
-        return f"{host} is a cloud metadata address"
-    try:
-        addr = ipaddress.ip_address(name)
-    except ValueError:
-        return None
-    if addr.is_link_local:
-        return f"{host} is a link-local address"
-    return None
+    """Why ``host`` must never be contacted, or None (the always-refused ranges of
+    :mod:`~stronghold_operator.models.outbound`; loopback/private are judged when sending)."""
+    return host_refusal(host)
+
+
+# Request headers a spec may not set: credentials (a spec is clear text), cloud metadata
+# request markers, and hop-by-hop/framing headers the client owns.
+FORBIDDEN_HEADERS = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "host",
+        "metadata",
+        "metadata-flavor",
+        "x-google-metadata-request",
+        "x-identity-header",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
+FORBIDDEN_HEADER_PREFIXES = ("proxy-", "x-aws-ec2-metadata-token", "sec-")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
+# A word a health document may report: also what status may show of it.
+HEALTH_WORD = r"^[A-Za-z0-9._-]{1,64}$"
 
 
 class LatencyBands(SpecModel):
@@ -173,6 +179,15 @@ class HealthDocument(SpecModel):
         min_length=1,
     )
 
+    @field_validator("healthy_values", "component_healthy_values")
+    @classmethod
+    def _words(cls, value: list[str]) -> list[str]:
+        # Status shows a fetched value only when it is one of these: they must be safe words.
+        for word in value:
+            if not re.match(HEALTH_WORD, word):
+                raise ValueError(f"{word!r}: 1-64 characters of A-Z a-z 0-9 . _ -")
+        return value
+
 
 def _check_url(url: str) -> str:
     check_port(url)
@@ -181,6 +196,7 @@ def _check_url(url: str) -> str:
         raise ValueError(f"{url!r}: scheme must be http or https")
     if not parts.hostname:
         raise ValueError(f"{url!r}: no host")
+
     if parts.username or parts.password:
         raise ValueError(f"{url!r}: credentials in a URL are not allowed; use headers")
     why = forbidden_host(parts.hostname)
@@ -218,11 +234,19 @@ class HttpCheck(SpecModel):
 
     @field_validator("headers")
     @classmethod
-    def _no_auth(cls, value: dict[str, str]) -> dict[str, str]:
-        # Headers live in the spec in clear text, so credentials do not belong there.
-        for name in value:
-            if name.lower() in ("authorization", "cookie", "proxy-authorization"):
+    def _safe_headers(cls, value: dict[str, str]) -> dict[str, str]:
+        # Headers live in the spec in clear text (no credentials), and a probe must not be
+        # able to pass for a cloud metadata client or take over the request's framing.
+        for name, text in value.items():
+            low = name.lower()
+            if not _HEADER_NAME.match(name):
+                raise ValueError(f"{name!r} is not a valid header name")
+            if low in ("authorization", "proxy-authorization", "cookie"):
                 raise ValueError(f"header {name!r} would put a credential in the spec")
+            if low in FORBIDDEN_HEADERS or low.startswith(FORBIDDEN_HEADER_PREFIXES):
+                raise ValueError(f"header {name!r} may not be set by a spec")
+            if len(text) > 1024 or any(c in text for c in "\r\n\0"):
+                raise ValueError(f"header {name!r}: the value must be one line of <= 1024 chars")
         return value
 
     @model_validator(mode="after")

@@ -16,6 +16,7 @@ import functools
 import json
 import ssl
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -23,6 +24,12 @@ import aiohttp
 import kubernetes
 from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
+
+from stronghold_operator.models.outbound import (
+    ALLOWED_DESTINATIONS,
+    Destination,
+    parse_destinations,
+)
 
 T = TypeVar("T")
 
@@ -196,7 +203,20 @@ async def list_objects(
     return out
 
 
+@dataclass(frozen=True)
+class SecretEntry:
+    """One key of a Secret and where the Secret allows it to be sent."""
+
+    value: str
+    destinations: frozenset[Destination]  # from its ALLOWED_DESTINATIONS annotation
+
+
 async def read_secret_key(kube: Kube, namespace: str, name: str, key: str) -> str:
+    """One key of a Secret (see :func:`read_secret_entry`)."""
+    return (await read_secret_entry(kube, namespace, name, key)).value
+
+
+async def read_secret_entry(kube: Kube, namespace: str, name: str, key: str) -> SecretEntry:
     """One key of a Secret, read with ``get`` (the operator never lists or watches Secrets).
 
     Raises ``LookupError`` with a message that names the Secret and key, never the value.
@@ -213,7 +233,11 @@ async def read_secret_key(kube: Kube, namespace: str, name: str, key: str) -> st
     data = secret.get("data") or {}
     if key not in data:
         raise LookupError(f"Secret {namespace}/{name} has no key {key!r}")
-    return base64.b64decode(data[key]).decode()
+    annotations = (secret.get("metadata") or {}).get("annotations") or {}
+    return SecretEntry(
+        base64.b64decode(data[key]).decode(),
+        parse_destinations(annotations.get(ALLOWED_DESTINATIONS)),
+    )
 
 
 async def patch_status(

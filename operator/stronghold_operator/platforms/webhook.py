@@ -2,7 +2,8 @@
 
 The body is built by ``logic.health.webhook_body`` from status data only, so it carries no
 credentials; the Authorization header (from a Secret) is the only secret sent, and never
-logged. Failures are returned as data for the caller to report.
+logged. The URL (also one read from a Secret) passes the client's outbound guard like every
+request. Failures are returned as data for the caller to report.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stronghold_operator.platforms.http import HttpClient, HttpError, HttpTimeout
+from stronghold_operator.platforms.http import HttpClient, HttpError, HttpRefused, HttpTimeout
 
 
 @dataclass(frozen=True)
 class Delivery:
     ok: bool
     attempts: int
-    detail: str  # "HTTP 200", "HTTP 503", "Timeout", "Unreachable" - never the URL or headers
+    detail: str  # "HTTP 200", "HTTP 503", "Timeout", "Unreachable", "Refused..." - never the URL
 
 
 async def post_json(
@@ -45,6 +46,9 @@ async def post_json(
             response = await client.request(
                 "POST", url, json_body=body, headers=headers, timeout_s=timeout_s, max_body=0
             )
+        except HttpRefused:
+            detail = "Refused by the outbound policy"  # nothing sent; retrying will not help
+            break
         except HttpTimeout:
             detail = "Timeout"
             continue

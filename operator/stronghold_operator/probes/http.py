@@ -1,28 +1,29 @@
 """HTTP probes: one shared client (connection reuse), safe targets, results as data.
 
 Safety: the client (:mod:`stronghold_operator.platforms.http`) never reads the environment
-(no proxies, no .netrc credentials); probes never send an Authorization header or the
-ServiceAccount token, and refuse link-local and cloud metadata addresses, both as written
-and after DNS resolution (also on every redirect hop).
+(no proxies, no .netrc credentials) and passes every request, including every redirect hop,
+through the outbound guard (resolve once, judge every address, connect to the judged one);
+probes never send an Authorization header or the ServiceAccount token. A health document's
+values are judged against the configured words and only those words (or "unexpected value")
+are reported: nothing a target sends is copied into status verbatim.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
-import ipaddress
 import json
-import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from stronghold_operator.models.health import HttpCheck, forbidden_host
+from stronghold_operator.models.health import HttpCheck
 from stronghold_operator.platforms.http import (
     USER_AGENT,
     HttpClient,
     HttpError,
+    HttpRefused,
     HttpTimeout,
     Response,
 )
@@ -31,7 +32,12 @@ from stronghold_operator.probes.base import ProbeResult, UrlResult
 __all__ = ["USER_AGENT", "HttpProbe", "Limiter", "lookup"]
 MAX_BODY = 1 << 20  # a health document larger than 1 MiB is not a health document
 MAX_REDIRECTS = 5
-DNS_TTL = 30.0
+UNEXPECTED = "unexpected value"  # what status shows of a value that is not a configured word
+# Well-known words for "not healthy": status may name them (they are ours, not fetched text).
+UNHEALTHY_WORDS = (
+    "down", "unhealthy", "disconnected", "degraded", "error", "fail", "failed", "failing",
+    "unavailable", "critical", "warn", "warning", "red", "yellow", "timeout", "unknown",
+)  # fmt: skip
 
 
 class Limiter:
@@ -75,12 +81,21 @@ def lookup(document: Any, path: str) -> Any:
     return node
 
 
-def _word(value: Any) -> str | None:
-    if value is None or isinstance(value, dict | list):
+def _word(value: Any, allowed: Sequence[str]) -> str | None:
+    """The configured (or well-known unhealthy) word ``value`` equals, case-insensitively,
+    or :data:`UNEXPECTED`.
+
+    Booleans become our own words ok/down; anything else a target sends (a token at
+    ``statusPath: access_token``, an error page) never reaches status or Events.
+    """
+    if value is None:
         return None
     if isinstance(value, bool):
         return "ok" if value else "down"
-    return str(value)
+    if isinstance(value, dict | list):
+        return UNEXPECTED
+    text = str(value).lower()
+    return next((w for w in (*allowed, *UNHEALTHY_WORDS) if w.lower() == text), UNEXPECTED)
 
 
 class HttpProbe:
@@ -90,7 +105,6 @@ class HttpProbe:
         self.client = client or HttpClient()
         self.limit = Limiter(per_target)
         self._not_before: dict[str, float] = {}  # url -> monotonic time Retry-After allows
-        self._dns: dict[tuple[str, int], tuple[float, str | None]] = {}
 
     async def close(self) -> None:
         await self.client.close()
@@ -106,38 +120,6 @@ class HttpProbe:
             urls=tuple(results),
             retry_after_s=max((r.retry_after_s or 0 for r in results), default=0) or None,
         )
-
-    async def _refused(self, url: str) -> str | None:
-        """Why ``url`` must not be fetched (its host, or any address it resolves to)."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        why = forbidden_host(host)
-        if why:
-            return why
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        key = (host, port)
-        cached = self._dns.get(key)
-        now = time.monotonic()
-        if cached and cached[0] > now:
-            return cached[1]
-        try:
-            ipaddress.ip_address(host.strip("[]"))
-            verdict: str | None = None  # a literal address was checked above
-        except ValueError:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, port, type=socket.SOCK_STREAM
-                )
-            except OSError:
-                return None  # the request itself will report the DNS failure
-            verdict = None
-            for info in infos:
-                why = forbidden_host(str(info[4][0]))
-                if why:
-                    verdict = f"{host} resolves to a forbidden address ({why})"
-                    break
-        self._dns[key] = (now + DNS_TTL, verdict)
-        return verdict
 
     async def _one(self, spec: HttpCheck, url: str, timeout_s: float) -> UrlResult:
         now = time.monotonic()
@@ -159,11 +141,14 @@ class HttpProbe:
         current = url
         start = time.perf_counter()
         for _ in range(MAX_REDIRECTS + 1):
-            why = await self._refused(current)
+            # Every hop passes the guard (as written here, its addresses in the client).
+            why = self.client.refusal(current)
             if why:
                 return UrlResult(url, None, None, "Refused", f"refused: {why}")
             try:
                 response = await self._request(spec, current, timeout_s)
+            except HttpRefused as exc:
+                return UrlResult(url, None, None, "Refused", f"refused: {exc}"[:300])
             except HttpTimeout:
                 return UrlResult(url, None, None, "Timeout", f"no answer within {timeout_s:g}s")
             except HttpError as exc:
@@ -221,11 +206,11 @@ class HttpProbe:
             value = lookup(parsed, comp.path)
             # A component the document does not mention is not judged (applications differ).
             if value is not None:
-                components[comp.name] = _word(value)
+                components[comp.name] = _word(value, doc.component_healthy_values)
         return UrlResult(
             url,
             status,
             latency,
-            document_status=_word(lookup(parsed, doc.status_path)),
+            document_status=_word(lookup(parsed, doc.status_path), doc.healthy_values),
             components=components,
         )

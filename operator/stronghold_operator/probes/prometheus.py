@@ -1,7 +1,7 @@
 """Prometheus probes: one PromQL instant query over the shared HTTP client.
 
 For what the guide watches that lives in metrics (disk usage, error rate, ...). The query
-runs with the HTTP probe's client, per-target cap and forbidden-address checks.
+runs with the HTTP probe's client, per-target cap and outbound guard (platforms/http.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from stronghold_operator.models.health import PrometheusCheck
-from stronghold_operator.platforms.http import HttpError, HttpTimeout
+from stronghold_operator.platforms.http import HttpError, HttpRefused, HttpTimeout
 from stronghold_operator.probes.base import ProbeResult, Series
 from stronghold_operator.probes.http import HttpProbe
 
@@ -46,7 +46,7 @@ class PrometheusProbe:
     ) -> ProbeResult:
         del secrets
         base = spec.url.rstrip("/")
-        why = await self.http._refused(base)
+        why = self.http.client.refusal(base)
         if why:
             return ProbeResult.failed("Refused", f"refused: {why}")
         parts = urlsplit(base)
@@ -62,6 +62,8 @@ class PrometheusProbe:
                 )
         except (TimeoutError, HttpTimeout):
             return ProbeResult.failed("Timeout", f"no answer within {timeout_s:g}s")
+        except HttpRefused as exc:  # a name that resolved to a forbidden address
+            return ProbeResult.failed("Refused", f"refused: {exc}"[:300])
         except HttpError as exc:
             return ProbeResult.failed("Unreachable", f"{base}: {exc}"[:300])
         latency = (time.perf_counter() - start) * 1000.0

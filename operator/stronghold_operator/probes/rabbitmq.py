@@ -21,7 +21,7 @@ import pika.exceptions
 from pika.adapters.asyncio_connection import AsyncioConnection
 
 from stronghold_operator.models.health import RabbitmqCheck, forbidden_host
-from stronghold_operator.platforms.http import USER_AGENT, HttpClient, HttpError
+from stronghold_operator.platforms.http import USER_AGENT, HttpClient, HttpError, HttpRefused
 from stronghold_operator.probes.base import ProbeResult, QueueStats
 
 # pika logs every connection and channel open and close at INFO: with a thousand policies
@@ -204,6 +204,8 @@ class RabbitmqProbe:
             return ProbeResult.failed("Unreachable", f"{where}: {exc}", _ms(start))
         except (pika.exceptions.AMQPError, OSError) as exc:
             return ProbeResult.failed("Unreachable", f"{where}: {_describe(exc)}", _ms(start))
+        except HttpRefused as exc:  # the outbound guard: nothing was sent
+            return ProbeResult.failed("Refused", f"management API refused: {exc}"[:300])
         except HttpError as exc:
             return ProbeResult.failed(
                 "Unreachable", f"management API: {_describe(exc)}", _ms(start)

@@ -162,14 +162,29 @@ class Prober:
         policy: HealthPolicySpec,
         secrets: Mapping[str, Mapping[str, str]],
         namespace: str = "default",
+        refused: Mapping[str, str] | None = None,
     ) -> dict[str, ProbeResult]:
-        """Every check of ``policy`` at once; ``secrets`` by check name, then by role."""
+        """Every check of ``policy`` at once; ``secrets`` by check name, then by role.
+
+        A check in ``refused`` (its Secret may not go to its target: the message says why)
+        is not probed: nothing is sent, and its result is ``Refused``.
+        """
         checks = list(policy.checks)
         futures = [
-            self.start(c, policy.timeout_of(c).total_seconds(), secrets.get(c.name, {}), namespace)
+            _done(ProbeResult(None, "Refused", why, reason="SecretNotAllowed"))
+            if (why := (refused or {}).get(c.name))
+            else self.start(
+                c, policy.timeout_of(c).total_seconds(), secrets.get(c.name, {}), namespace
+            )
             for c in checks
         ]
         # wait(), unlike gather(), leaves the futures running if this round is cancelled:
         # other policies may be waiting for the same probes.
         await asyncio.wait(futures)
         return {c.name: f.result() for c, f in zip(checks, futures, strict=True)}
+
+
+def _done(result: ProbeResult) -> asyncio.Future[ProbeResult]:
+    future: asyncio.Future[ProbeResult] = asyncio.get_running_loop().create_future()
+    future.set_result(result)
+    return future
