@@ -377,15 +377,7 @@ def decide(
     done = {h.id for h in history}
     upcoming = rec.next_after(now)
     lead = _lead_time(spec)
-    events: list[Event] = []
-
-    p = _follow_spec_edit(rec, progress)
-    if manual.precheck_now:
-        p, event = _precheck_now(rec, now, p, done, upcoming)
-        events.append(event)
-    if manual.end_now:
-        p, event = _end_now(p, now)
-        events.append(event)
+    p, events = _requests(rec, now, _follow_spec_edit(rec, progress), manual, done, upcoming)
     if p is None and (occ := _to_begin(rec, spec, now, done, upcoming)) is not None:
         p = Progress.begin(occ)
         events.append(_scheduled_event(occ, tz))
@@ -435,6 +427,25 @@ def _follow_spec_edit(rec: Recurrence, p: Progress | None) -> Progress | None:
     if same is not None and same.end != p.end:
         return replace(p, end=same.end)
     return p
+
+
+def _requests(
+    rec: Recurrence,
+    now: datetime,
+    p: Progress | None,
+    manual: Manual,
+    done: set[str],
+    upcoming: Occurrence | None,
+) -> tuple[Progress | None, list[Event]]:
+    """The manual requests, precheck-now before end-now: each is answered with one Event."""
+    events: list[Event] = []
+    if manual.precheck_now:
+        p, event = _precheck_now(rec, now, p, done, upcoming)
+        events.append(event)
+    if manual.end_now:
+        p, event = _end_now(p, now)
+        events.append(event)
+    return p, events
 
 
 def _precheck_now(
