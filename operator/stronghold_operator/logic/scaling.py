@@ -426,7 +426,7 @@ def next_state(state: ScalingState, decision: Decision) -> ScalingState:
 
 # The most samples one policy keeps. The runs behind stabilizationWindow and sustainedFor
 # are carried by ScalingState (joined to the history), so a short history decides exactly
-# as the full one would: memory no longer grows with sustainedFor (8760h was ~350 MiB).
+# as the full one would, and memory does not grow with sustainedFor (docs/performance.md).
 MAX_SAMPLES = 64
 
 
