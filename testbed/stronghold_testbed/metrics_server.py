@@ -38,7 +38,7 @@ from typing import Any
 
 import docker
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 log = logging.getLogger("stronghold.metrics-server")
 
@@ -310,8 +310,8 @@ GROUP_DOC = {
 }
 
 
-def build_app(sampler: Sampler, node_name: str, allowed_names: set[str] | None) -> web.Application:
-    """The HTTP routes; ``allowed_names`` None means client certificates are not checked."""
+def _front_proxy_only(allowed_names: set[str] | None) -> Middleware:
+    """Middleware: API routes only for the front proxy (``None``: certificates not checked)."""
 
     @web.middleware
     async def front_proxy_only(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -325,6 +325,12 @@ def build_app(sampler: Sampler, node_name: str, allowed_names: set[str] | None) 
         if not request.headers.get("X-Remote-User"):
             return _status(401, "Unauthorized", "X-Remote-User is missing")
         return await handler(request)
+
+    return front_proxy_only
+
+
+def build_app(sampler: Sampler, node_name: str, allowed_names: set[str] | None) -> web.Application:
+    """The HTTP routes; ``allowed_names`` None means client certificates are not checked."""
 
     async def ok(_: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -372,7 +378,7 @@ def build_app(sampler: Sampler, node_name: str, allowed_names: set[str] | None) 
         return web.json_response(_list("NodeMetricsList", items))
 
     base = f"/apis/{GV}"
-    app = web.Application(middlewares=[front_proxy_only])
+    app = web.Application(middlewares=[_front_proxy_only(allowed_names)])
     app.router.add_get("/healthz", ok)
     app.router.add_get("/readyz", ok)
     app.router.add_get("/livez", ok)

@@ -38,25 +38,32 @@ def violations(pod: dict[str, Any], *, allow_host_network: bool = False) -> list
     if not containers:
         out.append("no containers")
     for c in containers:
-        sc = c.get("securityContext") or {}
-        name = c.get("name", "?")
-        if sc.get("privileged"):
-            out.append(f"{name}: privileged")
-        if sc.get("allowPrivilegeEscalation") is not False:
-            out.append(f"{name}: allowPrivilegeEscalation must be false")
-        if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
-            out.append(f"{name}: runAsNonRoot must be true")
-        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
-            out.append(f"{name}: runAsUser 0")
-        seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
-        if seccomp not in ("RuntimeDefault", "Localhost"):
-            out.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost")
-        caps = sc.get("capabilities") or {}
-        if "ALL" not in (caps.get("drop") or []):
-            out.append(f"{name}: capabilities.drop must include ALL")
-        if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
-            out.append(f"{name}: adds capabilities {caps.get('add')}")
-        for port in c.get("ports") or []:
-            if port.get("hostPort"):
-                out.append(f"{name}: hostPort")
+        out += _container_violations(c, psc)
+    return out
+
+
+def _container_violations(c: dict[str, Any], psc: dict[str, Any]) -> list[str]:
+    """One container, with the pod's securityContext as the default."""
+    out: list[str] = []
+    sc = c.get("securityContext") or {}
+    name = c.get("name", "?")
+    if sc.get("privileged"):
+        out.append(f"{name}: privileged")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        out.append(f"{name}: allowPrivilegeEscalation must be false")
+    if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
+        out.append(f"{name}: runAsNonRoot must be true")
+    if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+        out.append(f"{name}: runAsUser 0")
+    seccomp = (sc.get("seccompProfile") or psc.get("seccompProfile") or {}).get("type")
+    if seccomp not in ("RuntimeDefault", "Localhost"):
+        out.append(f"{name}: seccompProfile must be RuntimeDefault or Localhost")
+    caps = sc.get("capabilities") or {}
+    if "ALL" not in (caps.get("drop") or []):
+        out.append(f"{name}: capabilities.drop must include ALL")
+    if set(caps.get("add") or []) - {"NET_BIND_SERVICE"}:
+        out.append(f"{name}: adds capabilities {caps.get('add')}")
+    for port in c.get("ports") or []:
+        if port.get("hostPort"):
+            out.append(f"{name}: hostPort")
     return out

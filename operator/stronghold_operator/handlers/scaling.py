@@ -265,6 +265,12 @@ def desired_status(
         ),
         "lastDecision": _decision_status(d, status.get("lastDecision")),
     }
+    return fields, _conditions(policy, outcome)
+
+
+def _conditions(policy: ScalingPolicySpec, outcome: Outcome) -> list[cond.Condition]:
+    """Ready, ScalingActive, ScalingLimited and MetricsAvailable for one evaluation."""
+    d = outcome.decision
     if d.reason == engine.CONFLICTING:
         ready = cond.Condition(cond.READY, "False", engine.CONFLICTING, d.message)
     else:
@@ -306,7 +312,7 @@ def desired_status(
     else:
         why = outcome.metrics_error or d.message
         metrics = cond.Condition(METRICS_AVAILABLE, "False", engine.METRICS_UNAVAILABLE, why)
-    return fields, [ready, active, limited, metrics]
+    return [ready, active, limited, metrics]
 
 
 def failure_status(reason: str, message: str) -> list[cond.Condition]:

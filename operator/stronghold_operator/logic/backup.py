@@ -365,45 +365,9 @@ def summarize(
     condition for a problem found before a Job could start (missing Secret or PVC).
     """
     finished = [b for b in backups if b.get("result") in ("Succeeded", "Failed")]
-    if blocked is not None:
-        last = blocked
-    elif not finished:
-        last = cond.Condition(
-            LAST_BACKUP_SUCCEEDED, "Unknown", "NoBackupYet", "no backup has run yet"
-        )
-    elif finished[0]["result"] == "Succeeded":
-        b = finished[0]
-        last = cond.Condition(
-            LAST_BACKUP_SUCCEEDED,
-            "True",
-            "BackupCompleted",
-            f"{b.get('file')} ({b.get('sizeBytes', 0)} bytes) by Job {b.get('name')}",
-        )
-    else:
-        b = finished[0]
-        last = cond.Condition(
-            LAST_BACKUP_SUCCEEDED,
-            "False",
-            str(b.get("reason") or "BackupFailed"),
-            f"Job {b.get('name')}: {b.get('message', '')}"[:1000],
-        )
+    last = blocked if blocked is not None else _last_backup_condition(finished)
     good = [b for b in finished if b["result"] == "Succeeded" and b.get("file")]
-    if not good:
-        verified = cond.Condition(BACKUP_VERIFIED, "Unknown", "NoBackupYet", "no backup to verify")
-    elif good[0].get("verified"):
-        verified = cond.Condition(
-            BACKUP_VERIFIED,
-            "True",
-            "Verified",
-            f"{good[0]['file']}: integrity checked, sha256 {str(good[0].get('sha256', ''))[:12]}…",
-        )
-    else:
-        verified = cond.Condition(
-            BACKUP_VERIFIED,
-            "False",
-            str(good[0].get("verifyReason") or "VerificationFailed"),
-            f"{good[0]['file']}: {good[0].get('verifyMessage') or 'failed verification'}",
-        )
+    verified = _verified_condition(good)
     times = [
         cond.parse_rfc3339(b.get("completedAt"))
         for b in good
@@ -411,29 +375,7 @@ def summarize(
     ]
     last_verified = max((t for t in times if t is not None), default=None)
     stale_c = stale(last_verified, created, now, stale_after)
-    if not restore_test_configured:
-        rt = cond.Condition(
-            RESTORE_TEST_PASSED, "Unknown", "NotConfigured", "verify.restoreTest is not set"
-        )
-    elif not last_restore_test:
-        rt = cond.Condition(
-            RESTORE_TEST_PASSED, "Unknown", "NotRunYet", "no restore test has run yet"
-        )
-    elif last_restore_test.get("result") == "Passed":
-        rt = cond.Condition(
-            RESTORE_TEST_PASSED,
-            "True",
-            "RowCountsMatch",
-            f"{last_restore_test.get('backup')}: {last_restore_test.get('tablesCompared')} tables, "
-            f"{last_restore_test.get('rowsCompared')} rows match",
-        )
-    else:
-        rt = cond.Condition(
-            RESTORE_TEST_PASSED,
-            "False",
-            str(last_restore_test.get("reason") or "RestoreTestFailed"),
-            str(last_restore_test.get("message") or "restore test failed")[:1000],
-        )
+    rt = _restore_test_condition(last_restore_test, restore_test_configured)
     problems = [c for c in (last, verified, rt) if c.status == "False"]
     if stale_c.status == "True":
         problems.append(stale_c)
@@ -444,6 +386,70 @@ def summarize(
     else:
         ready = cond.Condition(cond.READY, "True", "BackupsHealthy", last.message)
     return [ready, last, verified, stale_c, rt], last_verified
+
+
+def _last_backup_condition(finished: Sequence[Mapping[str, Any]]) -> cond.Condition:
+    if not finished:
+        return cond.Condition(
+            LAST_BACKUP_SUCCEEDED, "Unknown", "NoBackupYet", "no backup has run yet"
+        )
+    b = finished[0]
+    if b["result"] == "Succeeded":
+        return cond.Condition(
+            LAST_BACKUP_SUCCEEDED,
+            "True",
+            "BackupCompleted",
+            f"{b.get('file')} ({b.get('sizeBytes', 0)} bytes) by Job {b.get('name')}",
+        )
+    return cond.Condition(
+        LAST_BACKUP_SUCCEEDED,
+        "False",
+        str(b.get("reason") or "BackupFailed"),
+        f"Job {b.get('name')}: {b.get('message', '')}"[:1000],
+    )
+
+
+def _verified_condition(good: Sequence[Mapping[str, Any]]) -> cond.Condition:
+    if not good:
+        return cond.Condition(BACKUP_VERIFIED, "Unknown", "NoBackupYet", "no backup to verify")
+    if good[0].get("verified"):
+        return cond.Condition(
+            BACKUP_VERIFIED,
+            "True",
+            "Verified",
+            f"{good[0]['file']}: integrity checked, sha256 {str(good[0].get('sha256', ''))[:12]}…",
+        )
+    return cond.Condition(
+        BACKUP_VERIFIED,
+        "False",
+        str(good[0].get("verifyReason") or "VerificationFailed"),
+        f"{good[0]['file']}: {good[0].get('verifyMessage') or 'failed verification'}",
+    )
+
+
+def _restore_test_condition(last: Mapping[str, Any] | None, configured: bool) -> cond.Condition:
+    if not configured:
+        return cond.Condition(
+            RESTORE_TEST_PASSED, "Unknown", "NotConfigured", "verify.restoreTest is not set"
+        )
+    if not last:
+        return cond.Condition(
+            RESTORE_TEST_PASSED, "Unknown", "NotRunYet", "no restore test has run yet"
+        )
+    if last.get("result") == "Passed":
+        return cond.Condition(
+            RESTORE_TEST_PASSED,
+            "True",
+            "RowCountsMatch",
+            f"{last.get('backup')}: {last.get('tablesCompared')} tables, "
+            f"{last.get('rowsCompared')} rows match",
+        )
+    return cond.Condition(
+        RESTORE_TEST_PASSED,
+        "False",
+        str(last.get("reason") or "RestoreTestFailed"),
+        str(last.get("message") or "restore test failed")[:1000],
+    )
 
 
 def backup_entry(

@@ -239,118 +239,173 @@ def decide(
     conflict: str | None = None,
 ) -> Decision:
     """Decide what to do now. ``samples`` are oldest first; ``current`` the replicas now."""
-    state = state or ScalingState()
+    turn = _Turn.observe(policy, samples, current, now, state or ScalingState())
+    held = _hold_by_request(turn, maintenance, conflict)
+    if held is not None:
+        return held
+    lo, hi = policy.min_replicas, policy.max_replicas
+    if current > hi:
+        return turn.scale(SCALE_DOWN, hi, CAPPED_BY_MAX, f"above maxReplicas {hi}", CAPPED_BY_MAX)
+    if current < lo:
+        return turn.scale(SCALE_UP, lo, AT_MIN, f"below minReplicas {lo}", AT_MIN)
     latest = samples[-1] if samples else None
-    fresh = (
-        latest is not None
-        and latest.complete
-        # A sample slightly from the future is clock skew (metrics server vs operator), not age.
-        and now - latest.time <= policy.metrics.max_age
-    )
-    cpu = latest.cpu_percent if fresh and latest else None
-    mem = latest.memory_percent if fresh and latest else None
-    since = below_since(policy, samples, state) if fresh else None
-    up_since = above_since(policy, samples, state) if fresh else None
-    base = Decision(
-        action=HOLD,
-        from_replicas=current,
-        to_replicas=current,
-        reason=WITHIN_BANDS,
-        message="",
-        time=now,
-        below_since=since,
-        cpu_percent=cpu,
-        memory_percent=mem,
-        observed_at=latest.time if fresh and latest else state.last_observed,
-        metrics_available=fresh,
-        above_since=up_since,
-    )
-    load = f"CPU {_pct(cpu)}, memory {_pct(mem)}"
+    if latest is None or not turn.base.metrics_available:
+        return turn.hold(METRICS_UNAVAILABLE, f"holding at {current}: {_stale(latest, now)}")
+    if is_above(policy, latest):
+        return _scale_up(turn)
+    if is_below(policy, latest) and turn.base.below_since is not None:
+        return _scale_down(turn, turn.base.below_since)
+    load = f"CPU {_pct(turn.base.cpu_percent)}, memory {_pct(turn.base.memory_percent)}"
+    return turn.hold(WITHIN_BANDS, f"{load}: within the bands, holding at {current}")
 
-    def hold(reason: str, message: str, limited: str | None = None) -> Decision:
-        return replace(base, reason=reason, message=message, limited=limited)
+
+@dataclass(frozen=True)
+class _Turn:
+    """One decision in the making: its inputs and the Hold it starts from."""
+
+    policy: ScalingPolicySpec
+    state: ScalingState
+    base: Decision
+
+    @classmethod
+    def observe(
+        cls,
+        policy: ScalingPolicySpec,
+        samples: Sequence[Sample],
+        current: int,
+        now: datetime,
+        state: ScalingState,
+    ) -> _Turn:
+        latest = samples[-1] if samples else None
+        fresh = (
+            latest is not None
+            and latest.complete
+            # A sample slightly from the future is clock skew (metrics server vs operator), not age.
+            and now - latest.time <= policy.metrics.max_age
+        )
+        base = Decision(
+            action=HOLD,
+            from_replicas=current,
+            to_replicas=current,
+            reason=WITHIN_BANDS,
+            message="",
+            time=now,
+            below_since=below_since(policy, samples, state) if fresh else None,
+            cpu_percent=latest.cpu_percent if fresh and latest else None,
+            memory_percent=latest.memory_percent if fresh and latest else None,
+            observed_at=latest.time if fresh and latest else state.last_observed,
+            metrics_available=fresh,
+            above_since=above_since(policy, samples, state) if fresh else None,
+        )
+        return cls(policy, state, base)
+
+    @property
+    def current(self) -> int:
+        return self.base.from_replicas
+
+    @property
+    def now(self) -> datetime:
+        return self.base.time
+
+    def hold(self, reason: str, message: str, limited: str | None = None) -> Decision:
+        return replace(self.base, reason=reason, message=message, limited=limited)
 
     def scale(
-        action: Action, to: int, reason: str, message: str, limited: str | None = None
+        self, action: Action, to: int, reason: str, message: str, limited: str | None = None
     ) -> Decision:
         verb = "scale up" if action == SCALE_UP else "scale down"
-        if policy.dry_run:
-            message = f"dry run: would {verb} {current} -> {to}: {message}"
+        if self.policy.dry_run:
+            message = f"dry run: would {verb} {self.current} -> {to}: {message}"
             reason = DRY_RUN
         else:
-            message = f"{verb} {current} -> {to}: {message}"
+            message = f"{verb} {self.current} -> {to}: {message}"
         return replace(
-            base, action=action, to_replicas=to, reason=reason, message=message, limited=limited
+            self.base,
+            action=action,
+            to_replicas=to,
+            reason=reason,
+            message=message,
+            limited=limited,
         )
 
-    lo, hi = policy.min_replicas, policy.max_replicas
+
+def _hold_by_request(turn: _Turn, maintenance: str | None, conflict: str | None) -> Decision | None:
+    """Rules 1-3: someone asked the engine to keep its hands off."""
+    policy, now = turn.policy, turn.now
     if conflict:
-        return hold(CONFLICTING, f"not scaling: {conflict}")
+        return turn.hold(CONFLICTING, f"not scaling: {conflict}")
     if maintenance:
-        return hold(MAINTENANCE, f"scaling frozen for maintenance window {maintenance!r}")
+        return turn.hold(MAINTENANCE, f"scaling frozen for maintenance window {maintenance!r}")
     if policy.paused:
-        return hold(PAUSED, "paused (spec.paused)")
+        return turn.hold(PAUSED, "paused (spec.paused)")
     if policy.paused_until is not None and now < policy.paused_until:
-        return hold(PAUSED, f"paused until {policy.paused_until.isoformat()}")
-    if current > hi:
-        return scale(SCALE_DOWN, hi, CAPPED_BY_MAX, f"above maxReplicas {hi}", CAPPED_BY_MAX)
-    if current < lo:
-        return scale(SCALE_UP, lo, AT_MIN, f"below minReplicas {lo}", AT_MIN)
-    if not fresh:
-        if latest is None:
-            why = "no observation yet"
-        elif not latest.complete:
-            why = "CPU or memory utilisation is not reported"
-        else:
-            why = f"newest observation is {_fmt_td(now - latest.time)} old"
-        return hold(METRICS_UNAVAILABLE, f"holding at {current}: {why}")
+        return turn.hold(PAUSED, f"paused until {policy.paused_until.isoformat()}")
+    return None
 
-    up, down = policy.scale_up, policy.scale_down
-    assert latest is not None and cpu is not None and mem is not None
-    if is_above(policy, latest):
-        cpu_ratio, mem_ratio = cpu / up.cpu_above_percent, mem / up.memory_above_percent
-        reason = CPU_ABOVE if cpu_ratio >= mem_ratio else MEMORY_ABOVE
-        why = (
-            f"CPU {_pct(cpu)} > {up.cpu_above_percent:g}%"
-            if reason == CPU_ABOVE
-            else f"memory {_pct(mem)} > {up.memory_above_percent:g}%"
+
+def _stale(latest: Sample | None, now: datetime) -> str:
+    """Why the newest observation cannot be used."""
+    if latest is None:
+        return "no observation yet"
+    if not latest.complete:
+        return "CPU or memory utilisation is not reported"
+    return f"newest observation is {_fmt_td(now - latest.time)} old"
+
+
+def _scale_up(turn: _Turn) -> Decision:
+    """Rule 6: a metric is above its up-band."""
+    up, hi, current, now = turn.policy.scale_up, turn.policy.max_replicas, turn.current, turn.now
+    cpu, mem = turn.base.cpu_percent, turn.base.memory_percent
+    assert cpu is not None and mem is not None
+    cpu_ratio, mem_ratio = cpu / up.cpu_above_percent, mem / up.memory_above_percent
+    reason = CPU_ABOVE if cpu_ratio >= mem_ratio else MEMORY_ABOVE
+    why = (
+        f"CPU {_pct(cpu)} > {up.cpu_above_percent:g}%"
+        if reason == CPU_ABOVE
+        else f"memory {_pct(mem)} > {up.memory_above_percent:g}%"
+    )
+    if current >= hi:
+        return turn.hold(CAPPED_BY_MAX, f"{why} but already at maxReplicas {hi}", CAPPED_BY_MAX)
+    started = turn.base.above_since
+    if started is not None and now - started < up.stabilization:
+        return turn.hold(
+            STABILIZING, f"{why} for {_fmt_td(now - started)} of {_fmt_td(up.stabilization)}"
         )
-        if current >= hi:
-            return hold(CAPPED_BY_MAX, f"{why} but already at maxReplicas {hi}", CAPPED_BY_MAX)
-        started = up_since
-        if started is not None and now - started < up.stabilization:
-            return hold(
-                STABILIZING,
-                f"{why} for {_fmt_td(now - started)} of {_fmt_td(up.stabilization)}",
-            )
-        if state.last_scale_up is not None and now - state.last_scale_up < up.cooldown:
-            left = up.cooldown - (now - state.last_scale_up)
-            return hold(COOLING_DOWN, f"{why}; scale-up cooldown has {_fmt_td(left)} left")
-        # Enough replicas to bring the hotter metric back to its band, as HPA sizes.
-        wanted = max(current + 1, math.ceil(current * max(cpu_ratio, mem_ratio) - 1e-9))
-        stepped = min(wanted, current + step_size(up.max_step, current))
-        to = min(stepped, hi)
-        limited = CAPPED_BY_MAX if wanted > hi else None
-        note = f" (wanted {wanted}, capped by maxReplicas {hi})" if limited else ""
-        return scale(SCALE_UP, to, reason, why + note, limited)
+    last_up = turn.state.last_scale_up
+    if last_up is not None and now - last_up < up.cooldown:
+        left = up.cooldown - (now - last_up)
+        return turn.hold(COOLING_DOWN, f"{why}; scale-up cooldown has {_fmt_td(left)} left")
+    # Enough replicas to bring the hotter metric back to its band, as HPA sizes.
+    wanted = max(current + 1, math.ceil(current * max(cpu_ratio, mem_ratio) - 1e-9))
+    stepped = min(wanted, current + step_size(up.max_step, current))
+    limited = CAPPED_BY_MAX if wanted > hi else None
+    note = f" (wanted {wanted}, capped by maxReplicas {hi})" if limited else ""
+    return turn.scale(SCALE_UP, min(stepped, hi), reason, why + note, limited)
 
-    if is_below(policy, latest) and since is not None:
-        why = (
-            f"CPU {_pct(cpu)} < {down.cpu_below_percent:g}% and memory {_pct(mem)} < "
-            f"{down.memory_below_percent:g}% for {_fmt_td(now - since)}"
-        )
-        if current <= lo:
-            return hold(AT_MIN, f"{why}; already at minReplicas {lo}", AT_MIN)
-        if now - since < down.sustained_for:
-            return hold(STABILIZING, f"{why} of {_fmt_td(down.sustained_for)}")
-        last = state.last_scale
-        if last is not None and now - last < down.cooldown:
-            left = down.cooldown - (now - last)
-            return hold(COOLING_DOWN, f"{why}; scale-down cooldown has {_fmt_td(left)} left")
-        to = max(lo, current - step_size(down.max_step, current))
-        return scale(SCALE_DOWN, to, SUSTAINED_BELOW, why)
 
-    return hold(WITHIN_BANDS, f"{load}: within the bands, holding at {current}")
+def _scale_down(turn: _Turn, since: datetime) -> Decision:
+    """Rule 7: both metrics below their down-bands since ``since``."""
+    down, lo, current, now = (
+        turn.policy.scale_down,
+        turn.policy.min_replicas,
+        turn.current,
+        turn.now,
+    )
+    why = (
+        f"CPU {_pct(turn.base.cpu_percent)} < {down.cpu_below_percent:g}% and memory "
+        f"{_pct(turn.base.memory_percent)} < {down.memory_below_percent:g}% "
+        f"for {_fmt_td(now - since)}"
+    )
+    if current <= lo:
+        return turn.hold(AT_MIN, f"{why}; already at minReplicas {lo}", AT_MIN)
+    if now - since < down.sustained_for:
+        return turn.hold(STABILIZING, f"{why} of {_fmt_td(down.sustained_for)}")
+    last = turn.state.last_scale
+    if last is not None and now - last < down.cooldown:
+        left = down.cooldown - (now - last)
+        return turn.hold(COOLING_DOWN, f"{why}; scale-down cooldown has {_fmt_td(left)} left")
+    to = max(lo, current - step_size(down.max_step, current))
+    return turn.scale(SCALE_DOWN, to, SUSTAINED_BELOW, why)
 
 
 def next_state(state: ScalingState, decision: Decision) -> ScalingState:
@@ -371,7 +426,7 @@ def next_state(state: ScalingState, decision: Decision) -> ScalingState:
 
 # The most samples one policy keeps. The runs behind stabilizationWindow and sustainedFor
 # are carried by ScalingState (joined to the history), so a short history decides exactly
-# as the full one would: memory no longer grows with sustainedFor (8760h was ~350 MiB).
+# as the full one would, and memory does not grow with sustainedFor (docs/performance.md).
 MAX_SAMPLES = 64
 
 

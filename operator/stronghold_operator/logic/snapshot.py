@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -151,94 +151,85 @@ def compare(
 ) -> list[Difference]:
     """Differences between the snapshot before the window and the one after, sorted."""
     failing = set(fail_on)
-    out: list[Difference] = []
+    found = [
+        *_workload_changes(pre, post),
+        *_database_changes(pre, post, database_tolerance_percent),
+        *_queue_changes(pre, post),
+        *_health_changes(pre, post),
+    ]
+    return [replace(d, failing=d.kind in failing) for d in found]
 
-    def add(kind: str, target: str, before: Any, after: Any, message: str) -> None:
-        out.append(Difference(kind, target, _text(before), _text(after), message, kind in failing))
 
+def _diff(kind: str, target: str, before: Any, after: Any, message: str) -> Difference:
+    return Difference(kind, target, _text(before), _text(after), message)
+
+
+def _workload_changes(pre: Snapshot, post: Snapshot) -> Iterator[Difference]:
     for name in sorted(pre.workloads.keys() | post.workloads.keys()):
         a, b = pre.workloads.get(name), post.workloads.get(name)
         if b is None:
-            add("WorkloadMissing", name, a and a.replicas, None, f"{name} no longer exists")
-            continue
-        if a is None:
-            add("WorkloadAdded", name, None, b.replicas, f"{name} appeared during the window")
-            continue
-        if a.replicas != b.replicas:
-            add(
-                "ReplicasChanged",
-                name,
-                a.replicas,
-                b.replicas,
-                f"{name}: replicas {a.replicas} -> {b.replicas}",
+            yield _diff("WorkloadMissing", name, a and a.replicas, None, f"{name} no longer exists")
+        elif a is None:
+            yield _diff(
+                "WorkloadAdded", name, None, b.replicas, f"{name} appeared during the window"
             )
-        if a.images != b.images:
-            add("ImageChanged", name, a.images, b.images, f"{name}: images changed")
-        elif a.digests and b.digests and a.digests != b.digests:
-            add(
-                "ImageChanged",
-                name,
-                a.digests,
-                b.digests,
-                f"{name}: same image tags, different digests",
-            )
-        if a.config_hash and b.config_hash and a.config_hash != b.config_hash:
-            add(
-                "ConfigChanged", name, a.config_hash, b.config_hash, f"{name}: pod template changed"
-            )
+        else:
+            yield from _workload_diff(name, a, b)
 
+
+def _workload_diff(name: str, a: WorkloadState, b: WorkloadState) -> Iterator[Difference]:
+    if a.replicas != b.replicas:
+        msg = f"{name}: replicas {a.replicas} -> {b.replicas}"
+        yield _diff("ReplicasChanged", name, a.replicas, b.replicas, msg)
+    if a.images != b.images:
+        yield _diff("ImageChanged", name, a.images, b.images, f"{name}: images changed")
+    elif a.digests and b.digests and a.digests != b.digests:
+        msg = f"{name}: same image tags, different digests"
+        yield _diff("ImageChanged", name, a.digests, b.digests, msg)
+    if a.config_hash and b.config_hash and a.config_hash != b.config_hash:
+        msg = f"{name}: pod template changed"
+        yield _diff("ConfigChanged", name, a.config_hash, b.config_hash, msg)
+
+
+def _database_changes(pre: Snapshot, post: Snapshot, tolerance: float) -> Iterator[Difference]:
     for name in sorted(pre.databases):
-        db_a = pre.databases[name]
+        before = pre.databases[name].size_bytes
         db_b = post.databases.get(name)
-        if db_b is None or db_b.size_bytes is None:
-            add(
-                "DatabaseMissing",
-                name,
-                db_a.size_bytes,
-                None,
-                f"{name}: no size measured after the window",
-            )
+        after = db_b.size_bytes if db_b is not None else None
+        if after is None:
+            msg = f"{name}: no size measured after the window"
+            yield _diff("DatabaseMissing", name, before, None, msg)
             continue
-        if db_a.size_bytes is None or db_a.size_bytes == db_b.size_bytes:
+        if before is None or before == after:
             continue
-        delta = db_b.size_bytes - db_a.size_bytes
-        pct = 100.0 * delta / db_a.size_bytes if db_a.size_bytes else 100.0
-        if abs(pct) > database_tolerance_percent:
+        delta = after - before
+        pct = 100.0 * delta / before if before else 100.0
+        if abs(pct) > tolerance:
             sign = "+" if delta >= 0 else "-"
-            add(
-                "DatabaseSizeChanged",
-                name,
-                db_a.size_bytes,
-                db_b.size_bytes,
+            msg = (
                 f"{name}: size {sign}{_human_bytes(abs(delta))} ({pct:+.1f}%, tolerance "
-                f"{database_tolerance_percent:g}%)",
+                f"{tolerance:g}%)"
             )
+            yield _diff("DatabaseSizeChanged", name, before, after, msg)
 
+
+def _queue_changes(pre: Snapshot, post: Snapshot) -> Iterator[Difference]:
     for name in sorted(post.queues):
         q_b = post.queues[name]
         if q_b.messages:
             q_a = pre.queues.get(name)
             before = q_a.messages if q_a else None
-            add(
-                "QueueNotEmpty",
-                name,
-                before,
-                q_b.messages,
-                f"{name}: {q_b.messages} message(s) left in the queue",
-            )
+            msg = f"{name}: {q_b.messages} message(s) left in the queue"
+            yield _diff("QueueNotEmpty", name, before, q_b.messages, msg)
 
+
+def _health_changes(pre: Snapshot, post: Snapshot) -> Iterator[Difference]:
     for name in sorted(post.health):
         before_sev = pre.health.get(name, "None")
         after_sev = post.health[name]
         if severity_rank(after_sev) > severity_rank(before_sev):
-            add(
-                "HealthWorse",
-                name,
-                before_sev,
-                after_sev,
-                f"{name}: incident severity {before_sev} -> {after_sev}",
-            )
-    return out
+            msg = f"{name}: incident severity {before_sev} -> {after_sev}"
+            yield _diff("HealthWorse", name, before_sev, after_sev, msg)
 
 
 # -- extraction from API objects (plain dicts; the handler fetches them) ----------------------

@@ -349,10 +349,12 @@ def _to_begin(
     cur = rec.current(now)
     if cur is not None and cur.id not in done:
         return cur
-    if upcoming is not None and upcoming.id not in done:
-        lead = spec.pre_checks.lead_time if _pre_required(spec) else timedelta(0)
-        if now >= upcoming.start - lead:
-            return upcoming
+    if (
+        upcoming is not None
+        and upcoming.id not in done
+        and now >= upcoming.start - _lead_time(spec)
+    ):
+        return upcoming
     return None
 
 
@@ -365,172 +367,213 @@ def decide(
     manual: Manual = Manual(),
     window_name: str = "",
 ) -> Decision:
-    """The state the window should be in at ``now``. Pure; call again after each step."""
+    """The state the window should be in at ``now``. Pure; call again after each step.
+
+    Requests first (precheck-now, end-now), then begin an occurrence if none is in progress,
+    then one step of the life of the occurrence: before its end or after it.
+    """
     now = now.astimezone(UTC)
     tz = rec.tz
-    events: list[Event] = []
     done = {h.id for h in history}
-    p = progress
     upcoming = rec.next_after(now)
-    lead = spec.pre_checks.lead_time if _pre_required(spec) else timedelta(0)
-
-    # A spec edit that keeps this occurrence's start (say, a longer duration) applies to it.
-    if p is not None and not p.ended:
-        same = rec.occurrence_at(p.start)
-        if same is not None and same.end != p.end:
-            p = replace(p, end=same.end)
-
-    if manual.precheck_now:
-        if p is not None and (p.opened_at is not None or p.skipped or p.ended):
-            events.append(
-                Event("Warning", "PreCheckNowIgnored", "the window is already open or over")
-            )
-        else:
-            target = p.occurrence if p is not None else (rec.current(now) or upcoming)
-            if target is None or target.id in done:
-                events.append(Event("Warning", "PreCheckNowIgnored", "no upcoming window"))
-            else:
-                attempt = p.attempt + 1 if p is not None else 1
-                p = replace(Progress.begin(target), attempt=attempt, manual=True)
-                events.append(
-                    Event(
-                        "Normal",
-                        "PreChecksRequested",
-                        f"pre-checks requested for the window at {_local(target.start, tz)}",
-                    )
-                )
-
-    if manual.end_now:
-        if p is not None and not p.ended and (now >= p.start or p.pre_checks != "Pending"):
-            p = replace(p, ended_at=now, end_reason="EndNow")
-            events.append(Event("Normal", "EndNowRequested", f"window {p.id} ended by request"))
-        else:
-            events.append(Event("Warning", "EndNowIgnored", "no window is open"))
-
-    if p is None:
-        occ = _to_begin(rec, spec, now, done, upcoming)
-        if occ is not None:
-            p = Progress.begin(occ)
-            events.append(
-                Event(
-                    "Normal",
-                    "WindowScheduled",
-                    f"preparing window {occ.id}: {_local(occ.start, tz)} to {_local(occ.end, tz)}",
-                )
-            )
-
-    stage = Stage.IDLE
-    freeze = run_pre = run_post = False
-    finished: HistoryEntry | None = None
-
+    lead = _lead_time(spec)
+    p, events = _requests(rec, now, _follow_spec_edit(rec, progress), manual, done, upcoming)
+    if p is None and (occ := _to_begin(rec, spec, now, done, upcoming)) is not None:
+        p = Progress.begin(occ)
+        events.append(_scheduled_event(occ, tz))
     if p is not None and not p.ended and now >= p.end:
         p = replace(p, ended_at=p.end, end_reason="Scheduled")
 
-    if p is not None and not p.ended:
-        if not _pre_required(spec) and p.pre_checks == "Pending":
-            p = replace(p, pre_checks="NotRequired", pre_checks_message="no pre-checks configured")
-        if (
-            p.manual
-            and p.pre_checks in ("Passed", "Failed")
-            and p.pre_checks_started is not None
-            and p.pre_checks_started < p.start - lead <= now
-        ):
-            # A rehearsal run days ahead does not replace the backup right before the window.
-            p = replace(
-                p,
-                pre_checks="Pending",
-                attempt=p.attempt + 1,
-                manual=False,
-                backup_request=None,
-                backup_requested_at=None,
-                backup=None,
-                pre_checks_message="",
-            )
-        pre = p.pre_checks
-        if pre in ("Pending", "Running") and (now >= p.start - lead or p.manual):
-            run_pre = True  # at the lead time, or earlier when requested by hand
-        if now >= p.start:
-            pre_ok = pre in ("Passed", "NotRequired")
-            if pre_ok or spec.on_pre_check_failure == "Proceed":
-                freeze = True
-                stage = Stage.OPEN
-                if p.opened_at is None:
-                    p = replace(p, opened_at=now)
-                    note = "" if pre_ok else f" (pre-checks {pre.lower()}, policy Proceed)"
-                    events.append(
-                        Event(
-                            "Normal",
-                            "WindowOpened",
-                            f"window {p.id} open until {_local(p.end, tz)}{note}",
-                        )
-                    )
-            elif pre == "Failed":
-                stage = Stage.SKIPPED
-                if not p.skipped:
-                    p = replace(p, skipped=True)
-                    events.append(
-                        Event(
-                            "Warning",
-                            "WindowSkipped",
-                            f"window {p.id} skipped: pre-checks failed: {p.pre_checks_message}",
-                        )
-                    )
-            else:
-                stage = Stage.PRE_CHECKS
-        else:
-            stage = Stage.PRE_CHECKS if run_pre else Stage.WAITING
+    if p is None:
+        step = _Step(Stage.IDLE, None)
+    elif not p.ended:
+        step = _before_end(spec, p, now, lead, tz)
+    else:
+        step = _after_end(p)
+    p = step.progress
 
-    if p is not None and p.ended and p.pre_checks in ("Pending", "Running"):
-        # The window closed before its pre-checks finished: they failed, and never run again.
-        p = replace(p, pre_checks="Failed", pre_checks_message="pre-checks did not finish in time")
-
-    if p is not None and p.ended:
-        if p.opened_at is not None and p.post_checks in ("Pending", "Running"):
-            stage = Stage.POST_CHECKS
-            run_post = True
-            if p.post_checks == "Pending" and p.post_checks_started is None:
-                events.append(
-                    Event(
-                        "Normal",
-                        "WindowEnded",
-                        f"window {p.id} ended ({p.end_reason}); released, running post-checks",
-                    )
-                )
-        else:
-            finished = _finish(p)
-            kind: Literal["Normal", "Warning"] = (
-                "Normal" if finished.result == "Succeeded" else "Warning"
-            )
-            events.append(
-                Event(
-                    kind,
-                    f"Window{finished.result}",
-                    f"window {p.id}: {finished.result}"
-                    + (f": {finished.message}" if finished.message else ""),
-                )
-            )
-            p = None
-            stage = Stage.IDLE
-
-    history_now = [finished, *history] if finished is not None else list(history)
+    history_now = [step.finished, *history] if step.finished is not None else list(history)
     nxt = upcoming
     if p is not None and not p.ended and now < p.start:
         nxt = p.occurrence  # the one being prepared is the next one
     conditions = [
         replace(c, message=c.message or c.reason)  # never "" (see clean())
-        for c in _conditions(spec, tz, p, stage, nxt, history_now, now)
+        for c in _conditions(spec, tz, p, step.stage, nxt, history_now, now)
     ]
     return Decision(
-        stage=stage,
+        stage=step.stage,
         progress=p,
-        freeze=freeze,
-        run_pre_checks=run_pre,
-        run_post_checks=run_post,
-        finished=finished,
+        freeze=step.freeze,
+        run_pre_checks=step.run_pre,
+        run_post_checks=step.run_post,
+        finished=step.finished,
         next_window=nxt,
-        events=tuple(events),
+        events=(*events, *step.events),
         conditions=tuple(conditions),
         wake_at=_wake_at(p, nxt, lead, now),
+    )
+
+
+def _lead_time(spec: MaintenanceWindowSpec) -> timedelta:
+    """How long before the start pre-checks begin (nothing to prepare: no lead)."""
+    return spec.pre_checks.lead_time if _pre_required(spec) else timedelta(0)
+
+
+def _follow_spec_edit(rec: Recurrence, p: Progress | None) -> Progress | None:
+    """A spec edit that keeps this occurrence's start (say, a longer duration) applies to it."""
+    if p is None or p.ended:
+        return p
+    same = rec.occurrence_at(p.start)
+    if same is not None and same.end != p.end:
+        return replace(p, end=same.end)
+    return p
+
+
+def _requests(
+    rec: Recurrence,
+    now: datetime,
+    p: Progress | None,
+    manual: Manual,
+    done: set[str],
+    upcoming: Occurrence | None,
+) -> tuple[Progress | None, list[Event]]:
+    """The manual requests, precheck-now before end-now: each is answered with one Event."""
+    events: list[Event] = []
+    if manual.precheck_now:
+        p, event = _precheck_now(rec, now, p, done, upcoming)
+        events.append(event)
+    if manual.end_now:
+        p, event = _end_now(p, now)
+        events.append(event)
+    return p, events
+
+
+def _precheck_now(
+    rec: Recurrence,
+    now: datetime,
+    p: Progress | None,
+    done: set[str],
+    upcoming: Occurrence | None,
+) -> tuple[Progress | None, Event]:
+    """The precheck-now request: a new pre-check attempt for the window being prepared."""
+    if p is not None and (p.opened_at is not None or p.skipped or p.ended):
+        return p, Event("Warning", "PreCheckNowIgnored", "the window is already open or over")
+    target = p.occurrence if p is not None else (rec.current(now) or upcoming)
+    if target is None or target.id in done:
+        return p, Event("Warning", "PreCheckNowIgnored", "no upcoming window")
+    attempt = p.attempt + 1 if p is not None else 1
+    msg = f"pre-checks requested for the window at {_local(target.start, rec.tz)}"
+    p = replace(Progress.begin(target), attempt=attempt, manual=True)
+    return p, Event("Normal", "PreChecksRequested", msg)
+
+
+def _end_now(p: Progress | None, now: datetime) -> tuple[Progress | None, Event]:
+    """The end-now request: ends a window that is open or whose pre-checks have begun."""
+    if p is not None and not p.ended and (now >= p.start or p.pre_checks != "Pending"):
+        p = replace(p, ended_at=now, end_reason="EndNow")
+        return p, Event("Normal", "EndNowRequested", f"window {p.id} ended by request")
+    return p, Event("Warning", "EndNowIgnored", "no window is open")
+
+
+def _scheduled_event(occ: Occurrence, tz: ZoneInfo) -> Event:
+    msg = f"preparing window {occ.id}: {_local(occ.start, tz)} to {_local(occ.end, tz)}"
+    return Event("Normal", "WindowScheduled", msg)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """The outcome of one step of an occurrence's life (see :func:`decide`)."""
+
+    stage: Stage
+    progress: Progress | None
+    freeze: bool = False
+    run_pre: bool = False
+    run_post: bool = False
+    finished: HistoryEntry | None = None
+    events: tuple[Event, ...] = ()
+
+
+def _due_pre_checks(
+    spec: MaintenanceWindowSpec, p: Progress, now: datetime, lead: timedelta
+) -> Progress:
+    """Pre-check bookkeeping before the end: not required, or a rehearsal to run again."""
+    if not _pre_required(spec) and p.pre_checks == "Pending":
+        p = replace(p, pre_checks="NotRequired", pre_checks_message="no pre-checks configured")
+    if (
+        p.manual
+        and p.pre_checks in ("Passed", "Failed")
+        and p.pre_checks_started is not None
+        and p.pre_checks_started < p.start - lead <= now
+    ):
+        # A rehearsal run days ahead does not replace the backup right before the window.
+        p = replace(
+            p,
+            pre_checks="Pending",
+            attempt=p.attempt + 1,
+            manual=False,
+            backup_request=None,
+            backup_requested_at=None,
+            backup=None,
+            pre_checks_message="",
+        )
+    return p
+
+
+def _before_end(
+    spec: MaintenanceWindowSpec, p: Progress, now: datetime, lead: timedelta, tz: ZoneInfo
+) -> _Step:
+    """An occurrence that has not ended: waiting, running pre-checks, open or skipped."""
+    p = _due_pre_checks(spec, p, now, lead)
+    pre = p.pre_checks
+    # At the lead time, or earlier when requested by hand.
+    run_pre = pre in ("Pending", "Running") and (now >= p.start - lead or p.manual)
+    if now < p.start:
+        return _Step(Stage.PRE_CHECKS if run_pre else Stage.WAITING, p, run_pre=run_pre)
+    pre_ok = pre in ("Passed", "NotRequired")
+    if pre_ok or spec.on_pre_check_failure == "Proceed":
+        return _open(p, now, tz, run_pre, pre_ok)
+    if pre == "Failed":
+        return _skip(p)
+    return _Step(Stage.PRE_CHECKS, p, run_pre=run_pre)
+
+
+def _open(p: Progress, now: datetime, tz: ZoneInfo, run_pre: bool, pre_ok: bool) -> _Step:
+    """At or after the start with pre-checks passed (or policy Proceed): covered objects frozen."""
+    events: tuple[Event, ...] = ()
+    if p.opened_at is None:
+        p = replace(p, opened_at=now)
+        note = "" if pre_ok else f" (pre-checks {p.pre_checks.lower()}, policy Proceed)"
+        msg = f"window {p.id} open until {_local(p.end, tz)}{note}"
+        events = (Event("Normal", "WindowOpened", msg),)
+    return _Step(Stage.OPEN, p, freeze=True, run_pre=run_pre, events=events)
+
+
+def _skip(p: Progress) -> _Step:
+    """Pre-checks failed and the policy is Skip: nothing is frozen."""
+    if p.skipped:
+        return _Step(Stage.SKIPPED, p)
+    p = replace(p, skipped=True)
+    msg = f"window {p.id} skipped: pre-checks failed: {p.pre_checks_message}"
+    return _Step(Stage.SKIPPED, p, events=(Event("Warning", "WindowSkipped", msg),))
+
+
+def _after_end(p: Progress) -> _Step:
+    """An occurrence that has ended: post-checks while they run, then into history."""
+    if p.pre_checks in ("Pending", "Running"):
+        # The window closed before its pre-checks finished: they failed, and never run again.
+        p = replace(p, pre_checks="Failed", pre_checks_message="pre-checks did not finish in time")
+    if p.opened_at is not None and p.post_checks in ("Pending", "Running"):
+        events: tuple[Event, ...] = ()
+        if p.post_checks == "Pending" and p.post_checks_started is None:
+            msg = f"window {p.id} ended ({p.end_reason}); released, running post-checks"
+            events = (Event("Normal", "WindowEnded", msg),)
+        return _Step(Stage.POST_CHECKS, p, run_post=True, events=events)
+    finished = _finish(p)
+    kind: Literal["Normal", "Warning"] = "Normal" if finished.result == "Succeeded" else "Warning"
+    detail = f": {finished.message}" if finished.message else ""
+    msg = f"window {p.id}: {finished.result}{detail}"
+    return _Step(
+        Stage.IDLE, None, finished=finished, events=(Event(kind, f"Window{finished.result}", msg),)
     )
 
 
@@ -555,102 +598,89 @@ def _conditions(
     history: Sequence[HistoryEntry],
     now: datetime,
 ) -> list[cond.Condition]:
-    C = cond.Condition
-    out = [C(cond.READY, "True", cond.REASON_RECONCILED, "Schedule and targets are valid")]
-
-    if spec.suspend:
-        out.append(C(SCHEDULED, "False", cond.REASON_SUSPENDED, "spec.suspend is true"))
-    elif nxt is None:
-        msg = "no window ahead (schedule finished or every window excluded)"
-        out.append(C(SCHEDULED, "False", "NoUpcomingWindow", msg))
-    else:
-        out.append(
-            C(SCHEDULED, "True", "NextWindow", f"{_local(nxt.start, tz)} to {_local(nxt.end, tz)}")
-        )
-
     last = history[0] if history else None
-    if p is not None and p.pre_checks in ("Pending", "Running") and stage != Stage.IDLE:
-        if p.pre_checks == "Running":
-            out.append(
-                C(
-                    PRE_CHECKS_PASSED,
-                    "Unknown",
-                    "Running",
-                    p.pre_checks_message or f"pre-checks running for window {p.id}",
-                )
-            )
-        else:
-            out.append(
-                C(
-                    PRE_CHECKS_PASSED,
-                    "Unknown",
-                    "NotRunYet",
-                    f"pre-checks for window {p.id} start at "
-                    f"{_local(p.start - spec.pre_checks.lead_time, tz)}",
-                )
-            )
-    elif p is not None and p.pre_checks in ("Passed", "NotRequired"):
-        out.append(C(PRE_CHECKS_PASSED, "True", p.pre_checks, p.pre_checks_message or "passed"))
-    elif p is not None and p.pre_checks == "Failed":
-        out.append(C(PRE_CHECKS_PASSED, "False", "Failed", p.pre_checks_message))
-    elif last is not None and last.pre_checks in ("Passed", "NotRequired", "Failed"):
-        status: cond.ConditionStatus = "False" if last.pre_checks == "Failed" else "True"
-        out.append(
-            C(
-                PRE_CHECKS_PASSED,
-                status,
-                last.pre_checks,
-                f"window {last.id}: {last.pre_checks.lower()}",
-            )
-        )
-    else:
-        out.append(C(PRE_CHECKS_PASSED, "Unknown", "NotRunYet", "no window has been prepared yet"))
+    return [
+        cond.Condition(
+            cond.READY, "True", cond.REASON_RECONCILED, "Schedule and targets are valid"
+        ),
+        _scheduled_condition(spec, tz, nxt),
+        _pre_checks_condition(spec, tz, p, stage, last),
+        _active_condition(tz, p, stage, now),
+        _post_checks_condition(p, last),
+    ]
 
+
+def _scheduled_condition(
+    spec: MaintenanceWindowSpec, tz: ZoneInfo, nxt: Occurrence | None
+) -> cond.Condition:
+    C = cond.Condition
+    if spec.suspend:
+        return C(SCHEDULED, "False", cond.REASON_SUSPENDED, "spec.suspend is true")
+    if nxt is None:
+        msg = "no window ahead (schedule finished or every window excluded)"
+        return C(SCHEDULED, "False", "NoUpcomingWindow", msg)
+    return C(SCHEDULED, "True", "NextWindow", f"{_local(nxt.start, tz)} to {_local(nxt.end, tz)}")
+
+
+def _pre_checks_condition(
+    spec: MaintenanceWindowSpec,
+    tz: ZoneInfo,
+    p: Progress | None,
+    stage: Stage,
+    last: HistoryEntry | None,
+) -> cond.Condition:
+    """The occurrence in progress tells; without one, the last finished occurrence does."""
+    C = cond.Condition
+    if p is not None and p.pre_checks == "Running" and stage != Stage.IDLE:
+        msg = p.pre_checks_message or f"pre-checks running for window {p.id}"
+        return C(PRE_CHECKS_PASSED, "Unknown", "Running", msg)
+    if p is not None and p.pre_checks == "Pending" and stage != Stage.IDLE:
+        at = _local(p.start - spec.pre_checks.lead_time, tz)
+        return C(
+            PRE_CHECKS_PASSED, "Unknown", "NotRunYet", f"pre-checks for window {p.id} start at {at}"
+        )
+    if p is not None and p.pre_checks in ("Passed", "NotRequired"):
+        return C(PRE_CHECKS_PASSED, "True", p.pre_checks, p.pre_checks_message or "passed")
+    if p is not None and p.pre_checks == "Failed":
+        return C(PRE_CHECKS_PASSED, "False", "Failed", p.pre_checks_message)
+    if last is not None and last.pre_checks in ("Passed", "NotRequired", "Failed"):
+        status: cond.ConditionStatus = "False" if last.pre_checks == "Failed" else "True"
+        msg = f"window {last.id}: {last.pre_checks.lower()}"
+        return C(PRE_CHECKS_PASSED, status, last.pre_checks, msg)
+    return C(PRE_CHECKS_PASSED, "Unknown", "NotRunYet", "no window has been prepared yet")
+
+
+def _active_condition(
+    tz: ZoneInfo, p: Progress | None, stage: Stage, now: datetime
+) -> cond.Condition:
+    C = cond.Condition
     if stage == Stage.OPEN:
         assert p is not None
-        out.append(C(ACTIVE, "True", "WindowOpen", f"window {p.id} open until {_local(p.end, tz)}"))
-    elif stage == Stage.SKIPPED:
+        return C(ACTIVE, "True", "WindowOpen", f"window {p.id} open until {_local(p.end, tz)}")
+    if stage == Stage.SKIPPED:
         assert p is not None
-        out.append(C(ACTIVE, "False", "Skipped", f"window {p.id} skipped: pre-checks failed"))
-    elif stage == Stage.PRE_CHECKS and p is not None and now >= p.start:
-        out.append(
-            C(
-                ACTIVE,
-                "False",
-                "WaitingForPreChecks",
-                f"window {p.id} opens when its pre-checks pass",
-            )
-        )
-    elif stage == Stage.POST_CHECKS:
+        return C(ACTIVE, "False", "Skipped", f"window {p.id} skipped: pre-checks failed")
+    if stage == Stage.PRE_CHECKS and p is not None and now >= p.start:
+        msg = f"window {p.id} opens when its pre-checks pass"
+        return C(ACTIVE, "False", "WaitingForPreChecks", msg)
+    if stage == Stage.POST_CHECKS:
         assert p is not None
-        out.append(C(ACTIVE, "False", "Ended", f"window {p.id} ended ({p.end_reason})"))
-    else:
-        out.append(C(ACTIVE, "False", "NotInWindow", "no window is open"))
+        return C(ACTIVE, "False", "Ended", f"window {p.id} ended ({p.end_reason})")
+    return C(ACTIVE, "False", "NotInWindow", "no window is open")
 
+
+def _post_checks_condition(p: Progress | None, last: HistoryEntry | None) -> cond.Condition:
+    C = cond.Condition
     if p is not None and p.ended and p.post_checks == "Running":
-        out.append(
-            C(
-                POST_CHECKS_PASSED,
-                "Unknown",
-                "Running",
-                p.post_checks_message or f"post-checks running for window {p.id}",
-            )
-        )
-    elif p is not None and p.ended and p.post_checks == "Pending":
-        out.append(C(POST_CHECKS_PASSED, "Unknown", "Running", f"post-checks for window {p.id}"))
-    elif last is not None and last.post_checks in ("Passed", "Failed"):
-        status = "True" if last.post_checks == "Passed" else "False"
-        out.append(
-            C(
-                POST_CHECKS_PASSED,
-                status,
-                last.post_checks,
-                f"window {last.id}: {last.message or last.post_checks.lower()}",
-            )
-        )
-    else:
-        out.append(C(POST_CHECKS_PASSED, "Unknown", "NotRunYet", "no window has ended yet"))
-    return out
+        msg = p.post_checks_message or f"post-checks running for window {p.id}"
+        return C(POST_CHECKS_PASSED, "Unknown", "Running", msg)
+    if p is not None and p.ended and p.post_checks == "Pending":
+        return C(POST_CHECKS_PASSED, "Unknown", "Running", f"post-checks for window {p.id}")
+    if last is not None and last.post_checks in ("Passed", "Failed"):
+        status: cond.ConditionStatus = "True" if last.post_checks == "Passed" else "False"
+        msg = f"window {last.id}: {last.message or last.post_checks.lower()}"
+        return C(POST_CHECKS_PASSED, status, last.post_checks, msg)
+    return C(POST_CHECKS_PASSED, "Unknown", "NotRunYet", "no window has ended yet")
 
 
 # -- step bookkeeping: pure updates of Progress the handler applies after doing the work --------
