@@ -111,6 +111,8 @@ class HealthRuntime:
         SERIES.forget(uid)
         if loop is not None:
             loop.svc.unfollow(uid)
+            if loop.spec is not None:
+                self.prober.forget(loop.spec)
             for task in (loop.task, loop.writing):
                 if task is not None:
                     task.cancel()

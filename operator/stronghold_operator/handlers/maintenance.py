@@ -50,6 +50,7 @@ from stronghold_operator.models.maintenance import (
     with_holder,
     without_holder,
 )
+from stronghold_operator.platforms.executors import OTHER, run_in
 from stronghold_operator.platforms.kube import (
     call,
     call_json,
@@ -575,7 +576,7 @@ async def compile_spec(
     if state.compiled is None or state.compiled[0] != key:
         try:
             spec = parse(MaintenanceWindowSpec, raw)
-            rec = await asyncio.to_thread(from_spec, spec, now)
+            rec = await run_in(OTHER, from_spec, spec, now)
             state.compiled = (key, spec, rec)
         except InvalidSpec as exc:
             state.compiled = (key, exc, None)
@@ -658,8 +659,8 @@ async def reconcile_once(svc: Services, body: kopf.Body, state: State, now: date
     decision: win.Decision | None = None
     held: list[str] = []
     for _ in range(8):  # a few steps may chain within one tick (pre-checks pass -> open)
-        decision = await asyncio.to_thread(
-            win.decide, spec, rec, now, state.progress, state.history, manual, name
+        decision = await run_in(
+            OTHER, win.decide, spec, rec, now, state.progress, state.history, manual, name
         )
         manual = win.Manual()
         _emit(body, decision.events)

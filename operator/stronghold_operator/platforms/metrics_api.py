@@ -13,10 +13,13 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
+from stronghold_operator.platforms import executors
 from stronghold_operator.platforms.kube import Kube, call_json
 
 GROUP = "metrics.k8s.io"
 VERSION = "v1beta1"
+# (connect, read) seconds: metrics-server answers in milliseconds or is in trouble.
+REQUEST_TIMEOUT = (5.0, 10.0)
 
 
 class MetricsUnavailableError(LookupError):
@@ -54,6 +57,9 @@ async def pod_metrics(
             namespace,
             "pods",
             label_selector=selector or None,
+            # Its own threads: a hung metrics API must not hold the Kubernetes calls' ones.
+            pool=executors.METRICS,
+            _request_timeout=REQUEST_TIMEOUT,
         )
     except ApiException as exc:
         # 404: the API is not registered; 503: registered but its server does not answer.
