@@ -18,8 +18,9 @@ from stronghold_operator.platforms.kube import Kube, call_json
 
 GROUP = "metrics.k8s.io"
 VERSION = "v1beta1"
-# (connect, read) seconds: metrics-server answers in milliseconds or is in trouble.
-REQUEST_TIMEOUT = (5.0, 10.0)
+# (connect, read) seconds: metrics-server answers in milliseconds or is in trouble (the
+# client retries a read timeout up to three times).
+REQUEST_TIMEOUT = (5.0, 5.0)
 
 
 class MetricsUnavailableError(LookupError):
