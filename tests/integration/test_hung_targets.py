@@ -58,9 +58,9 @@ async def test_kube_call_not_delayed_by_hung_docker_and_metrics_reads(
     try:
         # Every thread the hung reads can get is stuck in a read before the Kubernetes call.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(silent.busy.wait(), 10)
+            await asyncio.wait_for(silent.busy.wait(), 5)
         await asyncio.sleep(0.3)
-        assert silent.accepted >= 12, silent.accepted
+        assert silent.accepted >= 6, silent.accepted
         assert not any(t.done() for t in hung)
         t0 = time.monotonic()
         namespaces = await call(kube.core.list_namespace, limit=1)
