@@ -25,6 +25,7 @@ from stronghold_operator.handlers.common import (
     GROUP,
     VERSION,
     invalid_spec,
+    maintenance_hold,
     services,
     track_watch,
     write_status,
@@ -43,7 +44,6 @@ from stronghold_operator.models.backup import (
     BackupScheduleSpec,
 )
 from stronghold_operator.models.base import InvalidSpec, parse
-from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.platforms.kube import (
     Kube,
     call,
@@ -166,8 +166,9 @@ async def reconcile(
     except InvalidSpec as exc:
         raise invalid_spec(patch, body, current, exc, lb.CONDITION_TYPES, now) from None
     svc = services(memo)
+    svc.remember_windows(_)
     tick = Tick(body=body, status=_copy_status(current))
-    await _reconcile(svc.kube, tick, model, scheds, meta, now)
+    await _reconcile(svc.kube, tick, model, scheds, meta, now, maintenance_hold(svc, meta))
     created = _time(meta.get("creationTimestamp")) or now
     rt_on = scheds.restore_test is not None
     conds, last_verified = lb.summarize(
@@ -211,6 +212,7 @@ async def _reconcile(
     scheds: lb.Schedules,
     meta: Mapping[str, Any],
     now: datetime,
+    held: str | None = None,  # windows holding this schedule (a gone window holds no more)
 ) -> None:
     ns, name = meta["namespace"], meta["name"]
     listed = await call(
@@ -284,7 +286,6 @@ async def _reconcile(
             spec.suspend,
         ),
     ]
-    held = annotations.get(MAINTENANCE_ANNOTATION) or None  # windows holding this schedule
     for kind, sched, cursor_key, annotation, od_key, suspended in plans:
         request = annotations.get(annotation)
         if sched is None and not request:

@@ -32,6 +32,7 @@ from stronghold_operator.handlers.common import (
     compute_status,
     invalid_conditions,
     is_bad,
+    maintenance_hold,
     services,
     track_watch,
 )
@@ -40,7 +41,11 @@ from stronghold_operator.logic import health as logic
 from stronghold_operator.logic.schedule import Schedule
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
-from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, SecretKeySelector
+from stronghold_operator.models.common import (
+    MAINTENANCE_ANNOTATION,
+    MAINTENANCE_WINDOWS_ANNOTATION,
+    SecretKeySelector,
+)
 from stronghold_operator.models.health import HealthPolicySpec, Webhook
 from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
 from stronghold_operator.platforms.kube import is_not_found, patch_status, read_secret_key
@@ -163,7 +168,7 @@ async def close_probes(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="track")
-async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Keep the schedule's view of each policy current; a change wakes its round now.
 
     Why not a kopf daemon per policy: a daemon holds kopf's full copy of the object (its
@@ -186,6 +191,7 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
         rt.forget(uid)
         return
     svc = services(memo)
+    svc.remember_windows(kwargs)
     if rt.runner is None:
         # Started from here, not at startup: its tasks inherit this context, where kopf
         # has set up what kopf.event() posts through (startup handlers lack it).
@@ -324,6 +330,7 @@ class PolicyLoop:
         generation = meta.get("generation")
         annotations = meta.get("annotations") or {}
         maintenance = annotations.get(MAINTENANCE_ANNOTATION)
+        placed = annotations.get(MAINTENANCE_WINDOWS_ANNOTATION)
         slim = self.body["metadata"]
         changed = generation != self._generation or maintenance != self.maintenance
         if generation != self._generation or generation is None:
@@ -337,6 +344,8 @@ class PolicyLoop:
             slim.pop("annotations", None)
         else:
             slim["annotations"] = {MAINTENANCE_ANNOTATION: maintenance}
+            if placed is not None:  # which holders are windows (see maintenance_hold)
+                slim["annotations"][MAINTENANCE_WINDOWS_ANNOTATION] = placed
         return changed
 
     @property
@@ -471,7 +480,7 @@ class PolicyLoop:
         self.secret_misses = 0
         now = cond.utcnow()
         results = await self.rt.prober.run(policy, secrets, self.meta["namespace"])
-        maintenance = (self.meta.get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
+        maintenance = maintenance_hold(self.svc, self.meta)  # gone windows hold no more
         known = [v for per_check in secrets.values() for v in per_check.values()]
         ev = logic.evaluate(
             policy, self.meta["name"], self.current, results, maintenance, now, known

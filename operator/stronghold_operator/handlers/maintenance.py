@@ -38,7 +38,7 @@ from stronghold_operator.logic import window as win
 from stronghold_operator.logic.recurrence import Recurrence, from_spec
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
-from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
+from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
 from stronghold_operator.models.health import HttpCheck as ProbeSpec
 from stronghold_operator.models.maintenance import (
     BACKUP_NOW_ANNOTATION,
@@ -144,7 +144,15 @@ async def observe(svc: Services, spec: MaintenanceWindowSpec, namespace: str) ->
 async def _set_annotation(
     svc: Services, namespace: str, plural: str, name: str, key: str, update: Any
 ) -> bool:
-    """Set one annotation from its current value (``update(old) -> new or None``).
+    """Set one annotation from its current value (``update(old) -> new or None``)."""
+    return await _set_annotations(svc, namespace, plural, name, {key: update})
+
+
+async def _set_annotations(
+    svc: Services, namespace: str, plural: str, name: str, updates: Mapping[str, Any]
+) -> bool:
+    """Set annotations from their current values (``update(old) -> new or None``), in one
+    patch.
 
     Optimistic concurrency: the patch carries the resourceVersion it was computed from, and
     is recomputed on a conflict, so two windows editing the same list never lose a name.
@@ -165,11 +173,15 @@ async def _set_annotation(
                 return False
             raise
         meta = obj["metadata"]
-        old = (meta.get("annotations") or {}).get(key)
-        new = update(old)
-        if new == old:
+        current = meta.get("annotations") or {}
+        changes = {}
+        for key, update in updates.items():
+            new = update(current.get(key))
+            if new != current.get(key):
+                changes[key] = new
+        if not changes:
             return True
-        body = {"metadata": {"annotations": {key: new}, "resourceVersion": meta["resourceVersion"]}}
+        body = {"metadata": {"annotations": changes, "resourceVersion": meta["resourceVersion"]}}
         try:
             await call_json(
                 svc.kube.custom.patch_namespaced_custom_object,
@@ -189,6 +201,27 @@ async def _set_annotation(
     raise kopf.TemporaryError(f"{plural}/{name}: annotation kept conflicting", delay=5)
 
 
+def _holds(window: str) -> dict[str, Any]:
+    return {
+        MAINTENANCE_ANNOTATION: lambda v: with_holder(v, window),
+        MAINTENANCE_WINDOWS_ANNOTATION: lambda v: with_holder(v, window),
+    }
+
+
+def _releases(window: str) -> dict[str, Any]:
+    return {
+        MAINTENANCE_ANNOTATION: lambda v: without_holder(v, window),
+        MAINTENANCE_WINDOWS_ANNOTATION: lambda v: without_holder(v, window),
+    }
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id="maintenance_windows")
+def maintenance_windows(namespace: str | None, name: str | None, **_: Any) -> dict[str, str]:
+    """The windows that exist, by namespace (kopf keeps it current and starts no other
+    handler before it is complete): what holds an object is judged against it."""
+    return {str(namespace): str(name)}
+
+
 async def sync_freeze(
     svc: Services, window: str, namespace: str, covered: Covered, freeze: bool
 ) -> tuple[list[str], list[str], list[str]]:
@@ -203,25 +236,12 @@ async def sync_freeze(
             value = (obj["metadata"].get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
             has = window in holders(value)
             want = freeze and name in covered.selected.get(plural, set())
+            # The windows' own list says the name is a window's (see maintenance_hold).
             if want and not has:
-                if await _set_annotation(
-                    svc,
-                    namespace,
-                    plural,
-                    name,
-                    MAINTENANCE_ANNOTATION,
-                    lambda v: with_holder(v, window),
-                ):
+                if await _set_annotations(svc, namespace, plural, name, _holds(window)):
                     frozen.append(f"{kind}/{name}")
             elif has and not want:
-                await _set_annotation(
-                    svc,
-                    namespace,
-                    plural,
-                    name,
-                    MAINTENANCE_ANNOTATION,
-                    lambda v: without_holder(v, window),
-                )
+                await _set_annotations(svc, namespace, plural, name, _releases(window))
                 released.append(f"{kind}/{name}")
             if want:
                 held.append(f"{kind}/{name}")

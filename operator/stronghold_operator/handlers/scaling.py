@@ -27,13 +27,13 @@ from stronghold_operator.handlers.common import (
     announce,
     compute_status,
     invalid_spec,
+    maintenance_hold,
     services,
     track_watch,
 )
 from stronghold_operator.logic import scaling as engine
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
-from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.models.scaling import (
     MissingBasis,
     ReplicaUsage,
@@ -392,7 +392,7 @@ async def reconcile_once(
         }
     ns, name = meta["namespace"], meta["name"]
     target = make_target(policy, ns, svc)
-    maintenance = (meta.get("annotations") or {}).get(MAINTENANCE_ANNOTATION) or None
+    maintenance = maintenance_hold(svc, meta)  # a window gone without release holds no more
     try:
         conflict = await find_conflict(svc, policy, meta)
         outcome = await evaluate(
@@ -447,10 +447,11 @@ async def scaling_daemon(
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
     logger: Any,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """Every ``spec.interval``: observe the target, decide, scale, and report in status."""
     svc = services(memo)
+    svc.remember_windows(kwargs)
     memory = Memory.from_status(status)
     meta = body["metadata"]
     uid = svc.follow(body)
