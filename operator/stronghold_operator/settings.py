@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import kopf
 
+from stronghold_operator import metrics
 from stronghold_operator.conditions import utcnow
 from stronghold_operator.handlers.common import WATCHED, Services, services
 from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
@@ -98,15 +99,23 @@ async def watch_alive(memo: kopf.Memo, **_: Any) -> dict[str, int | str]:
     """
     svc = services(memo)
     listed: dict[str, str] = {}  # uid -> resourceVersion, every kind (uids are unique)
+    present: dict[str, set[tuple[str, str]]] = {}  # plural -> (namespace, name) listed
     try:
         async with asyncio.timeout(LIST_TIMEOUT_S):
             for plural in WATCHED:
-                listed.update(versions(await list_objects(svc.kube, plural, svc.namespaces)))
+                items = await list_objects(svc.kube, plural, svc.namespaces)
+                listed.update(versions(items))
+                present[plural] = {
+                    (str(m.get("namespace")), str(m.get("name")))
+                    for m in (i["metadata"] for i in items)
+                }
     except Exception as exc:
         svc.watch.unreachable()
         log.warning("liveness: the apiserver did not answer the LIST: %s", type(exc).__name__)
         return {"apiserver": f"unreachable: {type(exc).__name__}"}
     svc.delivered(listed)
+    for plural, objects in present.items():  # series of objects gone unnoticed go too
+        metrics.sweep(plural, objects)
     failure = liveness_failure(listed, svc.watch.stale(listed, utcnow()))
     if failure:
         raise kopf.PermanentError(failure)

@@ -32,7 +32,7 @@ from stronghold_operator.handlers.common import (
 )
 from stronghold_operator.logic import backup as lb
 from stronghold_operator.logic.cron import CronSchedule
-from stronghold_operator.metrics import registry
+from stronghold_operator.metrics import per_object, registry
 from stronghold_operator.models.backup import (
     ANNOTATION_SLOT,
     ANNOTATION_TRIGGER,
@@ -84,6 +84,8 @@ RESULTS = Counter(
     ["namespace", "schedule", "kind", "result"],
     registry=registry,
 )
+# Removed when the schedule is no longer listed (metrics.sweep with the liveness LIST).
+per_object(PLURAL, LAST_SUCCESS, LAST_SIZE, LAST_DURATION, RESULTS)
 
 
 @dataclass

@@ -109,11 +109,24 @@ class HealthRuntime:
         if head is None or when < head:
             self.tick.set()
 
+    def prune_secrets(self, now: float) -> None:
+        """Drop expired Secret values and their idle locks: those of deleted policies (and
+        deleted Secrets) were kept for the life of the process."""
+        for key in [k for k, (expires, _) in self.secrets.items() if expires <= now]:
+            del self.secrets[key]
+        for key in [
+            k
+            for k, lock in self.secret_locks.items()
+            if k not in self.secrets and not lock.locked()
+        ]:
+            del self.secret_locks[key]
+
     def forget(self, uid: str) -> None:
         """The policy is gone: stop its round, its status write and its series."""
         loop = self.policies.pop(uid, None)
         self.schedule.drop(uid)
         SERIES.forget(uid)
+        self.prune_secrets(time.monotonic())
         if loop is not None:
             loop.svc.unfollow(uid)
             if loop.spec is not None:

@@ -11,7 +11,6 @@ write changes nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -36,7 +35,7 @@ from stronghold_operator.handlers.common import (
 from stronghold_operator.logic import snapshot as snap
 from stronghold_operator.logic import window as win
 from stronghold_operator.logic.recurrence import Recurrence, from_spec
-from stronghold_operator.metrics import registry
+from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
 from stronghold_operator.models.health import HttpCheck as ProbeSpec
@@ -98,6 +97,7 @@ FROZEN = Gauge(
     ["namespace", "window"],
     registry=registry,
 )
+per_object(PLURAL, ACTIVE_GAUGE, NEXT_START, RESULTS, FROZEN)
 
 
 # -- observing --------------------------------------------------------------------------------
@@ -739,9 +739,7 @@ async def reconcile_once(svc: Services, body: kopf.Body, state: State, now: date
 
 
 def _forget_metrics(namespace: str, name: str) -> None:
-    for gauge in (ACTIVE_GAUGE, NEXT_START, FROZEN):
-        with contextlib.suppress(KeyError):
-            gauge.remove(namespace, name)
+    forget_object(PLURAL, namespace, name)  # every series, the results counter's too
 
 
 @kopf.daemon(

@@ -9,7 +9,6 @@ Events and Prometheus metrics.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from stronghold_operator.handlers.common import (
     track_watch,
 )
 from stronghold_operator.logic import scaling as engine
-from stronghold_operator.metrics import registry
+from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.scaling import (
     MissingBasis,
@@ -83,6 +82,7 @@ SCALE_ACTIONS = Counter(
     ["namespace", "policy", "direction"],
     registry=registry,
 )
+per_object(PLURAL, REPLICAS, UTILISATION, DECISIONS, SCALE_ACTIONS)
 
 
 class Target(Protocol):
@@ -340,13 +340,7 @@ def _record_metrics(ns: str, name: str, d: engine.Decision) -> None:
 
 
 def _forget_metrics(ns: str, name: str) -> None:
-    for metric, labels in (
-        (REPLICAS, [(ns, name, k) for k in ("current", "desired")]),
-        (UTILISATION, [(ns, name, r) for r in ("cpu", "memory")]),
-    ):
-        for lv in labels:
-            with contextlib.suppress(KeyError):
-                metric.remove(*lv)
+    forget_object(PLURAL, ns, name)  # every series, the counters' too
 
 
 async def _write(
