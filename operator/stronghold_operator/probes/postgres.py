@@ -115,7 +115,7 @@ class PostgresProbe:
         if self._reaper is not None:
             self._reaper.cancel()
             self._reaper = None
-        for server in self._servers.values():
+        for server in list(self._servers.values()):  # closing may drop entries
             idle, server.idle = server.idle, []
             for item in idle:
                 await _discard(item.conn)
