@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Iterable
@@ -10,9 +11,10 @@ from typing import Any, cast
 
 import kopf
 
+from stronghold_operator import metrics
 from stronghold_operator.conditions import utcnow
 from stronghold_operator.handlers.common import WATCHED, Services, services
-from stronghold_operator.logic.watchdog import WatchTracker, versions
+from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
 from stronghold_operator.platforms.kube import GROUP, Kube, list_objects
 
 PREFIX = GROUP  # annotations: ops.stronghold.io/<handler-id>
@@ -20,6 +22,10 @@ FINALIZER = f"{GROUP}/finalizer"
 
 # A watch that has not delivered a change the apiserver made this long ago is stalled.
 WATCH_GRACE = timedelta(seconds=float(os.environ.get("STRONGHOLD_WATCH_GRACE", "120")))
+# The liveness check's LIST gives up after this long, well within the kubelet's probe
+# timeout (manifests: 10 s): a slow apiserver must not make the probe itself time out.
+LIST_TIMEOUT_S = float(os.environ.get("STRONGHOLD_LIVENESS_LIST_TIMEOUT", "5"))
+log = logging.getLogger("stronghold.liveness")
 
 
 class DiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -85,15 +91,32 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.probe(id="watch")
-async def watch_alive(memo: kopf.Memo, **_: Any) -> dict[str, int]:
-    """Fail the liveness endpoint when the watch has missed changes for too long."""
+async def watch_alive(memo: kopf.Memo, **_: Any) -> dict[str, int | str]:
+    """Fail the liveness endpoint when the watch has missed changes for too long.
+
+    An apiserver that does not answer (an outage, a freeze, 5xx, 429) passes: restarting
+    the operator cannot help it, and a restart loop would only add to its load.
+    """
     svc = services(memo)
     listed: dict[str, str] = {}  # uid -> resourceVersion, every kind (uids are unique)
-    for plural in WATCHED:
-        listed.update(versions(await list_objects(svc.kube, plural, svc.namespaces)))
+    present: dict[str, set[tuple[str, str]]] = {}  # plural -> (namespace, name) listed
+    try:
+        async with asyncio.timeout(LIST_TIMEOUT_S):
+            for plural in WATCHED:
+                items = await list_objects(svc.kube, plural, svc.namespaces)
+                listed.update(versions(items))
+                present[plural] = {
+                    (str(m.get("namespace")), str(m.get("name")))
+                    for m in (i["metadata"] for i in items)
+                }
+    except Exception as exc:
+        svc.watch.unreachable()
+        log.warning("liveness: the apiserver did not answer the LIST: %s", type(exc).__name__)
+        return {"apiserver": f"unreachable: {type(exc).__name__}"}
     svc.delivered(listed)
-    count = len(listed)
-    stale = svc.watch.stale(listed, utcnow())
-    if stale:
-        raise kopf.PermanentError(f"watch stalled: {len(stale)} object change(s) not delivered")
-    return {"objects": count}
+    for plural, objects in present.items():  # series of objects gone unnoticed go too
+        metrics.sweep(plural, objects)
+    failure = liveness_failure(listed, svc.watch.stale(listed, utcnow()))
+    if failure:
+        raise kopf.PermanentError(failure)
+    return {"objects": len(listed)}

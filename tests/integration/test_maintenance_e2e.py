@@ -577,3 +577,53 @@ def test_precheck_now_rehearses_the_next_window(
     # The same value again is not a new request.
     time.sleep(20)
     assert count(ns, "weekly", "PreChecksStarted") == 1
+
+
+def test_force_deleted_window_stops_holding(
+    namespace: str,
+    switch: Path,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    """A window deleted with its finalizer stripped while no operator runs never releases;
+    its freeze ends anyway, judged from the windows that exist (issue 17 defect 11b)."""
+    ns = namespace
+    apply(ns, deployment("web", switch))
+    apply(ns, scaling_policy("web", "web"))
+    op = run_operator(ns)
+    now = datetime.now(UTC).replace(microsecond=0)
+    apply(
+        ns,
+        window(
+            "gone",
+            now,
+            "30m",
+            targets={"scalingPolicies": {"names": ["web"]}},
+            preChecks={"snapshot": False},
+        ),
+    )
+
+    def reason() -> str | None:
+        st = get(ns, "scalingpolicy", "web").get("status", {})
+        return str(st.get("lastDecision", {}).get("reason") or "") or None
+
+    kit.wait_until("web held", lambda: reason() == "MaintenanceWindow", 90)
+    op.kill(sig=15)
+    kit.kubectl("delete", "maintenancewindow", "gone", "-n", ns, "--wait=false")
+    kit.kubectl(
+        "patch",
+        "maintenancewindow",
+        "gone",
+        "-n",
+        ns,
+        "--type=merge",
+        "-p",
+        '{"metadata":{"finalizers":null}}',
+    )
+    kit.wait_until(
+        "the window gone",
+        lambda: not kit.kubectl("get", "maintenancewindow", "-n", ns, "-o", "name").strip(),
+        30,
+    )
+    assert annotation(ns, "scalingpolicy", "web") == "gone"  # its release never ran
+    run_operator(ns)
+    kit.wait_until("web no longer held", lambda: reason() not in (None, "MaintenanceWindow"), 60)

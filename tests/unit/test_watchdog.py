@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import kopf
+import pytest
+from kubernetes.client.exceptions import ApiException
 
+from stronghold_operator import settings
 from stronghold_operator.handlers.common import Services
-from stronghold_operator.logic.watchdog import WatchTracker, versions
+from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -90,3 +96,83 @@ def test_objects_being_deleted_are_not_checked() -> None:
     w = WatchTracker(grace=timedelta(seconds=10))
     w.observe("a", "3")
     assert w.stale(listed, T0 + timedelta(hours=1)) == []
+
+
+def test_an_unreachable_apiserver_restarts_the_lag_clocks() -> None:
+    # A change listed just before an apiserver freeze could not be delivered during it:
+    # the lag counts again from the first answer after it, not from before the freeze.
+    w = WatchTracker(grace=timedelta(seconds=60))
+    w.observe("a", "1")
+    assert w.stale({"a": "2"}, T0) == []
+    w.unreachable()  # the LISTs of the next two minutes fail
+    assert w.stale({"a": "2"}, T0 + timedelta(seconds=130)) == []
+    assert w.stale({"a": "2"}, T0 + timedelta(seconds=189)) == []
+    assert w.stale({"a": "2"}, T0 + timedelta(seconds=191)) == ["a"]  # really stuck now
+
+
+def test_liveness_fails_only_for_undelivered_changes_seen_in_an_answer() -> None:
+    assert liveness_failure(None, []) is None  # apiserver down, slow or erroring
+    assert liveness_failure(None, ["a"]) is None
+    assert liveness_failure({"a": "2"}, []) is None
+    failure = liveness_failure({"a": "2"}, ["a"])
+    assert failure is not None and "1 object change" in failure
+
+
+class _Aio:
+    def __init__(self, fail: BaseException | None) -> None:
+        self.fail = fail
+        self.calls = 0
+
+    async def request(self, method: str, path: str) -> dict[str, object]:
+        self.calls += 1
+        if self.fail is not None:
+            raise self.fail
+        await asyncio.sleep(3600)  # a frozen apiserver: the connection never answers
+        raise AssertionError("unreachable")
+
+
+class _Kube:
+    def __init__(self, fail: BaseException | None) -> None:
+        self.aio = _Aio(fail)
+
+
+@pytest.mark.parametrize(
+    "fail",
+    [
+        None,  # hangs
+        aiohttp.ClientConnectionError("connection refused"),
+        ApiException(status=503, reason="Service Unavailable"),
+        ApiException(status=429, reason="Too Many Requests"),
+        TimeoutError(),
+    ],
+)
+async def test_liveness_passes_while_the_apiserver_does_not_answer(
+    fail: BaseException | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(settings, "LIST_TIMEOUT_S", 0.05)
+    svc = Services(kube=_Kube(fail), watch=WatchTracker(grace=timedelta(seconds=10)))  # type: ignore[arg-type]
+    svc.watch.lagging_since["a"] = T0  # lagging since long before: the clock restarts
+    memo = kopf.Memo()
+    memo["services"] = svc
+    started = time.monotonic()
+    result = await settings.watch_alive(memo=memo)
+    assert time.monotonic() - started < 1.0  # well within the kubelet's probe timeout
+    assert str(result["apiserver"]).startswith("unreachable")
+    assert svc.watch.lagging_since == {}
+
+
+async def test_liveness_fails_for_a_stalled_watch() -> None:
+    class Answering:
+        async def request(self, method: str, path: str) -> dict[str, object]:
+            return {"items": [{"metadata": {"uid": "a", "resourceVersion": "2"}}]}
+
+    kube = _Kube(None)
+    kube.aio = Answering()  # type: ignore[assignment]
+    svc = Services(kube=kube, watch=WatchTracker(grace=timedelta(seconds=10)))  # type: ignore[arg-type]
+    svc.seen("a", "1")  # what the watch delivered; the apiserver has "2"
+    memo = kopf.Memo()
+    memo["services"] = svc
+    assert await settings.watch_alive(memo=memo) == {"objects": 1}  # lagging from now
+    svc.watch.lagging_since["a"] -= timedelta(seconds=60)  # a minute later, still "1"
+    with pytest.raises(kopf.PermanentError, match="watch stalled"):
+        await settings.watch_alive(memo=memo)

@@ -26,13 +26,14 @@ from stronghold_operator.handlers.common import (
     GROUP,
     VERSION,
     invalid_spec,
+    maintenance_hold,
     services,
     track_watch,
     write_status,
 )
 from stronghold_operator.logic import backup as lb
 from stronghold_operator.logic.cron import CronSchedule
-from stronghold_operator.metrics import registry
+from stronghold_operator.metrics import per_object, registry
 from stronghold_operator.models.backup import (
     ANNOTATION_SLOT,
     ANNOTATION_TRIGGER,
@@ -44,7 +45,6 @@ from stronghold_operator.models.backup import (
     BackupScheduleSpec,
 )
 from stronghold_operator.models.base import InvalidSpec, parse
-from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.platforms.configmaps import ensure_configmap
 from stronghold_operator.platforms.kube import (
     Kube,
@@ -86,6 +86,8 @@ RESULTS = Counter(
     ["namespace", "schedule", "kind", "result"],
     registry=registry,
 )
+# Removed when the schedule is no longer listed (metrics.sweep with the liveness LIST).
+per_object(PLURAL, LAST_SUCCESS, LAST_SIZE, LAST_DURATION, RESULTS)
 
 
 @dataclass
@@ -168,8 +170,9 @@ async def reconcile(
     except InvalidSpec as exc:
         raise invalid_spec(patch, body, current, exc, lb.CONDITION_TYPES, now) from None
     svc = services(memo)
+    svc.remember_windows(_)
     tick = Tick(body=body, status=_copy_status(current))
-    await _reconcile(svc.kube, tick, model, scheds, meta, now)
+    await _reconcile(svc.kube, tick, model, scheds, meta, now, maintenance_hold(svc, meta))
     created = cond.parse_rfc3339(meta.get("creationTimestamp")) or now
     rt_on = scheds.restore_test is not None
     conds, last_verified = lb.summarize(
@@ -204,6 +207,7 @@ async def _reconcile(
     scheds: lb.Schedules,
     meta: Mapping[str, Any],
     now: datetime,
+    held: str | None = None,  # windows holding this schedule (a gone window holds no more)
 ) -> None:
     ns, name = meta["namespace"], meta["name"]
     listed = await call(
@@ -277,7 +281,6 @@ async def _reconcile(
             spec.suspend,
         ),
     ]
-    held = annotations.get(MAINTENANCE_ANNOTATION) or None  # windows holding this schedule
     for kind, sched, cursor_key, annotation, od_key, suspended in plans:
         request = annotations.get(annotation)
         if sched is None and not request:

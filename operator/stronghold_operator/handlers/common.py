@@ -12,6 +12,8 @@ import kopf
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic.watchdog import WatchTracker
 from stronghold_operator.models.base import InvalidSpec
+from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
+from stronghold_operator.models.maintenance import holding
 from stronghold_operator.platforms.kube import GROUP, VERSION, Kube
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "compute_status",
     "invalid_conditions",
     "invalid_spec",
+    "maintenance_hold",
     "services",
     "track_watch",
     "write_status",
@@ -43,6 +46,15 @@ class Services:
     live: dict[str, kopf.Body] = field(default_factory=dict)
     # uid -> resourceVersion, for kinds whose watch-event handler reports it (HealthPolicy).
     versions: dict[str, str] = field(default_factory=dict)
+    # kopf's index of the MaintenanceWindows that exist (namespace -> names), kept current
+    # by kopf; None until a handler has been given it.
+    windows: Mapping[Any, Any] | None = None
+
+    def remember_windows(self, kwargs: Mapping[str, Any]) -> None:
+        """Keep the window index kopf passes to every handler (``maintenance_windows``)."""
+        index = kwargs.get("maintenance_windows")
+        if index is not None:
+            self.windows = index
 
     def follow(self, body: kopf.Body) -> str:
         """Let the stalled-watch check read this object's live body; returns its uid."""
@@ -167,3 +179,18 @@ def invalid_conditions(message: str, condition_types: Iterable[str]) -> list[con
         if t != cond.READY
     ]
     return updates
+
+
+def maintenance_hold(svc: Services, meta: Mapping[str, Any]) -> str | None:
+    """The windows (and humans) holding the object now; None: not held.
+
+    Names a window placed count only while that window exists (see
+    :func:`stronghold_operator.models.maintenance.holding`). Before kopf has given any
+    handler the window index, the annotation's word stands.
+    """
+    annotations = meta.get("annotations") or {}
+    value = annotations.get(MAINTENANCE_ANNOTATION) or None
+    if svc.windows is None or value is None:
+        return value
+    existing = {str(n) for n in svc.windows.get(meta.get("namespace"), ())}
+    return holding(value, annotations.get(MAINTENANCE_WINDOWS_ANNOTATION), existing)

@@ -33,6 +33,7 @@ from stronghold_operator.handlers.common import (
     compute_status,
     invalid_conditions,
     is_bad,
+    maintenance_hold,
     services,
     track_watch,
 )
@@ -41,7 +42,11 @@ from stronghold_operator.logic import health as logic
 from stronghold_operator.logic.schedule import Schedule
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
-from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, SecretKeySelector
+from stronghold_operator.models.common import (
+    MAINTENANCE_ANNOTATION,
+    MAINTENANCE_WINDOWS_ANNOTATION,
+    SecretKeySelector,
+)
 from stronghold_operator.models.health import HealthPolicySpec, Webhook
 from stronghold_operator.models.outbound import secret_refusal
 from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
@@ -111,13 +116,28 @@ class HealthRuntime:
         if head is None or when < head:
             self.tick.set()
 
+    def prune_secrets(self, now: float) -> None:
+        """Drop expired Secret values and their idle locks: those of deleted policies (and
+        deleted Secrets) were kept for the life of the process."""
+        for key in [k for k, (expires, _) in self.secrets.items() if expires <= now]:
+            del self.secrets[key]
+        for key in [
+            k
+            for k, lock in self.secret_locks.items()
+            if k not in self.secrets and not lock.locked()
+        ]:
+            del self.secret_locks[key]
+
     def forget(self, uid: str) -> None:
         """The policy is gone: stop its round, its status write and its series."""
         loop = self.policies.pop(uid, None)
         self.schedule.drop(uid)
         SERIES.forget(uid)
+        self.prune_secrets(time.monotonic())
         if loop is not None:
             loop.svc.unfollow(uid)
+            if loop.spec is not None:
+                self.prober.forget(loop.spec)
             for task in (loop.task, loop.writing):
                 if task is not None:
                     task.cancel()
@@ -168,7 +188,7 @@ async def close_probes(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="track")
-async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Keep the schedule's view of each policy current; a change wakes its round now.
 
     Why not a kopf daemon per policy: a daemon holds kopf's full copy of the object (its
@@ -191,6 +211,7 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **_: Any
         rt.forget(uid)
         return
     svc = services(memo)
+    svc.remember_windows(kwargs)
     if rt.runner is None:
         # Started from here, not at startup: its tasks inherit this context, where kopf
         # has set up what kopf.event() posts through (startup handlers lack it).
@@ -329,6 +350,7 @@ class PolicyLoop:
         generation = meta.get("generation")
         annotations = meta.get("annotations") or {}
         maintenance = annotations.get(MAINTENANCE_ANNOTATION)
+        placed = annotations.get(MAINTENANCE_WINDOWS_ANNOTATION)
         slim = self.body["metadata"]
         changed = generation != self._generation or maintenance != self.maintenance
         if generation != self._generation or generation is None:
@@ -342,6 +364,8 @@ class PolicyLoop:
             slim.pop("annotations", None)
         else:
             slim["annotations"] = {MAINTENANCE_ANNOTATION: maintenance}
+            if placed is not None:  # which holders are windows (see maintenance_hold)
+                slim["annotations"][MAINTENANCE_WINDOWS_ANNOTATION] = placed
         return changed
 
     @property
@@ -476,7 +500,7 @@ class PolicyLoop:
         self.secret_misses = 0
         now = cond.utcnow()
         results = await self.rt.prober.run(policy, secrets, self.meta["namespace"], refused)
-        maintenance = (self.meta.get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
+        maintenance = maintenance_hold(self.svc, self.meta)  # gone windows hold no more
         known = [v for per_check in secrets.values() for v in per_check.values()]
         ev = logic.evaluate(
             policy, self.meta["name"], self.current, results, maintenance, now, known

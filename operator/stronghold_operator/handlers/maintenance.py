@@ -11,7 +11,6 @@ write changes nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -36,9 +35,9 @@ from stronghold_operator.handlers.common import (
 from stronghold_operator.logic import snapshot as snap
 from stronghold_operator.logic import window as win
 from stronghold_operator.logic.recurrence import Recurrence, from_spec
-from stronghold_operator.metrics import registry
+from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.base import InvalidSpec, parse
-from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
+from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
 from stronghold_operator.models.health import HttpCheck as ProbeSpec
 from stronghold_operator.models.maintenance import (
     BACKUP_NOW_ANNOTATION,
@@ -50,6 +49,7 @@ from stronghold_operator.models.maintenance import (
     with_holder,
     without_holder,
 )
+from stronghold_operator.platforms.executors import OTHER, run_in
 from stronghold_operator.platforms.kube import (
     call,
     call_json,
@@ -98,6 +98,7 @@ FROZEN = Gauge(
     ["namespace", "window"],
     registry=registry,
 )
+per_object(PLURAL, ACTIVE_GAUGE, NEXT_START, RESULTS, FROZEN)
 
 
 # -- observing --------------------------------------------------------------------------------
@@ -144,7 +145,15 @@ async def observe(svc: Services, spec: MaintenanceWindowSpec, namespace: str) ->
 async def _set_annotation(
     svc: Services, namespace: str, plural: str, name: str, key: str, update: Any
 ) -> bool:
-    """Set one annotation from its current value (``update(old) -> new or None``).
+    """Set one annotation from its current value (``update(old) -> new or None``)."""
+    return await _set_annotations(svc, namespace, plural, name, {key: update})
+
+
+async def _set_annotations(
+    svc: Services, namespace: str, plural: str, name: str, updates: Mapping[str, Any]
+) -> bool:
+    """Set annotations from their current values (``update(old) -> new or None``), in one
+    patch.
 
     Optimistic concurrency: the patch carries the resourceVersion it was computed from, and
     is recomputed on a conflict, so two windows editing the same list never lose a name.
@@ -165,11 +174,15 @@ async def _set_annotation(
                 return False
             raise
         meta = obj["metadata"]
-        old = (meta.get("annotations") or {}).get(key)
-        new = update(old)
-        if new == old:
+        current = meta.get("annotations") or {}
+        changes = {}
+        for key, update in updates.items():
+            new = update(current.get(key))
+            if new != current.get(key):
+                changes[key] = new
+        if not changes:
             return True
-        body = {"metadata": {"annotations": {key: new}, "resourceVersion": meta["resourceVersion"]}}
+        body = {"metadata": {"annotations": changes, "resourceVersion": meta["resourceVersion"]}}
         try:
             await call_json(
                 svc.kube.custom.patch_namespaced_custom_object,
@@ -189,6 +202,27 @@ async def _set_annotation(
     raise kopf.TemporaryError(f"{plural}/{name}: annotation kept conflicting", delay=5)
 
 
+def _holds(window: str) -> dict[str, Any]:
+    return {
+        MAINTENANCE_ANNOTATION: lambda v: with_holder(v, window),
+        MAINTENANCE_WINDOWS_ANNOTATION: lambda v: with_holder(v, window),
+    }
+
+
+def _releases(window: str) -> dict[str, Any]:
+    return {
+        MAINTENANCE_ANNOTATION: lambda v: without_holder(v, window),
+        MAINTENANCE_WINDOWS_ANNOTATION: lambda v: without_holder(v, window),
+    }
+
+
+@kopf.index(GROUP, VERSION, PLURAL, id="maintenance_windows")
+def maintenance_windows(namespace: str | None, name: str | None, **_: Any) -> dict[str, str]:
+    """The windows that exist, by namespace (kopf keeps it current and starts no other
+    handler before it is complete): what holds an object is judged against it."""
+    return {str(namespace): str(name)}
+
+
 async def sync_freeze(
     svc: Services, window: str, namespace: str, covered: Covered, freeze: bool
 ) -> tuple[list[str], list[str], list[str]]:
@@ -203,25 +237,12 @@ async def sync_freeze(
             value = (obj["metadata"].get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
             has = window in holders(value)
             want = freeze and name in covered.selected.get(plural, set())
+            # The windows' own list says the name is a window's (see maintenance_hold).
             if want and not has:
-                if await _set_annotation(
-                    svc,
-                    namespace,
-                    plural,
-                    name,
-                    MAINTENANCE_ANNOTATION,
-                    lambda v: with_holder(v, window),
-                ):
+                if await _set_annotations(svc, namespace, plural, name, _holds(window)):
                     frozen.append(f"{kind}/{name}")
             elif has and not want:
-                await _set_annotation(
-                    svc,
-                    namespace,
-                    plural,
-                    name,
-                    MAINTENANCE_ANNOTATION,
-                    lambda v: without_holder(v, window),
-                )
+                await _set_annotations(svc, namespace, plural, name, _releases(window))
                 released.append(f"{kind}/{name}")
             if want:
                 held.append(f"{kind}/{name}")
@@ -570,7 +591,7 @@ async def compile_spec(
     if state.compiled is None or state.compiled[0] != key:
         try:
             spec = parse(MaintenanceWindowSpec, raw)
-            rec = await asyncio.to_thread(from_spec, spec, now)
+            rec = await run_in(OTHER, from_spec, spec, now)
             state.compiled = (key, spec, rec)
         except InvalidSpec as exc:
             state.compiled = (key, exc, None)
@@ -653,8 +674,8 @@ async def reconcile_once(svc: Services, body: kopf.Body, state: State, now: date
     decision: win.Decision | None = None
     held: list[str] = []
     for _ in range(8):  # a few steps may chain within one tick (pre-checks pass -> open)
-        decision = await asyncio.to_thread(
-            win.decide, spec, rec, now, state.progress, state.history, manual, name
+        decision = await run_in(
+            OTHER, win.decide, spec, rec, now, state.progress, state.history, manual, name
         )
         manual = win.Manual()
         _emit(body, decision.events)
@@ -713,9 +734,7 @@ async def reconcile_once(svc: Services, body: kopf.Body, state: State, now: date
 
 
 def _forget_metrics(namespace: str, name: str) -> None:
-    for gauge in (ACTIVE_GAUGE, NEXT_START, FROZEN):
-        with contextlib.suppress(KeyError):
-            gauge.remove(namespace, name)
+    forget_object(PLURAL, namespace, name)  # every series, the results counter's too
 
 
 @kopf.daemon(

@@ -8,7 +8,6 @@ Events and Prometheus metrics.
 
 from __future__ import annotations
 
-import contextlib
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,13 +25,13 @@ from stronghold_operator.handlers.common import (
     announce,
     compute_status,
     invalid_spec,
+    maintenance_hold,
     services,
     track_watch,
 )
 from stronghold_operator.logic import scaling as engine
-from stronghold_operator.metrics import registry
+from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.base import InvalidSpec, parse
-from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.models.scaling import (
     MissingBasis,
     ReplicaUsage,
@@ -84,6 +83,7 @@ SCALE_ACTIONS = Counter(
     ["namespace", "policy", "direction"],
     registry=registry,
 )
+per_object(PLURAL, REPLICAS, UTILISATION, DECISIONS, SCALE_ACTIONS)
 
 
 class Target(Protocol):
@@ -338,13 +338,7 @@ def _record_metrics(ns: str, name: str, d: engine.Decision) -> None:
 
 
 def _forget_metrics(ns: str, name: str) -> None:
-    for metric, labels in (
-        (REPLICAS, [(ns, name, k) for k in ("current", "desired")]),
-        (UTILISATION, [(ns, name, r) for r in ("cpu", "memory")]),
-    ):
-        for lv in labels:
-            with contextlib.suppress(KeyError):
-                metric.remove(*lv)
+    forget_object(PLURAL, ns, name)  # every series, the counters' too
 
 
 async def _write(
@@ -390,7 +384,7 @@ async def reconcile_once(
         }
     ns, name = meta["namespace"], meta["name"]
     target = make_target(policy, ns, svc)
-    maintenance = (meta.get("annotations") or {}).get(MAINTENANCE_ANNOTATION) or None
+    maintenance = maintenance_hold(svc, meta)  # a window gone without release holds no more
     try:
         conflict = await find_conflict(svc, policy, meta)
         outcome = await evaluate(
@@ -445,10 +439,11 @@ async def scaling_daemon(
     memo: kopf.Memo,
     stopped: kopf.DaemonStopped,
     logger: Any,
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """Every ``spec.interval``: observe the target, decide, scale, and report in status."""
     svc = services(memo)
+    svc.remember_windows(kwargs)
     memory = Memory.from_status(status)
     meta = body["metadata"]
     uid = svc.follow(body)

@@ -9,6 +9,10 @@ from stronghold_operator.models.base import SpecModel
 # Set by a MaintenanceWindow on the policies it covers: a sorted, comma-separated list of the
 # windows holding the object (frozen scaling, expected incidents, deferred backups).
 MAINTENANCE_ANNOTATION = "ops.stronghold.io/maintenance"
+# Which of those names a MaintenanceWindow put there (the rest are a human's holds): a name in
+# it holds only while its window exists, so a window deleted with its finalizer stripped
+# (its release never ran) does not freeze the object for ever.
+MAINTENANCE_WINDOWS_ANNOTATION = "ops.stronghold.io/maintenance-windows"
 
 
 class SecretKeyRef(SpecModel):

@@ -8,7 +8,7 @@ the schedule itself (cron/RRULE evaluation, time zones) is checked by
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
@@ -313,6 +313,19 @@ class MaintenanceWindowSpec(SpecModel):
 def holders(value: str | None) -> list[str]:
     """The window names in a maintenance annotation value (sorted, unique)."""
     return sorted({n.strip() for n in (value or "").split(",") if n.strip()})
+
+
+def holding(value: str | None, placed: str | None, windows: Collection[str]) -> str | None:
+    """The maintenance annotation as it holds now, from the current set of ``windows``.
+
+    A name a window placed (listed in ``placed``, the windows' own annotation) holds only
+    while that window exists; any other name (a human's hold) holds until removed. Level-
+    triggered: a window deleted with its finalizer stripped stops holding when it is gone,
+    whether or not its release ever ran. None: nothing holds.
+    """
+    by_windows = set(holders(placed))
+    rest = [n for n in holders(value) if n not in by_windows or n in windows]
+    return ",".join(rest) if rest else None
 
 
 def with_holder(value: str | None, name: str) -> str:

@@ -6,13 +6,13 @@ compose up --scale`` creates). Scaling up creates containers from the configurat
 service's existing lowest-numbered container with the next free numbers; scaling down stops
 (SIGTERM, then the container's stop timeout) and removes the highest numbers first.
 
-The SDK is synchronous: every public coroutine runs its work in a worker thread.
+The SDK is synchronous: every public coroutine runs its work in a thread of the Docker pool
+(``executors.DOCKER``), and every Engine call has a timeout (``DOCKER_TIMEOUT_S``).
 Access to the Docker socket is root-equivalent on the host.
 """
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +24,7 @@ import docker
 from docker.errors import DockerException, NotFound
 
 from stronghold_operator.models.scaling import MissingBasis, ReplicaUsage, TargetNotFound
+from stronghold_operator.platforms.executors import DOCKER, run_in
 
 PROJECT = "com.docker.compose.project"
 SERVICE = "com.docker.compose.service"
@@ -31,6 +32,9 @@ NUMBER = "com.docker.compose.container-number"
 ONEOFF = "com.docker.compose.oneoff"
 
 DEFAULT_STOP_TIMEOUT = 10
+# Seconds any one Engine API call may take (a stop adds the container's stop timeout):
+# a hung Engine then gives its thread back instead of holding it for a minute.
+DOCKER_TIMEOUT_S = 20
 
 T = TypeVar("T")
 
@@ -43,7 +47,7 @@ class ComposeTarget:
 
 
 def connect(host: str) -> docker.DockerClient:
-    return docker.DockerClient(base_url=host, version="auto", timeout=60)
+    return docker.DockerClient(base_url=host, version="auto", timeout=DOCKER_TIMEOUT_S)
 
 
 def _number(container: Any) -> int:
@@ -213,15 +217,13 @@ class ComposeService:
     target: ComposeTarget
 
     async def read_replicas(self) -> int:
-        return await asyncio.to_thread(_with_client, self.target, replicas)
+        return await run_in(DOCKER, _with_client, self.target, replicas)
 
     async def read_usage(self) -> list[ReplicaUsage]:
-        return await asyncio.to_thread(_with_client, self.target, usage)
+        return await run_in(DOCKER, _with_client, self.target, usage)
 
     async def scale(self, wanted: int) -> list[str]:
-        return await asyncio.to_thread(
-            _with_client, self.target, lambda c, t: scale_to(c, t, wanted)
-        )
+        return await run_in(DOCKER, _with_client, self.target, lambda c, t: scale_to(c, t, wanted))
 
 
 def _with_client(target: ComposeTarget, fn: Callable[[Any, ComposeTarget], T]) -> T:

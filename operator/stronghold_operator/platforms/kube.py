@@ -1,21 +1,22 @@
 """Kubernetes API access for our own calls (kopf has its own client for watching/patching).
 
 The official client is synchronous; every call goes through :func:`call` so it runs in a
-worker thread and never blocks the event loop. The calls made per object per interval
-(status patches, Secret reads) and the liveness probe's LIST go through :class:`AsyncApi`
-instead: aiohttp in the event loop, with the same credentials. Through the official client
-they were a thread hop, urllib3 and model deserialisation each, a fifth of the CPU with a
-thousand HealthPolicies.
+worker thread of its own bounded pool (``executors.KUBE``: a hung Docker Engine or metrics
+API cannot hold its threads) and never blocks the event loop, with ``_request_timeout``.
+The calls made per object per interval (status patches, Secret reads) and the liveness
+probe's LIST go through :class:`AsyncApi` instead: aiohttp in the event loop, with the same
+credentials. Through the official client they were a thread hop, urllib3 and model
+deserialisation each, a fifth of the CPU with a thousand HealthPolicies.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import json
 import ssl
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -30,6 +31,7 @@ from stronghold_operator.models.outbound import (
     Destination,
     parse_destinations,
 )
+from stronghold_operator.platforms import executors
 
 T = TypeVar("T")
 
@@ -38,6 +40,9 @@ VERSION = "v1alpha1"
 # Our own calls run a few at a time (status writes are one per policy, in the background):
 # every TLS connection holds a 256 KiB read buffer, and 64 of them were 16 MiB at startup.
 API_CONNECTIONS = 8
+# (connect, read) seconds for every official-client call that does not set its own: without
+# one, a call to an apiserver that accepted but never answered held its thread for ever.
+REQUEST_TIMEOUT = (10.0, 30.0)
 
 
 class AsyncApi:
@@ -167,13 +172,20 @@ class Kube:
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking client call in a thread."""
-    return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+    """Run a blocking client call in a thread of the Kubernetes pool, with a timeout."""
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+    return await executors.run_in(executors.KUBE, fn, *args, **kwargs)
 
 
-async def call_json(fn: Callable[..., object], *args: Any, **kwargs: Any) -> dict[str, Any]:
+async def call_json(
+    fn: Callable[..., object],
+    *args: Any,
+    pool: ThreadPoolExecutor = executors.KUBE,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """Like :func:`call` for the custom-objects API, which returns plain JSON dicts."""
-    result = await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
+    result = await executors.run_in(pool, fn, *args, **kwargs)
     if not isinstance(result, dict):
         raise TypeError(f"expected a JSON object from {getattr(fn, '__name__', fn)}")
     return result

@@ -14,10 +14,14 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from stronghold_operator.conditions import parse_rfc3339
+from stronghold_operator.platforms import executors
 from stronghold_operator.platforms.kube import Kube, call_json
 
 GROUP = "metrics.k8s.io"
 VERSION = "v1beta1"
+# (connect, read) seconds: metrics-server answers in milliseconds or is in trouble (the
+# client retries a read timeout up to three times).
+REQUEST_TIMEOUT = (5.0, 5.0)
 
 
 class MetricsUnavailableError(LookupError):
@@ -51,6 +55,9 @@ async def pod_metrics(
             namespace,
             "pods",
             label_selector=selector or None,
+            # Its own threads: a hung metrics API must not hold the Kubernetes calls' ones.
+            pool=executors.METRICS,
+            _request_timeout=REQUEST_TIMEOUT,
         )
     except ApiException as exc:
         # 404: the API is not registered; 503: registered but its server does not answer.

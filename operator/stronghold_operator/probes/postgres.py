@@ -1,10 +1,12 @@
 """PostgreSQL probes with psycopg 3 async: a few catalogue queries, connections reused.
 
-Per target (host, port, database, user) the probe keeps at most ``per_target`` open
-connections and hands them out one probe at a time, so a database with a small
-max_connections is never flooded however many policies point at it. ``pg_blocking_pids()``
-takes a lock-manager lock: it runs only when some session waits on a lock, and at most once
-per ``blockingCheckInterval`` per target.
+Per server (host, port) the probe keeps at most ``per_server`` open connections, whatever
+databases, users and passwords the policies name, and hands them out one probe at a time,
+so a server with a small max_connections is never flooded however many policies and
+databases point at it. A connection unused for ``idle_s`` is closed, and so are those opened
+with a password that has since rotated: a server nobody probes any more holds none of ours.
+``pg_blocking_pids()`` takes a lock-manager lock: it runs only when some session waits on a
+lock, and at most once per ``blockingCheckInterval`` per database and user.
 
 Seen with a non-superuser role, other roles' sessions show no state or query; grant
 ``pg_monitor`` to the probing role for complete numbers.
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,54 +71,184 @@ def _first_line(exc: BaseException) -> str:
     return text[:300] or type(exc).__name__
 
 
+# Connections unused this long are closed (the reaper looks twice per period).
+IDLE_S = 60.0
+
+# (database, user, sslmode, password digest): what a pooled connection can serve.
+Key = tuple[str, str, str, str]
+
+
 @dataclass
-class _Target:
-    sem: asyncio.Semaphore
-    idle: list[AsyncConnection[Any]] = field(default_factory=list)
-    blockers_at: float = -1e9
-    blockers: tuple[Blocker, ...] = ()
+class _Idle:
+    conn: AsyncConnection[Any]
+    key: Key
+    used_at: float
+
+
+@dataclass
+class _Server:
+    """One (host, port): every pooled connection to it, whatever database or user."""
+
+    sem: asyncio.Semaphore  # probes at work on this server
+    idle: list[_Idle] = field(default_factory=list)
+    open: int = 0  # connections open or being opened: in use, idle, or being closed
+    users: int = 0  # probes holding this entry: it is not dropped under them
+    freed: asyncio.Event = field(default_factory=asyncio.Event)  # a connection was closed
+    blockers: dict[Key, tuple[float, tuple[Blocker, ...]]] = field(default_factory=dict)
 
 
 class PostgresProbe:
     """Probes :class:`PostgresCheck` targets; one instance per operator process."""
 
-    def __init__(self, per_target: int = 2) -> None:
-        self.per_target = per_target
-        self._targets: dict[tuple[str, ...], _Target] = {}
+    def __init__(self, per_server: int = 4, idle_s: float = IDLE_S) -> None:
+        self.per_server = per_server
+        self.idle_s = idle_s
+        self._servers: dict[tuple[str, int], _Server] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def open_connections(self) -> int:
+        """Connections this probe holds open (in use or idle), over every server."""
+        return sum(s.open for s in self._servers.values())
 
     async def close(self) -> None:
-        for t in self._targets.values():
-            for conn in t.idle:
-                await conn.close()
-            t.idle.clear()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+        for server in list(self._servers.values()):  # closing may drop entries
+            idle, server.idle = server.idle, []
+            for item in idle:
+                await _discard(item.conn)
+                server.open -= 1
+        self._servers.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
-    def _target(self, spec: PostgresCheck, password: str) -> _Target:
-        # The password's digest is part of the key, so a rotated Secret gets new connections.
-        digest = hashlib.sha256(password.encode()).hexdigest()[:16]
-        key = (spec.host, str(spec.port), spec.database, spec.user, spec.sslmode, digest)
-        t = self._targets.get(key)
-        if t is None:
-            t = self._targets[key] = _Target(asyncio.Semaphore(self.per_target))
-        return t
+    def release(self, spec: PostgresCheck) -> None:
+        """A policy probing ``spec`` went away: close the idle connections to its database
+        and user (another policy's next probe reconnects), and drop an empty server entry."""
+        server = self._servers.get((spec.host, spec.port))
+        if server is None:
+            return
+        lineage = (spec.database, spec.user, spec.sslmode)
+        self._close_idle(server, lambda i: i.key[:3] == lineage)
+
+    def _close_idle(self, server: _Server, doomed: Callable[[_Idle], bool]) -> None:
+        """Take the idle connections ``doomed`` picks out of the pool and close them in the
+        background; each counts against the cap until it is closed."""
+        gone = [i for i in server.idle if doomed(i)]
+        if not gone:
+            return
+        server.idle = [i for i in server.idle if not doomed(i)]
+        for item in gone:
+            server.blockers.pop(item.key, None)
+            task = asyncio.ensure_future(self._close_one(server, item.conn))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    async def _close_one(self, server: _Server, conn: AsyncConnection[Any]) -> None:
+        try:
+            await _discard(conn)
+        finally:
+            server.open -= 1
+            server.freed.set()
+            self._drop_if_empty(server)
+
+    def _drop_if_empty(self, server: _Server) -> None:
+        if server.open or server.users or server.idle or server.blockers:
+            return
+        for where, s in list(self._servers.items()):
+            if s is server:
+                del self._servers[where]
+
+    def _sweep(self, now: float) -> None:
+        """Close every connection idle for longer than ``idle_s``; forget empty servers."""
+        for server in list(self._servers.values()):
+            self._close_idle(server, lambda i: now - i.used_at >= self.idle_s)
+            # A blocker reading of a database nobody probes any more is not worth keeping.
+            for key in [k for k, (at, _) in server.blockers.items() if now - at >= self.idle_s]:
+                del server.blockers[key]
+            self._drop_if_empty(server)
+
+    async def _reap(self) -> None:
+        """Sweep while anything is pooled; end when nothing is (the next probe restarts it)."""
+        try:
+            while self._servers:
+                await asyncio.sleep(max(0.05, self.idle_s / 2))
+                self._sweep(time.monotonic())
+        finally:
+            if self._reaper is asyncio.current_task():
+                self._reaper = None
+
+    def _server(self, spec: PostgresCheck) -> _Server:
+        where = (spec.host, spec.port)
+        server = self._servers.get(where)
+        if server is None:
+            server = self._servers[where] = _Server(asyncio.Semaphore(self.per_server))
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.create_task(self._reap())
+        return server
+
+    async def _checkout(
+        self, spec: PostgresCheck, server: _Server, key: Key, password: str, timeout_s: float
+    ) -> tuple[AsyncConnection[Any], float | None]:
+        """A connection for ``key`` (pooled, or new: ``connect_ms`` set) within the cap."""
+        now = time.monotonic()
+        # Opened with a password that has rotated since, or unused too long: close them.
+        self._close_idle(
+            server,
+            lambda i: (
+                (i.key[:3] == key[:3] and i.key[3] != key[3]) or now - i.used_at >= self.idle_s
+            ),
+        )
+        for n in range(len(server.idle) - 1, -1, -1):  # the most recently used first
+            if server.idle[n].key == key:
+                item = server.idle.pop(n)
+                if not item.conn.closed:
+                    return item.conn, None
+                server.open -= 1  # closed by the server meanwhile
+                break
+        while server.open >= self.per_server:
+            # The semaphore keeps the others' in-use connections below the cap, so the rest
+            # are idle ones of other databases or users (close the least recently used) or
+            # ones being closed (wait for them).
+            if not server.idle:
+                server.freed.clear()
+                await server.freed.wait()
+                continue
+            oldest = min(server.idle, key=lambda i: i.used_at)
+            server.idle.remove(oldest)
+            server.blockers.pop(oldest.key, None)
+            try:
+                await _discard(oldest.conn)
+            finally:
+                server.open -= 1
+        server.open += 1
+        try:
+            t0 = time.perf_counter()
+            conn = await self._connect(spec, password, timeout_s)
+        except BaseException:
+            server.open -= 1
+            raise
+        return conn, (time.perf_counter() - t0) * 1000.0
 
     async def probe(
         self, spec: PostgresCheck, *, timeout_s: float, secrets: Mapping[str, str]
     ) -> ProbeResult:
         password = secrets.get("password", "")
-        target = self._target(spec, password)
+        # The password's digest is part of the key, so a rotated Secret gets new connections.
+        digest = hashlib.sha256(password.encode()).hexdigest()[:16]
+        key: Key = (spec.database, spec.user, spec.sslmode, digest)
+        server = self._server(spec)
+        server.users += 1
         conn: AsyncConnection[Any] | None = None
         start = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
-                async with target.sem:
-                    conn = target.idle.pop() if target.idle else None
-                    connect_ms: float | None = None
-                    if conn is None or conn.closed:
-                        t0 = time.perf_counter()
-                        conn = await self._connect(spec, password, timeout_s)
-                        connect_ms = (time.perf_counter() - t0) * 1000.0
-                    result = await self._measure(spec, target, conn, connect_ms)
-                    target.idle.append(conn)
+                async with server.sem:
+                    conn, connect_ms = await self._checkout(spec, server, key, password, timeout_s)
+                    result = await self._measure(spec, server, key, conn, connect_ms)
+                    server.idle.append(_Idle(conn, key, time.monotonic()))
                     conn = None
                     return result
         except TimeoutError:
@@ -128,8 +260,13 @@ class PostgresProbe:
         except psycopg.Error as exc:
             return ProbeResult.failed("Error", _first_line(exc), _elapsed(start))
         finally:
+            server.users -= 1
             if conn is not None:  # interrupted mid-probe: its state is unknown, drop it
-                await _discard(conn)
+                try:
+                    await _discard(conn)
+                finally:
+                    server.open -= 1
+                    server.freed.set()
 
     async def _connect(
         self, spec: PostgresCheck, password: str, timeout_s: float
@@ -153,7 +290,8 @@ class PostgresProbe:
     async def _measure(
         self,
         spec: PostgresCheck,
-        target: _Target,
+        server: _Server,
+        key: Key,
         conn: AsyncConnection[Any],
         connect_ms: float | None,
     ) -> ProbeResult:
@@ -182,7 +320,7 @@ class PostgresProbe:
         has_pgss = bool(row[6])
         blockers: tuple[Blocker, ...] = ()
         if waiting:
-            blockers = await self._blockers(spec, target, conn)
+            blockers = await self._blockers(spec, server, key, conn)
         return ProbeResult(
             latency_ms=latency,
             numbers=numbers,
@@ -193,27 +331,28 @@ class PostgresProbe:
         )
 
     async def _blockers(
-        self, spec: PostgresCheck, target: _Target, conn: AsyncConnection[Any]
+        self, spec: PostgresCheck, server: _Server, key: Key, conn: AsyncConnection[Any]
     ) -> tuple[Blocker, ...]:
         now = time.monotonic()
-        if now - target.blockers_at < spec.blocking_check_interval.total_seconds():
-            return target.blockers
-        target.blockers_at = now
+        at, last = server.blockers.get(key, (-1e9, ()))
+        if now - at < spec.blocking_check_interval.total_seconds():
+            return last
         cur = await conn.execute(_BLOCKING)
         blocked_by: dict[int, list[int]] = {}
         for pid, blocking in await cur.fetchall():
             for b in blocking or ():
                 blocked_by.setdefault(int(b), []).append(int(pid))
         if not blocked_by:
-            target.blockers = ()
+            server.blockers[key] = (now, ())
             return ()
         cur = await conn.execute(_WHO, (list(blocked_by),))
         who = {int(pid): (str(u), str(a)) for pid, u, a in await cur.fetchall()}
-        target.blockers = tuple(
+        found = tuple(
             Blocker(pid, *who.get(pid, ("", "")), tuple(sorted(pids)))
             for pid, pids in sorted(blocked_by.items(), key=lambda kv: -len(kv[1]))
         )
-        return target.blockers
+        server.blockers[key] = (now, found)
+        return found
 
     async def _slow(
         self, spec: PostgresCheck, conn: AsyncConnection[Any]

@@ -51,11 +51,11 @@ class Prober:
     def __init__(
         self,
         http_per_target: int = 10,
-        postgres_per_target: int = 2,
+        postgres_per_server: int = 4,
         resources: ResourcesProbe | None = None,
     ) -> None:
         self.http = HttpProbe(per_target=http_per_target)
-        self.postgres = PostgresProbe(per_target=postgres_per_target)
+        self.postgres = PostgresProbe(per_server=postgres_per_server)
         self.memcached = MemcachedProbe()
         self.rabbitmq = RabbitmqProbe(client=self.http.client)
         self.prometheus = PrometheusProbe(self.http)
@@ -70,6 +70,12 @@ class Prober:
         await self.memcached.close()
         await self.rabbitmq.close()  # its connections; the HTTP client is shared
         await self.http.close()
+
+    def forget(self, policy: HealthPolicySpec) -> None:
+        """A policy went away: let go of what its checks alone held open."""
+        for check in policy.checks:
+            if check.postgres is not None:
+                self.postgres.release(check.postgres)
 
     async def run_check(
         self,
