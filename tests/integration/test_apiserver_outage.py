@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from stronghold_operator.testbed import procs
 
+from stronghold_testbed import procs
 from tests.integration import health_kit as hk
 from tests.integration import kit
 
