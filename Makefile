@@ -51,11 +51,18 @@ services: venv
 cluster: services
 	$(TESTBED) cluster up
 
+# Test files that cannot interfere run side by side, one file per worker (most of an e2e test
+# is waiting for intervals); the `serial` ones run afterwards with the machine to themselves.
+WORKERS ?= 3
+PYTEST := $(BIN)/pytest -q -p no:cacheprovider
+
 integration: cluster
-	$(BIN)/pytest tests/integration -q
+	$(PYTEST) tests/integration -m "not serial" -n $(WORKERS) --dist loadfile
+	$(PYTEST) tests/integration -m serial
 
 test: lint cluster
-	$(BIN)/pytest tests -q -p no:cacheprovider
+	$(PYTEST) tests -m "not serial" -n $(WORKERS) --dist loadfile
+	$(PYTEST) tests -m serial
 
 demo: cluster
 	$(TESTBED) demo up

@@ -26,7 +26,7 @@ from stronghold_testbed import procs
 from tests.integration import health_kit as hk
 from tests.integration import kit
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(420)]
 
 OUTAGE_S = 120.0
 INTERVAL_S = 15

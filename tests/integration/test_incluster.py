@@ -18,7 +18,7 @@ from stronghold_testbed import operator_image
 from tests.integration import kit
 from tests.support.workloads import hostpath_claim
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(900)]
 
 OPERATOR_NS = "stronghold-system"
 LABEL = "app.kubernetes.io/name=stronghold-operator"

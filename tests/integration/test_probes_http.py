@@ -23,7 +23,7 @@ from stronghold_operator.probes.runner import Prober
 from tests.integration import health_kit as hk
 from tests.support import dns as dns_kit
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from stronghold_operator.models.health import HealthPolicySpec
 from stronghold_operator.probes.postgres import PostgresProbe
 from tests.integration import health_kit as hk
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(120)]
 
 ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 
