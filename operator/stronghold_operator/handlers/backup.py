@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import aiohttp
 import kopf
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge
@@ -51,6 +52,7 @@ from stronghold_operator.platforms.kube import (
     call,
     is_conflict,
     is_not_found,
+    patch_status,
     read_secret_key,
 )
 
@@ -163,12 +165,15 @@ async def reconcile(
     current = dict(status)
     if not current.get("conditions"):
         write_status(patch, body, current, {}, cond.unknown_all(lb.CONDITION_TYPES), now)
+        await _flush_status(services(memo).kube, meta, patch)
         return
     try:
         model = parse(BackupScheduleSpec, spec)
         scheds = lb.compile_schedules(model)
     except InvalidSpec as exc:
-        raise invalid_spec(patch, body, current, exc, lb.CONDITION_TYPES, now) from None
+        error = invalid_spec(patch, body, current, exc, lb.CONDITION_TYPES, now)
+        await _flush_status(services(memo).kube, meta, patch)
+        raise error from None
     svc = services(memo)
     svc.remember_windows(_)
     tick = Tick(body=body, status=_copy_status(current))
@@ -194,6 +199,25 @@ async def reconcile(
     for kind, reason, message in tick.events:
         kopf.event(body, type=kind, reason=reason, message=message)
     write_status(patch, body, current, desired, conds, now)
+    await _flush_status(svc.kube, meta, patch)
+
+
+async def _flush_status(kube: Kube, meta: Mapping[str, Any], patch: kopf.Patch) -> None:
+    """Write the status part of kopf's patch now, inside the handler.
+
+    kopf applies its patch after the handler, outside its retries: one refused status write
+    (403, or 5xx after its retries) ended this object's timer for good. Failing here, the
+    tick fails like any handler error and runs again; the Jobs are found by name then.
+    """
+    changes = patch.pop("status", None)
+    try:
+        await patch_status(kube, PLURAL, meta["namespace"], meta["name"], dict(changes or {}))
+    except ApiException as exc:
+        raise kopf.TemporaryError(
+            f"status write refused ({exc.status} {exc.reason}); retried", delay=TICK
+        ) from None
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise kopf.TemporaryError(f"status write failed ({exc!r}); retried", delay=TICK) from None
 
 
 def _copy_status(status: Mapping[str, Any]) -> dict[str, Any]:
@@ -658,9 +682,9 @@ async def _start(
     try:
         await call(kube.batch.create_namespaced_job, ns, manifest)
     except ApiException as exc:
-        if is_conflict(exc):
-            return True  # created by an earlier run of this tick: adopt it
-        raise
+        if not is_conflict(exc):
+            raise
+        return await _adopt(kube, tick, spec, meta, start, request)
     what = {"backup": "Backup", "verify": "Verification", "restore-test": "RestoreTest"}
     tick.note(
         "Normal",
@@ -668,3 +692,37 @@ async def _start(
         f"Job {start.name} ({start.trigger}{', request ' + request if request else ''})",
     )
     return True
+
+
+async def _adopt(
+    kube: Kube,
+    tick: Tick,
+    spec: BackupScheduleSpec,
+    meta: Mapping[str, Any],
+    start: lb.Start,
+    request: str | None,
+) -> bool:
+    """A 409 on create: adopt the Job if this schedule owns it, else record the run skipped."""
+    ns, schedule = meta["namespace"], meta["name"]
+    existing = kube.plain(await call(kube.batch.read_namespaced_job, start.name, ns))
+    owners = (existing.get("metadata") or {}).get("ownerReferences") or []
+    if any(o.get("uid") == meta.get("uid") for o in owners):
+        return True  # created by an earlier run of this tick: adopt it
+    # Someone else's Job holds the name: never adopt (or report) it; say so once.
+    taken = JobView(
+        start.name,
+        start.kind,
+        cond.rfc3339(start.slot),
+        start.trigger,
+        request,
+        True,
+        False,
+        (
+            "JobNameTaken",
+            f"a Job named {start.name} exists that this BackupSchedule does not own; "
+            "this run was skipped",
+        ),
+        "",
+    )
+    _record(tick, spec, ns, schedule, taken, None)
+    return False
