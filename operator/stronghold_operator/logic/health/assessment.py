@@ -1,0 +1,127 @@
+"""One check's verdict on one probe result: state, findings, reason, measurements."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from stronghold_operator.logic.health.checks import (
+    assess_http,
+    assess_memcached,
+    assess_postgres,
+    assess_prometheus,
+    assess_rabbitmq,
+    assess_resources,
+    url_status,
+)
+from stronghold_operator.logic.health.findings import Finding
+from stronghold_operator.logic.health.vocabulary import REASON_RATE_LIMITED
+from stronghold_operator.models.health import Check, CheckState
+from stronghold_operator.probes.base import ProbeResult
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """One check's raw verdict on one probe result, plus the numbers for status."""
+
+    state: CheckState
+    findings: tuple[Finding, ...]
+    message: str
+    reason: str
+    measurements: dict[str, Any]
+    latency_ms: float | None
+
+
+def _failure_finding(result: ProbeResult) -> Finding | None:
+    if result.failure in ("Unreachable", "Timeout"):
+        return Finding(result.failure, "critical", result.message or result.failure)
+    return None
+
+
+def _state_of(findings: Sequence[Finding]) -> CheckState:
+    if any(f.level == "critical" for f in findings):
+        return "Critical"
+    if findings:
+        return "Warning"
+    return "Healthy"
+
+
+def _summary(findings: Sequence[Finding], healthy_message: str) -> str:
+    if not findings:
+        return healthy_message
+    first = sorted(findings, key=lambda f: f.level != "critical")[0]
+    more = f" (+{len(findings) - 1} more)" if len(findings) > 1 else ""
+    return f"{first.message}{more}"
+
+
+def assess(check: Check, result: ProbeResult, previous: Mapping[str, Any] | None) -> Assessment:
+    """Apply the check's bands to one probe result (``previous``: the check's last status)."""
+    prev = dict((previous or {}).get("measurements") or {})
+    latency = result.latency_ms
+    failure = _failure_finding(result)
+    if check.resources is not None:
+        # Reading metrics is not a service's response time: keep it out of worstLatency.
+        latency = None
+    if result.failure in ("RateLimited", "Refused", "Error"):
+        reason = result.reason or {"RateLimited": REASON_RATE_LIMITED, "Refused": "Refused"}.get(
+            result.failure, "ProbeError"
+        )
+        m: dict[str, Any] = {}
+        if result.urls:
+            m["urls"] = [url_status(u) for u in result.urls]
+        if result.retry_after_s is not None:
+            m["retryAfterSeconds"] = int(result.retry_after_s)
+        return Assessment("Unknown", (), result.message or reason, reason, m, latency)
+    if failure is not None and not result.urls:
+        # Keep the counters of the last good probe so deltas survive an outage.
+        kept = {k: v for k, v in prev.items() if k in ("getHits", "cmdGet", "evictionsTotal")}
+        return Assessment("Critical", (failure,), failure.message, failure.code, kept, latency)
+    if check.http is not None:
+        findings, m = assess_http(check.http, result)
+        if result.urls:
+            ok = [u.latency_ms for u in result.urls if u.latency_ms is not None]
+            latency = max(ok) if ok else None
+        unanswered = [u for u in result.urls if u.failure in ("RateLimited", "Refused", "Error")]
+        if not findings and unanswered:
+            # No answer this time (429, a refused target, a probe error): not "down".
+            first = unanswered[0]
+            retry = max((u.retry_after_s or 0 for u in result.urls), default=0)
+            if retry:
+                m["retryAfterSeconds"] = int(retry)
+            if first.failure == "RateLimited":
+                msg, reason = "rate limited (429); no answer this time", REASON_RATE_LIMITED
+            else:
+                reason = "Refused" if first.failure == "Refused" else "ProbeError"
+                msg = f"{first.url}: {first.message}"
+            return Assessment("Unknown", (), msg, reason, m, latency)
+        healthy = f"{len(result.urls)} URL(s) answered as expected"
+    elif check.postgres is not None:
+        findings, m = assess_postgres(check.postgres, result, prev)
+        healthy = "database answering"
+    elif check.memcached is not None:
+        findings, m = assess_memcached(check.memcached, result, prev)
+        healthy = "cache answering"
+    elif check.prometheus is not None:
+        spec = check.prometheus
+        if not result.series and spec.empty_result == "Unknown":
+            msg = "the query returned no data"
+            return Assessment("Unknown", (), msg, "NoData", {"series": []}, latency)
+        findings, m = assess_prometheus(spec, result)
+        healthy = f"{len(result.series)} series within bands"
+    elif check.resources is not None:
+        findings, m = assess_resources(check.resources, result)
+        if "cpuPercent" not in m and "memoryPercent" not in m:
+            msg = f"{m['target']}: no replica has a usable basis"
+            return Assessment("Unknown", (), msg, "NoMetrics", m, latency)
+        # No numbers here: a message that changes every round would be a status write
+        # every round (the numbers are in measurements, written with the heartbeat).
+        unit = "container" if check.resources.target_ref.is_compose else "pod"
+        healthy = f"CPU and memory within bands of {m['basis']} ({m['replicas']} {unit}(s))"
+    else:
+        assert check.rabbitmq is not None
+        findings, m = assess_rabbitmq(check.rabbitmq, result)
+        healthy = "broker answering"
+    state = _state_of(findings)
+    reason = sorted(findings, key=lambda f: f.level != "critical")[0].code if findings else "Ok"
+    return Assessment(state, tuple(findings), _summary(findings, healthy), reason, m, latency)
