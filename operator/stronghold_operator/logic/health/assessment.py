@@ -17,7 +17,13 @@ from stronghold_operator.logic.health.checks import (
 )
 from stronghold_operator.logic.health.findings import Finding
 from stronghold_operator.logic.health.vocabulary import REASON_RATE_LIMITED
-from stronghold_operator.models.health import Check, CheckState
+from stronghold_operator.models.health import (
+    Check,
+    CheckState,
+    HttpCheck,
+    PrometheusCheck,
+    ResourcesCheck,
+)
 from stronghold_operator.probes.base import ProbeResult
 
 
@@ -55,73 +61,110 @@ def _summary(findings: Sequence[Finding], healthy_message: str) -> str:
     return f"{first.message}{more}"
 
 
-def assess(check: Check, result: ProbeResult, previous: Mapping[str, Any] | None) -> Assessment:
-    """Apply the check's bands to one probe result (``previous``: the check's last status)."""
-    prev = dict((previous or {}).get("measurements") or {})
-    latency = result.latency_ms
-    failure = _failure_finding(result)
-    if check.resources is not None:
-        # Reading metrics is not a service's response time: keep it out of worstLatency.
-        latency = None
-    if result.failure in ("RateLimited", "Refused", "Error"):
-        reason = result.reason or {"RateLimited": REASON_RATE_LIMITED, "Refused": "Refused"}.get(
-            result.failure, "ProbeError"
-        )
-        m: dict[str, Any] = {}
-        if result.urls:
-            m["urls"] = [url_status(u) for u in result.urls]
-        if result.retry_after_s is not None:
-            m["retryAfterSeconds"] = int(result.retry_after_s)
-        return Assessment("Unknown", (), result.message or reason, reason, m, latency)
-    if failure is not None and not result.urls:
-        # Keep the counters of the last good probe so deltas survive an outage.
-        kept = {k: v for k, v in prev.items() if k in ("getHits", "cmdGet", "evictionsTotal")}
-        return Assessment("Critical", (failure,), failure.message, failure.code, kept, latency)
-    if check.http is not None:
-        findings, m = assess_http(check.http, result)
-        if result.urls:
-            ok = [u.latency_ms for u in result.urls if u.latency_ms is not None]
-            latency = max(ok) if ok else None
-        unanswered = [u for u in result.urls if u.failure in ("RateLimited", "Refused", "Error")]
-        if not findings and unanswered:
-            # No answer this time (429, a refused target, a probe error): not "down".
-            first = unanswered[0]
-            retry = max((u.retry_after_s or 0 for u in result.urls), default=0)
-            if retry:
-                m["retryAfterSeconds"] = int(retry)
-            if first.failure == "RateLimited":
-                msg, reason = "rate limited (429); no answer this time", REASON_RATE_LIMITED
-            else:
-                reason = "Refused" if first.failure == "Refused" else "ProbeError"
-                msg = f"{first.url}: {first.message}"
-            return Assessment("Unknown", (), msg, reason, m, latency)
-        healthy = f"{len(result.urls)} URL(s) answered as expected"
-    elif check.postgres is not None:
-        findings, m = assess_postgres(check.postgres, result, prev)
-        healthy = "database answering"
-    elif check.memcached is not None:
-        findings, m = assess_memcached(check.memcached, result, prev)
-        healthy = "cache answering"
-    elif check.prometheus is not None:
-        spec = check.prometheus
-        if not result.series and spec.empty_result == "Unknown":
-            msg = "the query returned no data"
-            return Assessment("Unknown", (), msg, "NoData", {"series": []}, latency)
-        findings, m = assess_prometheus(spec, result)
-        healthy = f"{len(result.series)} series within bands"
-    elif check.resources is not None:
-        findings, m = assess_resources(check.resources, result)
-        if "cpuPercent" not in m and "memoryPercent" not in m:
-            msg = f"{m['target']}: no replica has a usable basis"
-            return Assessment("Unknown", (), msg, "NoMetrics", m, latency)
-        # No numbers here: a message that changes every round would be a status write
-        # every round (the numbers are in measurements, written with the heartbeat).
-        unit = "container" if check.resources.target_ref.is_compose else "pod"
-        healthy = f"CPU and memory within bands of {m['basis']} ({m['replicas']} {unit}(s))"
-    else:
-        assert check.rabbitmq is not None
-        findings, m = assess_rabbitmq(check.rabbitmq, result)
-        healthy = "broker answering"
+_NO_ANSWER = ("RateLimited", "Refused", "Error")
+
+
+def _judged(
+    findings: Sequence[Finding], m: dict[str, Any], healthy: str, latency: float | None
+) -> Assessment:
+    """The verdict of an answered probe: the worst finding names the state and the reason."""
     state = _state_of(findings)
     reason = sorted(findings, key=lambda f: f.level != "critical")[0].code if findings else "Ok"
     return Assessment(state, tuple(findings), _summary(findings, healthy), reason, m, latency)
+
+
+def _no_answer_reason(failure: str | None) -> str:
+    if failure == "RateLimited":
+        return REASON_RATE_LIMITED
+    if failure == "Refused":
+        return "Refused"
+    return "ProbeError"
+
+
+def _no_answer(result: ProbeResult, latency: float | None) -> Assessment:
+    """The probe got no answer this time (429, a refused target, a probe error): Unknown."""
+    reason = result.reason or _no_answer_reason(result.failure)
+    m: dict[str, Any] = {}
+    if result.urls:
+        m["urls"] = [url_status(u) for u in result.urls]
+    if result.retry_after_s is not None:
+        m["retryAfterSeconds"] = int(result.retry_after_s)
+    return Assessment("Unknown", (), result.message or reason, reason, m, latency)
+
+
+def _down(failure: Finding, previous: Mapping[str, Any], latency: float | None) -> Assessment:
+    """The target did not answer at all: Critical."""
+    # Keep the counters of the last good probe so deltas survive an outage.
+    kept = {k: v for k, v in previous.items() if k in ("getHits", "cmdGet", "evictionsTotal")}
+    return Assessment("Critical", (failure,), failure.message, failure.code, kept, latency)
+
+
+def _assess_http_check(spec: HttpCheck, result: ProbeResult, latency: float | None) -> Assessment:
+    findings, m = assess_http(spec, result)
+    if result.urls:
+        ok = [u.latency_ms for u in result.urls if u.latency_ms is not None]
+        latency = max(ok) if ok else None
+    unanswered = [u for u in result.urls if u.failure in _NO_ANSWER]
+    if not findings and unanswered:
+        # No answer this time (429, a refused target, a probe error): not "down".
+        first = unanswered[0]
+        retry = max((u.retry_after_s or 0 for u in result.urls), default=0)
+        if retry:
+            m["retryAfterSeconds"] = int(retry)
+        reason = _no_answer_reason(first.failure)
+        if first.failure == "RateLimited":
+            msg = "rate limited (429); no answer this time"
+        else:
+            msg = f"{first.url}: {first.message}"
+        return Assessment("Unknown", (), msg, reason, m, latency)
+    return _judged(findings, m, f"{len(result.urls)} URL(s) answered as expected", latency)
+
+
+def _assess_prometheus_check(
+    spec: PrometheusCheck, result: ProbeResult, latency: float | None
+) -> Assessment:
+    if not result.series and spec.empty_result == "Unknown":
+        msg = "the query returned no data"
+        return Assessment("Unknown", (), msg, "NoData", {"series": []}, latency)
+    findings, m = assess_prometheus(spec, result)
+    return _judged(findings, m, f"{len(result.series)} series within bands", latency)
+
+
+def _assess_resources_check(spec: ResourcesCheck, result: ProbeResult) -> Assessment:
+    """No latency: reading metrics is not the replicas' response time."""
+    findings, m = assess_resources(spec, result)
+    if "cpuPercent" not in m and "memoryPercent" not in m:
+        msg = f"{m['target']}: no replica has a usable basis"
+        return Assessment("Unknown", (), msg, "NoMetrics", m, None)
+    # No numbers here: a message that changes every round would be a status write
+    # every round (the numbers are in measurements, written with the heartbeat).
+    unit = "container" if spec.target_ref.is_compose else "pod"
+    healthy = f"CPU and memory within bands of {m['basis']} ({m['replicas']} {unit}(s))"
+    return _judged(findings, m, healthy, None)
+
+
+def assess(check: Check, result: ProbeResult, previous: Mapping[str, Any] | None) -> Assessment:
+    """Apply the check's bands to one probe result (``previous``: the check's last status)."""
+    prev = dict((previous or {}).get("measurements") or {})
+    # Reading metrics is not a service's response time: keep it out of worstLatency.
+    latency = None if check.resources is not None else result.latency_ms
+    if result.failure in _NO_ANSWER:
+        return _no_answer(result, latency)
+    failure = _failure_finding(result)
+    if failure is not None and not result.urls:
+        return _down(failure, prev, latency)
+    if check.http is not None:
+        return _assess_http_check(check.http, result, latency)
+    if check.postgres is not None:
+        findings, m = assess_postgres(check.postgres, result, prev)
+        return _judged(findings, m, "database answering", latency)
+    if check.memcached is not None:
+        findings, m = assess_memcached(check.memcached, result, prev)
+        return _judged(findings, m, "cache answering", latency)
+    if check.prometheus is not None:
+        return _assess_prometheus_check(check.prometheus, result, latency)
+    if check.resources is not None:
+        return _assess_resources_check(check.resources, result)
+    assert check.rabbitmq is not None
+    findings, m = assess_rabbitmq(check.rabbitmq, result)
+    return _judged(findings, m, "broker answering", latency)

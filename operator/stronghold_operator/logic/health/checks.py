@@ -88,28 +88,22 @@ def url_status(u: UrlResult) -> dict[str, Any]:
     return out
 
 
-def assess_postgres(
-    spec: PostgresCheck, result: ProbeResult, previous: Mapping[str, Any]
-) -> tuple[list[Finding], dict[str, Any]]:
+def _connections(spec: PostgresCheck, n: Mapping[str, Any], m: dict[str, Any]) -> list[Finding]:
+    """Connections in use against max_connections; writes the percentage into ``m``."""
+    if "connectionsPercent" not in n:
+        return []
+    pct = float(n["connectionsPercent"])
+    m["connectionsPercent"] = round(pct, 1)
+    level = band_upper(pct, spec.connections)
+    if not level:
+        return []
+    code = "ConnectionsCritical" if level == "critical" else "ConnectionsWarning"
+    return [Finding(code, level, f"connections {pct:.0f}% of max_connections")]
+
+
+def _blocked_sessions(spec: PostgresCheck, result: ProbeResult, m: dict[str, Any]) -> list[Finding]:
+    """Sessions waiting on a lock and who holds it; writes them into ``m``."""
     n = result.numbers
-    findings = latency_finding(result.latency_ms, spec.latency, "connect+query")
-    m: dict[str, Any] = {}
-    for key in ("connectionsUsed", "maxConnections", "dbSizeBytes"):
-        if key in n:
-            m[key] = int(n[key])
-    if "connectionsPercent" in n:
-        pct = float(n["connectionsPercent"])
-        m["connectionsPercent"] = round(pct, 1)
-        level = band_upper(pct, spec.connections)
-        if level:
-            code = "ConnectionsCritical" if level == "critical" else "ConnectionsWarning"
-            findings.append(Finding(code, level, f"connections {pct:.0f}% of max_connections"))
-    before = previous.get("dbSizeBytes")
-    if "dbSizeBytes" in n and isinstance(before, int | float):
-        # Growth since the previous probe (negative after a VACUUM FULL or a drop).
-        m["dbGrowthBytes"] = int(n["dbSizeBytes"]) - int(before)
-    if result.sessions_by_state:
-        m["sessionsByState"] = dict(result.sessions_by_state)
     blocked = sum(len(b.blocked_pids) for b in result.blockers)
     if "blockedSessions" in n:
         blocked = max(blocked, int(n["blockedSessions"]))
@@ -124,33 +118,40 @@ def assess_postgres(
             }
             for b in result.blockers[:10]
         ]
-    if blocked > spec.max_blocked_sessions:
-        who = ", ".join(f"pid {b.pid} ({b.user})" for b in result.blockers[:3]) or "unknown"
-        findings.append(
-            Finding(
-                "BlockedSessions", "critical", f"{blocked} blocked session(s), blocked by {who}"
-            )
-        )
-    if result.long_queries or "longRunningQueries" in n:
+    if blocked <= spec.max_blocked_sessions:
+        return []
+    who = ", ".join(f"pid {b.pid} ({b.user})" for b in result.blockers[:3]) or "unknown"
+    return [
+        Finding("BlockedSessions", "critical", f"{blocked} blocked session(s), blocked by {who}")
+    ]
+
+
+def _long_running(spec: PostgresCheck, result: ProbeResult, m: dict[str, Any]) -> list[Finding]:
+    """Queries active longer than ``longRunningAfter``; writes them into ``m``."""
+    if result.long_queries or "longRunningQueries" in result.numbers:
         m["longRunningQueries"] = len(result.long_queries)
         m["longRunning"] = [
             {"pid": q.pid, "user": q.user, "seconds": round(q.seconds, 1)}
             for q in result.long_queries[:10]
         ]
-    if result.long_queries:
-        minutes = spec.long_running_after.total_seconds() / 60
-        findings.append(
-            Finding(
-                "LongRunningQueries",
-                "warning",
-                f"{len(result.long_queries)} query(ies) active longer than {minutes:g} min",
-            )
+    if not result.long_queries:
+        return []
+    minutes = spec.long_running_after.total_seconds() / 60
+    return [
+        Finding(
+            "LongRunningQueries",
+            "warning",
+            f"{len(result.long_queries)} query(ies) active longer than {minutes:g} min",
         )
+    ]
+
+
+def _slow_statements(result: ProbeResult) -> dict[str, Any]:
     if result.slow_statements is None:
-        m["slowStatements"] = "unavailable"
-    else:
-        m["slowStatements"] = "available"
-        m["slowStatementsTop"] = [
+        return {"slowStatements": "unavailable"}
+    return {
+        "slowStatements": "available",
+        "slowStatementsTop": [
             {
                 "queryId": s.query_id,
                 "meanMs": round(s.mean_ms, 1),
@@ -158,19 +159,37 @@ def assess_postgres(
                 "query": s.query,
             }
             for s in result.slow_statements
-        ]
+        ],
+    }
+
+
+def assess_postgres(
+    spec: PostgresCheck, result: ProbeResult, previous: Mapping[str, Any]
+) -> tuple[list[Finding], dict[str, Any]]:
+    n = result.numbers
+    findings = latency_finding(result.latency_ms, spec.latency, "connect+query")
+    m: dict[str, Any] = {}
+    for key in ("connectionsUsed", "maxConnections", "dbSizeBytes"):
+        if key in n:
+            m[key] = int(n[key])
+    findings += _connections(spec, n, m)
+    before = previous.get("dbSizeBytes")
+    if "dbSizeBytes" in n and isinstance(before, int | float):
+        # Growth since the previous probe (negative after a VACUUM FULL or a drop).
+        m["dbGrowthBytes"] = int(n["dbSizeBytes"]) - int(before)
+    if result.sessions_by_state:
+        m["sessionsByState"] = dict(result.sessions_by_state)
+    findings += _blocked_sessions(spec, result, m)
+    findings += _long_running(spec, result, m)
+    m.update(_slow_statements(result))
     return findings, m
 
 
-def assess_memcached(
-    spec: MemcachedCheck, result: ProbeResult, previous: Mapping[str, Any]
-) -> tuple[list[Finding], dict[str, Any]]:
-    n = result.numbers
-    findings: list[Finding] = []
-    m: dict[str, Any] = {}
-    for key in ("getHits", "cmdGet", "evictionsTotal", "currConnections", "bytes", "limitMaxBytes"):
-        if key in n:
-            m[key] = int(n[key])
+def _hit_ratio(
+    n: Mapping[str, Any], previous: Mapping[str, Any], m: dict[str, Any]
+) -> float | None:
+    """The hit ratio to judge (since the previous probe when known, else since start);
+    writes both ratios into ``m``."""
     hits, gets = n.get("getHits"), n.get("cmdGet")
     ratio: float | None = None
     if isinstance(hits, int | float) and isinstance(gets, int | float) and gets > 0:
@@ -182,6 +201,19 @@ def assess_memcached(
         # Since the previous probe: what the cache does now, not since it started.
         m["intervalHitRatio"] = round(100.0 * d_hits / d_gets, 2)
         ratio = float(m["intervalHitRatio"])
+    return ratio
+
+
+def assess_memcached(
+    spec: MemcachedCheck, result: ProbeResult, previous: Mapping[str, Any]
+) -> tuple[list[Finding], dict[str, Any]]:
+    n = result.numbers
+    findings: list[Finding] = []
+    m: dict[str, Any] = {}
+    for key in ("getHits", "cmdGet", "evictionsTotal", "currConnections", "bytes", "limitMaxBytes"):
+        if key in n:
+            m[key] = int(n[key])
+    ratio = _hit_ratio(n, previous, m)
     if ratio is not None:
         level = band_lower(ratio, spec.hit_ratio)
         if level:
