@@ -70,74 +70,84 @@ def _webhooks_for(
     return tuple(h for h in hooks if severity_rank(severity) <= severity_rank(h.min_severity))  # type: ignore[arg-type]
 
 
-def step_incident(
+def _resolved(
     policy: HealthPolicySpec,
-    policy_name: str,
-    previous: Mapping[str, Any] | None,
-    recent: Sequence[Mapping[str, Any]],
-    found: Classification | None,
-    maintenance: str | None,
+    previous: Mapping[str, Any],
+    history: list[dict[str, Any]],
+    expected: bool,
     now: datetime,
 ) -> IncidentStep:
-    """Open, update, escalate or resolve the policy's incident."""
-    history = [dict(r) for r in recent][:MAX_RECENT_INCIDENTS]
+    """Close the incident: it moves to the front of the recent list."""
+    started = cond.parse_rfc3339(previous.get("startedAt")) or now
+    seconds = max(0.0, (now - started).total_seconds())
+    closed = {
+        "id": previous.get("id", ""),
+        "severity": previous.get("maxSeverity", previous.get("severity", "P4")),
+        "rootCause": previous.get("rootCause", ""),
+        "summary": previous.get("summary", ""),
+        "startedAt": previous.get("startedAt", cond.rfc3339(now)),
+        "endedAt": cond.rfc3339(now),
+        "durationSeconds": int(seconds),
+        "expected": bool(previous.get("expected", False)),
+    }
+    history = [closed, *history][:MAX_RECENT_INCIDENTS]
+    was_expected = bool(previous.get("expected", False)) or expected
+    sev = str(previous.get("severity", "P4"))
+    note = Notification(
+        "Resolved",
+        closed,
+        f"INCIDENT RESOLVED - Duration: {_duration_text(seconds)} ({closed['id']},"
+        f" {closed['severity']}, root cause {closed['rootCause']})",
+        was_expected,
+        int(previous.get("escalationLevel", 1)),
+        _webhooks_for(policy, sev, 0, was_expected),
+        seconds,
+    )
+    return IncidentStep(None, history, [note])
+
+
+def _opened(
+    policy: HealthPolicySpec,
+    policy_name: str,
+    found: Classification,
+    maintenance: str | None,
+    now: datetime,
+) -> tuple[dict[str, Any], Notification]:
+    """A new incident and its announcement."""
     expected = maintenance is not None
-    if previous is None and found is None:
-        return IncidentStep(None, history)
-    if previous is not None and found is None:
-        started = cond.parse_rfc3339(previous.get("startedAt")) or now
-        seconds = max(0.0, (now - started).total_seconds())
-        closed = {
-            "id": previous.get("id", ""),
-            "severity": previous.get("maxSeverity", previous.get("severity", "P4")),
-            "rootCause": previous.get("rootCause", ""),
-            "summary": previous.get("summary", ""),
-            "startedAt": previous.get("startedAt", cond.rfc3339(now)),
-            "endedAt": cond.rfc3339(now),
-            "durationSeconds": int(seconds),
-            "expected": bool(previous.get("expected", False)),
-        }
-        history = [closed, *history][:MAX_RECENT_INCIDENTS]
-        was_expected = bool(previous.get("expected", False)) or expected
-        sev = str(previous.get("severity", "P4"))
-        note = Notification(
-            "Resolved",
-            closed,
-            f"INCIDENT RESOLVED - Duration: {_duration_text(seconds)} ({closed['id']},"
-            f" {closed['severity']}, root cause {closed['rootCause']})",
-            was_expected,
-            int(previous.get("escalationLevel", 1)),
-            _webhooks_for(policy, sev, 0, was_expected),
-            seconds,
-        )
-        return IncidentStep(None, history, [note])
-    assert found is not None
-    notes: list[Notification] = []
-    if previous is None:
-        incident: dict[str, Any] = {
-            "id": incident_id(policy_name, now),
-            "severity": found.severity,
-            "maxSeverity": found.severity,
-            "rootCause": found.root_cause,
-            "summary": found.summary,
-            "startedAt": cond.rfc3339(now),
-            "escalationLevel": 1,
-            "expected": expected,
-        }
-        if maintenance:
-            incident["maintenanceWindow"] = maintenance
-        notes.append(
-            Notification(
-                "Opened",
-                dict(incident),
-                f"INCIDENT START - {found.severity} ({SEVERITY_TEXT[found.severity]}):"
-                f" root cause {found.summary}",
-                expected,
-                1,
-                _webhooks_for(policy, found.severity, 1, expected),
-            )
-        )
-        return IncidentStep(incident, history, notes)
+    incident: dict[str, Any] = {
+        "id": incident_id(policy_name, now),
+        "severity": found.severity,
+        "maxSeverity": found.severity,
+        "rootCause": found.root_cause,
+        "summary": found.summary,
+        "startedAt": cond.rfc3339(now),
+        "escalationLevel": 1,
+        "expected": expected,
+    }
+    if maintenance:
+        incident["maintenanceWindow"] = maintenance
+    note = Notification(
+        "Opened",
+        dict(incident),
+        f"INCIDENT START - {found.severity} ({SEVERITY_TEXT[found.severity]}):"
+        f" root cause {found.summary}",
+        expected,
+        1,
+        _webhooks_for(policy, found.severity, 1, expected),
+    )
+    return incident, note
+
+
+def _updated(
+    policy: HealthPolicySpec,
+    previous: Mapping[str, Any],
+    found: Classification,
+    maintenance: str | None,
+) -> tuple[dict[str, Any], list[Notification]]:
+    """The open incident with this round's cause and severity; news if the severity
+    changed or a maintenance window ended with the incident still open."""
+    expected = maintenance is not None
     incident = dict(previous)
     incident["rootCause"] = found.root_cause
     incident["summary"] = found.summary
@@ -153,48 +163,81 @@ def step_incident(
         if worst not in SEVERITIES or severity_rank(found.severity) < severity_rank(worst):
             worst = found.severity
         incident["maxSeverity"] = worst
-        notes.append(
-            Notification(
-                "SeverityChanged",
-                dict(incident),
-                f"incident {incident['id']} severity {previous.get('severity')} ->"
-                f" {found.severity}: {found.summary}",
-                expected,
-                int(incident.get("escalationLevel", 1)),
-                _webhooks_for(policy, found.severity, 0, expected),
-            )
+        note = Notification(
+            "SeverityChanged",
+            dict(incident),
+            f"incident {incident['id']} severity {previous.get('severity')} ->"
+            f" {found.severity}: {found.summary}",
+            expected,
+            int(incident.get("escalationLevel", 1)),
+            _webhooks_for(policy, found.severity, 0, expected),
         )
-    elif was_expected and not expected:
+        return incident, [note]
+    if was_expected and not expected:
         # The maintenance window ended with the incident still open: now it is news.
-        notes.append(
-            Notification(
-                "Opened",
-                dict(incident),
-                f"INCIDENT START - {found.severity} (maintenance ended, still open):"
-                f" root cause {found.summary}",
-                False,
-                int(incident.get("escalationLevel", 1)),
-                _webhooks_for(policy, found.severity, 1, False),
-            )
+        note = Notification(
+            "Opened",
+            dict(incident),
+            f"INCIDENT START - {found.severity} (maintenance ended, still open):"
+            f" root cause {found.summary}",
+            False,
+            int(incident.get("escalationLevel", 1)),
+            _webhooks_for(policy, found.severity, 1, False),
         )
+        return incident, [note]
+    return incident, []
+
+
+def _escalated(
+    policy: HealthPolicySpec,
+    incident: dict[str, Any],
+    found: Classification,
+    expected: bool,
+    now: datetime,
+) -> Notification | None:
+    """Raise ``incident``'s escalation level to the one its age has reached; the
+    announcement, if the level rose."""
     started = cond.parse_rfc3339(incident.get("startedAt")) or now
     open_for = now - started
     level = 1
     for step in policy.alerting.escalation:
         if open_for >= step.after:
             level = max(level, step.level)
-    current = int(incident.get("escalationLevel", 1))
-    if level > current:
-        incident["escalationLevel"] = level
-        notes.append(
-            Notification(
-                "Escalated",
-                dict(incident),
-                f"incident {incident['id']} ({found.severity}) unresolved for"
-                f" {_duration_text(open_for.total_seconds())}: escalated to level {level}",
-                expected,
-                level,
-                _webhooks_for(policy, found.severity, level, expected),
-            )
-        )
+    if level <= int(incident.get("escalationLevel", 1)):
+        return None
+    incident["escalationLevel"] = level
+    return Notification(
+        "Escalated",
+        dict(incident),
+        f"incident {incident['id']} ({found.severity}) unresolved for"
+        f" {_duration_text(open_for.total_seconds())}: escalated to level {level}",
+        expected,
+        level,
+        _webhooks_for(policy, found.severity, level, expected),
+    )
+
+
+def step_incident(
+    policy: HealthPolicySpec,
+    policy_name: str,
+    previous: Mapping[str, Any] | None,
+    recent: Sequence[Mapping[str, Any]],
+    found: Classification | None,
+    maintenance: str | None,
+    now: datetime,
+) -> IncidentStep:
+    """Open, update, escalate or resolve the policy's incident."""
+    history = [dict(r) for r in recent][:MAX_RECENT_INCIDENTS]
+    expected = maintenance is not None
+    if found is None:
+        if previous is None:
+            return IncidentStep(None, history)
+        return _resolved(policy, previous, history, expected, now)
+    if previous is None:
+        incident, note = _opened(policy, policy_name, found, maintenance, now)
+        return IncidentStep(incident, history, [note])
+    incident, notes = _updated(policy, previous, found, maintenance)
+    escalation = _escalated(policy, incident, found, expected, now)
+    if escalation is not None:
+        notes.append(escalation)
     return IncidentStep(incident, history, notes)
