@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from stronghold_operator.logic.health.findings import (
@@ -312,6 +312,33 @@ def _replica_percent(used: float, basis: float) -> float | None:
     return 100.0 * used / basis if basis > 0 else None
 
 
+def _resource_values(
+    spec: ResourcesCheck,
+    result: ProbeResult,
+    per: Sequence[tuple[str, float | None, float | None]],
+) -> dict[str, tuple[float, str]]:
+    """The CPU and memory percentages to judge, each with how it was aggregated."""
+    replicas = result.replicas
+    unit = "container" if spec.target_ref.is_compose else "pod"
+    values: dict[str, tuple[float, str]] = {}
+    if spec.aggregate == "max":
+        for key, known in (
+            ("cpu", [(c, name) for name, c, _ in per if c is not None]),
+            ("memory", [(mem, name) for name, _, mem in per if mem is not None]),
+        ):
+            if known:
+                value, name = max(known)
+                values[key] = (value, f"{name}, the busiest of {len(replicas)} {unit}(s)")
+    elif replicas:
+        sample = utilisation(replicas, max(r.timestamp for r in replicas))
+        how = f"average of {len(replicas)} {unit}(s)"
+        if sample.cpu_percent is not None:
+            values["cpu"] = (sample.cpu_percent, how)
+        if sample.memory_percent is not None:
+            values["memory"] = (sample.memory_percent, how)
+    return values
+
+
 def assess_resources(
     spec: ResourcesCheck, result: ProbeResult
 ) -> tuple[list[Finding], dict[str, Any]]:
@@ -319,7 +346,6 @@ def assess_resources(
     ScalingPolicy's basis; averaged as HPA does, or the busiest replica (``aggregate: max``)."""
     ref = spec.target_ref
     basis = "limits" if ref.is_compose else "requests"
-    unit = "container" if ref.is_compose else "pod"
     replicas = result.replicas
     per = [
         (
@@ -345,22 +371,7 @@ def assess_resources(
             for name, c, mem in per[:10]
         ],
     }
-    values: dict[str, tuple[float, str]] = {}
-    if spec.aggregate == "max":
-        for key, known in (
-            ("cpu", [(c, name) for name, c, _ in per if c is not None]),
-            ("memory", [(mem, name) for name, _, mem in per if mem is not None]),
-        ):
-            if known:
-                value, name = max(known)
-                values[key] = (value, f"{name}, the busiest of {len(replicas)} {unit}(s)")
-    elif replicas:
-        sample = utilisation(replicas, max(r.timestamp for r in replicas))
-        how = f"average of {len(replicas)} {unit}(s)"
-        if sample.cpu_percent is not None:
-            values["cpu"] = (sample.cpu_percent, how)
-        if sample.memory_percent is not None:
-            values["memory"] = (sample.memory_percent, how)
+    values = _resource_values(spec, result, per)
     findings: list[Finding] = []
     for key, label, bands, prefix in (
         ("cpu", "CPU", spec.cpu, "Cpu"),

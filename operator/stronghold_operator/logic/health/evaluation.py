@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from stronghold_operator import conditions as cond
-from stronghold_operator.logic.health.assessment import assess
+from stronghold_operator.logic.health.assessment import Assessment, assess
 from stronghold_operator.logic.health.classification import CheckVerdict, classify
 from stronghold_operator.logic.health.findings import Finding
 from stronghold_operator.logic.health.incidents import Notification, step_incident
@@ -22,7 +22,7 @@ from stronghold_operator.logic.health.vocabulary import (
     REASON_MAINTENANCE,
     SEVERITY_REASON,
 )
-from stronghold_operator.models.health import CheckState, HealthPolicySpec
+from stronghold_operator.models.health import Check, CheckState, HealthPolicySpec
 from stronghold_operator.probes.base import ProbeResult
 
 
@@ -61,6 +61,59 @@ def format_latency(ms: float | None) -> str:
     return f"{ms:.0f}ms"
 
 
+def _explained(
+    a: Assessment, state: CheckState, prev: Mapping[str, Any]
+) -> tuple[tuple[Finding, ...], str, str]:
+    """The findings, message and reason that explain the check's counted ``state``."""
+    if state == a.state:
+        return a.findings, a.message, a.reason
+    if state in ("Warning", "Critical"):
+        # Still bad until enough good results: keep what made it bad.
+        findings = tuple(Finding.from_dict(f) for f in prev.get("findings") or ())
+        message = f"{prev.get('message', '')} (now: {a.message})"
+        return findings, message, str(prev.get("reason", a.reason))
+    # The state holds until the threshold is reached; so does the reason that
+    # explains it (the observation is in observedState and the message). A reason
+    # that followed every stray slow answer was a status write per round.
+    message = f"{a.message} (pending threshold)"
+    same = _state(prev.get("state")) == state and prev.get("reason")
+    reason = str(prev["reason"]) if same else a.reason
+    return (), message, reason
+
+
+def _fold_check(
+    policy: HealthPolicySpec, check: Check, prev: Mapping[str, Any], result: ProbeResult
+) -> tuple[dict[str, Any], CheckVerdict, float | None]:
+    """One check's status entry, its verdict and its latency: the probe result assessed
+    and counted against the thresholds (``prev``: the check's last status entry)."""
+    a = assess(check, result, prev)
+    counted = count(
+        _state(prev.get("state")),
+        int(prev.get("consecutiveSuccesses", 0) or 0),
+        int(prev.get("consecutiveFailures", 0) or 0),
+        a.state,
+        policy.failure_threshold,
+        policy.success_threshold,
+    )
+    findings, message, reason = _explained(a, counted.state, prev)
+    entry: dict[str, Any] = {
+        "name": check.name,
+        "type": check.type,
+        "state": counted.state,
+        "observedState": a.state,
+        "reason": reason,
+        "message": message[:300],
+        "consecutiveSuccesses": counted.successes,
+        "consecutiveFailures": counted.failures,
+        "findings": [f.to_dict() for f in findings][:20],
+        "measurements": a.measurements,
+    }
+    if a.latency_ms is not None:
+        entry["latencyMs"] = round(a.latency_ms, 1)
+    verdict = CheckVerdict(check.name, check.type, counted.state, findings, message[:300])
+    return entry, verdict, a.latency_ms
+
+
 def evaluate(
     policy: HealthPolicySpec,
     policy_name: str,
@@ -81,53 +134,12 @@ def evaluate(
     verdicts: list[CheckVerdict] = []
     worst_latency: float | None = None
     for check in policy.checks:
-        prev = before.get(check.name, {})
         result = results.get(check.name) or ProbeResult.failed("Error", "not probed")
-        a = assess(check, result, prev)
-        counted = count(
-            _state(prev.get("state")),
-            int(prev.get("consecutiveSuccesses", 0) or 0),
-            int(prev.get("consecutiveFailures", 0) or 0),
-            a.state,
-            policy.failure_threshold,
-            policy.success_threshold,
-        )
-        if counted.state == a.state:
-            findings = a.findings
-            message, reason = a.message, a.reason
-        elif counted.state in ("Warning", "Critical"):
-            # Still bad until enough good results: keep what made it bad.
-            findings = tuple(Finding.from_dict(f) for f in prev.get("findings") or ())
-            message = f"{prev.get('message', '')} (now: {a.message})"
-            reason = str(prev.get("reason", a.reason))
-        else:
-            # The state holds until the threshold is reached; so does the reason that
-            # explains it (the observation is in observedState and the message). A reason
-            # that followed every stray slow answer was a status write per round.
-            findings = ()
-            message = f"{a.message} (pending threshold)"
-            same = _state(prev.get("state")) == counted.state and prev.get("reason")
-            reason = str(prev["reason"]) if same else a.reason
-        if a.latency_ms is not None:
-            worst_latency = max(worst_latency or 0.0, a.latency_ms)
-        entry: dict[str, Any] = {
-            "name": check.name,
-            "type": check.type,
-            "state": counted.state,
-            "observedState": a.state,
-            "reason": reason,
-            "message": message[:300],
-            "consecutiveSuccesses": counted.successes,
-            "consecutiveFailures": counted.failures,
-            "findings": [f.to_dict() for f in findings][:20],
-            "measurements": a.measurements,
-        }
-        if a.latency_ms is not None:
-            entry["latencyMs"] = round(a.latency_ms, 1)
+        entry, verdict, latency = _fold_check(policy, check, before.get(check.name, {}), result)
         checks_status.append(entry)
-        verdicts.append(
-            CheckVerdict(check.name, check.type, counted.state, findings, message[:300])
-        )
+        verdicts.append(verdict)
+        if latency is not None:
+            worst_latency = max(worst_latency or 0.0, latency)
     found = classify(policy, verdicts)
     prev_incident = previous_status.get("incident")
     step = step_incident(
