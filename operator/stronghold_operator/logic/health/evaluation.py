@@ -72,9 +72,8 @@ def _explained(
         findings = tuple(Finding.from_dict(f) for f in prev.get("findings") or ())
         message = f"{prev.get('message', '')} (now: {a.message})"
         return findings, message, str(prev.get("reason", a.reason))
-    # The state holds until the threshold is reached; so does the reason that
-    # explains it (the observation is in observedState and the message). A reason
-    # that followed every stray slow answer was a status write per round.
+    # The reason holds with the state until the threshold: a reason change is a status write
+    # (the observation is in observedState and the message).
     message = f"{a.message} (pending threshold)"
     same = _state(prev.get("state")) == state and prev.get("reason")
     reason = str(prev["reason"]) if same else a.reason
