@@ -6,15 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from stronghold_operator.logic.health.checks import (
-    assess_http,
-    assess_memcached,
-    assess_postgres,
-    assess_prometheus,
-    assess_rabbitmq,
-    assess_resources,
-    url_status,
-)
+from stronghold_operator.logic.health import checks
 from stronghold_operator.logic.health.findings import Finding
 from stronghold_operator.logic.health.vocabulary import REASON_RATE_LIMITED
 from stronghold_operator.models.health import (
@@ -86,7 +78,7 @@ def _no_answer(result: ProbeResult, latency: float | None) -> Assessment:
     reason = result.reason or _no_answer_reason(result.failure)
     m: dict[str, Any] = {}
     if result.urls:
-        m["urls"] = [url_status(u) for u in result.urls]
+        m["urls"] = [checks.url_status(u) for u in result.urls]
     if result.retry_after_s is not None:
         m["retryAfterSeconds"] = int(result.retry_after_s)
     return Assessment("Unknown", (), result.message or reason, reason, m, latency)
@@ -100,7 +92,7 @@ def _down(failure: Finding, previous: Mapping[str, Any], latency: float | None) 
 
 
 def _assess_http_check(spec: HttpCheck, result: ProbeResult, latency: float | None) -> Assessment:
-    findings, m = assess_http(spec, result)
+    findings, m = checks.assess_http(spec, result)
     if result.urls:
         ok = [u.latency_ms for u in result.urls if u.latency_ms is not None]
         latency = max(ok) if ok else None
@@ -126,13 +118,13 @@ def _assess_prometheus_check(
     if not result.series and spec.empty_result == "Unknown":
         msg = "the query returned no data"
         return Assessment("Unknown", (), msg, "NoData", {"series": []}, latency)
-    findings, m = assess_prometheus(spec, result)
+    findings, m = checks.assess_prometheus(spec, result)
     return _judged(findings, m, f"{len(result.series)} series within bands", latency)
 
 
 def _assess_resources_check(spec: ResourcesCheck, result: ProbeResult) -> Assessment:
     """No latency: reading metrics is not the replicas' response time."""
-    findings, m = assess_resources(spec, result)
+    findings, m = checks.assess_resources(spec, result)
     if "cpuPercent" not in m and "memoryPercent" not in m:
         msg = f"{m['target']}: no replica has a usable basis"
         return Assessment("Unknown", (), msg, "NoMetrics", m, None)
@@ -156,15 +148,15 @@ def assess(check: Check, result: ProbeResult, previous: Mapping[str, Any] | None
     if check.http is not None:
         return _assess_http_check(check.http, result, latency)
     if check.postgres is not None:
-        findings, m = assess_postgres(check.postgres, result, prev)
+        findings, m = checks.assess_postgres(check.postgres, result, prev)
         return _judged(findings, m, "database answering", latency)
     if check.memcached is not None:
-        findings, m = assess_memcached(check.memcached, result, prev)
+        findings, m = checks.assess_memcached(check.memcached, result, prev)
         return _judged(findings, m, "cache answering", latency)
     if check.prometheus is not None:
         return _assess_prometheus_check(check.prometheus, result, latency)
     if check.resources is not None:
         return _assess_resources_check(check.resources, result)
     assert check.rabbitmq is not None
-    findings, m = assess_rabbitmq(check.rabbitmq, result)
+    findings, m = checks.assess_rabbitmq(check.rabbitmq, result)
     return _judged(findings, m, "broker answering", latency)

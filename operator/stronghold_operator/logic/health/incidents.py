@@ -70,6 +70,26 @@ def _webhooks_for(
     return tuple(h for h in hooks if severity_rank(severity) <= severity_rank(h.min_severity))  # type: ignore[arg-type]
 
 
+def _news(
+    policy: HealthPolicySpec,
+    kind: NotificationKind,
+    incident: Mapping[str, Any],
+    message: str,
+    expected: bool,
+    hook_level: int,
+) -> Notification:
+    """A notification about the open incident as it stands (``hook_level``: the escalation
+    step whose webhook is called besides the policy's own; 0 for none)."""
+    return Notification(
+        kind,
+        dict(incident),
+        message,
+        expected,
+        int(incident.get("escalationLevel", 1)),
+        _webhooks_for(policy, str(incident["severity"]), hook_level, expected),
+    )
+
+
 def _resolved(
     policy: HealthPolicySpec,
     previous: Mapping[str, Any],
@@ -127,15 +147,11 @@ def _opened(
     }
     if maintenance:
         incident["maintenanceWindow"] = maintenance
-    note = Notification(
-        "Opened",
-        dict(incident),
+    message = (
         f"INCIDENT START - {found.severity} ({SEVERITY_TEXT[found.severity]}):"
-        f" root cause {found.summary}",
-        expected,
-        1,
-        _webhooks_for(policy, found.severity, 1, expected),
+        f" root cause {found.summary}"
     )
+    note = _news(policy, "Opened", incident, message, expected, 1)
     return incident, note
 
 
@@ -163,28 +179,18 @@ def _updated(
         if worst not in SEVERITIES or severity_rank(found.severity) < severity_rank(worst):
             worst = found.severity
         incident["maxSeverity"] = worst
-        note = Notification(
-            "SeverityChanged",
-            dict(incident),
+        message = (
             f"incident {incident['id']} severity {previous.get('severity')} ->"
-            f" {found.severity}: {found.summary}",
-            expected,
-            int(incident.get("escalationLevel", 1)),
-            _webhooks_for(policy, found.severity, 0, expected),
+            f" {found.severity}: {found.summary}"
         )
-        return incident, [note]
+        return incident, [_news(policy, "SeverityChanged", incident, message, expected, 0)]
     if was_expected and not expected:
         # The maintenance window ended with the incident still open: now it is news.
-        note = Notification(
-            "Opened",
-            dict(incident),
+        message = (
             f"INCIDENT START - {found.severity} (maintenance ended, still open):"
-            f" root cause {found.summary}",
-            False,
-            int(incident.get("escalationLevel", 1)),
-            _webhooks_for(policy, found.severity, 1, False),
+            f" root cause {found.summary}"
         )
-        return incident, [note]
+        return incident, [_news(policy, "Opened", incident, message, False, 1)]
     return incident, []
 
 
@@ -206,15 +212,11 @@ def _escalated(
     if level <= int(incident.get("escalationLevel", 1)):
         return None
     incident["escalationLevel"] = level
-    return Notification(
-        "Escalated",
-        dict(incident),
+    message = (
         f"incident {incident['id']} ({found.severity}) unresolved for"
-        f" {_duration_text(open_for.total_seconds())}: escalated to level {level}",
-        expected,
-        level,
-        _webhooks_for(policy, found.severity, level, expected),
+        f" {_duration_text(open_for.total_seconds())}: escalated to level {level}"
     )
+    return _news(policy, "Escalated", incident, message, expected, level)
 
 
 def step_incident(
