@@ -19,6 +19,9 @@ from stronghold_operator.models.backup import (
     LABEL_KIND,
     LABEL_SCHEDULE,
     BackupScheduleSpec,
+    ContainerSecurityContext,
+    PodSecurityContext,
+    schedule_label,
 )
 
 __all__ = ["backup_job", "owner_reference"]
@@ -53,6 +56,10 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, A
     return out
 
 
+def _extra(ctx: ContainerSecurityContext | PodSecurityContext | None) -> dict[str, Any] | None:
+    return ctx.manifest() if ctx is not None else None
+
+
 def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -77,7 +84,7 @@ def backup_job(
         "app.kubernetes.io/name": "stronghold-backup",
         "app.kubernetes.io/component": kind,
         "app.kubernetes.io/managed-by": "stronghold-operator",
-        LABEL_SCHEDULE: schedule,
+        LABEL_SCHEDULE: schedule_label(schedule),
         LABEL_KIND: kind,
     }
     pod_labels = {**(tpl.labels or {}), **labels}
@@ -153,7 +160,7 @@ def backup_job(
         "command": ["bash", "-c", SCRIPT, f"stronghold-{kind}"],
         "env": env,
         "volumeMounts": mounts,
-        "securityContext": _merge(container_security, tpl.security_context),
+        "securityContext": _merge(container_security, _extra(tpl.security_context)),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
     }
@@ -163,7 +170,7 @@ def backup_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": _merge(pod_security, tpl.pod_security_context),
+        "securityContext": _merge(pod_security, _extra(tpl.pod_security_context)),
         "containers": [container],
         "volumes": volumes,
     }

@@ -211,7 +211,9 @@ def decide(
             # A scheduled slot stays pending (it may start later, within the deadline).
             cursor=cursor if due.trigger != "on-demand" else new_cursor,
             next_run=next_run,
-            missed=missed,
+            # Not yet: the same slots would be reported on every tick of the wait. They are
+            # reported once, with the catch-up that starts or when the deadline skips them.
+            missed=None if due.trigger != "on-demand" else missed,
             waiting=f"{len(active)} Job(s) still running: {', '.join(sorted(active))}",
             request_taken=already,
         )
