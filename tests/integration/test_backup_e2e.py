@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from stronghold_operator.models.backup import schedule_label
 from tests.integration import kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -182,7 +183,12 @@ def succeeded(st: dict[str, Any]) -> list[dict[str, Any]]:
 
 def jobs(namespace: str, name: str) -> list[dict[str, Any]]:
     body = kit.kubectl_json(
-        "get", "jobs", "-n", namespace, "-l", f"ops.stronghold.io/backupschedule={name}"
+        "get",
+        "jobs",
+        "-n",
+        namespace,
+        "-l",
+        f"ops.stronghold.io/backupschedule={schedule_label(name)}",
     )
     items: list[dict[str, Any]] = body["items"]
     return items
@@ -461,8 +467,26 @@ def test_operator_killed_mid_backup_forbid_then_replace(
             timeout=130,
         )
         assert replaced
-        second = status(namespace, "slow")["active"][0]["name"]
-        assert second != first
+        # The replacing Job starts only once the replaced Job's pod is gone (issue 17 #11):
+        # never two dumps at once. Non-terminal pods, by Job, sampled every second.
+        overlaps: list[set[str]] = []
+
+        def replacement() -> str | None:
+            pods = kit.kubectl_json(
+                "get", "pods", "-n", namespace, "-l", "ops.stronghold.io/backupschedule=slow"
+            )["items"]
+            live = {
+                p["metadata"]["labels"].get("job-name", "")
+                for p in pods
+                if p["status"].get("phase") not in ("Succeeded", "Failed")
+            }
+            if len(live) > 1:
+                overlaps.append(live)
+            act = [a["name"] for a in status(namespace, "slow").get("active") or []]
+            return act[0] if act and act[0] != first else None
+
+        second = kit.wait_until("the replacing backup", replacement, timeout=120, interval=1)
+        assert overlaps == []
         lock.rollback()
         wait_status(
             namespace,
@@ -691,3 +715,44 @@ def test_wrong_password_is_named_then_the_right_one_works(
     logs = op.logs()
     assert_no_password(namespace, wrong, logs)
     assert_no_password(namespace, scram_server.good, logs)
+
+
+def test_253_character_name_backs_up_and_a_privileged_template_is_refused(
+    namespace: str,
+    storage: Storage,
+    seeded: Seeded,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    """Issue 17 #4 (a name used raw as a label value) and #3 (jobTemplate as a deputy)."""
+    secret(namespace, seeded)
+    op = run_operator(namespace)
+    name = ("nightly-backup-" * 17)[:252] + "z"
+    assert len(name) == 253
+    long = schedule(name, namespace, seeded, suspend=True)
+    long["metadata"]["annotations"] = {"ops.stronghold.io/backup-now": "long-1"}
+    priv = schedule("priv", namespace, seeded)
+    priv["spec"]["jobTemplate"]["securityContext"] = {"privileged": True}
+    kit.apply(long)
+    kit.apply(priv)
+    done = wait_status(
+        namespace,
+        name,
+        "the on-demand backup of a 253-character schedule",
+        lambda s: [b for b in succeeded(s) if b.get("trigger") == "long-1"],
+        timeout=150,
+    )
+    assert done[0]["verified"] is True and len(done[0]["name"]) <= 63
+    (job,) = jobs(namespace, name)
+    assert job["metadata"]["labels"]["ops.stronghold.io/backupschedule"] == schedule_label(name)
+    assert archives(storage.path) == [done[0]["file"]]
+    s = wait_status(
+        namespace,
+        "priv",
+        "InvalidSpec for a privileged jobTemplate",
+        lambda s: s if cond(s, "Ready")[1] == "InvalidSpec" else None,
+        timeout=60,
+    )
+    assert cond(s, "Ready")[0] == "False"
+    assert "spec.jobTemplate.securityContext.privileged" in cond(s, "Ready")[2]
+    assert jobs(namespace, "priv") == []
+    assert_no_password(namespace, seeded.password, op.logs())
