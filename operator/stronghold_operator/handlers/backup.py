@@ -313,8 +313,15 @@ async def _reconcile(
         ),
     ]
     held = annotations.get(MAINTENANCE_ANNOTATION) or None  # windows holding this schedule
-    for kind, sched, cursor_key, annotation, od_key, suspended in plans:
+    for kind, sched, cursor_key, annotation, od_name, suspended in plans:
+        od_key = od_name  # the onDemand key that records the request answered
         request = annotations.get(annotation)
+        if kind == "verify" and (not request or request == on_demand.get(od_key)):
+            full = lb.storage_full_request(
+                tick.status.get("backups") or [], on_demand.get("storageFull")
+            )
+            if full is not None:  # a full volume: prune now, verify.schedule or not
+                request, od_key = full, "storageFull"
         if sched is None and not request:
             continue
         # Verification and restore tests wait for running backups (they read the archives).

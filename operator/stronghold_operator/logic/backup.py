@@ -602,6 +602,21 @@ def protected_files(backups: Sequence[Mapping[str, Any]], min_keep: int) -> list
     return good[: max(1, min_keep)]
 
 
+def storage_full_request(backups: Sequence[Mapping[str, Any]], handled: str | None) -> str | None:
+    """The prune to ask for when the newest backup failed because its volume is full.
+
+    Retention runs only after a successful backup or in a verify Job: without
+    ``verify.schedule``, a volume filled with archives that retention would now delete
+    (``retention.days`` lowered, say) failed every backup for ever. The value names the
+    failed Job, so each such failure asks for one verify Job (which prunes), once.
+    """
+    finished = [b for b in backups if b.get("result") in ("Succeeded", "Failed")]
+    if not finished or finished[0].get("reason") != "StorageFull":
+        return None
+    value = f"storage-full:{finished[0].get('name')}"
+    return None if value == handled else value
+
+
 def newest_verified(backups: Sequence[Mapping[str, Any]]) -> str | None:
     files = protected_files(backups, 1)
     return files[0] if files else None
