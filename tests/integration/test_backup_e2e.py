@@ -756,3 +756,95 @@ def test_253_character_name_backs_up_and_a_privileged_template_is_refused(
     assert "spec.jobTemplate.securityContext.privileged" in cond(s, "Ready")[2]
     assert jobs(namespace, "priv") == []
     assert_no_password(namespace, seeded.password, op.logs())
+
+
+@pytest.fixture
+def small_storage(namespace: str) -> Iterator[Storage]:
+    """Like ``storage``, on a 512 KiB tmpfs this test mounts (and unmounts) itself."""
+    root = Path(f"/tmp/stronghold-bks-full-{namespace}")
+    root.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(root)], check=True)
+    try:
+        (root / "db").mkdir()
+        root.chmod(0o777)
+        (root / "db").chmod(0o777)
+        pv = f"bks-full-{namespace}"
+        kit.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": pv},
+                "spec": {
+                    "capacity": {"storage": "1Mi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": "",
+                    "hostPath": {"path": str(root), "type": "Directory"},
+                    "claimRef": {"namespace": namespace, "name": "backups"},
+                },
+            }
+        )
+        kit.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "backups", "namespace": namespace},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "volumeName": pv,
+                    "resources": {"requests": {"storage": "1Mi"}},
+                },
+            }
+        )
+        yield Storage(root / "db", "backups")
+        kit.kubectl("delete", "pv", pv, "--wait=false", check=False)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_full_volume_is_pruned_and_recovers_without_verify_schedule(
+    namespace: str,
+    small_storage: Storage,
+    seeded: Seeded,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    """Issue 17 #11: retention ran only after a successful backup, so a full volume stayed full."""
+    path = small_storage.path
+    now = datetime.now(UTC)
+    first = make_archive(seeded, path, now - timedelta(days=40), verified=True)
+    size = (path / first).stat().st_size
+    days = 41
+    while os.statvfs(path).f_bavail * os.statvfs(path).f_frsize > 2 * size:
+        make_archive(seeded, path, now - timedelta(days=days), verified=True)
+        days += 1
+    free = os.statvfs(path).f_bavail * os.statvfs(path).f_frsize
+    # Leave 16 KiB: less than a dump, enough for the verify Job's manifest rewrites.
+    (path / "filler").write_bytes(b"\0" * max(0, free - 16 * 1024))
+    old = archives(path)
+    assert len(old) >= 3, old
+    secret(namespace, seeded)
+    run_operator(namespace)
+    kit.apply(schedule("full", namespace, seeded, retention={"days": 30, "minKeep": 1}))
+    wait_status(
+        namespace,
+        "full",
+        "a StorageFull backup",
+        lambda s: [b for b in s.get("backups") or [] if b.get("reason") == "StorageFull"],
+        timeout=150,
+    )
+    s = wait_status(
+        namespace,
+        "full",
+        "a backup after the prune",
+        lambda s: s if succeeded(s) else None,
+        timeout=240,
+    )
+    assert s["onDemand"]["storageFull"].startswith("storage-full:full-")
+    assert s["lastVerification"]["result"] == "Passed"
+    assert "verify.schedule" not in json.dumps(get(namespace, "full")["spec"])
+    left = archives(path)
+    assert old[-1] in left  # the newest verified old archive is kept (minKeep)
+    assert not set(old[:-1]) & set(left)
+    assert succeeded(s)[0]["file"] in left
