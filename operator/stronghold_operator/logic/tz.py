@@ -10,23 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
+
+from stronghold_operator.models.common import zone
 
 __all__ = ["aware", "offset_changes", "resolve_local", "wall", "wall_starts", "zone"]
 
 SECOND = timedelta(seconds=1)
 # No zone changes its UTC offset twice within this step (what offset_changes may miss).
 _STEP = timedelta(hours=6)
-
-
-def zone(name: str) -> ZoneInfo:
-    """An IANA time zone by name; ``ValueError`` naming it otherwise (no paths)."""
-    if not name or name.startswith(("/", ".")) or ".." in name:
-        raise ValueError(f"unknown time zone {name!r}")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}") from None
 
 
 def aware(t: datetime, what: str = "instant") -> datetime:
