@@ -147,7 +147,10 @@ def start_operator(
     ]
     for ns in namespaces:
         argv += ["-n", ns]
-    full_env = dict(os.environ, KUBECONFIG=str(kubeconfig), **(env or {}))
+    # The testbed has no pod network: backup Jobs need hostNetwork, which only the
+    # operator's own setting allows (docs/security.md). A test's ``env`` may override it.
+    testbed = {"STRONGHOLD_ALLOW_PRIVILEGED_JOBS": "hostNetwork"}
+    full_env = dict(os.environ, KUBECONFIG=str(kubeconfig), **(testbed | (env or {})))
     out = log.open("ab")
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env)
     out.close()

@@ -26,6 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from stronghold_operator.models.backup import schedule_label
 from stronghold_testbed import paths
 from tests.integration import kit
 
@@ -183,7 +184,12 @@ def succeeded(st: dict[str, Any]) -> list[dict[str, Any]]:
 
 def jobs(namespace: str, name: str) -> list[dict[str, Any]]:
     body = kit.kubectl_json(
-        "get", "jobs", "-n", namespace, "-l", f"ops.stronghold.io/backupschedule={name}"
+        "get",
+        "jobs",
+        "-n",
+        namespace,
+        "-l",
+        f"ops.stronghold.io/backupschedule={schedule_label(name)}",
     )
     items: list[dict[str, Any]] = body["items"]
     return items
@@ -462,8 +468,26 @@ def test_operator_killed_mid_backup_forbid_then_replace(
             timeout=130,
         )
         assert replaced
-        second = status(namespace, "slow")["active"][0]["name"]
-        assert second != first
+        # The replacing Job starts only once the replaced Job's pod is gone (issue 17 #11):
+        # never two dumps at once. Non-terminal pods, by Job, sampled every second.
+        overlaps: list[set[str]] = []
+
+        def replacement() -> str | None:
+            pods = kit.kubectl_json(
+                "get", "pods", "-n", namespace, "-l", "ops.stronghold.io/backupschedule=slow"
+            )["items"]
+            live = {
+                p["metadata"]["labels"].get("job-name", "")
+                for p in pods
+                if p["status"].get("phase") not in ("Succeeded", "Failed")
+            }
+            if len(live) > 1:
+                overlaps.append(live)
+            act = [a["name"] for a in status(namespace, "slow").get("active") or []]
+            return act[0] if act and act[0] != first else None
+
+        second = kit.wait_until("the replacing backup", replacement, timeout=120, interval=1)
+        assert overlaps == []
         lock.rollback()
         wait_status(
             namespace,
@@ -731,3 +755,137 @@ def test_every_archive_corrupt_or_without_manifest_keeps_everything(
     assert jobs and all(
         j["metadata"]["annotations"]["ops.stronghold.io/program-sha256"] == program for j in jobs
     )
+
+
+def test_253_character_name_backs_up_and_a_privileged_template_is_refused(
+    namespace: str,
+    storage: Storage,
+    seeded: Seeded,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    """Issue 17 #4 (a name used raw as a label value) and #3 (jobTemplate as a deputy)."""
+    secret(namespace, seeded)
+    op = run_operator(namespace)
+    name = ("nightly-backup-" * 17)[:252] + "z"
+    assert len(name) == 253
+    long = schedule(name, namespace, seeded, suspend=True)
+    long["metadata"]["annotations"] = {"ops.stronghold.io/backup-now": "long-1"}
+    priv = schedule("priv", namespace, seeded)
+    priv["spec"]["jobTemplate"]["securityContext"] = {"privileged": True}
+    kit.apply(long)
+    kit.apply(priv)
+    done = wait_status(
+        namespace,
+        name,
+        "the on-demand backup of a 253-character schedule",
+        lambda s: [b for b in succeeded(s) if b.get("trigger") == "long-1"],
+        timeout=150,
+    )
+    assert done[0]["verified"] is True and len(done[0]["name"]) <= 63
+    (job,) = jobs(namespace, name)
+    assert job["metadata"]["labels"]["ops.stronghold.io/backupschedule"] == schedule_label(name)
+    assert archives(storage.path) == [done[0]["file"]]
+    s = wait_status(
+        namespace,
+        "priv",
+        "InvalidSpec for a privileged jobTemplate",
+        lambda s: s if cond(s, "Ready")[1] == "InvalidSpec" else None,
+        timeout=60,
+    )
+    assert cond(s, "Ready")[0] == "False"
+    assert "spec.jobTemplate.securityContext.privileged" in cond(s, "Ready")[2]
+    assert jobs(namespace, "priv") == []
+    assert_no_password(namespace, seeded.password, op.logs())
+
+
+@pytest.fixture
+def small_storage(namespace: str) -> Iterator[Storage]:
+    """Like ``storage``, on a 512 KiB tmpfs this test mounts (and unmounts) itself."""
+    root = Path(f"/tmp/stronghold-bks-full-{namespace}")
+    root.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(root)], check=True)
+    try:
+        (root / "db").mkdir()
+        root.chmod(0o777)
+        (root / "db").chmod(0o777)
+        pv = f"bks-full-{namespace}"
+        kit.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": pv},
+                "spec": {
+                    "capacity": {"storage": "1Mi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": "",
+                    "hostPath": {"path": str(root), "type": "Directory"},
+                    "claimRef": {"namespace": namespace, "name": "backups"},
+                },
+            }
+        )
+        kit.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "backups", "namespace": namespace},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "volumeName": pv,
+                    "resources": {"requests": {"storage": "1Mi"}},
+                },
+            }
+        )
+        yield Storage(root / "db", "backups")
+        kit.kubectl("delete", "pv", pv, "--wait=false", check=False)
+    finally:
+        subprocess.run(["umount", "-l", str(root)], check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_full_volume_is_pruned_and_recovers_without_verify_schedule(
+    namespace: str,
+    small_storage: Storage,
+    seeded: Seeded,
+    run_operator: Callable[..., kit.OperatorProcess],
+) -> None:
+    """Issue 17 #11: retention ran only after a successful backup, so a full volume stayed full."""
+    path = small_storage.path
+    now = datetime.now(UTC)
+    first = make_archive(seeded, path, now - timedelta(days=40), verified=True)
+    size = (path / first).stat().st_size
+    days = 41
+    while os.statvfs(path).f_bavail * os.statvfs(path).f_frsize > 2 * size:
+        make_archive(seeded, path, now - timedelta(days=days), verified=True)
+        days += 1
+    free = os.statvfs(path).f_bavail * os.statvfs(path).f_frsize
+    # Leave 16 KiB: less than a dump, enough for the verify Job's manifest rewrites.
+    (path / "filler").write_bytes(b"\0" * max(0, free - 16 * 1024))
+    old = archives(path)
+    assert len(old) >= 3, old
+    secret(namespace, seeded)
+    run_operator(namespace)
+    kit.apply(schedule("full", namespace, seeded, retention={"days": 30, "minKeep": 1}))
+    wait_status(
+        namespace,
+        "full",
+        "a StorageFull backup",
+        lambda s: [b for b in s.get("backups") or [] if b.get("reason") == "StorageFull"],
+        timeout=150,
+    )
+    s = wait_status(
+        namespace,
+        "full",
+        "a backup after the prune",
+        lambda s: s if succeeded(s) else None,
+        timeout=240,
+    )
+    verify = [j for j in jobs(namespace, "full") if "verify" in j["metadata"]["name"]]
+    requests = [j["metadata"]["annotations"].get("ops.stronghold.io/request") for j in verify]
+    assert [r for r in requests if r and r.startswith("storage-full:full-")], requests
+    assert s["lastVerification"]["result"] == "Passed"
+    assert "verify.schedule" not in json.dumps(get(namespace, "full")["spec"])
+    # The verify Job kept only the newest old archive (minKeep 1); the new backup's own
+    # prune then removed that one too.
+    assert archives(path) == [succeeded(s)[0]["file"]]

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from tests.integration import kit
-from tests.support.workloads import SMALL, busybox_deployment
+from tests.integration.conftest import DOCKER_SOCKET
+from tests.support.workloads import SMALL, busybox_deployment, start_compose_container
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -279,58 +280,51 @@ def test_bad_input_is_reported_and_never_scales(
 
 
 def test_compose_target_through_the_operator(
-    namespace: str, tmp_path: Path, run_operator: Any
+    namespace: str,
+    docker_client: Any,
+    compose_project: tuple[str, Path],
+    run_operator: Any,
 ) -> None:
     """A ScalingPolicy in the cluster drives a Compose service on the local Docker Engine."""
-    import docker
-
     from stronghold_operator.platforms import compose
-    from tests.integration.test_compose_e2e import SOCKET, start_service
 
     ns = namespace
-    project = f"shop{ns.removeprefix('t-')}"
-    client = docker.DockerClient(base_url=SOCKET, version="auto")
-    target = compose.ComposeTarget(project, "web", SOCKET)
-    try:
-        start_service(client, project, tmp_path)
-        (tmp_path / "burn").touch()
-        run_operator(ns)
-        apply(
-            ns,
-            policy(
-                "compose",
-                "unused",
-                targetRef={"kind": "ComposeService", "project": project, "service": "web"},
-                maxReplicas=2,
-            ),
-        )
-        kit.wait_until(
-            "a second container",
-            lambda: len(compose.containers(client, target, running=True)) == 2,
-            timeout=120,
-        )
-        st = status_when(
-            ns,
+    client = docker_client
+    project, switch = compose_project
+    target = compose.ComposeTarget(project, "web", DOCKER_SOCKET)
+    start_compose_container(client, project, switch)
+    (switch / "burn").touch()
+    run_operator(ns)
+    apply(
+        ns,
+        policy(
             "compose",
-            lambda s: s.get("currentReplicas") == 2 and bool(s.get("lastScaleTime")),
-            "status after the scale-up",
-        )["status"]
-        assert st["target"] == f"compose:{project}/web"
-        assert cond(st, "MetricsAvailable")["message"].endswith("of limits")
-        assert "ScaledUp" in reasons(ns, "compose")
-        (tmp_path / "burn").unlink()
-        kit.wait_until(
-            "back to one container",
-            lambda: (
-                [c.name for c in compose.containers(client, target, running=False)]
-                == [f"{project}-web-1"]
-            ),
-            timeout=180,
-        )
-        assert "ScaledDown" in reasons(ns, "compose")
-    finally:
-        for c in client.containers.list(
-            all=True, filters={"label": f"{compose.PROJECT}={project}"}
-        ):
-            c.remove(force=True)
-        client.close()
+            "unused",
+            targetRef={"kind": "ComposeService", "project": project, "service": "web"},
+            maxReplicas=2,
+        ),
+    )
+    kit.wait_until(
+        "a second container",
+        lambda: len(compose.containers(client, target, running=True)) == 2,
+        timeout=120,
+    )
+    st = status_when(
+        ns,
+        "compose",
+        lambda s: s.get("currentReplicas") == 2 and bool(s.get("lastScaleTime")),
+        "status after the scale-up",
+    )["status"]
+    assert st["target"] == f"compose:{project}/web"
+    assert cond(st, "MetricsAvailable")["message"].endswith("of limits")
+    assert "ScaledUp" in reasons(ns, "compose")
+    (switch / "burn").unlink()
+    kit.wait_until(
+        "back to one container",
+        lambda: (
+            [c.name for c in compose.containers(client, target, running=False)]
+            == [f"{project}-web-1"]
+        ),
+        timeout=180,
+    )
+    assert "ScaledDown" in reasons(ns, "compose")

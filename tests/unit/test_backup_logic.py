@@ -344,3 +344,35 @@ def test_on_demand_still_runs_during_maintenance() -> None:
     d = decide(defer="weekly", request="by-hand")
     assert d.start is not None and d.start.trigger == "on-demand"
     assert d.cursor == T0 - timedelta(minutes=5)  # the slot is still held for after the window
+
+
+def test_forbid_wait_reports_missed_slots_once_not_per_tick() -> None:
+    """Issue 17 #8: while Forbid waits, every 10 s tick reported the same missed slots."""
+    cursor = T0 - timedelta(minutes=1)
+    running = ["nightly-202605011159"]
+    reported = []
+    for tick in range(0, 5 * 60, 10):  # five minutes of ticks while a backup runs
+        d = decide("* * * * *", cursor=cursor, now=T0 + timedelta(seconds=tick), active=running)
+        assert d.start is None and d.cursor == cursor  # the slot stays pending
+        reported.append(d.missed)
+    assert reported == [None] * len(reported)
+    # The Job finishes: one decision starts the catch-up and reports the skipped slots.
+    done = decide("* * * * *", cursor=cursor, now=T0 + timedelta(minutes=5, seconds=5))
+    assert done.start is not None and done.start.trigger == "catch-up"
+    assert done.missed is not None and done.missed.skipped == 5
+
+
+def test_a_full_volume_asks_for_one_prune_per_failed_backup() -> None:
+    """Issue 17 #11: without verify.schedule, retention never ran again on a full volume."""
+    full = {"name": "db-202605010200", "result": "Failed", "reason": "StorageFull"}
+    ok = {"name": "db-202605010100", "result": "Succeeded", "verified": True}
+    assert lb.storage_full_request([full, ok], None) == "storage-full:db-202605010200"
+    assert lb.storage_full_request([full, ok], "storage-full:db-202605010200") is None
+    later = {"name": "db-202605010300", "result": "Failed", "reason": "StorageFull"}
+    assert lb.storage_full_request([later, full], "storage-full:db-202605010200") == (
+        "storage-full:db-202605010300"
+    )
+    assert lb.storage_full_request([ok, full], None) is None  # it recovered
+    other = {"name": "db-202605010400", "result": "Failed", "reason": "AuthFailed"}
+    assert lb.storage_full_request([other, full], None) is None
+    assert lb.storage_full_request([], None) is None

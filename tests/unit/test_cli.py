@@ -30,6 +30,19 @@ def test_run_flags() -> None:
     assert args.log_format == "json"
 
 
+def test_allow_privileged_jobs_flag() -> None:
+    def parse(*extra: str) -> object:
+        return build_parser(["run"]).parse_args(["run", *extra]).allow_privileged_jobs
+
+    assert parse() is None
+    assert parse("--allow-privileged-jobs") == "all"
+    assert parse("--allow-privileged-jobs=securityContext,hostNetwork") == (
+        "hostNetwork,securityContext"
+    )
+    with pytest.raises(SystemExit):
+        parse("--allow-privileged-jobs=hostPID")
+
+
 def test_namespace_and_all_namespaces_exclude_each_other() -> None:
     with pytest.raises(SystemExit):
         build_parser(["run"]).parse_args(["run", "-n", "a", "--all-namespaces"])

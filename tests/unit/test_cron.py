@@ -157,6 +157,20 @@ def test_previous_at_or_before_inside_repeated_hour() -> None:
     )
 
 
+def test_wall_clock_queries_from_inside_the_repeated_hour() -> None:
+    s = CronSchedule.parse("30 2 * * *", "Europe/Berlin")
+    t = local(BERLIN, 2026, 10, 25, 2, 10, fold=1)  # 02:10 CET: 02:30 CEST has already run
+    assert s.previous_at_or_before(t) == local(BERLIN, 2026, 10, 25, 2, 30)
+    assert s.next_after(t) == local(BERLIN, 2026, 10, 26, 2, 30)
+
+
+def test_interval_runs_after_a_half_hour_fall_back() -> None:
+    # Lord Howe, 5 April 2026: 02:00 +11 falls back to 01:30 +10:30; hour 2 comes at 15:30 UTC.
+    s = CronSchedule.parse("*/20 2 * * *", "Australia/Lord_Howe")
+    got = s.between(datetime(2026, 4, 4, 14, tzinfo=UTC), datetime(2026, 4, 4, 17, tzinfo=UTC))
+    assert [g.strftime("%H:%M") for g in got] == ["15:30", "15:50", "16:10"]
+
+
 def test_previous_at_or_before_includes_t() -> None:
     s = CronSchedule.parse("0 3 1 * *", "Europe/Berlin")
     t = local(BERLIN, 2026, 6, 1, 3)

@@ -25,6 +25,9 @@ from stronghold_operator.models.backup import (
     LABEL_KIND,
     LABEL_SCHEDULE,
     BackupScheduleSpec,
+    ContainerSecurityContext,
+    PodSecurityContext,
+    schedule_label,
 )
 
 __all__ = ["backup_job", "owner_reference"]
@@ -59,6 +62,10 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any] | None) -> dict[str, A
     return out
 
 
+def _extra(ctx: ContainerSecurityContext | PodSecurityContext | None) -> dict[str, Any] | None:
+    return ctx.manifest() if ctx is not None else None
+
+
 def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -83,7 +90,7 @@ def backup_job(
         "app.kubernetes.io/name": "stronghold-backup",
         "app.kubernetes.io/component": kind,
         "app.kubernetes.io/managed-by": "stronghold-operator",
-        LABEL_SCHEDULE: schedule,
+        LABEL_SCHEDULE: schedule_label(schedule),
         LABEL_KIND: kind,
     }
     pod_labels = {**(tpl.labels or {}), **labels}
@@ -161,7 +168,7 @@ def backup_job(
         "command": ["bash", f"{PROGRAM_MOUNT}/backup.sh"],
         "env": env,
         "volumeMounts": mounts,
-        "securityContext": _merge(container_security, tpl.security_context),
+        "securityContext": _merge(container_security, _extra(tpl.security_context)),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "File",
     }
@@ -171,7 +178,7 @@ def backup_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": _merge(pod_security, tpl.pod_security_context),
+        "securityContext": _merge(pod_security, _extra(tpl.pod_security_context)),
         "containers": [container],
         "volumes": volumes,
     }

@@ -46,11 +46,34 @@ def register(sub: Any) -> None:
         help="non-public ranges outbound HTTP may reach: loopback, private, both (comma list)"
         " or none (default: $STRONGHOLD_OUTBOUND_ALLOW, else private; docs/security.md)",
     )
+    p.add_argument(
+        "--allow-privileged-jobs",
+        nargs="?",
+        const="all",
+        default=None,
+        metavar="FIELDS",
+        type=_allowance,
+        help="let BackupSchedule jobTemplates loosen the restricted Pod Security profile:"
+        " 'all' (the default without a value) or a comma-separated list of hostNetwork,"
+        " securityContext, podSecurityContext (docs/security.md)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--log-format", choices=["plain", "full", "json"], default="full")
     p.set_defaults(func=_run)
+
+
+def _allowance(value: str) -> str:
+    from stronghold_operator.models.backup import PRIVILEGED_FIELDS
+
+    names = {n.strip() for n in value.split(",") if n.strip()}
+    unknown = names - {"all", *PRIVILEGED_FIELDS}
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"expected 'all' or some of {', '.join(PRIVILEGED_FIELDS)}, got {value!r}"
+        )
+    return ",".join(sorted(names))
 
 
 # glibc's mallopt() parameters: see _tune_malloc.
@@ -131,6 +154,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import stronghold_operator
     from stronghold_operator import metrics
+    from stronghold_operator.models.backup import ALLOW_PRIVILEGED_ENV
 
     _ = stronghold_operator  # importing it registers the handlers
     fmt = {"plain": kopf.LogFormat.PLAIN, "full": kopf.LogFormat.FULL, "json": kopf.LogFormat.JSON}
@@ -150,6 +174,9 @@ def _run(args: argparse.Namespace) -> int:
         OutboundPolicy.from_env()  # a typo must stop the start, not weaken the policy
     except ValueError as exc:
         raise SystemExit(f"stronghold run: {exc}") from None
+    if args.allow_privileged_jobs is not None:
+        # handlers/backup.py reads it on every tick (a cluster admin's setting, not the spec's).
+        os.environ[ALLOW_PRIVILEGED_ENV] = args.allow_privileged_jobs
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(

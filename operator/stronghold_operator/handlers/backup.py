@@ -10,7 +10,8 @@ sees the same Jobs and the same status and carries on.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,6 +37,7 @@ from stronghold_operator.logic import backup as lb
 from stronghold_operator.logic.cron import CronSchedule
 from stronghold_operator.metrics import per_object, registry
 from stronghold_operator.models.backup import (
+    ALLOW_PRIVILEGED_ENV,
     ANNOTATION_SLOT,
     ANNOTATION_TRIGGER,
     BACKUP_NOW,
@@ -44,6 +46,9 @@ from stronghold_operator.models.backup import (
     RESTORE_TEST_NOW,
     VERIFY_NOW,
     BackupScheduleSpec,
+    check_restricted,
+    parse_allowance,
+    schedule_label,
 )
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.platforms.configmaps import ensure_configmap
@@ -106,6 +111,8 @@ class JobView:
     failure: tuple[str, str] | None
     created: str
     deleting: bool = False
+    uid: str = ""
+    controller: str = ""  # uid of the controlling owner (ours: the BackupSchedule)
 
     @classmethod
     def of(cls, job: Mapping[str, Any]) -> JobView:
@@ -134,7 +141,16 @@ class JobView:
             failure=failure,
             created=str(meta.get("creationTimestamp") or ""),
             deleting=bool(meta.get("deletionTimestamp")),
+            uid=str(meta.get("uid") or ""),
+            controller=_controller(meta),
         )
+
+
+def _controller(meta: Mapping[str, Any]) -> str:
+    for ref in meta.get("ownerReferences") or ():
+        if ref.get("controller"):
+            return str(ref.get("uid") or "")
+    return ""
 
 
 @dataclass
@@ -170,6 +186,8 @@ async def reconcile(
     try:
         model = parse(BackupScheduleSpec, spec)
         scheds = lb.compile_schedules(model)
+        # Read per tick: cli/run.py sets it after this module is imported.
+        check_restricted(model.job_template, parse_allowance(os.getenv(ALLOW_PRIVILEGED_ENV, "")))
     except InvalidSpec as exc:
         error = invalid_spec(patch, body, current, exc, lb.CONDITION_TYPES, now)
         await _flush_status(services(memo).kube, meta, patch)
@@ -234,12 +252,20 @@ async def _reconcile(
     held: str | None = None,  # windows holding this schedule (a gone window holds no more)
 ) -> None:
     ns, name = meta["namespace"], meta["name"]
+    label = schedule_label(name)
     listed = await call(
-        kube.batch.list_namespaced_job, ns, label_selector=f"{LABEL_SCHEDULE}={name}"
+        kube.batch.list_namespaced_job, ns, label_selector=f"{LABEL_SCHEDULE}={label}"
     )
-    # A Job being deleted (replaced) is neither running nor a result to record.
-    jobs = [v for v in (JobView.of(kube.plain(j)) for j in listed.items) if not v.deleting]
-    pods = await _pods(kube, ns, name)
+    # Only Jobs this schedule controls: anyone who can create Jobs or pods in the namespace
+    # can copy our labels, and their results must not become this schedule's status.
+    owned = [
+        v for v in (JobView.of(kube.plain(j)) for j in listed.items) if v.controller == meta["uid"]
+    ]
+    # A Job being deleted (replaced) is neither running nor a result to record; until its
+    # pods are gone (Foreground deletion) no new backup starts, so two dumps never overlap.
+    jobs = [v for v in owned if not v.deleting]
+    draining = [v.name for v in owned if v.deleting and v.kind == "backup"]
+    pods = await _pods(kube, ns, label, {v.uid: v.name for v in owned if v.uid})
     for job in jobs:
         # The Job controller can lag well behind its pod on a busy node; with backoffLimit 0 a
         # terminated pod is the Job's outcome, so do not report it as running meanwhile.
@@ -305,12 +331,19 @@ async def _reconcile(
             spec.suspend,
         ),
     ]
-    for kind, sched, cursor_key, annotation, od_key, suspended in plans:
+    for kind, sched, cursor_key, annotation, od_name, suspended in plans:
+        od_key = od_name  # the onDemand key that records the request answered
         request = annotations.get(annotation)
+        if kind == "verify" and (not request or request == on_demand.get(od_key)):
+            full = lb.storage_full_request(
+                tick.status.get("backups") or [], on_demand.get("storageFull")
+            )
+            if full is not None:  # a full volume: prune now, verify.schedule or not
+                request, od_key = full, "storageFull"
         if sched is None and not request:
             continue
         # Verification and restore tests wait for running backups (they read the archives).
-        kind_active = [j.name for j in active if j.kind in (kind, "backup")]
+        kind_active = [j.name for j in active if j.kind in (kind, "backup")] + draining
         done = history_names | _recorded(tick.status) | set(by_name)  # never start these again
         decision = lb.decide(
             sched or _NEVER,
@@ -320,7 +353,7 @@ async def _reconcile(
             created=created,
             cursor=cond.parse_rfc3339(tick.status.get(cursor_key)),
             suspend=suspended or sched is None,
-            policy=spec.concurrency_policy if kind == "backup" else "Forbid",
+            policy=spec.concurrency_policy if kind == "backup" and not draining else "Forbid",
             deadline=spec.deadline,
             active=kind_active,
             done=done,
@@ -329,6 +362,33 @@ async def _reconcile(
             answered={j.request for j in jobs if j.kind == kind and j.request},
             defer=held if spec.during_maintenance == "Defer" else None,
         )
+        if decision.start is not None and decision.replace:
+            # Replace: the old Jobs go now; the new one starts on a later tick, once their
+            # pods are gone. Nothing else moves, so that tick decides the same start again.
+            for old in decision.replace:
+                await _delete_job(kube, ns, old, "Foreground")
+                draining.append(old)  # verify and restore tests wait for it too
+                active = [j for j in active if j.name != old]
+                tick.status["active"] = [a for a in tick.status["active"] if a["name"] != old]
+                _record(
+                    tick,
+                    spec,
+                    ns,
+                    name,
+                    JobView(
+                        old,
+                        kind,
+                        "",
+                        "",
+                        None,
+                        True,
+                        False,
+                        ("Replaced", f"replaced by {decision.start.name} (concurrencyPolicy)"),
+                        "",
+                    ),
+                    None,
+                )
+            continue
         if sched is not None:
             if decision.cursor is not None:
                 tick.status[cursor_key] = cond.rfc3339(decision.cursor)
@@ -348,28 +408,6 @@ async def _reconcile(
             on_demand[od_key] = decision.request_taken  # answered by an existing Job
         if decision.start is None:
             continue
-        for old in decision.replace:
-            await _delete_job(kube, ns, old)
-            active = [j for j in active if j.name != old]
-            tick.status["active"] = [a for a in tick.status["active"] if a["name"] != old]
-            _record(
-                tick,
-                spec,
-                ns,
-                name,
-                JobView(
-                    old,
-                    kind,
-                    "",
-                    "",
-                    None,
-                    True,
-                    False,
-                    ("Replaced", f"replaced by {decision.start.name} (concurrencyPolicy)"),
-                    "",
-                ),
-                None,
-            )
         started = await _start(kube, tick, spec, meta, decision.start, decision.request_taken)
         if started:
             if decision.request_taken is not None:
@@ -429,15 +467,27 @@ def _recorded(status: Mapping[str, Any]) -> set[str]:
     return names
 
 
-async def _pods(kube: Kube, ns: str, schedule: str) -> dict[str, tuple[str, str | None]]:
+async def _pods(
+    kube: Kube, ns: str, label: str, jobs: Mapping[str, str]
+) -> dict[str, tuple[str, str | None]]:
     """job name -> (pod phase, termination message) for the schedule's pods (one LIST)."""
     listed = await call(
-        kube.core.list_namespaced_pod, ns, label_selector=f"{LABEL_SCHEDULE}={schedule}"
+        kube.core.list_namespaced_pod, ns, label_selector=f"{LABEL_SCHEDULE}={label}"
     )
+    return pod_results([kube.plain(item) for item in listed.items], jobs)
+
+
+def pod_results(
+    pods: Iterable[Mapping[str, Any]], jobs: Mapping[str, str]
+) -> dict[str, tuple[str, str | None]]:
+    """job name -> (pod phase, termination message) of the pods our Jobs control.
+
+    ``jobs`` maps the uids of the schedule's own Jobs to their names: a pod counts only if
+    one of them controls it (labels can be copied by anyone who may create pods).
+    """
     out: dict[str, tuple[str, str | None]] = {}
-    for item in listed.items:
-        pod = kube.plain(item)
-        job = ((pod.get("metadata") or {}).get("labels") or {}).get("job-name")
+    for pod in pods:
+        job = jobs.get(_controller(pod.get("metadata") or {}))
         if not job:
             continue
         st = pod.get("status") or {}
@@ -448,9 +498,9 @@ async def _pods(kube: Kube, ns: str, schedule: str) -> dict[str, tuple[str, str 
     return out
 
 
-async def _delete_job(kube: Kube, ns: str, name: str) -> None:
+async def _delete_job(kube: Kube, ns: str, name: str, propagation: str = "Background") -> None:
     try:
-        await call(kube.batch.delete_namespaced_job, name, ns, propagation_policy="Background")
+        await call(kube.batch.delete_namespaced_job, name, ns, propagation_policy=propagation)
     except ApiException as exc:
         if not is_not_found(exc):
             raise

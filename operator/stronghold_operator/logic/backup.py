@@ -210,7 +210,9 @@ def decide(
             # A scheduled slot stays pending (it may start later, within the deadline).
             cursor=cursor if due.trigger != "on-demand" else new_cursor,
             next_run=next_run,
-            missed=missed,
+            # Not yet: the same slots would be reported on every tick of the wait. They are
+            # reported once, with the catch-up that starts or when the deadline skips them.
+            missed=None if due.trigger != "on-demand" else missed,
             waiting=f"{len(active)} Job(s) still running: {', '.join(sorted(active))}",
             request_taken=already,
         )
@@ -545,6 +547,21 @@ def protected_files(backups: Sequence[Mapping[str, Any]], min_keep: int) -> list
         and not b.get("pruned")
     ]
     return good[: max(1, min_keep)]
+
+
+def storage_full_request(backups: Sequence[Mapping[str, Any]], handled: str | None) -> str | None:
+    """The prune to ask for when the newest backup failed because its volume is full.
+
+    Retention runs only after a successful backup or in a verify Job: without
+    ``verify.schedule``, a volume filled with archives that retention would now delete
+    (``retention.days`` lowered, say) failed every backup for ever. The value names the
+    failed Job, so each such failure asks for one verify Job (which prunes), once.
+    """
+    finished = [b for b in backups if b.get("result") in ("Succeeded", "Failed")]
+    if not finished or finished[0].get("reason") != "StorageFull":
+        return None
+    value = f"storage-full:{finished[0].get('name')}"
+    return None if value == handled else value
 
 
 def newest_verified(backups: Sequence[Mapping[str, Any]]) -> str | None:

@@ -35,14 +35,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
+from itertools import takewhile
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from dateutil.rrule import rrule, rruleset, rrulestr
 
 from stronghold_operator.logic.cron import CronError, CronSchedule
+from stronghold_operator.logic.tz import aware, offset_changes, resolve_local, wall_starts, zone
 from stronghold_operator.models.base import InvalidSpec
-from stronghold_operator.models.maintenance import Exclusion, MaintenanceWindowSpec, zone
+from stronghold_operator.models.maintenance import Exclusion, MaintenanceWindowSpec
 
 __all__ = [
     "Occurrence",
@@ -51,7 +53,7 @@ __all__ = [
     "resolve_local",
 ]
 
-# The largest jump of a UTC offset tolerated by the local-time search (as in logic/cron.py).
+# The largest jump of a UTC offset at once (true of every zone's rules in use today).
 MAX_SHIFT = timedelta(hours=3)
 # How many cancelled (excluded) occurrences may be skipped while looking for the next one.
 MAX_SKIPPED = 2000
@@ -92,102 +94,33 @@ class StartRule(Protocol):
     def between(self, t0: datetime, t1: datetime) -> Iterator[datetime]: ...
 
 
-def _aware(t: datetime) -> datetime:
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError(f"instant must be timezone-aware, got naive {t!r}")
-    return t.astimezone(UTC)
-
-
-def _naive_local(t: datetime, tz: ZoneInfo) -> datetime:
-    return t.astimezone(tz).replace(tzinfo=None)
-
-
-def resolve_local(naive: datetime, tz: ZoneInfo) -> datetime:
-    """The real instant (UTC) of a wall-clock time in ``tz``.
-
-    Ambiguous (clocks fell back): the first occurrence. Nonexistent (clocks jumped forward):
-    the instant of the jump, so a window whose start was skipped still opens, once.
-    """
-    first = naive.replace(tzinfo=tz, fold=0).astimezone(UTC)
-    if _naive_local(first, tz) == naive:
-        return first
-    second = naive.replace(tzinfo=tz, fold=1).astimezone(UTC)
-    lo, hi = min(first, second), max(first, second)
-    before = lo.astimezone(tz).utcoffset()
-    while hi - lo > timedelta(seconds=1):
-        mid = (lo + (hi - lo) / 2).replace(microsecond=0)
-        if mid.astimezone(tz).utcoffset() == before:
-            lo = mid
-        else:
-            hi = mid
-    return hi.replace(microsecond=0)
-
-
-@dataclass(frozen=True)
-class CronStarts:
-    """Starts from a 5-field cron expression (evaluation in logic/cron.py)."""
-
-    schedule: CronSchedule
-
-    def next_after(self, t: datetime) -> datetime | None:
-        return self.schedule.next_after(t)
-
-    def previous_at_or_before(self, t: datetime) -> datetime | None:
-        return self.schedule.previous_at_or_before(t)
-
-    def between(self, t0: datetime, t1: datetime) -> Iterator[datetime]:
-        return self.schedule.between(t0, t1)
-
-
 @dataclass(frozen=True)
 class RRuleStarts:
     """Starts from an RFC 5545 RRULE evaluated in local wall time of ``tz``.
 
-    dateutil iterates naive local times; each is resolved with :func:`resolve_local`. The
-    mapping from local to real time is not monotonic around a spring-forward gap, so both
-    searches look :data:`MAX_SHIFT` beyond the first candidate and keep the best one.
+    dateutil iterates naive local times; :func:`~stronghold_operator.logic.tz.wall_starts`
+    resolves them to instants by the wall-clock rule (the same as cron's).
     """
 
     rule: rrule | rruleset
     tz: ZoneInfo
 
     def next_after(self, t: datetime) -> datetime | None:
-        t = _aware(t)
-        cursor = _naive_local(t, self.tz) - MAX_SHIFT
-        best: datetime | None = None
-        while True:
-            n = self.rule.after(cursor)
-            if n is None:
-                return best
-            inst = resolve_local(n, self.tz)
-            if inst > t and (best is None or inst < best):
-                best = inst
-            if best is not None and n > _naive_local(best, self.tz) + MAX_SHIFT:
-                return best
-            cursor = n
+        return next(wall_starts(t, self.tz, self.rule.xafter), None)
 
     def previous_at_or_before(self, t: datetime) -> datetime | None:
-        t = _aware(t)
-        cursor = _naive_local(t, self.tz) + MAX_SHIFT
-        best: datetime | None = None
-        while True:
-            n = self.rule.before(cursor)
-            if n is None:
-                return best
-            inst = resolve_local(n, self.tz)
-            if inst <= t and (best is None or inst > best):
-                best = inst
-            if best is not None and n < _naive_local(best, self.tz) - MAX_SHIFT:
-                return best
-            cursor = n
+        return next(wall_starts(t, self.tz, self._before, reverse=True), None)
 
     def between(self, t0: datetime, t1: datetime) -> Iterator[datetime]:
         """Starts in (t0, t1], ascending: one pass over the rule, not one search per start."""
-        t0, t1 = _aware(t0), _aware(t1)
-        lo = _naive_local(t0, self.tz) - MAX_SHIFT
-        hi = _naive_local(t1, self.tz) + MAX_SHIFT
-        found = {resolve_local(n, self.tz) for n in self.rule.between(lo, hi, inc=True)}
-        yield from sorted(t for t in found if t0 < t <= t1)
+        t1 = aware(t1)
+        return takewhile(lambda start: start <= t1, wall_starts(t0, self.tz, self.rule.xafter))
+
+    def _before(self, n: datetime) -> Iterator[datetime]:
+        slot = self.rule.before(n, inc=True)
+        while slot is not None:
+            yield slot
+            slot = self.rule.before(slot)
 
 
 @dataclass(frozen=True)
@@ -197,13 +130,13 @@ class OneOff:
     at: datetime
 
     def next_after(self, t: datetime) -> datetime | None:
-        return self.at if self.at > _aware(t) else None
+        return self.at if self.at > aware(t) else None
 
     def previous_at_or_before(self, t: datetime) -> datetime | None:
-        return self.at if self.at <= _aware(t) else None
+        return self.at if self.at <= aware(t) else None
 
     def between(self, t0: datetime, t1: datetime) -> Iterator[datetime]:
-        if _aware(t0) < self.at <= _aware(t1):
+        if aware(t0) < self.at <= aware(t1):
             yield self.at
 
 
@@ -225,17 +158,17 @@ class Recurrence:
 
     def current(self, now: datetime) -> Occurrence | None:
         """The occurrence open at ``now`` (start <= now < end), if any."""
-        start = self.starts.previous_at_or_before(_aware(now))
+        start = self.starts.previous_at_or_before(aware(now))
         if start is None:
             return None
         occ = self._at(start)
-        if not occ.contains(_aware(now)) or self.excluded(occ):
+        if not occ.contains(aware(now)) or self.excluded(occ):
             return None
         return occ
 
     def next_after(self, now: datetime) -> Occurrence | None:
         """The first occurrence starting strictly after ``now`` that is not excluded."""
-        cursor = _aware(now)
+        cursor = aware(now)
         for _ in range(MAX_SKIPPED):
             start = self.starts.next_after(cursor)
             if start is None:
@@ -248,15 +181,15 @@ class Recurrence:
 
     def occurrence_at(self, start: datetime) -> Occurrence | None:
         """The occurrence that starts exactly at ``start`` (None if the schedule has none)."""
-        found = self.starts.previous_at_or_before(_aware(start))
-        if found != _aware(start):
+        found = self.starts.previous_at_or_before(aware(start))
+        if found != aware(start):
             return None
         occ = self._at(found)
         return None if self.excluded(occ) else occ
 
     def upcoming(self, now: datetime, count: int) -> list[Occurrence]:
         out: list[Occurrence] = []
-        cursor = _aware(now)
+        cursor = aware(now)
         while len(out) < count:
             occ = self.next_after(cursor)
             if occ is None:
@@ -327,26 +260,6 @@ def _compile_rrule(text: str, tz_name: str) -> rrule | rruleset:
     return rule
 
 
-def offset_changes(tz: ZoneInfo, t0: datetime, t1: datetime) -> list[datetime]:
-    """Instants in (t0, t1] at which the UTC offset of ``tz`` changes (to the second)."""
-    out: list[datetime] = []
-    step = timedelta(hours=6)  # no zone changes its offset twice within six hours
-    cur = t0
-    while cur < t1:
-        nxt = min(cur + step, t1)
-        if cur.astimezone(tz).utcoffset() != nxt.astimezone(tz).utcoffset():
-            lo, hi = cur, nxt
-            while hi - lo > timedelta(seconds=1):
-                mid = (lo + (hi - lo) / 2).replace(microsecond=0)
-                if mid.astimezone(tz).utcoffset() == lo.astimezone(tz).utcoffset():
-                    lo = mid
-                else:
-                    hi = mid
-            out.append(hi)
-        cur = nxt
-    return out
-
-
 def _check_no_overlap(rec: Recurrence, now: datetime, field_name: str) -> None:
     """Refuse a duration longer than the gap between two starts.
 
@@ -356,7 +269,7 @@ def _check_no_overlap(rec: Recurrence, now: datetime, field_name: str) -> None:
     """
     spans = [(now - rec.duration, now + OVERLAP_HORIZON)]
     # Interval cron schedules follow elapsed time: an offset change only ever widens a gap.
-    elapsed = isinstance(rec.starts, CronStarts) and not rec.starts.schedule.wall_clock
+    elapsed = isinstance(rec.starts, CronSchedule) and not rec.starts.wall_clock
     if not elapsed:
         # Only a pair of starts within MAX_SHIFT of a change can be mapped closer together.
         margin = rec.duration + MAX_SHIFT + timedelta(hours=1)
@@ -391,7 +304,7 @@ def from_spec(spec: MaintenanceWindowSpec, now: datetime) -> Recurrence:
     starts: StartRule
     if sched.cron is not None:
         try:
-            starts = CronStarts(CronSchedule.parse(sched.cron, spec.time_zone))
+            starts = CronSchedule.parse(sched.cron, spec.time_zone)
         except CronError as exc:
             raise InvalidSpec("schedule.cron", str(exc)) from None
         what = f"cron {sched.cron!r}"
@@ -421,5 +334,5 @@ def from_spec(spec: MaintenanceWindowSpec, now: datetime) -> Recurrence:
         return rec
     assert sched.duration is not None
     rec = Recurrence(starts, sched.duration, tz, spans, what)
-    _check_no_overlap(rec, _aware(now), "schedule.duration")
+    _check_no_overlap(rec, aware(now), "schedule.duration")
     return rec

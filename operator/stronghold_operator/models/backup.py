@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections.abc import Collection
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
-from stronghold_operator.models.base import Duration, SpecModel
+from stronghold_operator.models.base import Duration, InvalidSpec, SpecModel
 from stronghold_operator.models.common import SecretKeySelector
 
 __all__ = [
     "BackupScheduleSpec",
     "CompressionSpec",
+    "ContainerSecurityContext",
     "DatabaseSpec",
     "JobTemplateSpec",
+    "PodSecurityContext",
     "RestoreTestSpec",
     "RetentionSpec",
     "StorageSpec",
     "VerifySpec",
+    "check_restricted",
+    "parse_allowance",
+    "schedule_label",
 ]
 
 DEFAULT_IMAGE = "stronghold/base:bookworm"
@@ -34,10 +41,23 @@ LABEL_SCHEDULE = "ops.stronghold.io/backupschedule"
 LABEL_KIND = "ops.stronghold.io/job-kind"
 ANNOTATION_SLOT = "ops.stronghold.io/slot"
 ANNOTATION_TRIGGER = "ops.stronghold.io/trigger"
+# Where `stronghold run --allow-privileged-jobs` puts its value (see check_restricted).
+ALLOW_PRIVILEGED_ENV = "STRONGHOLD_ALLOW_PRIVILEGED_JOBS"
 # PostgreSQL identifiers as pg_dump/psql accept them on a command line without quoting games.
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$.\-]{0,62}$")
 _HOST = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.\-:]{0,252})$")
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}(\.[A-Za-z_][A-Za-z0-9_$]{0,62})?$")
+
+
+def schedule_label(name: str) -> str:
+    """The :data:`LABEL_SCHEDULE` value for a BackupSchedule name (up to 253 characters).
+
+    Label values are limited to 63 characters: a longer name becomes its first 52
+    characters, ``-`` and 10 hex digits of its sha256, the same every time.
+    """
+    if len(name) <= 63:
+        return name
+    return f"{name[:52]}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
 
 
 class DatabaseSpec(SpecModel):
@@ -111,6 +131,86 @@ class VerifySpec(SpecModel):
     restore_test: RestoreTestSpec | None = Field(default=None, alias="restoreTest")
 
 
+_ID = Field(default=None, ge=0, le=2**31 - 1)
+_LABEL = Field(default=None, max_length=253)
+
+
+class SELinuxOptions(SpecModel):
+    level: str | None = _LABEL
+    role: str | None = _LABEL
+    type: str | None = _LABEL
+    user: str | None = _LABEL
+
+
+class SeccompProfile(SpecModel):
+    type: Literal["RuntimeDefault", "Localhost", "Unconfined"]
+    localhost_profile: str | None = Field(
+        default=None, alias="localhostProfile", min_length=1, max_length=253
+    )
+
+    @model_validator(mode="after")
+    def _localhost(self) -> SeccompProfile:
+        # The apiserver refuses either mismatch when it validates the Job: say so up front.
+        if (self.type == "Localhost") != (self.localhost_profile is not None):
+            raise ValueError("localhostProfile is required with type Localhost, and only then")
+        return self
+
+
+class WindowsOptions(SpecModel):
+    gmsa_credential_spec: str | None = Field(
+        default=None, alias="gmsaCredentialSpec", max_length=65536
+    )
+    gmsa_credential_spec_name: str | None = Field(
+        default=None, alias="gmsaCredentialSpecName", max_length=253
+    )
+    host_process: bool | None = Field(default=None, alias="hostProcess")
+    run_as_user_name: str | None = Field(default=None, alias="runAsUserName", max_length=253)
+
+
+class Capabilities(SpecModel):
+    add: list[str] | None = Field(default=None, max_length=64)
+    drop: list[str] | None = Field(default=None, max_length=64)
+
+
+class _SecurityBase(SpecModel):
+    """Fields a container's and a pod's securityContext share (Kubernetes 1.20 names)."""
+
+    run_as_user: int | None = Field(default=None, alias="runAsUser", ge=0, le=2**31 - 1)
+    run_as_group: int | None = Field(default=None, alias="runAsGroup", ge=0, le=2**31 - 1)
+    run_as_non_root: bool | None = Field(default=None, alias="runAsNonRoot")
+    se_linux_options: SELinuxOptions | None = Field(default=None, alias="seLinuxOptions")
+    seccomp_profile: SeccompProfile | None = Field(default=None, alias="seccompProfile")
+    windows_options: WindowsOptions | None = Field(default=None, alias="windowsOptions")
+
+    def manifest(self) -> dict[str, Any]:
+        """The fields as they go into the pod (camelCase, unset ones left out)."""
+        return self.model_dump(by_alias=True, exclude_none=True)
+
+
+class ContainerSecurityContext(_SecurityBase):
+    allow_privilege_escalation: bool | None = Field(default=None, alias="allowPrivilegeEscalation")
+    privileged: bool | None = None
+    read_only_root_filesystem: bool | None = Field(default=None, alias="readOnlyRootFilesystem")
+    proc_mount: Literal["Default", "Unmasked"] | None = Field(default=None, alias="procMount")
+    capabilities: Capabilities | None = None
+
+
+class Sysctl(SpecModel):
+    name: str = Field(min_length=1, max_length=253)
+    value: str = Field(max_length=1024)
+
+
+class PodSecurityContext(_SecurityBase):
+    fs_group: int | None = Field(default=None, alias="fsGroup", ge=0, le=2**31 - 1)
+    fs_group_change_policy: Literal["OnRootMismatch", "Always"] | None = Field(
+        default=None, alias="fsGroupChangePolicy"
+    )
+    supplemental_groups: list[Annotated[int, Field(ge=0, le=2**31 - 1)]] | None = Field(
+        default=None, alias="supplementalGroups", max_length=32
+    )
+    sysctls: list[Sysctl] | None = Field(default=None, max_length=16)
+
+
 class JobTemplateSpec(SpecModel):
     """What the operator lets users change about the backup Jobs' pods."""
 
@@ -126,12 +226,118 @@ class JobTemplateSpec(SpecModel):
     run_as_user: int = Field(default=999, alias="runAsUser", ge=1)
     run_as_group: int = Field(default=999, alias="runAsGroup", ge=0)
     fs_group: int | None = Field(default=None, alias="fsGroup", ge=0)
-    pod_security_context: dict[str, Any] | None = Field(default=None, alias="podSecurityContext")
-    security_context: dict[str, Any] | None = Field(default=None, alias="securityContext")
+    pod_security_context: PodSecurityContext | None = Field(
+        default=None, alias="podSecurityContext"
+    )
+    security_context: ContainerSecurityContext | None = Field(default=None, alias="securityContext")
     active_deadline_seconds: int = Field(
         default=6 * 3600, alias="activeDeadlineSeconds", ge=60, le=7 * 86400
     )
     labels: dict[str, str] | None = None
+
+    def restricted_violations(self) -> list[tuple[str, str]]:
+        """(field, why) for every value that takes the pod out of the restricted profile.
+
+        The builder's defaults comply; only these fields can loosen them. ``field`` is the
+        path inside ``jobTemplate``; its first part is what an admin's allowance names.
+        """
+        out: list[tuple[str, str]] = []
+        if self.host_network:
+            out.append(("hostNetwork", "the host network"))
+        for name, ctx in (
+            ("podSecurityContext", self.pod_security_context),
+            ("securityContext", self.security_context),
+        ):
+            if ctx is not None:
+                out += [(f"{name}.{f}", why) for f, why in _context_violations(ctx)]
+        return out
+
+
+# The restricted Pod Security Standard, as of Kubernetes 1.30 (a superset of 1.20's rules).
+RESTRICTED_ADD_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
+_SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
+_SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+    }
+)
+
+
+def _context_violations(ctx: _SecurityBase) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if ctx.run_as_non_root is False:
+        out.append(("runAsNonRoot", "running as root may be allowed"))
+    if ctx.run_as_user == 0:
+        out.append(("runAsUser", "uid 0 (root)"))
+    if ctx.seccomp_profile is not None and ctx.seccomp_profile.type == "Unconfined":
+        out.append(("seccompProfile.type", "an Unconfined seccomp profile"))
+    se = ctx.se_linux_options
+    if se is not None:
+        if (se.type or "") not in _SELINUX_TYPES:
+            out.append(("seLinuxOptions.type", f"SELinux type {se.type!r}"))
+        if se.user or se.role:
+            out.append(("seLinuxOptions", "a custom SELinux user or role"))
+    if ctx.windows_options is not None and ctx.windows_options.host_process:
+        out.append(("windowsOptions.hostProcess", "a Windows host process"))
+    if isinstance(ctx, ContainerSecurityContext):
+        out += _container_violations(ctx)
+    if isinstance(ctx, PodSecurityContext):
+        unsafe = sorted({s.name for s in ctx.sysctls or []} - _SAFE_SYSCTLS)
+        if unsafe:
+            out.append(("sysctls", f"unsafe sysctls {', '.join(unsafe)}"))
+    return out
+
+
+def _container_violations(ctx: ContainerSecurityContext) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if ctx.privileged:
+        out.append(("privileged", "a privileged container"))
+    if ctx.allow_privilege_escalation is True:
+        out.append(("allowPrivilegeEscalation", "privilege escalation"))
+    if ctx.proc_mount == "Unmasked":
+        out.append(("procMount", "an unmasked /proc"))
+    caps = ctx.capabilities
+    # A given drop list replaces the default [ALL] (merge replaces lists).
+    if caps is not None and caps.drop is not None and "ALL" not in caps.drop:
+        out.append(("capabilities.drop", "keeping capabilities (drop must include ALL)"))
+    extra = sorted(set(caps.add or []) - RESTRICTED_ADD_CAPABILITIES) if caps else []
+    if extra:
+        out.append(("capabilities.add", f"adding capabilities {', '.join(extra)}"))
+    return out
+
+
+# jobTemplate fields a cluster admin can allow to loosen the restricted profile.
+PRIVILEGED_FIELDS = ("hostNetwork", "podSecurityContext", "securityContext")
+
+
+def parse_allowance(text: str) -> frozenset[str]:
+    """``all`` or a comma-separated list of :data:`PRIVILEGED_FIELDS` (others ignored)."""
+    names = {n.strip() for n in text.split(",") if n.strip()}
+    if names & {"all", "*"}:
+        return frozenset(PRIVILEGED_FIELDS)
+    return frozenset(names & set(PRIVILEGED_FIELDS))
+
+
+def check_restricted(tpl: JobTemplateSpec, allowed: Collection[str]) -> None:
+    """:class:`InvalidSpec` naming the first field that breaks the restricted profile.
+
+    A namespace user must not get through the operator a pod their own RBAC (and the
+    namespace's Pod Security level) would not give them; only the operator's own
+    configuration, which a cluster admin owns, can allow more.
+    """
+    for path, why in tpl.restricted_violations():
+        top = path.split(".")[0]
+        if top not in allowed:
+            raise InvalidSpec(
+                f"jobTemplate.{path}",
+                f"{why} breaks the restricted Pod Security profile; refused unless a cluster "
+                f"admin starts the operator with --allow-privileged-jobs={top} "
+                "(docs/security.md)",
+            )
 
 
 class BackupScheduleSpec(SpecModel):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 from pydantic import Field
 
 from stronghold_operator.models.base import SpecModel
@@ -26,3 +28,13 @@ class SecretKeySelector(SpecModel):
     """``{secretKeyRef: {...}}`` as in a container's env, so the YAML reads familiar."""
 
     secret_key_ref: SecretKeyRef = Field(alias="secretKeyRef")
+
+
+def zone(name: str) -> ZoneInfo:
+    """An IANA time zone by name; ``ValueError`` naming it otherwise (no paths)."""
+    if not name or name.startswith(("/", ".")) or ".." in name:
+        raise ValueError(f"unknown time zone {name!r}")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}") from None

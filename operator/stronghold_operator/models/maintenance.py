@@ -12,11 +12,12 @@ from collections.abc import Collection, Mapping
 from datetime import date as Date
 from datetime import datetime, timedelta
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
 from stronghold_operator.models.base import Duration, SpecModel, check_port, within
+from stronghold_operator.models.common import zone
 
 # The annotation a window puts on every object it covers. Its value is the comma-separated,
 # sorted list of the names of the windows currently holding the object, so overlapping
@@ -51,16 +52,6 @@ MIN_DURATION = timedelta(minutes=1)
 MAX_DURATION = timedelta(days=31)
 EARLIEST_YEAR = 1970
 LATEST_YEAR = 9000
-
-
-def zone(name: str) -> ZoneInfo:
-    """An IANA zone by name; ``ValueError`` naming it otherwise."""
-    if not name or name.startswith(("/", ".")) or ".." in name:
-        raise ValueError(f"unknown time zone {name!r}")
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}") from None
 
 
 class Schedule(SpecModel):
