@@ -445,18 +445,15 @@ def cmd_fail(stage: str, errfile: str) -> None:
         err = ""
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     msg = scrub(" | ".join(lines[-4:]))[-700:] or "failed in stage " + stage
-    data = {
-        "ok": False,
-        "kind": E.get("STRONGHOLD_MODE", ""),
-        "stage": stage,
-        "error": msg,
-        "job": E.get("JOB_NAME", ""),
-    }
-    # Retention otherwise runs only after a successful backup, so a volume filled with
-    # expired archives never freed itself; it deletes only what retention allows.
-    if data["kind"] == "backup" and "No space left on device" in err:
-        data.update(prune_report())
-    terminate(data)
+    terminate(
+        {
+            "ok": False,
+            "kind": E.get("STRONGHOLD_MODE", ""),
+            "stage": stage,
+            "error": msg,
+            "job": E.get("JOB_NAME", ""),
+        }
+    )
 
 
 def cmd_backup(
