@@ -137,10 +137,9 @@ def phases(storage: Path, file: str) -> dict[str, float]:
     return {k: float(v) for k, v in (man.get("timings") or {}).items()}
 
 
-def backup_once(ns: str, storage: Path) -> dict[str, float]:
-    """One on-demand backup: the Job's own duration and annotation -> status."""
-    before = ((_status(ns).get("status", {}).get("backups") or [{}])[0]).get("file")
-    t0 = time.monotonic()
+def request(ns: str, what: str) -> None:
+    """An on-demand run: annotation ops.stronghold.io/<what> with a fresh value."""
+    value = uuid.uuid4().hex[:8]
     kit.kubectl(
         "annotate",
         "backupschedule",
@@ -148,8 +147,15 @@ def backup_once(ns: str, storage: Path) -> dict[str, float]:
         "-n",
         ns,
         "--overwrite",
-        f"ops.stronghold.io/backup-now={uuid.uuid4().hex[:8]}",
+        f"ops.stronghold.io/{what}={value}",
     )
+
+
+def backup_once(ns: str, storage: Path) -> dict[str, float]:
+    """One on-demand backup: the Job's own duration and annotation -> status."""
+    before = ((_status(ns).get("status", {}).get("backups") or [{}])[0]).get("file")
+    t0 = time.monotonic()
+    request(ns, "backup-now")
 
     def succeeded() -> dict[str, Any] | None:
         backups = _status(ns).get("status", {}).get("backups") or []
@@ -171,15 +177,7 @@ def backup_once(ns: str, storage: Path) -> dict[str, float]:
 def restore_test(ns: str) -> dict[str, Any]:
     t1 = time.monotonic()
     before = (_status(ns).get("status", {}).get("lastRestoreTest") or {}).get("time")
-    kit.kubectl(
-        "annotate",
-        "backupschedule",
-        "bench",
-        "-n",
-        ns,
-        "--overwrite",
-        f"ops.stronghold.io/restore-test-now={uuid.uuid4().hex[:8]}",
-    )
+    request(ns, "restore-test-now")
 
     def restored() -> dict[str, Any] | None:
         rt = _status(ns).get("status", {}).get("lastRestoreTest") or {}

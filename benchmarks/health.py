@@ -167,6 +167,7 @@ def start_operator(sa: Path, ns: str, log: Path, env: dict[str, str]) -> Operato
         f"--liveness=http://127.0.0.1:{liveness}/healthz",
         f"--metrics-port={metrics}",
         "--metrics-address=127.0.0.1",
+        "--outbound-allow=loopback,private",  # every target listens on 127.0.0.1
         "-n",
         ns,
     ]
@@ -236,7 +237,11 @@ def create_policies(ns: str, n: int, t: Targets, http_only: bool) -> None:
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "bench"},
+        "metadata": {
+            "name": "bench",
+            # The password may go to this PostgreSQL only (docs/security.md).
+            "annotations": {"ops.stronghold.io/allowed-destinations": "127.0.0.1:5432"},
+        },
         "stringData": {"password": t.password, "amqp": AMQP},
     }
     kit.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(secret))

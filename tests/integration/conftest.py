@@ -109,17 +109,7 @@ def run_operator(
     """
     # Two operators acting on the same objects make every result meaningless: remove an
     # in-cluster operator a demo may have left (the in-cluster test deploys its own).
-    kit.kubectl(
-        "delete",
-        "deployment",
-        "stronghold-operator",
-        "-n",
-        OPERATOR_NS,
-        "--ignore-not-found",
-        "--cascade=foreground",
-        "--wait=true",
-        "--timeout=60s",
-    )
+    kit.delete_incluster_operator()
     started: list[kit.OperatorProcess] = []
 
     def factory(*namespaces: str, env: dict[str, str] | None = None) -> kit.OperatorProcess:

@@ -199,3 +199,19 @@ def operator_kubeconfig(out: Path) -> Path:
         timeout=30,
     )
     return cluster.sa_kubeconfig(OPERATOR_NS, OPERATOR_SA, out)
+
+
+def delete_incluster_operator(timeout: str = "90s") -> None:
+    """Remove the in-cluster operator's Deployment and wait until its pods are gone."""
+    kubectl(
+        "delete",
+        "deployment",
+        "stronghold-operator",
+        "-n",
+        OPERATOR_NS,
+        "--ignore-not-found",
+        "--cascade=foreground",
+        "--wait=true",
+        f"--timeout={timeout}",
+        check=False,
+    )

@@ -3,7 +3,7 @@
 The service's containers run a shell loop that burns CPU while the file ``burn`` exists in a
 bind-mounted directory the test controls. Each container is limited to 0.1 CPU and 32 MiB, so
 burning means ~100 % of its limit. The test drives the same observe/decide/act pass the
-operator's daemon runs (``handlers.scaling.evaluate``) with the real Engine behind it.
+operator's daemon runs (``services.scaling.evaluate``) with the real Engine behind it.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 
 from stronghold_operator.conditions import utcnow
-from stronghold_operator.handlers.scaling import Memory, evaluate
 from stronghold_operator.logic import scaling as engine
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.scaling import MissingBasis, ScalingPolicySpec
 from stronghold_operator.platforms import compose
+from stronghold_operator.services.scaling import Memory, evaluate
 from tests.integration import kit
 from tests.integration.conftest import DOCKER_SOCKET as SOCKET
 from tests.support.workloads import start_compose_container

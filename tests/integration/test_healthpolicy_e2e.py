@@ -95,6 +95,19 @@ def event_reasons(namespace: str, name: str) -> list[str]:
     return [e["reason"] for e in kit.events_for(namespace, name)]
 
 
+def patch_spec(namespace: str, name: str, spec: dict[str, Any]) -> None:
+    kit.kubectl(
+        "patch",
+        "healthpolicy",
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": spec}),
+    )
+
+
 def test_incident_lifecycle_root_cause_webhook_and_no_secret_leaks(
     namespace: str,
     run_operator: Callable[..., kit.OperatorProcess],
@@ -343,30 +356,12 @@ def test_operator_reports_invalid_spec_and_missing_secret(
     )
     assert not get(namespace, "missing-secret")["metadata"].get("finalizers")
     # Fixing the spec is picked up at once (the change starts a round).
-    kit.kubectl(
-        "patch",
-        "healthpolicy",
-        "bands-reversed",
-        "-n",
-        namespace,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"checks": [web]}}),
-    )
+    patch_spec(namespace, "bands-reversed", {"checks": [web]})
     wait_condition(namespace, "bands-reversed", "Ready", "True", timeout=30)
     # ... and so is breaking it again, and fixing it again.
     bad = {"checks": [{**web, "http": {"url": "http://[fe80::1]/"}}]}
     for patch, status in ((bad, "False"), ({"checks": [web]}, "True")):
-        kit.kubectl(
-            "patch",
-            "healthpolicy",
-            "bands-reversed",
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            json.dumps({"spec": patch}),
-        )
+        patch_spec(namespace, "bands-reversed", patch)
         wait_condition(namespace, "bands-reversed", "Ready", status, timeout=30)
     # No finalizer: a delete completes at once, and the operator just stops probing it.
     kit.kubectl("delete", "healthpolicy", "bands-reversed", "-n", namespace, "--timeout=15s")

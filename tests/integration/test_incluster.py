@@ -66,17 +66,7 @@ def deployed(apply_crds: list[str]) -> Iterator[dict[str, Any]]:
     )
     pod = kit.wait_until("the operator pod to be ready", _operator_pod, timeout=180)
     yield pod
-    kit.kubectl(
-        "delete",
-        "deployment",
-        "stronghold-operator",
-        "-n",
-        OPERATOR_NS,
-        "--cascade=foreground",
-        "--wait=true",
-        "--timeout=90s",
-        check=False,
-    )
+    kit.delete_incluster_operator()
 
 
 @pytest.fixture

@@ -70,6 +70,22 @@ def _app_containers(namespace: str, app: str) -> list[str]:
     ]
 
 
+def _scale(namespace: str, name: str, replicas: int) -> None:
+    """Through the scale subresource, as an autoscaler does."""
+    body = json.dumps({"spec": {"replicas": replicas}})
+    kit.kubectl(
+        "patch",
+        "deployment",
+        name,
+        "-n",
+        namespace,
+        "--subresource=scale",
+        "--type=merge",
+        "-p",
+        body,
+    )
+
+
 def test_crd_applied_and_invalid_object_rejected(testbed: Path, namespace: str) -> None:
     kit.apply(SMOKE_CRD)
     kit.kubectl(
@@ -105,17 +121,7 @@ def test_deployment_pods_run_as_docker_containers_and_scale(namespace: str) -> N
     assert len(_app_containers(namespace, "sleepers")) == 1
 
     # Through the scale subresource, as an autoscaler does.
-    kit.kubectl(
-        "patch",
-        "deployment",
-        "sleepers",
-        "-n",
-        namespace,
-        "--subresource=scale",
-        "--type=merge",
-        "-p",
-        '{"spec":{"replicas":3}}',
-    )
+    _scale(namespace, "sleepers", 3)
     scale = json.loads(
         kit.kubectl(
             "get", "--raw", f"/apis/apps/v1/namespaces/{namespace}/deployments/sleepers/scale"
@@ -126,17 +132,7 @@ def test_deployment_pods_run_as_docker_containers_and_scale(namespace: str) -> N
     kit.wait_until("3 running pods", lambda: len(_running_pods(namespace, "sleepers")) == 3, 90)
     kit.wait_until("3 containers", lambda: len(_app_containers(namespace, "sleepers")) == 3, 60)
 
-    kit.kubectl(
-        "patch",
-        "deployment",
-        "sleepers",
-        "-n",
-        namespace,
-        "--subresource=scale",
-        "--type=merge",
-        "-p",
-        '{"spec":{"replicas":1}}',
-    )
+    _scale(namespace, "sleepers", 1)
     kit.wait_until(
         "containers removed", lambda: len(_app_containers(namespace, "sleepers")) == 1, 90
     )

@@ -18,6 +18,8 @@ from stronghold_operator.models.base import InvalidSpec, SpecModel, parse
 from stronghold_operator.models.health import HealthPolicySpec
 from stronghold_operator.models.maintenance import MaintenanceWindowSpec
 from stronghold_operator.models.scaling import ScalingPolicySpec
+from stronghold_operator.platforms import workloads
+from stronghold_operator.services import scaling as service
 from tests.unit.test_scaling_properties import Obs, policies, traces
 
 HUGE = "99999999999h"
@@ -204,21 +206,19 @@ def test_bad_sibling_never_stops_find_conflict(
     async def no_hpas(*_: Any) -> list[Any]:
         return []
 
-    monkeypatch.setattr(handler, "list_hpas", no_hpas)
-    svc: Any = SimpleNamespace(
-        kube=SimpleNamespace(custom=_Custom([broken, older, mine])), namespaces=None
-    )
+    monkeypatch.setattr(workloads, "list_hpas", no_hpas)
+
+    def lookup(items: list[dict[str, Any]]) -> workloads.KubeAutoscalers:
+        kube: Any = SimpleNamespace(custom=_Custom(items))
+        return workloads.KubeAutoscalers(kube, None)
+
     policy = parse(ScalingPolicySpec, SCALING)
-    found = asyncio.run(handler.find_conflict(svc, policy, mine["metadata"]))
+    found = asyncio.run(
+        service.find_conflict(lookup([broken, older, mine]), policy, mine["metadata"])
+    )
     assert found is not None and "ns/old" in found
     # The broken one is older than both but is skipped, not taken as the target's owner.
-    alone = asyncio.run(
-        handler.find_conflict(
-            SimpleNamespace(kube=SimpleNamespace(custom=_Custom([broken, older])), namespaces=None),  # type: ignore[arg-type]
-            policy,
-            older["metadata"],
-        )
-    )
+    alone = asyncio.run(service.find_conflict(lookup([broken, older]), policy, older["metadata"]))
     assert alone is None
 
 

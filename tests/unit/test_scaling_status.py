@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from pydantic import BaseModel, ValidationError
 
-from stronghold_operator.handlers.scaling import Outcome, desired_status
 from stronghold_operator.logic import scaling as sc
 from stronghold_operator.models.base import parse
-from stronghold_operator.models.scaling import ScalingPolicySpec
+from stronghold_operator.models.scaling import LastDecision, ScalingPolicySpec, ScalingPolicyStatus
+from stronghold_operator.models.status import Condition
 from stronghold_operator.platforms import compose, metrics_api
+from stronghold_operator.services.scaling import Outcome, desired_status
 from stronghold_testbed import metrics_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,14 +29,14 @@ def policy(**extra: Any) -> ScalingPolicySpec:
 
 
 def conditions(p: ScalingPolicySpec, d: sc.Decision, **kw: Any) -> dict[str, tuple[str, str]]:
-    _, updates = desired_status(p, Outcome(d, **kw), sc.ScalingState(), {})
-    return {c.type: (c.status, c.reason) for c in updates}
+    status = desired_status(p, Outcome(d, **kw), sc.ScalingState(), {})
+    return {c.type: (c.status, c.reason) for c in status.conditions}
 
 
 def test_status_of_a_scale_up() -> None:
     p = policy()
     d = sc.decide(p, [sc.Sample(T0, 150, 10)], 1, T0)
-    fields, _ = desired_status(p, Outcome(d), sc.next_state(sc.ScalingState(), d), {})
+    fields = desired_status(p, Outcome(d), sc.next_state(sc.ScalingState(), d), {}).to_status()
     assert fields["currentReplicas"] == 2 and fields["desiredReplicas"] == 2
     assert fields["lastScaleTime"] == "2026-03-01T12:00:00Z"
     assert fields["lastDecision"] == {
@@ -56,14 +59,13 @@ def test_status_of_a_scale_up() -> None:
 def test_last_decision_time_is_kept_while_the_decision_repeats() -> None:
     p = policy()
     d = sc.decide(p, [sc.Sample(T0, 60, 60)], 2, T0)
-    first, _ = desired_status(p, Outcome(d), sc.ScalingState(), {})
+    first = desired_status(p, Outcome(d), sc.ScalingState(), {}).to_status()
     later = sc.decide(
         p, [sc.Sample(T0 + timedelta(minutes=1), 61, 60)], 2, T0 + timedelta(minutes=1)
     )
-    again, _ = desired_status(
-        p, Outcome(later), sc.ScalingState(), {"lastDecision": first["lastDecision"]}
-    )
-    assert again["lastDecision"]["time"] == first["lastDecision"]["time"]
+    again = desired_status(p, Outcome(later), sc.ScalingState(), first["lastDecision"])
+    again_fields = again.to_status()
+    assert again_fields["lastDecision"]["time"] == first["lastDecision"]["time"]
 
 
 def test_conditions_for_gates() -> None:
@@ -158,3 +160,30 @@ def test_every_crd_field_is_described() -> None:
     crd = yaml.safe_load((ROOT / "crds/scalingpolicy.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     assert _walk(schema, "") == []
+
+
+def _aliases(model: type[BaseModel]) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()}
+
+
+def test_status_model_and_crd_agree() -> None:
+    crd = yaml.safe_load((ROOT / "crds/scalingpolicy.yaml").read_text())
+    status = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    assert set(status["properties"]) == _aliases(ScalingPolicyStatus)
+    assert set(status["properties"]["lastDecision"]["properties"]) == _aliases(LastDecision)
+    assert set(status["properties"]["conditions"]["items"]["properties"]) == _aliases(Condition)
+
+
+def test_status_timestamps_are_rfc3339_with_z() -> None:
+    local = datetime(2026, 3, 1, 14, 0, 5, 999_000, tzinfo=timezone(timedelta(hours=2)))
+    status = ScalingPolicyStatus(
+        last_scale_time=local,
+        below_thresholds_since=None,
+        conditions=[Condition(type="Ready", status="True", last_transition_time=local)],
+    ).to_status()
+    assert status["lastScaleTime"] == "2026-03-01T12:00:05Z"
+    assert status["conditions"][0]["lastTransitionTime"] == "2026-03-01T12:00:05Z"
+    # Set to None: written as null (deleted); never set: left out (left alone).
+    assert status["belowThresholdsSince"] is None and "lastScaleUpTime" not in status
+    with pytest.raises(ValidationError):
+        ScalingPolicyStatus(last_scale_time=datetime(2026, 3, 1))  # naive: refused

@@ -229,9 +229,8 @@ def _run(args: argparse.Namespace) -> int:
 def _usage_reader() -> tuple[Any, Any]:
     """A reader for resources checks that connects to Kubernetes only when one needs it,
     and a function closing that connection."""
-    from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
+    from stronghold_operator.models.scaling import MetricsUnavailableError, ReplicaUsage, TargetRef
     from stronghold_operator.platforms.kube import Kube
-    from stronghold_operator.platforms.metrics_api import MetricsUnavailableError
     from stronghold_operator.platforms.usage import read_usage
 
     kube: list[Kube] = []

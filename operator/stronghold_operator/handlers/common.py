@@ -15,6 +15,7 @@ from stronghold_operator.models.base import InvalidSpec
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
 from stronghold_operator.models.maintenance import holding
 from stronghold_operator.platforms.kube import GROUP, VERSION, Kube
+from stronghold_operator.runtime.status import announce, compute_status, is_bad
 
 __all__ = [
     "GROUP",
@@ -24,6 +25,7 @@ __all__ = [
     "compute_status",
     "invalid_conditions",
     "invalid_spec",
+    "is_bad",
     "maintenance_hold",
     "services",
     "track_watch",
@@ -98,36 +100,6 @@ def track_watch(plural: str) -> None:
     WATCHED.append(plural)
 
 
-def compute_status(
-    body: Mapping[str, Any],
-    status: Mapping[str, Any],
-    desired: Mapping[str, Any],
-    updates: Iterable[cond.Condition],
-    now: datetime,
-) -> tuple[dict[str, Any], list[cond.Transition]]:
-    """Merge conditions and set observedGeneration; return (changed fields, transitions).
-
-    The changed-fields dict is empty when nothing changed, so callers skip the write.
-    """
-    generation = body.get("metadata", {}).get("generation")
-    before = list(status.get("conditions") or [])
-    merged = cond.upsert(before, updates, generation, now)
-    full = dict(desired)
-    full["conditions"] = merged
-    full["observedGeneration"] = generation
-    return cond.status_delta(status, full), cond.transitions(before, merged)
-
-
-def announce(body: kopf.Body, moved: Iterable[cond.Transition]) -> None:
-    """One Event per condition transition a human cares about."""
-    for t in moved:
-        # A condition's first value (from nothing) is not news; Unknown -> X after that is.
-        if t.old is None:
-            continue
-        kind = "Warning" if is_bad(t) else "Normal"
-        kopf.event(body, type=kind, reason=t.reason, message=f"{t.type}={t.new}: {t.message}")
-
-
 def write_status(
     patch: kopf.Patch,
     body: kopf.Body,
@@ -142,15 +114,6 @@ def write_status(
         patch.status[key] = value
     announce(body, moved)
     return moved
-
-
-_BAD_WHEN_TRUE = {"Degraded", "IncidentOpen", "BackupStale", "ScalingLimited"}
-
-
-def is_bad(t: cond.Transition) -> bool:
-    if t.type in _BAD_WHEN_TRUE:
-        return t.new == "True"
-    return t.new == "False"
 
 
 def invalid_spec(

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, Field, field_validator, model_validator
 
 from stronghold_operator.models.base import Duration, SpecModel, check_port, within
+from stronghold_operator.models.status import Condition, StatusModel, Timestamp, Vocabulary
 
 KUBERNETES_KINDS = ("Deployment", "StatefulSet")
 COMPOSE_KIND = "ComposeService"
@@ -188,3 +189,85 @@ class MissingBasis(LookupError):
 
 class TargetNotFound(LookupError):
     """The target workload or Compose service does not exist."""
+
+
+class MetricsUnavailableError(LookupError):
+    """The metrics API is not served or did not answer."""
+
+
+# --- Status: the condition vocabulary and the typed status --------------------------------
+
+READY = "Ready"
+SCALING_ACTIVE = "ScalingActive"
+SCALING_LIMITED = "ScalingLimited"
+METRICS_AVAILABLE = "MetricsAvailable"
+
+REASON_ACTIVE = "Active"
+REASON_WITHIN_RANGE = "WithinRange"
+REASON_METRICS_REPORTED = "MetricsReported"
+REASON_TARGET_NOT_FOUND = "TargetNotFound"
+REASON_MISSING_REQUESTS = "MissingRequests"
+REASON_MISSING_LIMITS = "MissingLimits"
+REASON_TARGET_UNREACHABLE = "TargetUnreachable"
+
+VOCABULARY = Vocabulary(
+    types=(READY, SCALING_ACTIVE, SCALING_LIMITED, METRICS_AVAILABLE),
+    reasons=frozenset(
+        {
+            "Initializing",
+            "InvalidSpec",
+            "Reconciled",
+            REASON_ACTIVE,
+            REASON_WITHIN_RANGE,
+            REASON_METRICS_REPORTED,
+            REASON_TARGET_NOT_FOUND,
+            REASON_MISSING_REQUESTS,
+            REASON_MISSING_LIMITS,
+            REASON_TARGET_UNREACHABLE,
+            # The engine's gates and limits (logic/scaling.py) also name conditions.
+            "ConflictingAutoscaler",
+            "MaintenanceWindow",
+            "Paused",
+            "DryRun",
+            "MetricsUnavailable",
+            "CappedByMax",
+            "AtMin",
+        }
+    ),
+    # Limited is the news; every other type is bad when False.
+    bad_when_true=frozenset({SCALING_LIMITED}),
+)
+
+
+class LastDecision(StatusModel):
+    """``status.lastDecision``: the engine's latest decision; ``time`` is when it was first
+    reached (kept while it repeats)."""
+
+    time: Timestamp
+    action: Literal["ScaleUp", "ScaleDown", "Hold"]
+    from_: int = Field(alias="from")
+    to: int
+    reason: str
+    message: str
+
+
+class ScalingPolicyStatus(StatusModel):
+    """Everything the operator writes to a ScalingPolicy's status (crds/scalingpolicy.yaml)."""
+
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    conditions: list[Condition] = Field(default_factory=list)
+    target: str | None = None
+    current_replicas: int | None = Field(default=None, alias="currentReplicas")
+    desired_replicas: int | None = Field(default=None, alias="desiredReplicas")
+    current_cpu_utilization_percent: int | None = Field(
+        default=None, alias="currentCpuUtilizationPercent"
+    )
+    current_memory_utilization_percent: int | None = Field(
+        default=None, alias="currentMemoryUtilizationPercent"
+    )
+    below_thresholds_since: Timestamp | None = Field(default=None, alias="belowThresholdsSince")
+    last_observed_time: Timestamp | None = Field(default=None, alias="lastObservedTime")
+    last_scale_time: Timestamp | None = Field(default=None, alias="lastScaleTime")
+    last_scale_up_time: Timestamp | None = Field(default=None, alias="lastScaleUpTime")
+    last_scale_down_time: Timestamp | None = Field(default=None, alias="lastScaleDownTime")
+    last_decision: LastDecision | None = Field(default=None, alias="lastDecision")

@@ -14,6 +14,9 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from stronghold_operator.conditions import parse_rfc3339
+
+# Defined with the scaling model, so services catch it without importing a platform.
+from stronghold_operator.models.scaling import MetricsUnavailableError
 from stronghold_operator.platforms import executors
 from stronghold_operator.platforms.kube import Kube, call_json
 
@@ -22,10 +25,6 @@ VERSION = "v1beta1"
 # (connect, read) seconds: metrics-server answers in milliseconds or is in trouble (the
 # client retries a read timeout up to three times).
 REQUEST_TIMEOUT = (5.0, 5.0)
-
-
-class MetricsUnavailableError(LookupError):
-    """The metrics API is not served or did not answer."""
 
 
 def _timestamp(value: Any) -> datetime:

@@ -7,10 +7,9 @@ to limits). HealthPolicy's resources checks use it, so both kinds measure the sa
 
 from __future__ import annotations
 
-from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
+from stronghold_operator.models.scaling import MetricsUnavailableError, ReplicaUsage, TargetRef
 from stronghold_operator.platforms.compose import ComposeService, ComposeTarget
 from stronghold_operator.platforms.kube import Kube
-from stronghold_operator.platforms.metrics_api import MetricsUnavailableError
 from stronghold_operator.platforms.workloads import KubeWorkload
 
 

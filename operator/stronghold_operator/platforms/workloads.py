@@ -18,11 +18,12 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from stronghold_operator.models.scaling import MissingBasis, ReplicaUsage, TargetNotFound
-from stronghold_operator.platforms.kube import Kube, call, call_json
+from stronghold_operator.platforms.kube import GROUP, VERSION, Kube, call, call_json
 from stronghold_operator.platforms.metrics_api import pod_metrics
 
 # Newest first: the first one the cluster serves is used.
 HPA_VERSIONS = ("v2", "v2beta2", "v2beta1", "v1")
+SCALING_POLICIES = "scalingpolicies"
 
 
 @dataclass(frozen=True)
@@ -206,3 +207,32 @@ class KubeWorkload:
     async def scale(self, replicas: int) -> list[str]:
         await patch_scale(self.kube, self.namespace, self.kind, self.name, replicas)
         return [f"{self.kind}/{self.name}"]
+
+
+@dataclass(frozen=True)
+class KubeAutoscalers:
+    """Who else scales workloads, from the apiserver (the scaling service's Autoscalers port).
+
+    ``namespaces`` is what the operator watches (None: cluster-wide); a Compose target is
+    checked against ScalingPolicies in all of them.
+    """
+
+    kube: Kube
+    namespaces: list[str] | None = None
+
+    async def hpas(self, namespace: str) -> list[Autoscaler]:
+        return await list_hpas(self.kube, namespace)
+
+    async def policies(self, namespace: str, *, everywhere: bool) -> list[Mapping[str, Any]]:
+        if everywhere and self.namespaces is None:
+            listed = await call_json(
+                self.kube.custom.list_cluster_custom_object, GROUP, VERSION, SCALING_POLICIES
+            )
+            return list(listed.get("items", []))
+        items: list[Mapping[str, Any]] = []
+        for n in (self.namespaces or [namespace]) if everywhere else [namespace]:
+            listed = await call_json(
+                self.kube.custom.list_namespaced_custom_object, GROUP, VERSION, n, SCALING_POLICIES
+            )
+            items += listed.get("items", [])
+        return items

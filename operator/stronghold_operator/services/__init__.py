@@ -1,0 +1,1 @@
+"""Per kind: observe(ports) -> decide (logic/, pure) -> act(ports) -> a typed status."""
