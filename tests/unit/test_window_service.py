@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -81,6 +81,10 @@ class FakePages:
         return {"name": check.name, "type": "Http", "passed": True, "message": "HTTP 200"}
 
 
+async def inline(fn: Callable[..., Any], /, *args: Any) -> Any:
+    return fn(*args)
+
+
 class World:
     def __init__(self, **spec: Any) -> None:
         self.covered = FakeCovered()
@@ -100,7 +104,7 @@ class World:
         }
         self.state = service.State.from_status({})
         self.ports = service.Ports(
-            self.covered, self.workloads, self.snapshots, FakePages(), lambda: self.now
+            self.covered, self.workloads, self.snapshots, FakePages(), lambda: self.now, inline
         )
 
     def run(self, at: datetime) -> service.Pass:

@@ -9,8 +9,8 @@ are recorded here from the service's result.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import kopf
 from prometheus_client import Counter, Gauge
@@ -20,6 +20,7 @@ from stronghold_operator.handlers.common import GROUP, VERSION, Services, servic
 from stronghold_operator.logic import window as win
 from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.maintenance import MaintenanceWindowStatus
+from stronghold_operator.platforms.executors import OTHER, run_in
 from stronghold_operator.platforms.maintenance import (
     AnnotationConflict,
     KubeCovered,
@@ -63,6 +64,8 @@ FROZEN = Gauge(
 )
 per_object(PLURAL, ACTIVE_GAUGE, NEXT_START, RESULTS, FROZEN)
 
+T = TypeVar("T")
+
 _pages = HttpPages()  # one shared post-check client per process, created on first use
 
 
@@ -73,6 +76,10 @@ def maintenance_windows(namespace: str | None, name: str | None, **_: Any) -> di
     return {str(namespace): str(name)}
 
 
+async def _offload(fn: Callable[..., T], /, *args: Any) -> T:
+    return await run_in(OTHER, fn, *args)
+
+
 def make_ports(svc: Services, body: kopf.Body) -> service.Ports:
     ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
     return service.Ports(
@@ -81,6 +88,7 @@ def make_ports(svc: Services, body: kopf.Body) -> service.Ports:
         snapshots=KubeSnapshots(svc.kube, ns, name, lambda cm: kopf.adopt(cm, owner=body)),
         pages=_pages,
         clock=cond.utcnow,
+        offload=_offload,
     )
 
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic import snapshot as snap
@@ -37,7 +37,6 @@ from stronghold_operator.models.maintenance import (
     without_holder,
 )
 from stronghold_operator.models.status import Condition
-from stronghold_operator.platforms.executors import OTHER, run_in
 
 # The kinds a window covers: plural -> kind.
 COVERED = {
@@ -49,6 +48,7 @@ BUSY_INTERVAL = 5.0  # seconds between passes while a window is being handled
 IDLE_INTERVAL = 15.0  # otherwise (manual annotations are noticed within this time)
 
 Update = Callable[[str | None], str | None]
+T = TypeVar("T")
 
 # --- Ports ---------------------------------------------------------------------------------
 
@@ -83,6 +83,12 @@ class Pages(Protocol):
     async def check(self, check: HttpCheck) -> dict[str, Any]: ...
 
 
+class Offload(Protocol):
+    """Runs a CPU-bound pure function (recurrence building, decide) off the event loop."""
+
+    def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
+
+
 @dataclass(frozen=True)
 class Ports:
     covered: CoveredObjects
@@ -90,6 +96,7 @@ class Ports:
     snapshots: Snapshots
     pages: Pages
     clock: Callable[[], datetime]
+    offload: Offload
 
 
 # --- Observing -----------------------------------------------------------------------------
@@ -426,14 +433,14 @@ def initial_status() -> MaintenanceWindowStatus:
 
 
 async def compile_spec(
-    state: State, raw: Mapping[str, Any], now: datetime
+    state: State, raw: Mapping[str, Any], now: datetime, offload: Offload
 ) -> tuple[MaintenanceWindowSpec, Recurrence]:
     """Parse the spec and build its recurrence, once per spec; InvalidSpec if unusable."""
     key = json.dumps(raw, sort_keys=True, default=str)
     if state.compiled is None or state.compiled[0] != key:
         try:
             spec = parse(MaintenanceWindowSpec, raw)
-            rec = await run_in(OTHER, from_spec, spec, now)
+            rec = await offload(from_spec, spec, now)
             state.compiled = (key, spec, rec)
         except InvalidSpec as exc:
             state.compiled = (key, exc, None)
@@ -477,8 +484,8 @@ class _Run:
 
 async def _step(s: Step, state: State, rec: Recurrence, manual: win.Manual, run: _Run) -> bool:
     """One decision and what it asks for; True when nothing moved (the pass is done)."""
-    d = await run_in(
-        OTHER, win.decide, s.spec, rec, s.now, state.progress, state.history, manual, s.window
+    d = await s.ports.offload(
+        win.decide, s.spec, rec, s.now, state.progress, state.history, manual, s.window
     )
     run.decision = d
     run.events += d.events
@@ -525,7 +532,7 @@ async def reconcile(
     """One pass: observe, decide, act until settled; the status and the next interval."""
     now, window = ports.clock(), str(meta["name"])
     try:
-        spec, rec = await compile_spec(state, raw_spec, now)
+        spec, rec = await compile_spec(state, raw_spec, now, ports.offload)
     except InvalidSpec as exc:
         return await _invalid(ports, window, exc, now)
     manual, end_now, precheck_now = _manual(meta, state)
