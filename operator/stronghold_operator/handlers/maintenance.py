@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import kopf
@@ -34,7 +35,6 @@ from stronghold_operator.services import maintenance as service
 
 PLURAL = "maintenancewindows"
 KIND = "MaintenanceWindow"
-COVERED = service.COVERED
 
 track_watch(PLURAL)
 
@@ -98,11 +98,15 @@ def _emit(body: kopf.Body, events: Sequence[win.Event]) -> None:
 
 
 async def _write(
-    svc: Services, body: kopf.Body, state: service.State, status: MaintenanceWindowStatus
+    svc: Services,
+    body: kopf.Body,
+    state: service.State,
+    status: MaintenanceWindowStatus,
+    now: datetime,
 ) -> None:
     # Only Ready's transitions become Events here; the service reports every step itself.
     state.status = await write_status(
-        svc.kube, PLURAL, body, status, cond.utcnow(), state.status, events_for={cond.READY}
+        svc.kube, PLURAL, body, status, now, state.status, events_for={cond.READY}
     )
 
 
@@ -124,10 +128,10 @@ async def reconcile_once(svc: Services, body: kopf.Body, state: service.State) -
         await service.release_all(ports.covered, meta["name"])
         return service.IDLE_INTERVAL
     if not state.status.get("conditions"):
-        await _write(svc, body, state, service.initial_status())
+        await _write(svc, body, state, service.initial_status(), cond.utcnow())
     result = await service.reconcile(meta, body.get("spec") or {}, ports, state)
     _emit(body, result.events)
-    await _write(svc, body, state, result.status)
+    await _write(svc, body, state, result.status, result.now)
     _record_metrics(meta["namespace"], meta["name"], result)
     return result.interval
 
