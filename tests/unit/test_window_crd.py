@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from stronghold_operator.logic.recurrence import from_spec
 from stronghold_operator.models.base import parse
-from stronghold_operator.models.maintenance import MaintenanceWindowSpec
+from stronghold_operator.models.maintenance import MaintenanceWindowSpec, MaintenanceWindowStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD = yaml.safe_load((ROOT / "crds" / "maintenancewindow.yaml").read_text())
@@ -116,3 +116,37 @@ def test_the_guide_window_skips_the_year_end_and_handles_dst() -> None:
 def test_the_apiserver_schema_refuses_bad_specs(spec: dict[str, Any]) -> None:
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(spec, _jsonschema(SCHEMA["properties"]["spec"]))
+
+
+def _fields(model: type[BaseModel]) -> set[str]:
+    return {f.alias or name for name, f in model.model_fields.items()}
+
+
+def _agree(schema: dict[str, Any], model: type[BaseModel], path: str) -> list[str]:
+    """The schema's properties are the model's fields (both ways), nested objects too;
+    returns the paths compared."""
+    seen = [path]
+    assert set(schema["properties"]) == _fields(model), path
+    for name, f in model.model_fields.items():
+        sub = schema["properties"][f.alias or name]
+        sub = sub.get("items", sub) if sub.get("type") == "array" else sub
+        nested = [a for a in getattr(f.annotation, "__args__", (f.annotation,))]
+        nested += [b for a in nested for b in getattr(a, "__args__", ())]
+        for kind in nested:
+            if isinstance(kind, type) and issubclass(kind, BaseModel) and "properties" in sub:
+                seen += _agree(sub, kind, f"{path}.{f.alias or name}")
+    return seen
+
+
+def test_status_model_and_crd_agree() -> None:
+    schema = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    compared = _agree(schema, MaintenanceWindowStatus, "status")
+    assert "status.currentWindow.preChecks" in compared and "status.checks" in compared
+
+
+def test_status_serialises_without_nested_nulls() -> None:
+    status = MaintenanceWindowStatus.model_validate(
+        {"currentWindow": {"id": "x", "skipped": None, "endReason": ""}, "lastResult": None}
+    ).to_status()
+    # Top-level None deletes the field; nested None and "" are left out.
+    assert status == {"currentWindow": {"id": "x"}, "lastResult": None}

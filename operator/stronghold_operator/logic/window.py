@@ -25,7 +25,15 @@ from zoneinfo import ZoneInfo
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic.recurrence import Occurrence, Recurrence
-from stronghold_operator.models.maintenance import MaintenanceWindowSpec
+from stronghold_operator.models.maintenance import (
+    ACTIVE,
+    POST_CHECKS_PASSED,
+    PRE_CHECKS_PASSED,
+    SCHEDULED,
+    VOCABULARY,
+    MaintenanceWindowSpec,
+    clean,
+)
 
 __all__ = [
     "ACTIVE",
@@ -45,11 +53,8 @@ __all__ = [
     "window_times",
 ]
 
-SCHEDULED = "Scheduled"
-PRE_CHECKS_PASSED = "PreChecksPassed"
-ACTIVE = "Active"
-POST_CHECKS_PASSED = "PostChecksPassed"
-CONDITION_TYPES = (cond.READY, SCHEDULED, PRE_CHECKS_PASSED, ACTIVE, POST_CHECKS_PASSED)
+# The condition types live with the status model (models/maintenance.VOCABULARY).
+CONDITION_TYPES = VOCABULARY.types
 
 StepState = Literal["Pending", "Running", "Passed", "Failed", "NotRequired"]
 EndReason = Literal["Scheduled", "EndNow"]
@@ -186,15 +191,6 @@ def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
         if value is not None and value != "":
             out[k] = value
     return out
-
-
-def clean(value: Any) -> Any:
-    """:func:`_drop_none` through lists too: what a status patch may carry."""
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items() if v is not None and v != ""}
-    if isinstance(value, list):
-        return [clean(v) for v in value]
-    return value
 
 
 @dataclass(frozen=True)

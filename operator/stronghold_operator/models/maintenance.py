@@ -11,13 +11,14 @@ import re
 from collections.abc import Collection, Mapping
 from datetime import date as Date
 from datetime import datetime, timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator, model_validator
 
 from stronghold_operator.models.base import Duration, SpecModel, check_port, within
 from stronghold_operator.models.common import zone
+from stronghold_operator.models.status import Condition, StatusModel, Vocabulary
 
 # The annotation a window puts on every object it covers. Its value is the comma-separated,
 # sorted list of the names of the windows currently holding the object, so overlapping
@@ -328,3 +329,138 @@ def without_holder(value: str | None, name: str) -> str | None:
     """The annotation value once window ``name`` lets go; None: remove the annotation."""
     rest = [n for n in holders(value) if n != name]
     return ",".join(rest) if rest else None
+
+
+# -- status ----------------------------------------------------------------------------------
+
+READY = "Ready"
+SCHEDULED = "Scheduled"
+PRE_CHECKS_PASSED = "PreChecksPassed"
+ACTIVE = "Active"
+POST_CHECKS_PASSED = "PostChecksPassed"
+
+VOCABULARY = Vocabulary(
+    types=(READY, SCHEDULED, PRE_CHECKS_PASSED, ACTIVE, POST_CHECKS_PASSED),
+    reasons=frozenset(
+        {
+            "Initializing",
+            "InvalidSpec",
+            "Reconciled",
+            "Suspended",
+            "NextWindow",
+            "NoUpcomingWindow",
+            "NotInWindow",
+            "NotRunYet",
+            "WaitingForPreChecks",
+            "WindowOpen",
+            "Ended",
+            "Running",
+            "Passed",
+            "Failed",
+            "Pending",
+            "NotRequired",
+            "Skipped",
+        }
+    ),
+)
+
+
+class WindowTimes(StatusModel):
+    """An occurrence's times, in UTC and in the window's time zone (RFC 3339 strings)."""
+
+    start: str | None = None
+    end: str | None = None
+    start_local: str | None = Field(default=None, alias="startLocal")
+    end_local: str | None = Field(default=None, alias="endLocal")
+
+
+class PreChecksProgress(StatusModel):
+    state: str | None = None
+    attempt: int | None = None
+    manual: bool | None = None
+    started_at: str | None = Field(default=None, alias="startedAt")
+    message: str | None = None
+    backup_request: str | None = Field(default=None, alias="backupRequest")
+    backup_requested_at: str | None = Field(default=None, alias="backupRequestedAt")
+    backup: str | None = None
+
+
+class PostChecksProgress(StatusModel):
+    state: str | None = None
+    started_at: str | None = Field(default=None, alias="startedAt")
+    message: str | None = None
+
+
+class CurrentWindow(WindowTimes):
+    """The window being handled: the record that makes every step happen once."""
+
+    id: str | None = None
+    pre_checks: PreChecksProgress | None = Field(default=None, alias="preChecks")
+    snapshot_config_map: str | None = Field(default=None, alias="snapshotConfigMap")
+    opened_at: str | None = Field(default=None, alias="openedAt")
+    skipped: bool | None = None
+    ended_at: str | None = Field(default=None, alias="endedAt")
+    end_reason: str | None = Field(default=None, alias="endReason")
+    post_checks: PostChecksProgress | None = Field(default=None, alias="postChecks")
+
+
+class Difference(StatusModel):
+    kind: str | None = None
+    target: str | None = None
+    before: str | None = None
+    after: str | None = None
+    message: str | None = None
+    failing: bool | None = None
+
+
+class CheckResult(StatusModel):
+    name: str
+    type: str
+    passed: bool
+    message: str = ""
+    latency_ms: float | None = Field(default=None, alias="latencyMs")
+
+
+class HistoryItem(StatusModel):
+    id: str | None = None
+    start: str | None = None
+    end: str | None = None
+    ended_at: str | None = Field(default=None, alias="endedAt")
+    end_reason: str | None = Field(default=None, alias="endReason")
+    pre_checks: str | None = Field(default=None, alias="preChecks")
+    post_checks: str | None = Field(default=None, alias="postChecks")
+    result: str | None = None
+    backup: str | None = None
+    snapshot_config_map: str | None = Field(default=None, alias="snapshotConfigMap")
+    message: str | None = None
+
+
+class MaintenanceWindowStatus(StatusModel):
+    """Everything the operator writes to a window's status (crds/maintenancewindow.yaml)."""
+
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    conditions: list[Condition] = Field(default_factory=list)
+    next_window: WindowTimes | None = Field(default=None, alias="nextWindow")
+    current_window: CurrentWindow | None = Field(default=None, alias="currentWindow")
+    frozen_targets: list[str] | None = Field(default=None, alias="frozenTargets")
+    snapshot_config_map: str | None = Field(default=None, alias="snapshotConfigMap")
+    differences: list[Difference] | None = None
+    checks: list[CheckResult] | None = None
+    history: list[HistoryItem] | None = None
+    last_result: str | None = Field(default=None, alias="lastResult")
+    handled_end_now: str | None = Field(default=None, alias="handledEndNow")
+    handled_precheck_now: str | None = Field(default=None, alias="handledPrecheckNow")
+
+    def to_status(self) -> dict[str, Any]:
+        # A field set to None at the top deletes it; inside a nested object None and ""
+        # are left out, as the window has always written them (no null inside objects).
+        return {k: v if v is None else clean(v) for k, v in super().to_status().items()}
+
+
+def clean(value: Any) -> Any:
+    """Nested None and "" left out, through dicts and lists: what a status patch may carry."""
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items() if v is not None and v != ""}
+    if isinstance(value, list):
+        return [clean(v) for v in value]
+    return value

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -61,6 +61,7 @@ async def write_status(
     status: StatusModel,
     now: datetime,
     current: Mapping[str, Any] | None = None,
+    events_for: Collection[str] | None = None,
 ) -> dict[str, Any]:
     """Write a typed status of one of our objects; returns the status as the apiserver now has it.
 
@@ -68,7 +69,8 @@ async def write_status(
     with the conditions merged by type (``lastTransitionTime`` kept while unchanged) and
     ``observedGeneration`` set; nothing is patched when nothing changed. Condition
     transitions become Events. Callers that write twice in one pass pass the returned
-    status as ``current`` the second time.
+    status as ``current`` the second time. ``events_for`` limits the Events to those
+    condition types (a kind that reports its other steps with Events of its own).
     """
     before: Mapping[str, Any] = (body.get("status") or {}) if current is None else current
     fields = status.to_status()
@@ -80,5 +82,5 @@ async def write_status(
     delta, moved = compute_status(body, before, fields, wanted, now)
     meta = body["metadata"]
     await patch_status(kube, plural, meta["namespace"], meta["name"], delta)
-    announce(body, moved)
+    announce(body, [t for t in moved if events_for is None or t.type in events_for])
     return cond.merge_patch(before, delta)
