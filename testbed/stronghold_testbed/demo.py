@@ -125,6 +125,11 @@ def up() -> int:
 
 
 def down() -> int:
+    # The demo's objects go first, while the operator still runs to remove its finalizers;
+    # deleted after the operator, they would keep the namespace Terminating for ever.
+    kubectl(
+        "delete", "stronghold", "--all", "-n", DEMO_NS, "--wait=true", "--timeout=120s", check=False
+    )
     kubectl("delete", "namespace", DEMO_NS, "--ignore-not-found", "--wait=false", check=False)
     kubectl(
         "delete",
