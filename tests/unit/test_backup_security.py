@@ -318,3 +318,15 @@ def test_termination_messages_only_from_pods_of_our_jobs() -> None:
     }
     view = JobView.of(job)
     assert view.uid == "job-uid-2" and view.controller == "other"
+
+
+def test_a_pod_being_deleted_is_not_the_jobs_result() -> None:
+    ours = {"job-uid-1": "nightly-202605010200"}
+    killed = _pod("job-uid-1", "")
+    killed["metadata"]["deletionTimestamp"] = "2026-05-01T02:01:00Z"
+    killed["status"]["phase"] = "Failed"  # SIGTERM from the deletion
+    assert pod_results([killed], ours) == {}
+    replacement = _pod("job-uid-1", '{"ok": true}')
+    assert pod_results([killed, replacement], ours) == {
+        "nightly-202605010200": ("Succeeded", '{"ok": true}')
+    }

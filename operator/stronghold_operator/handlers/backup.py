@@ -487,8 +487,11 @@ def pod_results(
     """
     out: dict[str, tuple[str, str | None]] = {}
     for pod in pods:
-        job = jobs.get(_controller(pod.get("metadata") or {}))
-        if not job:
+        meta = pod.get("metadata") or {}
+        job = jobs.get(_controller(meta))
+        # A pod being deleted (someone deleted it mid-run) dies of the SIGTERM: its exit is
+        # not the Job's outcome, which the Job's replacement pod or its own status gives.
+        if not job or meta.get("deletionTimestamp"):
             continue
         st = pod.get("status") or {}
         message = None
