@@ -58,9 +58,11 @@ def _container_logs(pod: dict[str, Any]) -> str:
 @pytest.fixture
 def deployed(apply_crds: list[str]) -> Iterator[dict[str, Any]]:
     operator_image.build()
+    # A rebuilt image under the same tag: start from no Deployment, so the one pod runs this
+    # build. (A rollout restart started the new hostNetwork pod while the old one still held
+    # its ports: "Address already in use", a restart the test then counted.)
+    kit.delete_incluster_operator()
     kit.kubectl("apply", "-k", str(kit.REPO / "manifests/overlays/local"))
-    # A rebuilt image under the same tag: roll the pod so it runs this build.
-    kit.kubectl("rollout", "restart", "deployment/stronghold-operator", "-n", OPERATOR_NS)
     kit.kubectl(
         "rollout", "status", "deployment/stronghold-operator", "-n", OPERATOR_NS, "--timeout=180s"
     )
