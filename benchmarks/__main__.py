@@ -4,6 +4,7 @@
              postgres_exporter (benchmarks/health.py)
     scaling  ScalingPolicy vs HPA under the same distributed load (benchmarks/scaling.py)
     backup   BackupSchedule Job vs the guide's pg_dump | gzip on ~1 GB (benchmarks/backup.py)
+    kube_client  Kubernetes client libraries on the operator's hot calls (benchmarks/kube_client.py)
 
 Each needs the local cluster (`stronghold-testbed cluster up`); results are in docs/performance.md.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-NAMES = ("health", "scaling", "backup")
+NAMES = ("health", "scaling", "backup", "kube_client")
 
 
 def main() -> int:
