@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import statistics
@@ -213,37 +214,44 @@ class OfficialThreads(Candidate):
 
 
 class OfficialAio(Candidate):
+    """The generated asyncio client (kubernetes_asyncio's generator, in ``kubernetes.aio``)."""
+
     name = "kubernetes.aio"
     dist = "kubernetes"
 
-    async def connect(self) -> None:
+    def _module(self) -> Any:
         from kubernetes import aio
 
-        await aio.config.load_kube_config()
-        self.api = aio.client.ApiClient()
-        self.custom = aio.client.CustomObjectsApi(self.api)
-        self.core = aio.client.CoreV1Api(self.api)
+        return aio
 
-    async def patch_status(self, name: str, body: dict[str, Any]) -> None:
-        resp = await self.custom.patch_namespaced_custom_object_status_without_preload_content(
-            GROUP,
-            VERSION,
-            self.ns,
-            PLURAL,
-            name,
-            body,
-            _content_type="application/merge-patch+json",
-            _request_timeout=TIMEOUT_S,
-        )
-        await resp.read()
+    async def connect(self) -> None:
+        lib = self._module()
+        await lib.config.load_kube_config()
+        self.api = lib.client.ApiClient()
+        self.custom = lib.client.CustomObjectsApi(self.api)
+        self.core = lib.client.CoreV1Api(self.api)
+
+    def _raw(self, api: Any, method: str) -> Callable[..., Awaitable[Any]]:
+        """The method answering the undecoded response (spelled differently per generator)."""
+        return getattr(api, f"{method}_without_preload_content")  # type: ignore[no-any-return]
+
+    async def _read(self, resp: Any) -> bytes:
+        data: bytes = await resp.read()
         if resp.status >= 400:
             raise RuntimeError(resp.status)
+        return data
+
+    async def patch_status(self, name: str, body: dict[str, Any]) -> None:
+        patch = self._raw(self.custom, "patch_namespaced_custom_object_status")
+        ct = "application/merge-patch+json"
+        args = (GROUP, VERSION, self.ns, PLURAL, name, body)
+        await self._read(await patch(*args, _content_type=ct, _request_timeout=TIMEOUT_S))
 
     async def get_secret(self, name: str) -> dict[str, Any]:
-        resp = await self.core.read_namespaced_secret_without_preload_content(
-            name, self.ns, _request_timeout=TIMEOUT_S
+        read = self._raw(self.core, "read_namespaced_secret")
+        out: dict[str, Any] = json.loads(
+            await self._read(await read(name, self.ns, _request_timeout=TIMEOUT_S))
         )
-        out: dict[str, Any] = json.loads(await resp.read())
         return out
 
     async def list_policies(self) -> list[Any]:
@@ -256,52 +264,22 @@ class OfficialAio(Candidate):
         await self.api.close()
 
 
-class KubernetesAsyncio(Candidate):
+class KubernetesAsyncio(OfficialAio):
     name = "kubernetes_asyncio"
     dist = "kubernetes_asyncio"
 
-    async def connect(self) -> None:
-        import kubernetes_asyncio as ka
+    def _module(self) -> Any:
+        import kubernetes_asyncio
 
-        await ka.config.load_kube_config()
-        self.api = ka.client.ApiClient()
-        self.custom = ka.client.CustomObjectsApi(self.api)
-        self.core = ka.client.CoreV1Api(self.api)
+        return kubernetes_asyncio
 
-    async def patch_status(self, name: str, body: dict[str, Any]) -> None:
-        resp = await self.custom.patch_namespaced_custom_object_status(
-            GROUP,
-            VERSION,
-            self.ns,
-            PLURAL,
-            name,
-            body,
-            _content_type="application/merge-patch+json",
-            _preload_content=False,
-            _request_timeout=TIMEOUT_S,
-        )
-        await resp.read()
-        resp.raise_for_status()
-
-    async def get_secret(self, name: str) -> dict[str, Any]:
-        resp = await self.core.read_namespaced_secret(
-            name, self.ns, _preload_content=False, _request_timeout=TIMEOUT_S
-        )
-        out: dict[str, Any] = json.loads(await resp.read())
-        resp.raise_for_status()
-        return out
-
-    async def list_policies(self) -> list[Any]:
-        out = await self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, self.ns, PLURAL, _request_timeout=TIMEOUT_S
-        )
-        return list(out["items"])
-
-    async def close(self) -> None:
-        await self.api.close()
+    def _raw(self, api: Any, method: str) -> Callable[..., Awaitable[Any]]:
+        return functools.partial(getattr(api, method), _preload_content=False)
 
 
 class Lightkube(Candidate):
+    """Generic resources (plain dicts, no codegen), as ``platforms/kube.py`` uses it."""
+
     name = "lightkube"
     dist = "lightkube"
 
@@ -309,12 +287,11 @@ class Lightkube(Candidate):
         import httpx2
         import lightkube
         from lightkube.generic_resource import create_namespaced_resource
-        from lightkube.resources.core_v1 import Secret
 
         self.policy = create_namespaced_resource(GROUP, VERSION, KIND, PLURAL)
-        self.secret = Secret
+        self.secret = create_namespaced_resource("", "v1", "Secret", "secrets")
         self.client = lightkube.AsyncClient(
-            lightkube.KubeConfig.from_env(), timeout=httpx2.Timeout(TIMEOUT_S)
+            lightkube.KubeConfig.from_env(), timeout=httpx2.Timeout(TIMEOUT_S), trust_env=False
         )
 
     async def patch_status(self, name: str, body: dict[str, Any]) -> None:
@@ -325,12 +302,10 @@ class Lightkube(Candidate):
         )
 
     async def get_secret(self, name: str) -> dict[str, Any]:
-        obj = await self.client.get(self.secret, name, namespace=self.ns)
-        out: dict[str, Any] = obj.to_dict()
-        return out
+        return dict(await self.client.get(self.secret, name, namespace=self.ns))
 
     async def list_policies(self) -> list[Any]:
-        return [o async for o in self.client.list(self.policy, namespace=self.ns)]
+        return [dict(o) async for o in self.client.list(self.policy, namespace=self.ns)]
 
     async def close(self) -> None:
         await self.client.close()

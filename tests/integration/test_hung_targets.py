@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from pathlib import Path
 
-import kubernetes
+import lightkube
 import pytest
+from lightkube.config.models import Cluster, User
 
 from stronghold_operator.platforms.compose import ComposeService, ComposeTarget
-from stronghold_operator.platforms.kube import Kube, call, call_json
+from stronghold_operator.platforms.kube import METRICS_TIMEOUT, NAMESPACES, Kube, ours
 from stronghold_operator.platforms.metrics_api import pod_metrics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
@@ -42,46 +44,43 @@ class Silent:
 
 
 async def test_kube_call_not_delayed_by_hung_docker_and_metrics_reads(
-    kube_api: kubernetes.client.ApiClient, apply_crds: list[str]
+    testbed: Path, apply_crds: list[str]
 ) -> None:
-    # 8 Docker threads and 4 metrics threads: the old shared pool had 6 in all on 2 cores.
+    # 8 Docker threads and 4 metrics connections: the old shared pool had 6 in all on 2 cores.
     silent = Silent(enough=12)
     server = await asyncio.start_server(silent.handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    # A fresh configuration: a copy of the admin's kept sending to the real apiserver.
-    hung_cfg = kubernetes.client.Configuration(host=f"http://127.0.0.1:{port}")
-    hung_kube = Kube(kubernetes.client.ApiClient(hung_cfg))
+    kube = Kube(lightkube.KubeConfig.from_file(testbed))
+    # The same Kube's metrics API client, pointed at the silent server: an aggregated API
+    # server that accepts and never answers.
+    hung = lightkube.KubeConfig.from_one(
+        cluster=Cluster(server=f"http://127.0.0.1:{port}"), user=User(token="t")
+    )
+    kube.metrics_client = lightkube.AsyncClient(hung, timeout=METRICS_TIMEOUT, trust_env=False)
     docker = ComposeService(ComposeTarget("web", "app", f"tcp://127.0.0.1:{port}"))
-    hung = [asyncio.create_task(docker.read_usage()) for _ in range(HUNG)]
-    hung += [asyncio.create_task(pod_metrics(hung_kube, "default", "")) for _ in range(HUNG)]
-    kube = Kube(kube_api)
+    reads = [asyncio.create_task(docker.read_usage()) for _ in range(HUNG)]
+    reads += [asyncio.create_task(pod_metrics(kube, "default", {})) for _ in range(HUNG)]
     try:
-        # Every thread the hung reads can get is stuck in a read before the Kubernetes call.
+        # Every thread and connection the hung reads can get is stuck before the calls.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(silent.busy.wait(), 5)
         await asyncio.sleep(0.3)
         assert silent.accepted >= 6, silent.accepted
-        assert not any(t.done() for t in hung)
+        assert not any(t.done() for t in reads)
         t0 = time.monotonic()
-        namespaces = await call(kube.core.list_namespace, limit=1)
-        crds = await call_json(
-            kube.custom.list_cluster_custom_object,
-            "ops.stronghold.io",
-            "v1alpha1",
-            "healthpolicies",
-            limit=1,
-        )
+        namespaces = await kube.list(NAMESPACES)
+        policies = await kube.list(ours("healthpolicies"), "default")
         elapsed = time.monotonic() - t0
-        assert namespaces.items and "items" in crds
+        assert namespaces and isinstance(policies, list)
         assert elapsed < 2.0, f"Kubernetes calls took {elapsed:.1f}s behind hung reads"
-        assert not any(t.done() for t in hung)  # still hung: the calls did not wait them out
+        assert not any(t.done() for t in reads)  # still hung: the calls did not wait them out
     finally:
-        for t in hung:
+        for t in reads:
             t.cancel()
-        await asyncio.gather(*hung, return_exceptions=True)
+        await asyncio.gather(*reads, return_exceptions=True)
         # Closing our end ends the threads' reads at once (the pools are shared).
         server.close()
         for w in silent.writers:
             w.close()
         await server.wait_closed()
-        hung_kube.api.close()  # type: ignore[no-untyped-call]
+        await kube.aclose()

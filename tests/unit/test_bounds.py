@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -170,15 +169,12 @@ def test_port_out_of_range_is_invalid_spec_naming_the_field(
 # -- one bad ScalingPolicy never stops find_conflict for the others --------------------------
 
 
-class _Custom:
+class _Kube:
     def __init__(self, items: list[dict[str, Any]]) -> None:
         self.items = items
 
-    def list_namespaced_custom_object(self, *_: Any, **__: Any) -> dict[str, Any]:
-        return {"items": self.items}
-
-    def list_cluster_custom_object(self, *_: Any, **__: Any) -> dict[str, Any]:
-        return {"items": self.items}
+    async def list(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
+        return self.items
 
 
 def _policy(name: str, uid: str, created: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -209,7 +205,7 @@ def test_bad_sibling_never_stops_find_conflict(
     monkeypatch.setattr(workloads, "list_hpas", no_hpas)
 
     def lookup(items: list[dict[str, Any]]) -> workloads.KubeAutoscalers:
-        kube: Any = SimpleNamespace(custom=_Custom(items))
+        kube: Any = _Kube(items)
         return workloads.KubeAutoscalers(kube, None)
 
     policy = parse(ScalingPolicySpec, SCALING)

@@ -6,14 +6,13 @@ import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
-import aiohttp
 import kopf
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from stronghold_operator import settings
 from stronghold_operator.handlers.common import Services
 from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
+from stronghold_operator.models.errors import ApiError, ApiUnreachable
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -118,12 +117,12 @@ def test_liveness_fails_only_for_undelivered_changes_seen_in_an_answer() -> None
     assert failure is not None and "1 object change" in failure
 
 
-class _Aio:
+class _Kube:
     def __init__(self, fail: BaseException | None) -> None:
         self.fail = fail
         self.calls = 0
 
-    async def request(self, method: str, path: str) -> dict[str, object]:
+    async def list(self, *_: object, **__: object) -> list[dict[str, object]]:
         self.calls += 1
         if self.fail is not None:
             raise self.fail
@@ -131,18 +130,13 @@ class _Aio:
         raise AssertionError("unreachable")
 
 
-class _Kube:
-    def __init__(self, fail: BaseException | None) -> None:
-        self.aio = _Aio(fail)
-
-
 @pytest.mark.parametrize(
     "fail",
     [
         None,  # hangs
-        aiohttp.ClientConnectionError("connection refused"),
-        ApiException(status=503, reason="Service Unavailable"),
-        ApiException(status=429, reason="Too Many Requests"),
+        ApiUnreachable("ConnectError: connection refused"),
+        ApiError(503, "Service Unavailable"),
+        ApiError(429, "Too Many Requests"),
         TimeoutError(),
     ],
 )
@@ -163,12 +157,10 @@ async def test_liveness_passes_while_the_apiserver_does_not_answer(
 
 async def test_liveness_fails_for_a_stalled_watch() -> None:
     class Answering:
-        async def request(self, method: str, path: str) -> dict[str, object]:
-            return {"items": [{"metadata": {"uid": "a", "resourceVersion": "2"}}]}
+        async def list(self, *_: object, **__: object) -> list[dict[str, object]]:
+            return [{"metadata": {"uid": "a", "resourceVersion": "2"}}]
 
-    kube = _Kube(None)
-    kube.aio = Answering()  # type: ignore[assignment]
-    svc = Services(kube=kube, watch=WatchTracker(grace=timedelta(seconds=10)))  # type: ignore[arg-type]
+    svc = Services(kube=Answering(), watch=WatchTracker(grace=timedelta(seconds=10)))  # type: ignore[arg-type]
     svc.seen("a", "1")  # what the watch delivered; the apiserver has "2"
     memo = kopf.Memo()
     memo["services"] = svc

@@ -9,6 +9,7 @@ object was not found.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import time
 import uuid
@@ -44,24 +45,20 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kubernetes.client.exceptions import ApiException
+    return asyncio.run(_request(args))
 
+
+async def _request(args: argparse.Namespace) -> int:
     from stronghold_operator.models.backup import BACKUP_NOW, RESTORE_TEST_NOW, VERIFY_NOW
-    from stronghold_operator.platforms.kube import GROUP, VERSION, Kube
+    from stronghold_operator.platforms.kube import ApiError, Kube, is_not_found, ours
 
     kube = Kube.connect()
+    kind = ours(PLURAL)
     try:
-
-        def get() -> dict[str, Any]:
-            obj = kube.custom.get_namespaced_custom_object(
-                GROUP, VERSION, args.namespace, PLURAL, args.name
-            )
-            return obj if isinstance(obj, dict) else {}
-
         try:
-            obj = get()
-        except ApiException as exc:
-            if exc.status == 404:
+            obj = await kube.get(kind, args.name, args.namespace)
+        except ApiError as exc:
+            if is_not_found(exc):
                 print(f"BackupSchedule {args.namespace}/{args.name} not found")
                 return EXIT_ERROR
             raise
@@ -72,29 +69,24 @@ def _run(args: argparse.Namespace) -> int:
         ]
         value = f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
         before = obj.get("status") or {}
-        kube.custom.patch_namespaced_custom_object(
-            GROUP,
-            VERSION,
-            args.namespace,
-            PLURAL,
-            args.name,
-            {"metadata": {"annotations": {annotation: value}}},
-        )
+        patch = {"metadata": {"annotations": {annotation: value}}}
+        await kube.patch(kind, args.name, args.namespace, patch)
         print(f"requested {args.action} on {args.namespace}/{args.name}: {annotation}={value}")
         if not args.wait:
             return EXIT_OK
         deadline = time.monotonic() + args.timeout
         while time.monotonic() < deadline:
-            outcome = _outcome(args.action, value, before, get().get("status") or {})
+            status = (await kube.get(kind, args.name, args.namespace)).get("status") or {}
+            outcome = _outcome(args.action, value, before, status)
             if outcome is not None:
                 ok, text = outcome
                 print(json.dumps(text, indent=2) if args.json else _line(text))
                 return EXIT_OK if ok else EXIT_FAILED
-            time.sleep(2)
+            await asyncio.sleep(2)
         print(f"timed out after {args.timeout:.0f}s waiting for the result")
         return EXIT_ERROR
     finally:
-        kube.close()
+        await kube.aclose()
 
 
 def _outcome(

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import kopf
-from kubernetes.client.exceptions import ApiException
 from prometheus_client import Counter, Gauge
 
 from stronghold_operator import conditions as cond
@@ -53,8 +51,12 @@ from stronghold_operator.models.backup import (
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.platforms.configmaps import ensure_configmap
 from stronghold_operator.platforms.kube import (
+    JOBS,
+    PODS,
+    PVCS,
+    ApiError,
+    ApiUnreachable,
     Kube,
-    call,
     is_conflict,
     is_not_found,
     patch_status,
@@ -230,11 +232,11 @@ async def _flush_status(kube: Kube, meta: Mapping[str, Any], patch: kopf.Patch) 
     changes = patch.pop("status", None)
     try:
         await patch_status(kube, PLURAL, meta["namespace"], meta["name"], dict(changes or {}))
-    except ApiException as exc:
+    except ApiError as exc:
         raise kopf.TemporaryError(
             f"status write refused ({exc.status} {exc.reason}); retried", delay=TICK
         ) from None
-    except (aiohttp.ClientError, TimeoutError) as exc:
+    except ApiUnreachable as exc:
         raise kopf.TemporaryError(f"status write failed ({exc!r}); retried", delay=TICK) from None
 
 
@@ -253,14 +255,10 @@ async def _reconcile(
 ) -> None:
     ns, name = meta["namespace"], meta["name"]
     label = schedule_label(name)
-    listed = await call(
-        kube.batch.list_namespaced_job, ns, label_selector=f"{LABEL_SCHEDULE}={label}"
-    )
+    listed = await kube.list(JOBS, ns, labels={LABEL_SCHEDULE: label})
     # Only Jobs this schedule controls: anyone who can create Jobs or pods in the namespace
     # can copy our labels, and their results must not become this schedule's status.
-    owned = [
-        v for v in (JobView.of(kube.plain(j)) for j in listed.items) if v.controller == meta["uid"]
-    ]
+    owned = [v for v in (JobView.of(j) for j in listed) if v.controller == meta["uid"]]
     # A Job being deleted (replaced) is neither running nor a result to record; until its
     # pods are gone (Foreground deletion) no new backup starts, so two dumps never overlap.
     jobs = [v for v in owned if not v.deleting]
@@ -471,10 +469,8 @@ async def _pods(
     kube: Kube, ns: str, label: str, jobs: Mapping[str, str]
 ) -> dict[str, tuple[str, str | None]]:
     """job name -> (pod phase, termination message) for the schedule's pods (one LIST)."""
-    listed = await call(
-        kube.core.list_namespaced_pod, ns, label_selector=f"{LABEL_SCHEDULE}={label}"
-    )
-    return pod_results([kube.plain(item) for item in listed.items], jobs)
+    listed = await kube.list(PODS, ns, labels={LABEL_SCHEDULE: label})
+    return pod_results(listed, jobs)
 
 
 def pod_results(
@@ -503,8 +499,8 @@ def pod_results(
 
 async def _delete_job(kube: Kube, ns: str, name: str, propagation: str = "Background") -> None:
     try:
-        await call(kube.batch.delete_namespaced_job, name, ns, propagation_policy=propagation)
-    except ApiException as exc:
+        await kube.delete(JOBS, name, ns, propagation=propagation)
+    except ApiError as exc:
         if not is_not_found(exc):
             raise
 
@@ -667,10 +663,8 @@ async def _preflight(kube: Kube, ns: str, spec: BackupScheduleSpec) -> tuple[str
         except LookupError as exc:
             return "SecretMissing", str(exc)
     try:
-        pvc = await call(
-            kube.core.read_namespaced_persistent_volume_claim, spec.storage.claim_name, ns
-        )
-    except ApiException as exc:
+        pvc = await kube.get(PVCS, spec.storage.claim_name, ns)
+    except ApiError as exc:
         if is_not_found(exc):
             return (
                 "StorageMissing",
@@ -682,7 +676,7 @@ async def _preflight(kube: Kube, ns: str, spec: BackupScheduleSpec) -> tuple[str
                 f"PersistentVolumeClaim {ns}/{spec.storage.claim_name}: access denied",
             )
         raise
-    phase = getattr(pvc.status, "phase", None)
+    phase = (pvc.get("status") or {}).get("phase")
     if phase == "Lost":
         return "StorageMissing", f"PersistentVolumeClaim {ns}/{spec.storage.claim_name} is Lost"
     return None
@@ -733,8 +727,8 @@ async def _start(
     if request is not None:
         manifest["metadata"]["annotations"][ANNOTATION_REQUEST] = request
     try:
-        await call(kube.batch.create_namespaced_job, ns, manifest)
-    except ApiException as exc:
+        await kube.create(JOBS, ns, manifest)
+    except ApiError as exc:
         if not is_conflict(exc):
             raise
         return await _adopt(kube, tick, spec, meta, start, request)
@@ -757,7 +751,7 @@ async def _adopt(
 ) -> bool:
     """A 409 on create: adopt the Job if this schedule owns it, else record the run skipped."""
     ns, schedule = meta["namespace"], meta["name"]
-    existing = kube.plain(await call(kube.batch.read_namespaced_job, start.name, ns))
+    existing = await kube.get(JOBS, start.name, ns)
     owners = (existing.get("metadata") or {}).get("ownerReferences") or []
     if any(o.get("uid") == meta.get("uid") for o in owners):
         return True  # created by an earlier run of this tick: adopt it

@@ -452,7 +452,7 @@ class PolicyLoop:
                 self.rt.forget(self.uid)
                 return
             (self.written, self._written_sig), self.last_write = before, -1e9
-            detail = str(getattr(exc, "body", "") or "")[:300]
+            detail = str(exc)[:300]
             log.warning("%s: status write failed: %s %s", self.ref, type(exc).__name__, detail)
         finally:
             self.writing = None

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote
 
-from kubernetes.client.exceptions import ApiException
-
-from stronghold_operator.platforms.kube import Kube
+from stronghold_operator.platforms.kube import CONFIGMAPS, ApiError, Kube, is_conflict
 
 
 def _owner_uids(obj: Mapping[str, Any]) -> list[str]:
@@ -26,15 +23,14 @@ async def ensure_configmap(kube: Kube, manifest: Mapping[str, Any], version_key:
     makes the replace fail with 409, which is raised: the caller retries later.
     """
     meta = manifest["metadata"]
-    base = f"/api/v1/namespaces/{quote(meta['namespace'])}/configmaps"
+    namespace = meta["namespace"]
     try:
-        await kube.aio.request("POST", base, manifest, content_type="application/json")
+        await kube.create(CONFIGMAPS, namespace, manifest)
         return "created"
-    except ApiException as exc:
-        if exc.status != 409:
+    except ApiError as exc:
+        if not is_conflict(exc):
             raise
-    path = f"{base}/{quote(meta['name'])}"
-    current = await kube.aio.request("GET", path)
+    current = await kube.get(CONFIGMAPS, meta["name"], namespace)
     want = (meta.get("annotations") or {}).get(version_key)
     have = ((current.get("metadata") or {}).get("annotations") or {}).get(version_key)
     same_data = (current.get("data") or {}) == manifest.get("data")
@@ -42,5 +38,5 @@ async def ensure_configmap(kube: Kube, manifest: Mapping[str, Any], version_key:
         return "kept"
     body = dict(manifest)
     body["metadata"] = {**meta, "resourceVersion": current["metadata"]["resourceVersion"]}
-    await kube.aio.request("PUT", path, body, content_type="application/json", parse=False)
+    await kube.replace(CONFIGMAPS, namespace, body)
     return "updated"

@@ -2,10 +2,10 @@
 
 Everything blocking used to share asyncio's default pool (a handful of threads on a small
 node): forty hung Docker reads held every thread, and a Kubernetes call queued behind them
-for most of a minute. Each kind now has its own few threads, so a hung Docker Engine or
-metrics API delays only its own kind; a caller that gives up (its own timeout) takes its
-queued work out of the queue, and every blocking call carries a timeout of its own, so a
-hung thread comes back.
+for most of a minute. Each kind now has its own few threads, so a hung Docker Engine
+delays only its own kind (Kubernetes calls are async and need no thread); a caller that
+gives up (its own timeout) takes its queued work out of the queue, and every blocking call
+carries a timeout of its own, so a hung thread comes back.
 """
 
 from __future__ import annotations
@@ -20,10 +20,6 @@ T = TypeVar("T")
 
 # Docker Engine SDK calls (Compose services: usage, replicas, scaling).
 DOCKER = ThreadPoolExecutor(max_workers=8, thread_name_prefix="docker")
-# The official Kubernetes client (workloads, Jobs, ConfigMaps, custom objects).
-KUBE = ThreadPoolExecutor(max_workers=8, thread_name_prefix="kube")
-# The resource metrics API: an aggregated API whose server may hang on its own.
-METRICS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="metrics")
 # Anything else blocking or CPU-heavy (recurrence expansion, window decisions).
 OTHER = ThreadPoolExecutor(max_workers=2, thread_name_prefix="blocking")
 

@@ -1,217 +1,294 @@
-"""Kubernetes API access for our own calls (kopf has its own client for watching/patching).
+"""Kubernetes API access for the operator's own calls (kopf has its own client for watching).
 
-The official client is synchronous; every call goes through :func:`call` so it runs in a
-worker thread of its own bounded pool (``executors.KUBE``: a hung Docker Engine or metrics
-API cannot hold its threads) and never blocks the event loop, with ``_request_timeout``.
-The calls made per object per interval (status patches, Secret reads) and the liveness
-probe's LIST go through :class:`AsyncApi` instead: aiohttp in the event loop, with the same
-credentials. Through the official client they were a thread hop, urllib3 and model
-deserialisation each, a fifth of the CPU with a thousand HealthPolicies.
+One async library, lightkube (chosen on measurement: ``benchmarks/kube_client.py``,
+docs/performance.md), behind :class:`Kube`, whose methods take a :class:`Kind` and return
+the plain JSON dicts the API served. Every call runs in the event loop with a timeout
+(``REQUEST_TIMEOUT``), at most ``API_CONNECTIONS`` at a time; the resource metrics API
+has a client, a timeout and a limit of its own, so a hung aggregated API server cannot
+hold the connections the other calls need. Errors come out as :class:`ApiError` (the
+apiserver answered) or :class:`ApiUnreachable` (it did not), whatever the library raised.
+
+Credentials: in a pod the ServiceAccount (its token file is read again when the apiserver
+answers 401, so a rotated token is picked up, as client-go does), else ``$KUBECONFIG`` or
+``~/.kube/config`` (client certificates, tokens, exec plugins).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import builtins
 import functools
-import json
-import ssl
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any
 
-import aiohttp
-import kubernetes
-from kubernetes.client import ApiClient
-from kubernetes.client.exceptions import ApiException
+import httpx2
+import lightkube
+from lightkube import operators
+from lightkube.config.kubeconfig import SingleConfig
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.types import CascadeType, PatchType
 
+from stronghold_operator.models.errors import ApiError, ApiUnreachable
 from stronghold_operator.models.outbound import (
     ALLOWED_DESTINATIONS,
     Destination,
     parse_destinations,
 )
-from stronghold_operator.platforms import executors
 
-T = TypeVar("T")
+__all__ = ["ApiError", "ApiUnreachable"]  # raised by every call; defined in models/errors.py
 
 GROUP = "ops.stronghold.io"
 VERSION = "v1alpha1"
 # Our own calls run a few at a time (status writes are one per policy, in the background):
-# every TLS connection holds a 256 KiB read buffer, and 64 of them were 16 MiB at startup.
+# every TLS connection holds a read buffer, and 64 of them were 16 MiB at startup.
 API_CONNECTIONS = 8
-# (connect, read) seconds for every official-client call that does not set its own: without
-# one, a call to an apiserver that accepted but never answered held its thread for ever.
-REQUEST_TIMEOUT = (10.0, 30.0)
+# Seconds: without a read timeout a call to an apiserver that accepted but never answered
+# waited for ever.
+REQUEST_TIMEOUT = httpx2.Timeout(30.0, connect=10.0)
+# metrics-server answers in milliseconds or is in trouble.
+METRICS_TIMEOUT = httpx2.Timeout(5.0)
+METRICS_CONNECTIONS = 4
+
+# A label selector as lightkube takes it: (key, value or operator) pairs, sent server-side.
+Labels = Mapping[str, str] | Sequence[tuple[str, Any]]
 
 
-class AsyncApi:
-    """JSON requests to the API server on aiohttp, authenticated like the official client."""
+@dataclass(frozen=True)
+class Kind:
+    """Where a kind lives in the API; objects of every kind are read and written as JSON."""
 
-    def __init__(self, config: kubernetes.client.Configuration) -> None:
-        self.config = config
-        self._session: aiohttp.ClientSession | None = None
+    api_version: str  # "v1", "apps/v1", "ops.stronghold.io/v1alpha1"
+    kind: str
+    plural: str
+    namespaced: bool = True
 
-    def _ssl(self) -> ssl.SSLContext | bool:
-        c = self.config
-        if not str(c.host).startswith("https"):
-            return False
-        ctx = ssl.create_default_context(cafile=c.ssl_ca_cert or None)
-        if not c.verify_ssl:
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        if c.cert_file:
-            ctx.load_cert_chain(c.cert_file, c.key_file)
-        return ctx
-
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=API_CONNECTIONS),
-                trust_env=False,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=60),
-            )
-        return self._session
-
-    def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json", "User-Agent": "stronghold-operator/0.1"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        # The official client's own view of the credentials, asked per request: its refresh
-        # hook reloads a rotated token (in a pod, the projected ServiceAccount token file).
-        settings: Mapping[str, Any] = self.config.auth_settings()
-        for auth in settings.values():
-            if auth.get("in") == "header" and auth.get("value"):
-                headers[str(auth["key"]).title()] = str(auth["value"])
-        return headers
-
-    async def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        content_type: str | None = None,
-        parse: bool = True,
-    ) -> dict[str, Any]:
-        """One call; an error answer raises ``ApiException`` like the official client.
-
-        ``parse=False`` skips decoding the answer (a patch returns the whole object).
-        """
-        data = None if body is None else json.dumps(body).encode()
-        async with self.session().request(
-            method,
-            str(self.config.host).rstrip("/") + path,
-            data=data,
-            headers=self._headers(content_type if data is not None else None),
-        ) as response:
-            text = await response.read()
-            if response.status >= 400:
-                exc = ApiException(status=response.status, reason=response.reason)
-                exc.body = text.decode(errors="replace")
-                raise exc
-            if not parse:
-                return {}
-            out = json.loads(text) if text else {}
-            if not isinstance(out, dict):
-                raise TypeError(f"expected a JSON object from {method} {path}")
-            return out
-
-    async def close(self) -> None:
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
 
 
-class Kube:
-    """API objects created once at startup and kept in kopf's memo.
-
-    The official client's API classes are created on first use: their modules (and the
-    validation wrapped around every method) are about 27 MiB, and an operator serving
-    only HealthPolicies never calls them (its per-round calls go through :attr:`aio`).
-    """
-
-    def __init__(self, api: ApiClient) -> None:
-        self.api = api
-        self.aio = AsyncApi(api.configuration)
-
-    @classmethod
-    def connect(cls) -> Kube:
-        try:
-            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        return cls(ApiClient())
-
-    def plain(self, obj: Any) -> dict[str, Any]:
-        """A client model as the JSON dict the API served (camelCase keys)."""
-        out = self.api.sanitize_for_serialization(obj)  # type: ignore[no-untyped-call]
-        return out if isinstance(out, dict) else {}
-
-    @functools.cached_property
-    def core(self) -> kubernetes.client.CoreV1Api:
-        return kubernetes.client.CoreV1Api(self.api)
-
-    @functools.cached_property
-    def apps(self) -> kubernetes.client.AppsV1Api:
-        return kubernetes.client.AppsV1Api(self.api)
-
-    @functools.cached_property
-    def batch(self) -> kubernetes.client.BatchV1Api:
-        return kubernetes.client.BatchV1Api(self.api)
-
-    @functools.cached_property
-    def custom(self) -> kubernetes.client.CustomObjectsApi:
-        return kubernetes.client.CustomObjectsApi(self.api)
-
-    def close(self) -> None:
-        self.api.close()  # type: ignore[no-untyped-call]
-
-    async def aclose(self) -> None:
-        await self.aio.close()
-        self.close()
+PODS = Kind("v1", "Pod", "pods")
+SECRETS = Kind("v1", "Secret", "secrets")
+CONFIGMAPS = Kind("v1", "ConfigMap", "configmaps")
+PVCS = Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims")
+NAMESPACES = Kind("v1", "Namespace", "namespaces", namespaced=False)
+DEPLOYMENTS = Kind("apps/v1", "Deployment", "deployments")
+STATEFULSETS = Kind("apps/v1", "StatefulSet", "statefulsets")
+JOBS = Kind("batch/v1", "Job", "jobs")
+POD_METRICS = Kind("metrics.k8s.io/v1beta1", "PodMetrics", "pods")
+OUR_KINDS = {
+    "healthpolicies": "HealthPolicy",
+    "scalingpolicies": "ScalingPolicy",
+    "backupschedules": "BackupSchedule",
+    "maintenancewindows": "MaintenanceWindow",
+}
 
 
-async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run a blocking client call in a thread of the Kubernetes pool, with a timeout."""
-    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-    return await executors.run_in(executors.KUBE, fn, *args, **kwargs)
+def ours(plural: str) -> Kind:
+    """One of the operator's own kinds, by its plural."""
+    return Kind(f"{GROUP}/{VERSION}", OUR_KINDS[plural], plural)
 
 
-async def call_json(
-    fn: Callable[..., object],
-    *args: Any,
-    pool: ThreadPoolExecutor = executors.KUBE,
-    **kwargs: Any,
-) -> dict[str, Any]:
-    """Like :func:`call` for the custom-objects API, which returns plain JSON dicts."""
-    kwargs.setdefault("_request_timeout", REQUEST_TIMEOUT)
-    result = await executors.run_in(pool, fn, *args, **kwargs)
-    if not isinstance(result, dict):
-        raise TypeError(f"expected a JSON object from {getattr(fn, '__name__', fn)}")
-    return result
+def workload(kind: str) -> Kind:
+    """A scaling target's kind ("Deployment" or "StatefulSet")."""
+    return {"Deployment": DEPLOYMENTS, "StatefulSet": STATEFULSETS}[kind]
 
 
 def is_not_found(exc: BaseException) -> bool:
-    return isinstance(exc, ApiException) and exc.status == 404
+    return isinstance(exc, ApiError) and exc.status == 404
 
 
 def is_conflict(exc: BaseException) -> bool:
-    return isinstance(exc, ApiException) and exc.status == 409
+    return isinstance(exc, ApiError) and exc.status == 409
+
+
+def _api_error(exc: httpx2.HTTPStatusError) -> ApiError:
+    response = exc.response
+    status = getattr(exc, "status", None)  # lightkube's ApiError: the apiserver's Status
+    if status is not None and getattr(status, "code", None):
+        return ApiError(int(status.code), str(status.reason or ""), str(status.message or ""))
+    return ApiError(response.status_code, response.reason_phrase)  # e.g. a text/plain 503
+
+
+@asynccontextmanager
+async def _translated(limit: asyncio.Semaphore) -> AsyncIterator[None]:
+    """One call: within the connection limit, the library's errors as ours."""
+    async with limit:
+        try:
+            yield
+        except httpx2.HTTPStatusError as exc:
+            raise _api_error(exc) from None
+        except httpx2.RequestError as exc:  # connect, read, timeouts, protocol
+            raise ApiUnreachable(f"{type(exc).__name__}: {exc}") from None
+
+
+@functools.cache
+def _resource(kind: Kind) -> Any:
+    """lightkube's generic resource class for a kind (JSON in, dicts out, no codegen)."""
+    group, _, version = kind.api_version.rpartition("/")
+    create = create_namespaced_resource if kind.namespaced else create_global_resource
+    return create(group, version, kind.kind, kind.plural)
+
+
+def _addressed(kind: Kind, subresource: str | None) -> Any:
+    res = _resource(kind)
+    return {None: res, "status": res.Status, "scale": res.Scale}[subresource]
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """An answer as a plain dict (generic resources are dicts; a Scale is a typed model)."""
+    return dict(obj) if isinstance(obj, dict) else dict(obj.to_dict())
+
+
+def _object(kind: Kind, namespace: str | None, body: Mapping[str, Any]) -> Any:
+    """``body`` as an object of ``kind`` to send, placed in ``namespace``."""
+    meta = dict(body.get("metadata") or {})
+    if kind.namespaced and namespace is not None:
+        meta["namespace"] = namespace
+    return _resource(kind)({**body, "metadata": meta})
+
+
+def label_selector(selector: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """A LabelSelector (``matchLabels``, ``matchExpressions``) as lightkube's selector pairs."""
+    pairs: list[tuple[str, Any]] = sorted((selector.get("matchLabels") or {}).items())
+    ops: dict[str, Callable[[list[str]], Any]] = {
+        "In": operators.in_,
+        "NotIn": operators.not_in,
+        "Exists": lambda _: operators.exists(),
+        "DoesNotExist": lambda _: operators.not_exists(),
+    }
+    for expr in selector.get("matchExpressions") or []:
+        op = ops.get(str(expr.get("operator")))
+        if op is None:
+            raise ValueError(f"label selector operator {expr.get('operator')!r} is not known")
+        pairs.append((str(expr["key"]), op(list(expr.get("values") or []))))
+    return pairs
+
+
+class Kube:
+    """The operator's Kubernetes client, created once at startup and kept in kopf's memo."""
+
+    def __init__(self, config: lightkube.KubeConfig | SingleConfig) -> None:
+        self.config = config
+        self.client = lightkube.AsyncClient(config, timeout=REQUEST_TIMEOUT, trust_env=False)
+        self._limit = asyncio.Semaphore(API_CONNECTIONS)
+        self._metrics_limit = asyncio.Semaphore(METRICS_CONNECTIONS)
+        # group -> the version of it found served (see ``first_served``).
+        self.served: dict[str, str] = {}
+
+    @classmethod
+    def connect(cls) -> Kube:
+        """In a pod its ServiceAccount, else ``$KUBECONFIG`` or ``~/.kube/config``."""
+        return cls(lightkube.KubeConfig.from_env())
+
+    @functools.cached_property
+    def metrics_client(self) -> lightkube.AsyncClient:
+        # Its own pool and timeout: an aggregated API server may hang on its own.
+        return lightkube.AsyncClient(self.config, timeout=METRICS_TIMEOUT, trust_env=False)
+
+    async def get(
+        self, kind: Kind, name: str, namespace: str | None = None, *, subresource: str | None = None
+    ) -> dict[str, Any]:
+        async with _translated(self._limit):
+            obj = await self.client.get(_addressed(kind, subresource), name, namespace=namespace)
+        return _plain(obj)
+
+    async def list(
+        self, kind: Kind, namespace: str | None = None, *, labels: Labels | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of ``kind`` in ``namespace`` (None: all namespaces) matching ``labels``."""
+        client, limit = (
+            (self.metrics_client, self._metrics_limit)
+            if kind == POD_METRICS
+            else (self.client, self._limit)
+        )
+        where = namespace if namespace is not None or not kind.namespaced else lightkube.ALL_NS
+        # Typed as a dict; its selector builder takes (key, operator) pairs as well, which a
+        # LabelSelector with two expressions on one key needs.
+        selector: Any = labels or None
+        async with _translated(limit):
+            listed = client.list(_resource(kind), namespace=where, labels=selector)
+            return [_plain(o) async for o in listed]
+
+    async def create(self, kind: Kind, namespace: str | None, body: Mapping[str, Any]) -> None:
+        obj = _object(kind, namespace, body)
+        async with _translated(self._limit):
+            await self.client.create(obj)
+
+    async def replace(self, kind: Kind, namespace: str | None, body: Mapping[str, Any]) -> None:
+        """PUT the whole object (named by its metadata; a stale resourceVersion is a 409)."""
+        obj = _object(kind, namespace, body)
+        async with _translated(self._limit):
+            await self.client.replace(obj)
+
+    async def patch(
+        self,
+        kind: Kind,
+        name: str,
+        namespace: str | None,
+        body: Mapping[str, Any],
+        *,
+        subresource: str | None = None,
+    ) -> None:
+        """A JSON merge patch (RFC 7386) of the object or its ``status``/``scale``."""
+        async with _translated(self._limit):
+            await self.client.patch(
+                _addressed(kind, subresource),
+                name,
+                dict(body),
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+
+    async def delete(
+        self, kind: Kind, name: str, namespace: str | None, *, propagation: str = "Background"
+    ) -> None:
+        async with _translated(self._limit):
+            await self.client.delete(
+                _resource(kind), name, namespace=namespace, cascade=CascadeType(propagation)
+            )
+
+    async def first_served(
+        self, kinds: Iterable[Kind], namespace: str
+    ) -> tuple[Kind, builtins.list[dict[str, Any]]] | None:
+        """The first of ``kinds`` (one kind in several versions, newest first) the cluster
+        serves, with its objects in ``namespace``; None if it serves none of them.
+
+        The apiserver answers 404 for a version it does not serve; the version found is
+        remembered, and looked for again when it stops being served (an upgrade).
+        """
+        kinds = list(kinds)
+        known = self.served.get(kinds[0].group)
+        kinds.sort(key=lambda k: k.api_version != known)
+        for kind in kinds:
+            try:
+                items = await self.list(kind, namespace)
+            except ApiError as exc:
+                if exc.status == 404:
+                    continue
+                raise
+            self.served[kind.group] = kind.api_version
+            return kind, items
+        return None
+
+    async def aclose(self) -> None:
+        await self.client.close()
+        if "metrics_client" in self.__dict__:
+            await self.metrics_client.close()
 
 
 async def list_objects(
     kube: Kube, plural: str, namespaces: list[str] | None
 ) -> list[dict[str, Any]]:
     """Every object of one of our kinds (the stalled-watch check's LIST)."""
-    base = f"/apis/{GROUP}/{VERSION}"
-    paths = (
-        [f"{base}/namespaces/{quote(ns)}/{plural}" for ns in namespaces]
-        if namespaces
-        else [f"{base}/{plural}"]
-    )
+    if not namespaces:
+        return await kube.list(ours(plural))
     out: list[dict[str, Any]] = []
-    for path in paths:
-        out += (await kube.aio.request("GET", path))["items"]
+    for ns in namespaces:
+        out += await kube.list(ours(plural), ns)
     return out
 
 
@@ -233,10 +310,9 @@ async def read_secret_entry(kube: Kube, namespace: str, name: str, key: str) -> 
 
     Raises ``LookupError`` with a message that names the Secret and key, never the value.
     """
-    path = f"/api/v1/namespaces/{quote(namespace)}/secrets/{quote(name)}"
     try:
-        secret = await kube.aio.request("GET", path)
-    except ApiException as exc:
+        secret = await kube.get(SECRETS, name, namespace)
+    except ApiError as exc:
         if exc.status == 404:
             raise LookupError(f"Secret {namespace}/{name} not found") from None
         if exc.status == 403:
@@ -261,11 +337,4 @@ async def patch_status(
     """
     if not delta:
         return
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{quote(namespace)}/{plural}/{quote(name)}/status"
-    await kube.aio.request(
-        "PATCH",
-        path,
-        {"status": delta},
-        content_type="application/merge-patch+json",
-        parse=False,
-    )
+    await kube.patch(ours(plural), name, namespace, {"status": delta}, subresource="status")

@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from stronghold_operator.platforms.kube import (
+    CONFIGMAPS,
     GROUP,
-    VERSION,
+    PODS,
+    ApiError,
     Kube,
-    call,
-    call_json,
     is_conflict,
     is_not_found,
+    ours,
+    workload,
 )
 
 WINDOW_LABEL = f"{GROUP}/maintenance-window"
@@ -36,30 +36,16 @@ class KubeCovered:
     async def list(self, plural: str) -> list[dict[str, Any]] | None:
         """Every object of the kind; None when its CRD is not installed."""
         try:
-            listed = await call_json(
-                self.kube.custom.list_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                plural,
-            )
-        except ApiException as exc:
+            return await self.kube.list(ours(plural), self.namespace)
+        except ApiError as exc:
             if exc.status != 404:
                 raise
             return None
-        return list(listed.get("items") or [])
 
     async def get(self, plural: str, name: str) -> dict[str, Any] | None:
         try:
-            return await call_json(
-                self.kube.custom.get_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                self.namespace,
-                plural,
-                name,
-            )
-        except ApiException as exc:
+            return await self.kube.get(ours(plural), name, self.namespace)
+        except ApiError as exc:
             if is_not_found(exc):
                 return None
             raise
@@ -91,17 +77,9 @@ class KubeCovered:
                 "metadata": {"annotations": changes, "resourceVersion": meta["resourceVersion"]}
             }
             try:
-                await call_json(
-                    self.kube.custom.patch_namespaced_custom_object,
-                    GROUP,
-                    VERSION,
-                    self.namespace,
-                    plural,
-                    name,
-                    body,
-                )
+                await self.kube.patch(ours(plural), name, self.namespace, body)
                 return True
-            except ApiException as exc:
+            except ApiError as exc:
                 if is_not_found(exc):
                     return False
                 if not is_conflict(exc):
@@ -117,25 +95,15 @@ class KubeWorkloads:
         self.namespace = namespace
 
     async def read(self, kind: str, name: str) -> dict[str, Any] | None:
-        apps = self.kube.apps
-        read = (
-            apps.read_namespaced_deployment
-            if kind == "Deployment"
-            else apps.read_namespaced_stateful_set
-        )
         try:
-            return self.kube.plain(await call(read, name, self.namespace))
-        except ApiException as exc:
+            return await self.kube.get(workload(kind), name, self.namespace)
+        except ApiError as exc:
             if is_not_found(exc):
                 return None
             raise
 
     async def pods(self, match_labels: Mapping[str, str]) -> list[dict[str, Any]]:
-        selector = ",".join(f"{k}={v}" for k, v in sorted(match_labels.items()))
-        listed = await call(
-            self.kube.core.list_namespaced_pod, self.namespace, label_selector=selector
-        )
-        return [self.kube.plain(p) for p in listed.items]
+        return await self.kube.list(PODS, self.namespace, labels=dict(match_labels))
 
 
 class KubeSnapshots:
@@ -159,23 +127,18 @@ class KubeSnapshots:
         }
         self.adopt(cm)
         try:
-            await call(self.kube.core.create_namespaced_config_map, self.namespace, cm)
-        except ApiException as exc:
+            await self.kube.create(CONFIGMAPS, self.namespace, cm)
+        except ApiError as exc:
             if not is_conflict(exc):
                 raise
-            await call(
-                self.kube.core.patch_namespaced_config_map,
-                name,
-                self.namespace,
-                {"data": {key: text}},
-            )
+            await self.kube.patch(CONFIGMAPS, name, self.namespace, {"data": {key: text}})
 
     async def read(self, name: str, key: str) -> str | None:
         try:
-            cm = await call(self.kube.core.read_namespaced_config_map, name, self.namespace)
-        except ApiException as exc:
+            cm = await self.kube.get(CONFIGMAPS, name, self.namespace)
+        except ApiError as exc:
             if is_not_found(exc):
                 return None
             raise
-        text = (cm.data or {}).get(key)
+        text = (cm.get("data") or {}).get(key)
         return str(text) if text else None

@@ -1,9 +1,8 @@
 """Kubernetes workloads for ScalingPolicy: the scale subresource, pods and their requests, HPAs.
 
 HorizontalPodAutoscalers are served as autoscaling/v2beta2 by Kubernetes 1.20-1.25 and as
-autoscaling/v2 from 1.23 on, while the Python client only ships classes for the newer API.
-So the version is found by API discovery and the objects are read through the generic
-(custom-objects) API as plain JSON, which works for every version a cluster serves.
+autoscaling/v2 from 1.23 on: they are read as plain JSON with the newest version the
+cluster serves (``Kube.first_served``), which works for every version.
 """
 
 from __future__ import annotations
@@ -13,26 +12,36 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import kubernetes
-from kubernetes.client.exceptions import ApiException
-from kubernetes.utils import parse_quantity
-
 from stronghold_operator.models.scaling import MissingBasis, ReplicaUsage, TargetNotFound
-from stronghold_operator.platforms.kube import GROUP, VERSION, Kube, call, call_json
+from stronghold_operator.platforms.kube import (
+    PODS,
+    ApiError,
+    Kind,
+    Kube,
+    is_not_found,
+    label_selector,
+    ours,
+    workload,
+)
 from stronghold_operator.platforms.metrics_api import pod_metrics
+from stronghold_operator.platforms.quantity import parse_quantity
 
 # Newest first: the first one the cluster serves is used.
 HPA_VERSIONS = ("v2", "v2beta2", "v2beta1", "v1")
+HPAS = [
+    Kind(f"autoscaling/{v}", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
+    for v in HPA_VERSIONS
+]
 SCALING_POLICIES = "scalingpolicies"
 
 
 @dataclass(frozen=True)
 class Scale:
-    """The scale subresource: what the workload wants and what it has."""
+    """What the workload wants and what it has, and its pods' selector (a LabelSelector)."""
 
     replicas: int
     status_replicas: int
-    selector: str
+    selector: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -56,84 +65,64 @@ class Autoscaler:
 
 
 async def read_scale(kube: Kube, namespace: str, kind: str, name: str) -> Scale:
-    reader = {
-        "Deployment": kube.apps.read_namespaced_deployment_scale,
-        "StatefulSet": kube.apps.read_namespaced_stateful_set_scale,
-    }[kind]
+    """The workload's replicas and selector, from the object (one GET, like its scale
+    subresource, but with the selector structured as lightkube's selectors take it)."""
     try:
-        scale = await call(reader, name, namespace)
-    except ApiException as exc:
-        if exc.status == 404:
+        obj = await kube.get(workload(kind), name, namespace)
+    except ApiError as exc:
+        if is_not_found(exc):
             raise TargetNotFound(f"{kind} {namespace}/{name} not found") from None
         raise
-    got: Any = scale  # the client's models type every field as optional
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
     return Scale(
-        replicas=int(got.spec.replicas or 0),
-        status_replicas=int(got.status.replicas or 0),
-        selector=str(got.status.selector or ""),
+        replicas=int(spec.get("replicas") or 0),
+        status_replicas=int(status.get("replicas") or 0),
+        selector=spec.get("selector") or {},
     )
 
 
 async def patch_scale(kube: Kube, namespace: str, kind: str, name: str, replicas: int) -> None:
     """Set ``spec.replicas`` through the scale subresource (what kubectl scale does)."""
-    patcher = {
-        "Deployment": kube.apps.patch_namespaced_deployment_scale,
-        "StatefulSet": kube.apps.patch_namespaced_stateful_set_scale,
-    }[kind]
-    await call(
-        patcher,
-        name,
-        namespace,
-        {"spec": {"replicas": replicas}},
-        _content_type="application/merge-patch+json",
+    await kube.patch(
+        workload(kind), name, namespace, {"spec": {"replicas": replicas}}, subresource="scale"
     )
 
 
 def quantity(value: Any) -> float:
     """A Kubernetes quantity ("250m", "64Mi", "1.5") as a float (cores or bytes)."""
-    return float(parse_quantity(value))  # type: ignore[no-untyped-call]
+    return parse_quantity(value)
 
 
-def _requests(container: Any) -> Mapping[str, Any]:
-    resources = container.resources
-    return (resources.requests if resources is not None else None) or {}
+def _requests(container: Mapping[str, Any]) -> Mapping[str, Any]:
+    return (container.get("resources") or {}).get("requests") or {}
 
 
-async def running_pods(kube: Kube, namespace: str, selector: str) -> list[PodBasis]:
+async def running_pods(kube: Kube, namespace: str, selector: Mapping[str, Any]) -> list[PodBasis]:
     """Running, not terminating pods matching ``selector`` with their summed requests.
 
     Raises :class:`MissingBasis` naming the first container without a CPU or memory
     request: utilisation "of requests" means nothing without them.
     """
-    listed = await call(kube.core.list_namespaced_pod, namespace, label_selector=selector)
+    pods = await kube.list(PODS, namespace, labels=label_selector(selector))
     out: list[PodBasis] = []
-    items: list[Any] = list(listed.items)
-    for pod in items:
-        if pod.status is None or pod.status.phase != "Running" or pod.metadata.deletion_timestamp:
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if (pod.get("status") or {}).get("phase") != "Running" or meta.get("deletionTimestamp"):
             continue
         cpu = 0.0
         mem = 0.0
-        for c in pod.spec.containers:
+        for c in (pod.get("spec") or {}).get("containers") or []:
             req = _requests(c)
             if "cpu" not in req or "memory" not in req:
                 missing = "cpu" if "cpu" not in req else "memory"
                 raise MissingBasis(
-                    f"container {c.name!r} of pod {pod.metadata.name} has no {missing} request; "
-                    "utilisation is measured against requests"
+                    f"container {c.get('name')!r} of pod {meta.get('name')} has no {missing} "
+                    "request; utilisation is measured against requests"
                 )
             cpu += quantity(req["cpu"])
             mem += quantity(req["memory"])
-        out.append(PodBasis(pod.metadata.name, cpu, mem))
+        out.append(PodBasis(str(meta.get("name")), cpu, mem))
     return out
-
-
-async def served_versions(kube: Kube, group: str) -> list[str]:
-    """The versions of an API group the cluster serves (API discovery: GET /apis)."""
-    groups = await call(kubernetes.client.ApisApi(kube.api).get_api_versions)
-    for g in groups.groups or []:
-        if g.name == group:
-            return [str(v.version) for v in g.versions or []]
-    return []
 
 
 def _hpa_target(item: Mapping[str, Any]) -> tuple[str, str]:
@@ -143,27 +132,20 @@ def _hpa_target(item: Mapping[str, Any]) -> tuple[str, str]:
 
 async def list_hpas(kube: Kube, namespace: str) -> list[Autoscaler]:
     """Every HorizontalPodAutoscaler in ``namespace``, read with the newest served version."""
-    versions = await served_versions(kube, "autoscaling")
-    version = next((v for v in HPA_VERSIONS if v in versions), None)
-    if version is None:
+    found = await kube.first_served(HPAS, namespace)
+    if found is None:
         return []
-    body = await call_json(
-        kube.custom.list_namespaced_custom_object,
-        "autoscaling",
-        version,
-        namespace,
-        "horizontalpodautoscalers",
-    )
+    kind, items = found
     out: list[Autoscaler] = []
-    for item in body.get("items", []):
-        kind, name = _hpa_target(item)
+    for item in items:
+        target_kind, target_name = _hpa_target(item)
         out.append(
             Autoscaler(
                 kind="HorizontalPodAutoscaler",
                 name=item["metadata"]["name"],
-                api_version=f"autoscaling/{version}",
-                target_kind=kind,
-                target_name=name,
+                api_version=kind.api_version,
+                target_kind=target_kind,
+                target_name=target_name,
             )
         )
     return out
@@ -224,15 +206,10 @@ class KubeAutoscalers:
         return await list_hpas(self.kube, namespace)
 
     async def policies(self, namespace: str, *, everywhere: bool) -> list[Mapping[str, Any]]:
+        kind = ours(SCALING_POLICIES)
         if everywhere and self.namespaces is None:
-            listed = await call_json(
-                self.kube.custom.list_cluster_custom_object, GROUP, VERSION, SCALING_POLICIES
-            )
-            return list(listed.get("items", []))
+            return list(await self.kube.list(kind))
         items: list[Mapping[str, Any]] = []
         for n in (self.namespaces or [namespace]) if everywhere else [namespace]:
-            listed = await call_json(
-                self.kube.custom.list_namespaced_custom_object, GROUP, VERSION, n, SCALING_POLICIES
-            )
-            items += listed.get("items", [])
+            items += await self.kube.list(kind, n)
         return items

@@ -13,8 +13,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from docker.errors import DockerException
-from kubernetes.client.exceptions import ApiException
 
+from stronghold_operator.models.errors import ApiError
 from stronghold_operator.models.health import ResourcesCheck
 from stronghold_operator.models.scaling import MissingBasis, ReplicaUsage, TargetNotFound, TargetRef
 from stronghold_operator.probes.base import ProbeResult
@@ -31,8 +31,7 @@ MISSING_LIMITS = "MissingLimits"
 
 
 def _describe(exc: BaseException) -> str:
-    if isinstance(exc, ApiException):
-        # Its str() carries headers and body; status and reason say what happened.
+    if isinstance(exc, ApiError):
         return f"Kubernetes API answered {exc.status} {exc.reason}".strip()
     text = str(exc).splitlines()[0] if str(exc) else ""
     if text and isinstance(exc, LookupError | ConnectionError):
@@ -74,7 +73,7 @@ class ResourcesProbe:
         except MissingBasis as exc:
             reason = MISSING_LIMITS if ref.is_compose else MISSING_REQUESTS
             return ProbeResult.unavailable(reason, str(exc), _ms(start))
-        except (LookupError, OSError, ApiException, DockerException) as exc:
+        except (LookupError, OSError, ApiError, DockerException) as exc:
             # metrics.k8s.io not served, the apiserver or Docker Engine unreachable, no access.
             return ProbeResult.unavailable(
                 METRICS_UNAVAILABLE, f"{where}: {_describe(exc)}", _ms(start)
