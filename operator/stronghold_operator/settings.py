@@ -13,7 +13,7 @@ import kopf
 
 from stronghold_operator import metrics
 from stronghold_operator.conditions import utcnow
-from stronghold_operator.handlers.common import WATCHED, Services, services
+from stronghold_operator.controllers.common import WATCHED, Services, services
 from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
 from stronghold_operator.platforms.kube import GROUP, Kube, list_objects
 

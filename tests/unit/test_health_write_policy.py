@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stronghold_operator import conditions as cond
-from stronghold_operator.handlers.common import compute_status
+from stronghold_operator.controllers.common import compute_status
 from stronghold_operator.handlers.health import _merged_signature_conditions, _signature
 
 BASE: dict[str, Any] = {

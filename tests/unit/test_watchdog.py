@@ -12,7 +12,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from stronghold_operator import settings
-from stronghold_operator.handlers.common import Services
+from stronghold_operator.controllers.common import Services
 from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

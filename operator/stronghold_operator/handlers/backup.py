@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge
 from stronghold_operator import conditions as cond
 from stronghold_operator.builders.backup_job import Kind, backup_job
 from stronghold_operator.builders.backup_program import ANNOTATION_PROGRAM, program_configmap
-from stronghold_operator.handlers.common import (
+from stronghold_operator.controllers.common import (
     GROUP,
     VERSION,
     invalid_spec,
