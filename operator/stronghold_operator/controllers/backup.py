@@ -164,10 +164,11 @@ class BackupLoop:
             await self._write(service.conditions_only(updates), current)
             return INVALID_RECHECK
         result = await service.reconcile(compiled, meta, self.ports(), current)
+        await self._write(result.status, current)
+        # Once status holds the results: a refused write repeats the pass, not its Events.
         for e in result.events:
             kopf.event(self.obj, type=e.type, reason=e.reason, message=e.message)
         record_metrics(meta["namespace"], meta["name"], result.finished)
-        await self._write(result.status, current)
         return next_delay(result)
 
     def ports(self) -> service.Ports:
