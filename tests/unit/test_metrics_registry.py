@@ -8,7 +8,8 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from stronghold_operator import metrics
-from stronghold_operator.handlers import backup, maintenance, scaling
+from stronghold_operator.controllers import backup
+from stronghold_operator.handlers import maintenance, scaling
 from stronghold_operator.handlers.health import HealthRuntime
 
 
