@@ -281,19 +281,20 @@ class PolicyLoop:
         return r.delay
 
     def ports(self) -> service.Ports:
-        obj = kopf.Body(cast(kopf.RawBody, self.body))
         return service.Ports(
             secrets=self.rt.secret_cache(self.svc),
             prober=self.rt.prober,
             post=functools.partial(post_json, self.rt.prober.http.client),
-            event=lambda kind, reason, message: kopf.event(
-                obj, type=kind, reason=reason, message=message
-            ),
+            event=self.event,
             spawn=self.rt.spawn,
             clock=cond.utcnow,
             maintenance=lambda: maintenance_hold(self.svc, self.meta),  # gone windows hold no more
             log=lambda line: log.info("%s: %s", self.ref, line),
         )
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        obj = kopf.Body(cast(kopf.RawBody, self.body))
+        kopf.event(obj, type=kind, reason=reason, message=message)
 
     def close(self) -> None:
         """The policy is gone (or the operator stops): its writes, series and caches go."""

@@ -117,7 +117,6 @@ class StatusWriter:
 
     __slots__ = (
         "_dirty",
-        "_event_body",
         "_last_write",
         "_written_sig",
         "body",
@@ -163,7 +162,6 @@ class StatusWriter:
         self._last_write = -1e9
         self._dirty = False  # a change waits for the write in flight
         self.writing: asyncio.Task[None] | None = None
-        self._event_body: kopf.Body | None = body if isinstance(body, kopf.Body) else None
 
     # --- the pass's side ----------------------------------------------------------------
 
@@ -270,9 +268,10 @@ class StatusWriter:
     def _announce(self, moved: list[cond.Transition]) -> None:
         news = moved if self.newsworthy is None else [t for t in moved if self.newsworthy(t)]
         if news:
-            if self._event_body is None:
-                self._event_body = kopf.Body(cast(kopf.RawBody, self.body))
-            announce(self._event_body, news)
+            body = self.body
+            announce(
+                body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, body)), news
+            )
 
     # --- writing ------------------------------------------------------------------------
 
@@ -311,7 +310,8 @@ class StatusWriter:
                         return
                     self.written, self._written_sig = before
                     self._warn(exc)
-                    await asyncio.sleep(self.retry_after)
+                    # Spread: objects that failed together (a 429 burst) must not retry together.
+                    await asyncio.sleep(self.retry_after * random.uniform(0.5, 1.5))
                     self._dirty = True
                 if not self._dirty:
                     return
