@@ -197,6 +197,8 @@ class StatusWriter:
         now: datetime,
     ) -> dict[str, Any]:
         """Write now and wait for it (errors raise); returns the status the API now has."""
+        while self.writing is not None:  # one write in flight: merge patches arrive in order
+            await asyncio.wait({self.writing})
         delta, moved = self._merge(desired, list(updates), now)
         before = self.written, self._written_sig
         self._remember_written()
