@@ -13,7 +13,7 @@ operator (``stronghold run --standalone -n <ns>``, a host process under the oper
 ServiceAccount, not verbose); wait until 2N rounds have started plus one interval, then
 measure over a window: operator CPU seconds (/proc), RSS, probes (rounds x checks; answered
 probes by type from the operator's /metrics) and round lateness
-(``stronghold_health_round_lateness_seconds``, window delta).
+(``stronghold_round_lateness_seconds{kind="HealthPolicy"}``, window delta).
 The operator coalesces identical probes in flight (the same check in many policies): the
 table shows the requests that reached the targets next to the probes the policies got.
 Then the same with HTTP-only policies (N http checks per 10 s of the app's static page
@@ -279,9 +279,11 @@ def scrape(url: str) -> Scrape:
             for s in fam.samples:
                 if s.name.endswith("_count") and s.value > 0:
                     probes[s.labels["type"]] = probes.get(s.labels["type"], 0.0) + s.value
-        elif fam.name == "stronghold_health_round_lateness_seconds":
+        elif fam.name == "stronghold_round_lateness_seconds":
             lateness = [
-                (float(s.labels["le"]), s.value) for s in fam.samples if s.name.endswith("_bucket")
+                (float(s.labels["le"]), s.value)
+                for s in fam.samples
+                if s.name.endswith("_bucket") and s.labels.get("kind") == "HealthPolicy"
             ]
         elif fam.name == "stronghold_health_probe_success":
             unhealthy += sum(1 for s in fam.samples if s.value != 1)

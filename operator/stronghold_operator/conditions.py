@@ -136,13 +136,15 @@ def transitions(
     for c in after:
         prev = old.get(c["type"])
         prev_status = prev.get("status") if prev else None
-        if prev_status != c["status"] or (prev and prev.get("reason") != c.get("reason")):
+        # An empty reason is written as absent (see _clean): both are no reason.
+        reason = c.get("reason") or ""
+        if prev_status != c["status"] or (prev and (prev.get("reason") or "") != reason):
             out.append(
                 Transition(
                     c["type"],
                     prev_status,
                     c["status"],
-                    c["reason"],
+                    reason,
                     c.get("message", ""),
                     prev.get("reason") if prev else None,
                 )

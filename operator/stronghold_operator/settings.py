@@ -13,7 +13,7 @@ import kopf
 
 from stronghold_operator import metrics
 from stronghold_operator.conditions import utcnow
-from stronghold_operator.handlers.common import WATCHED, Services, services
+from stronghold_operator.controllers.common import WATCHED, Services, services
 from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
 from stronghold_operator.platforms.kube import GROUP, Kube, list_objects
 
@@ -54,6 +54,17 @@ _NOT_ESSENCE = {"metadata", "status"}
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Tune kopf for this operator and create the shared clients once."""
+    tune(settings)
+    namespaces = [n for n in os.environ.get("STRONGHOLD_NAMESPACES", "").split(",") if n]
+    memo.services = Services(
+        kube=Kube.connect(),
+        watch=WatchTracker(grace=WATCH_GRACE),
+        namespaces=namespaces or None,
+    )
+
+
+def tune(settings: kopf.OperatorSettings) -> None:
+    """kopf's settings for this operator (each line says why it differs from kopf's)."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = DiffBase(
         prefix=PREFIX, key="last-handled-configuration"
@@ -75,12 +86,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # Handler errors back off instead of retrying in a tight loop.
     settings.execution.max_workers = 20
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60, 120, 300]
-    namespaces = [n for n in os.environ.get("STRONGHOLD_NAMESPACES", "").split(",") if n]
-    memo.services = Services(
-        kube=Kube.connect(),
-        watch=WatchTracker(grace=WATCH_GRACE),
-        namespaces=namespaces or None,
-    )
 
 
 @kopf.on.cleanup()
@@ -98,17 +103,9 @@ async def watch_alive(memo: kopf.Memo, **_: Any) -> dict[str, int | str]:
     the operator cannot help it, and a restart loop would only add to its load.
     """
     svc = services(memo)
-    listed: dict[str, str] = {}  # uid -> resourceVersion, every kind (uids are unique)
-    present: dict[str, set[tuple[str, str]]] = {}  # plural -> (namespace, name) listed
     try:
         async with asyncio.timeout(LIST_TIMEOUT_S):
-            for plural in WATCHED:
-                items = await list_objects(svc.kube, plural, svc.namespaces)
-                listed.update(versions(items))
-                present[plural] = {
-                    (str(m.get("namespace")), str(m.get("name")))
-                    for m in (i["metadata"] for i in items)
-                }
+            listed, present = await list_watched(svc)
     except Exception as exc:
         svc.watch.unreachable()
         log.warning("liveness: the apiserver did not answer the LIST: %s", type(exc).__name__)
@@ -120,3 +117,18 @@ async def watch_alive(memo: kopf.Memo, **_: Any) -> dict[str, int | str]:
     if failure:
         raise kopf.PermanentError(failure)
     return {"objects": len(listed)}
+
+
+async def list_watched(
+    svc: Services,
+) -> tuple[dict[str, str], dict[str, set[tuple[str, str]]]]:
+    """Every watched object: uid -> resourceVersion, and plural -> (namespace, name)."""
+    listed: dict[str, str] = {}  # uids are unique across kinds
+    present: dict[str, set[tuple[str, str]]] = {}
+    for plural in WATCHED:
+        items = await list_objects(svc.kube, plural, svc.namespaces)
+        listed.update(versions(items))
+        present[plural] = {
+            (str(m.get("namespace")), str(m.get("name"))) for m in (i["metadata"] for i in items)
+        }
+    return listed, present

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stronghold_operator.builders.backup_job import backup_job
-from stronghold_operator.handlers.backup import JobView, pod_results
 from stronghold_operator.logic import backup as lb
+from stronghold_operator.logic.backup_results import JobView, pod_results
 from stronghold_operator.models.backup import (
     PRIVILEGED_FIELDS,
     BackupScheduleSpec,

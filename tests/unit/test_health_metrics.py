@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stronghold_operator.handlers.health_metrics import HealthCollector
+from stronghold_operator.controllers.health_metrics import HealthCollector
 from stronghold_operator.logic import health as h
 from stronghold_operator.probes.base import ProbeResult
 from tests.unit.test_health_logic import T0, cache_ok, db_ok, queue_ok, stack, web_ok

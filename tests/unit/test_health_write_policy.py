@@ -1,4 +1,4 @@
-"""When the HealthPolicy daemon writes status: significant changes now, numbers later."""
+"""When HealthPolicy status is written: significant changes now, numbers later."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from stronghold_operator import conditions as cond
-from stronghold_operator.handlers.common import compute_status
-from stronghold_operator.handlers.health import _merged_signature_conditions, _signature
+from stronghold_operator.controllers.common import compute_status
+from stronghold_operator.runtime.status import signature_conditions as _merged_signature_conditions
+from stronghold_operator.services.health import signature as _signature
 
 BASE: dict[str, Any] = {
     "lastProbeTime": "2026-11-27T01:00:00Z",

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from stronghold_operator.handlers.common import Services, maintenance_hold
+from stronghold_operator.controllers.common import Services, maintenance_hold
 from stronghold_operator.logic.watchdog import WatchTracker
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
 from stronghold_operator.models.maintenance import holding, with_holder, without_holder

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from stronghold_operator import metrics
-from stronghold_operator.handlers import backup, maintenance, scaling
-from stronghold_operator.handlers.health import HealthRuntime
+from stronghold_operator.controllers import backup
+from stronghold_operator.controllers.health import HealthRuntime
+from stronghold_operator.handlers import maintenance, scaling
+from stronghold_operator.platforms.health import SecretCache
+from stronghold_operator.platforms.kube import Kube, SecretEntry
 
 
 def _series(registry: CollectorRegistry, name: str) -> set[tuple[str, str]]:
@@ -67,11 +71,12 @@ def test_scaling_series_go_with_the_policy() -> None:
 
 
 def test_expired_secrets_of_deleted_policies_are_pruned() -> None:
-    rt = HealthRuntime()
+    rt = HealthRuntime(secrets=SecretCache(cast(Kube, None)))
+    assert rt.secrets is not None
     now = time.monotonic()
-    rt.secrets[("ns", "old", "password")] = (now - 1, "x")
-    rt.secrets[("ns", "live", "password")] = (now + 60, "y")
-    rt.secret_locks[("ns", "old", "password")] = asyncio.Lock()
-    rt.forget("some-uid")
-    assert set(rt.secrets) == {("ns", "live", "password")}
-    assert rt.secret_locks == {}
+    rt.secrets.entries[("ns", "old", "password")] = (now - 1, SecretEntry("x", frozenset()))
+    rt.secrets.entries[("ns", "live", "password")] = (now + 60, SecretEntry("y", frozenset()))
+    rt.secrets.locks[("ns", "old", "password")] = asyncio.Lock()
+    rt.prune_secrets(now)  # what a policy's loop does when it is forgotten
+    assert set(rt.secrets.entries) == {("ns", "live", "password")}
+    assert rt.secrets.locks == {}

@@ -1,16 +1,26 @@
-"""runtime/status.write_status: the typed status writer (patch and Events captured)."""
+"""runtime/status: the one status writer (patch and Events captured).
+
+``write_status`` is the one-shot form; :class:`StatusWriter` the per-object writer:
+one write in flight, latest wins, failed writes retried, signature skip and heartbeat.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+import kopf
 import pytest
+from pydantic import Field
 
+from stronghold_operator import conditions as cond
 from stronghold_operator.models.scaling import ScalingPolicyStatus
-from stronghold_operator.models.status import Condition
+from stronghold_operator.models.status import Condition, StatusModel
+from stronghold_operator.platforms.kube import ApiError, Kube
 from stronghold_operator.runtime import status as writer
+from stronghold_operator.runtime.status import StatusWriter, write_status
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BODY: Any = {"metadata": {"name": "p", "namespace": "ns", "generation": 3}, "status": {}}
@@ -64,3 +74,188 @@ def test_a_transition_is_patched_and_announced(captured: dict[str, list[Any]]) -
     ]
     delta = captured["patches"][-1][3]
     assert delta["conditions"][0]["lastTransitionTime"] == "2026-03-01T12:00:05Z"
+
+
+# --- StatusWriter ----------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 27, 1, 0, tzinfo=UTC)
+KUBE = cast(Kube, None)
+
+
+class FakeApi:
+    """A patch function that records each merge patch; it can hold or fail writes."""
+
+    def __init__(self) -> None:
+        self.patches: list[dict[str, Any]] = []
+        self.hold: asyncio.Event | None = None
+        self.fail: list[BaseException] = []
+        self.started = asyncio.Event()
+
+    async def __call__(
+        self, kube: Kube, plural: str, namespace: str, name: str, delta: dict[str, Any]
+    ) -> None:
+        assert (plural, namespace, name) == ("things", "ns", "a")
+        self.started.set()
+        if self.hold is not None:
+            await self.hold.wait()
+        if self.fail:
+            raise self.fail.pop(0)
+        self.patches.append(delta)
+
+
+def body(generation: int = 1) -> dict[str, Any]:
+    return {
+        "apiVersion": "ops.stronghold.io/v1alpha1",
+        "kind": "Thing",
+        "metadata": {"namespace": "ns", "name": "a", "uid": "u1", "generation": generation},
+    }
+
+
+@pytest.fixture
+def events(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    seen: list[tuple[str, str]] = []
+
+    def event(obj: Any, *, type: str, reason: str, message: str) -> None:
+        seen.append((type, reason))
+
+    monkeypatch.setattr(kopf, "event", event)
+    return seen
+
+
+READY = cond.Condition("Ready", "True", "Reconciled", "ok")
+NOT_READY = cond.Condition("Ready", "False", "TargetDown", "down")
+
+
+async def drained(w: StatusWriter) -> None:
+    if w.writing is not None:
+        await asyncio.wait_for(w.writing, 5)
+
+
+async def test_a_change_is_written_once_with_observed_generation(
+    events: list[tuple[str, str]],
+) -> None:
+    api = FakeApi()
+    w = StatusWriter(KUBE, "things", body(3), {}, patch=api)
+    w.update({"replicas": 2}, [READY], NOW)
+    await drained(w)
+    (patch,) = api.patches
+    assert patch["replicas"] == 2 and patch["observedGeneration"] == 3
+    assert patch["conditions"][0]["type"] == "Ready"
+    w.update({"replicas": 2}, [READY], NOW)  # nothing changed: no write
+    await drained(w)
+    assert len(api.patches) == 1
+    assert events == []  # a condition's first value is not news
+
+
+async def test_one_write_in_flight_and_the_latest_change_wins(
+    events: list[tuple[str, str]],
+) -> None:
+    api = FakeApi()
+    api.hold = asyncio.Event()
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api)
+    w.update({"replicas": 1}, [READY], NOW)
+    await api.started.wait()
+    w.update({"replicas": 2}, [READY], NOW)  # while the first write is in flight
+    w.update({"replicas": 3}, [NOT_READY], NOW)
+    assert api.patches == []
+    api.hold.set()
+    await drained(w)
+    assert [p.get("replicas") for p in api.patches] == [1, 3]
+    assert api.patches[1]["conditions"][0]["status"] == "False"
+    assert w.current["replicas"] == 3
+    assert events == [("Warning", "TargetDown")]  # announced once, when it happened
+
+
+async def test_a_failed_write_is_put_back_and_retried_with_what_changed_since(
+    events: list[tuple[str, str]],
+) -> None:
+    api = FakeApi()
+    api.fail = [ApiError(500, "boom")]
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api, retry_after=0.01)
+    w.update({"replicas": 1}, [READY], NOW)
+    await api.started.wait()
+    w.update({"replicas": 2}, [READY], NOW)
+    await drained(w)
+    assert len(api.patches) == 1
+    assert api.patches[0]["replicas"] == 2 and api.patches[0]["conditions"]
+    assert w.written["replicas"] == 2
+
+
+async def test_not_found_forgets_the_object() -> None:
+    api = FakeApi()
+    api.fail = [ApiError(404, "Not Found")]
+    gone: list[bool] = []
+    w = StatusWriter(
+        KUBE, "things", body(), {}, patch=api, on_gone=lambda: gone.append(True), retry_after=0
+    )
+    w.update({"replicas": 1}, [READY], NOW)
+    await drained(w)
+    assert gone == [True] and api.patches == []
+
+
+def _only_ready(status: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple((c["type"], c["status"]) for c in status.get("conditions") or ())
+
+
+async def test_numbers_wait_for_the_heartbeat_and_a_signature_change_does_not(
+    events: list[tuple[str, str]],
+) -> None:
+    api = FakeApi()
+    causes: list[str] = []
+    w = StatusWriter(
+        KUBE,
+        "things",
+        body(),
+        {},
+        patch=api,
+        signature=_only_ready,
+        heartbeat=3600,
+        replaced=("items",),
+        on_write=causes.append,
+    )
+    w.update({"latency": 1, "items": [1]}, [READY], NOW)
+    await drained(w)
+    assert causes == ["change"] and "items" not in w.written  # replaced lists are not kept
+    w.update({"latency": 2, "items": [2]}, [READY], NOW)  # numbers only: kept, not written
+    await drained(w)
+    assert len(api.patches) == 1 and w.current["latency"] == 2 and w.current["items"] == [2]
+    w.update({"latency": 3, "items": [3]}, [NOT_READY], NOW)  # what a reader acts on
+    await drained(w)
+    assert causes == ["change", "change"]
+    assert api.patches[1]["latency"] == 3 and api.patches[1]["items"] == [3]
+    w._last_write -= 3600  # the heartbeat is due
+    w.update({"latency": 4, "items": [3]}, [NOT_READY], NOW)
+    await drained(w)
+    assert causes[-1] == "heartbeat" and api.patches[-1]["latency"] == 4
+
+
+async def test_newsworthy_filters_the_events(events: list[tuple[str, str]]) -> None:
+    api = FakeApi()
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api, newsworthy=lambda t: t.type != "Ready")
+    w.update({}, [READY, cond.Condition("Degraded", "False", "Fine", "")], NOW)
+    w.update({}, [NOT_READY, cond.Condition("Degraded", "True", "Slow", "")], NOW)
+    await drained(w)
+    assert events == [("Warning", "Slow")]
+
+
+class Status(StatusModel):  # the smallest typed status
+    conditions: list[Condition] = Field(default_factory=list)
+    replicas: int | None = None
+
+
+async def test_write_status_keeps_its_signature_and_raises_on_failure(
+    monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, str]]
+) -> None:
+    api = FakeApi()
+    monkeypatch.setattr(writer, "patch_status", api)
+    obj = kopf.Body(cast(kopf.RawBody, {**body(2), "status": {"replicas": 1}}))
+    status = Status(replicas=2, conditions=[Condition(type="Ready", status="True")])
+    after = await write_status(KUBE, "things", obj, status, NOW)
+    assert after["replicas"] == 2 and after["observedGeneration"] == 2
+    assert api.patches[0]["replicas"] == 2
+    api.fail = [ApiError(409, "Conflict")]
+    with pytest.raises(ApiError):
+        await write_status(KUBE, "things", obj, Status(replicas=5), NOW, current=after)
+    down = Status(conditions=[Condition(type="Ready", status="False", reason="Down")])
+    await write_status(KUBE, "things", obj, down, NOW, current=after, events_for=())
+    assert events == []  # events_for names no type: no Events

@@ -10,7 +10,7 @@ import kopf
 import pytest
 
 from stronghold_operator import settings
-from stronghold_operator.handlers.common import Services
+from stronghold_operator.controllers.common import Services
 from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
 from stronghold_operator.models.errors import ApiError, ApiUnreachable
 

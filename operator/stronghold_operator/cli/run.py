@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise SystemExit(f"stronghold run: {exc}") from None
     if args.allow_privileged_jobs is not None:
-        # handlers/backup.py reads it on every tick (a cluster admin's setting, not the spec's).
+        # controllers/backup.py reads it on every pass (a cluster admin's setting, not the spec's).
         os.environ[ALLOW_PRIVILEGED_ENV] = args.allow_privileged_jobs
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_address)

@@ -17,7 +17,7 @@ import kopf
 from prometheus_client import Counter, Gauge
 
 from stronghold_operator import conditions as cond
-from stronghold_operator.handlers.common import GROUP, VERSION, Services, services, track_watch
+from stronghold_operator.controllers.common import GROUP, VERSION, Services, services, track_watch
 from stronghold_operator.logic import window as win
 from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.maintenance import MaintenanceWindowStatus

@@ -16,7 +16,7 @@ import kopf
 from prometheus_client import Counter, Gauge
 
 from stronghold_operator import conditions as cond
-from stronghold_operator.handlers.common import (
+from stronghold_operator.controllers.common import (
     GROUP,
     VERSION,
     Services,

@@ -1,7 +1,8 @@
 """BackupSchedule decisions: what to start now, what to keep, what the status says.
 
-Pure functions; the clock is an argument. The handler feeds them what it read from the
-cluster (Jobs, pod termination messages, the object's status) and acts on the answers.
+Pure functions; the clock is an argument. The service (services/backup.py) feeds them what
+it read from the cluster (Jobs, pod termination messages, the object's status) and acts on
+the answers.
 """
 
 from __future__ import annotations

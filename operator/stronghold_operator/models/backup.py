@@ -8,17 +8,25 @@ from collections.abc import Collection
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from stronghold_operator.models.base import Duration, InvalidSpec, SpecModel
 from stronghold_operator.models.common import SecretKeySelector
+from stronghold_operator.models.status import Condition, StatusModel, Timestamp
 
 __all__ = [
+    "ActiveJob",
+    "BackupRecord",
     "BackupScheduleSpec",
+    "BackupScheduleStatus",
     "CompressionSpec",
     "ContainerSecurityContext",
     "DatabaseSpec",
     "JobTemplateSpec",
+    "LastRestoreTest",
+    "LastVerification",
+    "OnDemand",
     "PodSecurityContext",
     "RestoreTestSpec",
     "RetentionSpec",
@@ -367,3 +375,106 @@ class BackupScheduleSpec(SpecModel):
     def deadline(self) -> timedelta | None:
         s = self.starting_deadline_seconds
         return None if s is None else timedelta(seconds=s)
+
+
+# --- Status: what the operator writes (crds/backupschedule.yaml, status) -------------------
+
+Number = int | float  # kept as the Job reported it (3 stays 3, 2.5 stays 2.5)
+
+
+class _Status(StatusModel):
+    """Status pieces: camelCase names in status, snake_case in Python. A field defaults to
+    its empty value: absent and empty mean the same to a reader (and only the fields a pass
+    set are written)."""
+
+    model_config = ConfigDict(alias_generator=to_camel)
+
+
+class BackupRecord(_Status):
+    """One item of ``status.backups`` (newest first): a finished backup Job."""
+
+    name: str
+    trigger: str = ""
+    file: str = ""
+    started_at: str = ""
+    completed_at: str = ""
+    duration_seconds: Number = 0
+    size_bytes: int = 0
+    sha256: str = ""
+    tables: int = 0
+    rows: int = 0
+    verified: bool = False
+    verify_reason: str = ""
+    verify_message: str = ""
+    pruned: bool = False
+    result: str = ""
+    reason: str = ""
+    message: str = ""
+
+
+class ActiveJob(_Status):
+    """One item of ``status.active``: a Job of this schedule that is running."""
+
+    name: str
+    kind: str = ""
+    slot: str = ""
+    trigger: str = ""
+
+
+class OnDemand(_Status):
+    """``status.onDemand``: the request values already answered, per kind."""
+
+    backup: str = ""
+    backup_job: str = ""
+    verify: str = ""
+    restore_test: str = ""
+    storage_full: str = ""
+
+
+class LastVerification(_Status):
+    """``status.lastVerification``: the last verify Job's outcome."""
+
+    time: Timestamp | None = None
+    job: str = ""
+    checked: int = 0
+    failed: list[str] = Field(default_factory=list)
+    result: str = ""
+    message: str = ""
+
+
+class LastRestoreTest(_Status):
+    """``status.lastRestoreTest``: the last restore test's outcome."""
+
+    time: Timestamp | None = None
+    job: str = ""
+    backup: str = ""
+    scratch_database: str = ""
+    duration_seconds: Number = 0
+    restore_seconds: Number = 0
+    tables_compared: int = 0
+    rows_compared: int = 0
+    result: str = ""
+    reason: str = ""
+    message: str = ""
+
+
+class BackupScheduleStatus(_Status):
+    """Everything the operator writes to a BackupSchedule's status."""
+
+    observed_generation: int = 0
+    conditions: list[Condition] = Field(default_factory=list)
+    # The backup schedule: its cursor, next slot, slots missed, Jobs running, requests.
+    last_schedule_time: Timestamp | None = None
+    next_schedule_time: Timestamp | None = None
+    missed_runs: int = 0
+    active: list[ActiveJob] | None = None
+    on_demand: OnDemand | None = None
+    # Results.
+    last_successful_time: Timestamp | None = None
+    last_verified_time: Timestamp | None = None
+    backups: list[BackupRecord] | None = None
+    # Verification and restore tests.
+    last_verify_schedule_time: Timestamp | None = None
+    last_verification: LastVerification | None = None
+    last_restore_test_schedule_time: Timestamp | None = None
+    last_restore_test: LastRestoreTest | None = None

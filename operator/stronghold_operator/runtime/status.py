@@ -1,17 +1,35 @@
-"""The status writer kinds share: diff, observedGeneration, patch, transition Events."""
+"""The one status writer: diff, observedGeneration, patch, transition Events.
+
+:class:`StatusWriter` is one object's writer: at most one write in flight, later changes
+merged into the next write (latest wins), writes in the background so a slow API server
+never delays a pass, a failed write restored and retried, an optional cheap signature skip
+and heartbeat for kinds whose passes mostly move numbers. Every patch goes through
+:meth:`StatusWriter._send`: the place for a client-side write budget.
+:func:`write_status` is the one-shot form (write now, raise on failure).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.models import scaling
 from stronghold_operator.models.status import StatusModel
-from stronghold_operator.platforms.kube import Kube, patch_status
+from stronghold_operator.platforms.kube import ApiError, Kube, is_not_found, patch_status
+
+log = logging.getLogger("stronghold.status")
+
+# What sends one merge patch of an object's status: (kube, plural, namespace, name, delta).
+PatchFn = Callable[[Kube, str, str, str, dict[str, Any]], Awaitable[None]]
 
 # Condition types that are bad when True (the rest are bad when False). Kinds with a typed
 # vocabulary contribute theirs; the others are listed until they move to one.
@@ -79,8 +97,264 @@ async def write_status(
         cond.Condition(c["type"], c["status"], c.get("reason", ""), c.get("message", ""))
         for c in fields.pop("conditions", None) or ()
     ]
-    delta, moved = compute_status(body, before, fields, wanted, now)
-    meta = body["metadata"]
-    await patch_status(kube, plural, meta["namespace"], meta["name"], delta)
-    announce(body, [t for t in moved if events_for is None or t.type in events_for])
-    return cond.merge_patch(before, delta)
+    newsworthy = None if events_for is None else (lambda t: t.type in events_for)
+    writer = StatusWriter(kube, plural, body, before, newsworthy=newsworthy)
+    return await writer.write(fields, wanted, now)
+
+
+class StatusWriter:
+    """One object's status writer (see the module docstring).
+
+    ``body`` is the object as the kind keeps it (at least ``metadata`` with namespace, name
+    and generation; read at each write, so a kind may update it in place); ``status`` what
+    the API has. ``newsworthy`` filters the transitions announced as Events. ``signature``
+    (with ``heartbeat`` seconds) is what a reader acts on: a change that keeps it is written
+    only with the next heartbeat. ``replaced`` names list fields a merge patch replaces
+    whole: the writer keeps only their latest value, not the written one (memory).
+    ``on_gone`` runs when the object is not found (deleted, and the watch has not said so
+    yet); ``on_write`` is told each write's cause (``change`` or ``heartbeat``).
+    """
+
+    __slots__ = (
+        "_dirty",
+        "_last_write",
+        "_written_sig",
+        "body",
+        "current",
+        "heartbeat",
+        "kube",
+        "newsworthy",
+        "on_gone",
+        "on_write",
+        "patch",
+        "plural",
+        "replaced",
+        "retry_after",
+        "signature",
+        "writing",
+        "written",
+    )
+
+    def __init__(
+        self,
+        kube: Kube,
+        plural: str,
+        body: Mapping[str, Any],
+        status: Mapping[str, Any],
+        *,
+        newsworthy: Callable[[cond.Transition], bool] | None = None,
+        signature: Callable[[Mapping[str, Any]], Hashable] | None = None,
+        heartbeat: float = 0.0,
+        replaced: Collection[str] = (),
+        on_gone: Callable[[], None] | None = None,
+        on_write: Callable[[str], None] | None = None,
+        retry_after: float = 10.0,
+        patch: PatchFn | None = None,
+    ) -> None:
+        self.kube, self.plural, self.body, self.patch = kube, plural, body, patch
+        self.newsworthy, self.signature, self.heartbeat = newsworthy, signature, heartbeat
+        self.replaced, self.on_gone, self.on_write = frozenset(replaced), on_gone, on_write
+        self.retry_after = retry_after
+        self.current: dict[str, Any] = dict(status)  # what passes continue from
+        self.written: dict[str, Any] = {}  # what the API has or is being sent, but ``replaced``
+        self._written_sig: int = 0
+        self._remember_written()
+        self._last_write = -1e9
+        self._dirty = False  # a change waits for the write in flight
+        self.writing: asyncio.Task[None] | None = None
+
+    # --- the pass's side ----------------------------------------------------------------
+
+    def update(
+        self,
+        desired: Mapping[str, Any],
+        updates: Iterable[cond.Condition],
+        now: datetime | None = None,
+    ) -> None:
+        """Merge a pass's status fields and conditions; write in the background when
+        something changed (with a ``signature``: when it moved, or the heartbeat is due).
+        Transitions are announced now, once."""
+        updates = list(updates)
+        due = time.monotonic() - self._last_write >= self.heartbeat
+        if self.signature is not None and not due and self._skip(desired, updates):
+            return
+        delta, moved = self._merge(desired, updates, now or cond.utcnow())
+        significant = bool(delta) and (
+            self.signature is None or self._sig(self.current) != self._written_sig
+        )
+        if delta and (due or significant):
+            if self.writing is None:
+                before = self._begin(delta)
+                self.writing = asyncio.create_task(self._write_behind(delta, before))
+            else:
+                self._dirty = True  # latest wins: it goes with the next write
+        self._announce(moved)
+
+    async def write(
+        self,
+        desired: Mapping[str, Any],
+        updates: Iterable[cond.Condition],
+        now: datetime,
+    ) -> dict[str, Any]:
+        """Write now and wait for it (errors raise); returns the status the API now has."""
+        while self.writing is not None:  # one write in flight: merge patches arrive in order
+            await asyncio.wait({self.writing})
+        delta, moved = self._merge(desired, list(updates), now)
+        before = self.written, self._written_sig
+        self._remember_written()
+        try:
+            await self._send(delta)
+        except BaseException:
+            self.written, self._written_sig = before
+            raise
+        self._announce(moved)
+        return self.current
+
+    async def settle(self, within: float = 5.0) -> None:
+        """Let the write in flight land (the operator is stopping)."""
+        if self.writing is not None and not self.writing.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.writing), within)
+
+    def close(self) -> None:
+        """The object is gone: drop the write in flight."""
+        if self.writing is not None:
+            self.writing.cancel()
+            self.writing = None
+
+    # --- diff and merge -----------------------------------------------------------------
+
+    def _sig(self, status: Mapping[str, Any]) -> int:
+        # 64 bits of the signature: a collision only puts a change off to the heartbeat.
+        return 0 if self.signature is None else hash(self.signature(status))
+
+    def _remember_written(self) -> None:
+        self.written = {k: v for k, v in self.current.items() if k not in self.replaced}
+        self._written_sig = self._sig(self.current)
+
+    def _skip(self, desired: Mapping[str, Any], updates: list[cond.Condition]) -> bool:
+        """The cheap path: when what this pass would write has the written signature,
+        nothing is written or announced, and the full diff is skipped. The pass's numbers
+        are kept; conditions keep their written form until the next write."""
+        generation = self.body["metadata"].get("generation")
+        candidate = {**self.current, **desired, "observedGeneration": generation}
+        written_conditions = self.written.get("conditions")
+        candidate["conditions"] = signature_conditions(written_conditions, updates)
+        if self._sig(candidate) != self._written_sig or self._dirty:
+            return False
+        candidate["conditions"] = written_conditions or []
+        self.current = candidate
+        return True
+
+    def _merge(
+        self, desired: Mapping[str, Any], updates: list[cond.Condition], now: datetime
+    ) -> tuple[dict[str, Any], list[cond.Transition]]:
+        """Fold the pass into ``current``; returns the patch from ``written`` to it and
+        the transitions since the last pass (not since the last write: none is told twice).
+        Conditions merge into the latest ones, so a transition keeps its time while its
+        write waits."""
+        generation = self.body["metadata"].get("generation")
+        before = self.current.get("conditions")
+        merged = cond.upsert(before, updates, generation, now)
+        full = dict(desired)
+        full["conditions"] = merged
+        full["observedGeneration"] = generation
+        delta = cond.status_delta(self.written, full)
+        base = self.written
+        kept = {k: self.current[k] for k in self.replaced if k in self.current}
+        if kept:  # the latest lists, unless this write replaces them
+            base = {**base, **kept}
+        self.current = cond.merge_patch(base, delta)
+        return delta, cond.transitions(before, merged)
+
+    def _announce(self, moved: list[cond.Transition]) -> None:
+        news = moved if self.newsworthy is None else [t for t in moved if self.newsworthy(t)]
+        if news:
+            body = self.body
+            announce(
+                body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, body)), news
+            )
+
+    # --- writing ------------------------------------------------------------------------
+
+    def _begin(self, delta: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """``written`` moves when a write starts, so passes meanwhile diff (and announce)
+        against what is on its way; returns what to put back if the write fails."""
+        before = self.written, self._written_sig
+        significant = self.signature is None or self._sig(self.current) != self._written_sig
+        self._remember_written()
+        if self._last_write < 0 and self.heartbeat:
+            # The first heartbeat at a random point of the period: objects applied
+            # together would otherwise write together, every period, for ever.
+            self._last_write = time.monotonic() - random.uniform(0, self.heartbeat)
+        else:
+            self._last_write = time.monotonic()
+        if self.on_write is not None:
+            self.on_write("change" if significant else "heartbeat")
+        return before
+
+    async def _write_behind(
+        self, delta: dict[str, Any], before: tuple[dict[str, Any], int]
+    ) -> None:
+        """Send ``delta``, then whatever changed meanwhile, until nothing is left; one write
+        at a time (merge patches must arrive in order). A failed write is put back and,
+        with all that changed since, retried after ``retry_after``."""
+        try:
+            while delta:
+                try:
+                    await self._send(delta)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    if is_not_found(exc):
+                        if self.on_gone is not None:
+                            self.on_gone()
+                        return
+                    self.written, self._written_sig = before
+                    self._warn(exc)
+                    # Spread: objects that failed together (a 429 burst) must not retry together.
+                    await asyncio.sleep(self.retry_after * random.uniform(0.5, 1.5))
+                    self._dirty = True
+                if not self._dirty:
+                    return
+                self._dirty = False
+                delta = cond.status_delta(self.written, self.current)
+                if delta:
+                    before = self._begin(delta)
+        finally:
+            if self.writing is asyncio.current_task():
+                self.writing = None
+
+    async def _send(self, delta: dict[str, Any]) -> None:
+        """The one place a status patch leaves the process (a write budget goes here)."""
+        if not delta:
+            return
+        meta = self.body["metadata"]
+        send = self.patch or patch_status
+        await send(self.kube, self.plural, meta["namespace"], meta["name"], delta)
+
+    def _warn(self, exc: BaseException) -> None:
+        # The type and the API's own message (it names the field); status is redacted.
+        detail = str(exc)[:300] if isinstance(exc, ApiError) else ""
+        meta = self.body["metadata"]
+        log.warning(
+            "%s/%s: status write failed: %s %s",
+            meta.get("namespace"),
+            meta.get("name"),
+            type(exc).__name__,
+            detail,
+        )
+
+
+def signature_conditions(
+    written: list[dict[str, Any]] | None, updates: list[cond.Condition]
+) -> list[dict[str, Any]]:
+    """Type, status and reason of the conditions after ``updates`` (as ``cond.upsert``
+    orders them): what a signature reads of conditions, without the full merge."""
+    by_type = {u.type: u for u in updates}
+    out = []
+    for c in written or ():
+        u = by_type.pop(str(c.get("type")), None)
+        out.append(c if u is None else {"type": u.type, "status": u.status, "reason": u.reason})
+    out += [{"type": u.type, "status": u.status, "reason": u.reason} for u in by_type.values()]
+    return out

@@ -1,4 +1,4 @@
-"""What every handler module shares: typed memo access, status writes, transition Events."""
+"""What every controller shares: typed memo access (Services), invalid-spec status, holds."""
 
 from __future__ import annotations
 

@@ -1,0 +1,310 @@
+"""HealthPolicy controller: one :class:`PolicyLoop` per policy on the kind's one scheduler.
+
+The handlers (handlers/health.py) feed every watch event to :func:`track`; the scheduler
+(:mod:`stronghold_operator.runtime.scheduler`) runs each policy's rounds; a round is
+:func:`stronghold_operator.services.health.run_round`; its status goes out through the
+policy's :class:`~stronghold_operator.runtime.status.StatusWriter`.
+
+Why not a kopf daemon per policy: a daemon holds kopf's full copy of the object (its
+managed fields, annotations and status: about 27 KB of Python objects) and a dozen tasks,
+coroutines and contexts, which was most of the operator's memory with a thousand policies,
+and it needs a finalizer, which keeps a namespace Terminating while the operator is down.
+A policy here is its parsed spec, its status and its slot in one schedule.
+
+Why no kopf change handler either (the other kinds' ``validate``): for each of its objects
+kopf then keeps the handled spec in an annotation, runs its change machinery on every watch
+event and, at every operator start, runs the handler for every object again. The round
+reports an invalid spec itself. kopf still takes off the finalizer that earlier versions put
+on HealthPolicies: no handler of this kind needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import time
+from collections.abc import Coroutine, Mapping
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import kopf
+from prometheus_client import Counter
+
+from stronghold_operator import conditions as cond
+from stronghold_operator.controllers.common import (
+    GROUP,
+    VERSION,
+    Services,
+    invalid_conditions,
+    is_bad,
+    maintenance_hold,
+    services,
+    track_watch,
+)
+from stronghold_operator.controllers.health_metrics import HealthCollector
+from stronghold_operator.logic import health as logic
+from stronghold_operator.metrics import registry
+from stronghold_operator.models.base import InvalidSpec, parse
+from stronghold_operator.models.common import (
+    MAINTENANCE_ANNOTATION,
+    MAINTENANCE_WINDOWS_ANNOTATION,
+)
+from stronghold_operator.models.health import HealthPolicySpec
+from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
+from stronghold_operator.platforms.health import SecretCache
+from stronghold_operator.platforms.usage import read_usage
+from stronghold_operator.platforms.webhook import post_json
+from stronghold_operator.probes.resources import ResourcesProbe
+from stronghold_operator.probes.runner import Prober
+from stronghold_operator.runtime.scheduler import Scheduler
+from stronghold_operator.runtime.status import StatusWriter
+from stronghold_operator.services import health as service
+
+PLURAL = "healthpolicies"
+# An invalid spec's status is re-asserted this often (a fix wakes the policy at once).
+INVALID_RECHECK_S = 300.0
+JITTER = 0.1  # +-10% of the interval, so a thousand policies do not probe in lockstep
+# Status writes that only refresh numbers and messages happen at most this often.
+STATUS_HEARTBEAT_S = float(os.environ.get("STRONGHOLD_HEALTH_STATUS_HEARTBEAT", "60"))
+
+track_watch(PLURAL)
+log = logging.getLogger("stronghold.health")
+
+# Per-policy series are assembled at scrape time from each policy's last round.
+SERIES = HealthCollector()
+registry.register(SERIES)
+STATUS_WRITES = Counter(
+    "stronghold_health_status_writes_total",
+    "HealthPolicy status patches: a significant change, or the heartbeat of the numbers",
+    ["cause"],
+    registry=registry,
+)
+_WRITES = {"change": STATUS_WRITES.labels("change"), "heartbeat": STATUS_WRITES.labels("heartbeat")}
+
+
+def _count_write(cause: str) -> None:
+    _WRITES[cause].inc()
+
+
+def _newsworthy(t: cond.Transition) -> bool:
+    return service.newsworthy(t, is_bad)
+
+
+@dataclass
+class HealthRuntime:
+    """Process-wide state of the HealthPolicy controller (in memo): the probes, the Secret
+    cache, the webhooks in flight and the one schedule that runs every policy's rounds."""
+
+    prober: Prober = field(default_factory=Prober)
+    scheduler: Scheduler[PolicyLoop] = field(
+        default_factory=lambda: Scheduler("HealthPolicy", jitter=JITTER, retry_after=15.0)
+    )
+    secrets: SecretCache | None = None  # created with the first policy (it needs the client)
+    background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background (kept referenced until it ends)."""
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    def secret_cache(self, svc: Services) -> SecretCache:
+        if self.secrets is None:
+            self.secrets = SecretCache(svc.kube)
+        return self.secrets
+
+    def prune_secrets(self, now: float) -> None:
+        if self.secrets is not None:
+            self.secrets.prune(now)
+
+
+def runtime(memo: kopf.Memo) -> HealthRuntime:
+    """The process's runtime: created once (at startup), before any policy is seen.
+
+    kopf gives every object a shallow copy of this memo: a runtime created lazily in a
+    per-object handler was per policy (its own HTTP client, database and broker
+    connections), which a thousand policies turned into a thousand of each.
+    """
+    rt = memo.get("health")
+    if not isinstance(rt, HealthRuntime):
+        rt = memo["health"] = HealthRuntime(prober=Prober(resources=resources_probe(memo)))
+    return rt
+
+
+def resources_probe(memo: kopf.Memo) -> ResourcesProbe:
+    """Resources checks read usage with the operator's API client (looked up per probe)."""
+
+    async def read(ref: TargetRef, namespace: str) -> list[ReplicaUsage]:
+        return await read_usage(services(memo).kube, namespace, ref)
+
+    return ResourcesProbe(read)
+
+
+def track(memo: kopf.Memo, event: Mapping[str, Any], body: kopf.Body, kwargs: Any) -> None:
+    """One watch event: a new policy gets a loop, a change wakes its round, a delete ends it."""
+    rt = runtime(memo)
+    meta = body["metadata"]
+    uid = str(meta["uid"])
+    if event.get("type") == "DELETED":
+        rt.scheduler.forget(uid)
+        return
+    svc = services(memo)
+    svc.remember_windows(kwargs)
+    if rt.scheduler.track(uid, body, lambda: PolicyLoop(svc, rt, body)) is not None:
+        svc.seen(uid, str(meta.get("resourceVersion", "")))
+
+
+async def stop(memo: kopf.Memo) -> None:
+    """Stop the schedule, let the last status writes land, close the shared clients."""
+    rt = memo.get("health")
+    if isinstance(rt, HealthRuntime):
+        await rt.scheduler.stop()
+        await rt.prober.close()
+
+
+class PolicyLoop:
+    """One policy between rounds (a :class:`~stronghold_operator.runtime.scheduler.Loop`).
+
+    It keeps a slim copy of the object (no spec, status or managed fields): the spec is
+    parsed once per generation, and the status is the writer's.
+    """
+
+    __slots__ = (
+        "_generation",
+        "body",
+        "invalid",
+        "ref",
+        "rt",
+        "secret_misses",
+        "series",
+        "spec",
+        "started",
+        "svc",
+        "uid",
+        "writer",
+    )
+
+    def __init__(self, svc: Services, rt: HealthRuntime, body: Mapping[str, Any]) -> None:
+        self.svc, self.rt = svc, rt
+        meta = body["metadata"]
+        self.uid = str(meta["uid"])
+        self.ref = f"{meta['namespace']}/{meta['name']}"
+        # What kopf.event needs to name the object, plus generation and annotations.
+        self.body: dict[str, Any] = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "HealthPolicy",
+            "metadata": {"namespace": meta["namespace"], "name": meta["name"], "uid": self.uid},
+        }
+        # ``checks`` is replaced whole by a merge patch: the writer keeps only the latest
+        # list, not the written one (the old list was a third of a policy's memory).
+        self.writer = StatusWriter(
+            svc.kube,
+            PLURAL,
+            self.body,
+            dict(body.get("status") or {}),
+            newsworthy=_newsworthy,
+            signature=service.signature,
+            heartbeat=STATUS_HEARTBEAT_S,
+            replaced=("checks",),
+            on_gone=lambda: rt.scheduler.forget(self.uid),
+            on_write=_count_write,
+        )
+        self.started = False
+        self.secret_misses = 0
+        self.series = SERIES.series(self.uid, meta["namespace"], meta["name"])  # for /metrics
+        self.spec: HealthPolicySpec | None = None  # None: invalid, and ``invalid`` says why
+        self.invalid = ""
+        self._generation: object = object()
+        self.observe(body)
+
+    def observe(self, body: Mapping[str, Any]) -> bool:
+        """Take in a watch event; True when the change deserves a round now.
+
+        The spec is parsed again only when ``metadata.generation`` moves: validating it was
+        the largest CPU cost per round with a thousand policies, and a spec change always
+        bumps the generation.
+        """
+        meta = body["metadata"]
+        generation = meta.get("generation")
+        annotations = meta.get("annotations") or {}
+        maintenance = annotations.get(MAINTENANCE_ANNOTATION)
+        placed = annotations.get(MAINTENANCE_WINDOWS_ANNOTATION)
+        slim = self.body["metadata"]
+        changed = generation != self._generation or maintenance != self.maintenance
+        if generation != self._generation or generation is None:
+            self._generation = generation
+            try:
+                self.spec, self.invalid = parse(HealthPolicySpec, body.get("spec") or {}), ""
+            except InvalidSpec as exc:
+                self.spec, self.invalid = None, str(exc)
+        slim["generation"] = generation
+        if maintenance is None:
+            slim.pop("annotations", None)
+        else:
+            slim["annotations"] = {MAINTENANCE_ANNOTATION: maintenance}
+            if placed is not None:  # which holders are windows (see maintenance_hold)
+                slim["annotations"][MAINTENANCE_WINDOWS_ANNOTATION] = placed
+        return changed
+
+    @property
+    def maintenance(self) -> str | None:
+        value = (self.meta.get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
+        return None if value is None else str(value)
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        meta: Mapping[str, Any] = self.body["metadata"]
+        return meta
+
+    async def run(self) -> float:
+        """One round; returns the seconds until the next one."""
+        policy = self.spec
+        if policy is None:
+            # The message names the field. Nothing to probe: a spec change wakes us.
+            self.writer.update({}, invalid_conditions(self.invalid, logic.CONDITION_TYPES))
+            return INVALID_RECHECK_S
+        if not self.started:
+            self.started = True
+            if not self.writer.current.get("conditions"):
+                self.writer.update({}, cond.unknown_all(logic.CONDITION_TYPES))
+        where = service.Where(self.meta["namespace"], self.meta["name"])
+        r = await service.run_round(
+            policy, self.writer.current, where, self.ports(), self.secret_misses
+        )
+        self.secret_misses = self.secret_misses + 1 if r.secret_missing else 0
+        self.writer.update(r.fields, r.conditions)
+        if r.evaluation is not None:
+            ev = r.evaluation
+            self.series.record(policy.checks, r.results, ev.status["checks"], ev.severity)
+        return r.delay
+
+    def ports(self) -> service.Ports:
+        return service.Ports(
+            secrets=self.rt.secret_cache(self.svc),
+            prober=self.rt.prober,
+            post=functools.partial(post_json, self.rt.prober.http.client),
+            event=self.event,
+            spawn=self.rt.spawn,
+            clock=cond.utcnow,
+            maintenance=lambda: maintenance_hold(self.svc, self.meta),  # gone windows hold no more
+            log=lambda line: log.info("%s: %s", self.ref, line),
+        )
+
+    def event(self, kind: str, reason: str, message: str) -> None:
+        obj = kopf.Body(cast(kopf.RawBody, self.body))
+        kopf.event(obj, type=kind, reason=reason, message=message)
+
+    def close(self) -> None:
+        """The policy is gone (or the operator stops): its writes, series and caches go."""
+        self.writer.close()
+        self.svc.unfollow(self.uid)
+        SERIES.forget(self.uid)
+        if self.spec is not None:
+            self.rt.prober.forget(self.spec)
+        self.rt.prune_secrets(time.monotonic())
+
+    async def settle(self) -> None:
+        """Let the last status write land (the operator is stopping)."""
+        await self.writer.settle()

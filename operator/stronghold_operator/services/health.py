@@ -1,0 +1,384 @@
+"""HealthPolicy service: one round of one policy.
+
+observe (Secrets, probes, maintenance: the ports) -> decide
+(:func:`stronghold_operator.logic.health.evaluate`, pure) -> act (Events and webhooks: the
+ports) -> :class:`Round` (the status fields and conditions to write, and when to come back).
+A failing service is data: nothing here raises for it. I/O happens only through the ports
+below (platforms/health.py and probes/runner.py implement them); unit tests use in-memory
+fakes (tests/unit/test_health_service.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from stronghold_operator import conditions as cond
+from stronghold_operator.logic import health as logic
+from stronghold_operator.models.common import SecretKeySelector
+from stronghold_operator.models.health import HealthPolicySpec, Webhook
+from stronghold_operator.models.outbound import Destination, secret_refusal
+from stronghold_operator.probes.base import ProbeResult
+
+# --- Ports ---------------------------------------------------------------------------------
+
+
+class SecretValue(Protocol):
+    """One key of a Secret and where the Secret allows it to be sent."""
+
+    @property
+    def value(self) -> str: ...
+    @property
+    def destinations(self) -> frozenset[Destination]: ...
+
+
+class Secrets(Protocol):
+    """Secret keys of the policy's namespace; ``LookupError`` names a missing one."""
+
+    async def entry(self, namespace: str, name: str, key: str) -> SecretValue: ...
+
+
+class Prober(Protocol):
+    """Runs a policy's checks; a failing target is a result, not an exception."""
+
+    async def run(
+        self,
+        policy: HealthPolicySpec,
+        secrets: Mapping[str, Mapping[str, str]],
+        namespace: str = "default",
+        refused: Mapping[str, str] | None = None,
+    ) -> Mapping[str, ProbeResult]: ...
+
+
+class Delivered(Protocol):
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def detail(self) -> str: ...
+
+
+class Post(Protocol):
+    """POSTs a JSON body, retrying after each of ``delays`` (platforms/webhook.post_json
+    with the probes' HTTP client)."""
+
+    async def __call__(
+        self,
+        url: str,
+        body: Any,
+        *,
+        timeout_s: float,
+        delays: Sequence[float],
+        authorization: str | None = None,
+    ) -> Delivered: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    secrets: Secrets
+    prober: Prober
+    post: Post  # webhooks
+    event: Callable[[str, str, str], None]  # (type, reason, message) on the policy
+    spawn: Callable[[Coroutine[Any, Any, None]], None]  # in the background (webhooks)
+    clock: Callable[[], datetime]
+    maintenance: Callable[[], str | None]  # the windows (or humans) holding the policy now
+    log: Callable[[str], None] = lambda _: None  # a line for the operator's log
+
+
+@dataclass(frozen=True)
+class Where:
+    namespace: str
+    name: str
+
+
+# --- Results -------------------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    """What one round decided: status fields and conditions to write, when to come back."""
+
+    fields: dict[str, Any]
+    conditions: list[cond.Condition]
+    delay: float
+    secret_missing: bool = False
+    evaluation: logic.Evaluation | None = None  # None: nothing was probed
+    results: Mapping[str, ProbeResult] = field(default_factory=dict)
+
+
+class SecretNotAllowed(Exception):
+    """A Secret's allowed-destinations annotation does not name where it would be sent."""
+
+
+# --- The round -----------------------------------------------------------------------------
+
+
+async def run_round(
+    policy: HealthPolicySpec,
+    current: Mapping[str, Any],
+    where: Where,
+    ports: Ports,
+    secret_misses: int = 0,
+) -> Round:
+    """One evaluation of a valid spec; ``secret_misses``: rounds in a row that found a
+    Secret missing (the backoff grows with them)."""
+    interval = policy.interval.total_seconds()
+    if policy.suspend:
+        return Round({}, suspended(), interval)
+    try:
+        secrets, refused = await resolve_secrets(policy, where.namespace, ports.secrets)
+    except LookupError as exc:
+        message = f"{exc}; retrying with backoff"
+        missing = cond.Condition(cond.READY, "False", cond.REASON_SECRET_MISSING, message)
+        delay = logic.missing_secret_backoff(secret_misses, policy.interval)
+        return Round({}, [missing], delay, secret_missing=True)
+    now = ports.clock()
+    results = await ports.prober.run(policy, secrets, where.namespace, refused)
+    known = [v for per_check in secrets.values() for v in per_check.values()]
+    ev = logic.evaluate(policy, where.name, current, results, ports.maintenance(), now, known)
+    conditions = [
+        cond.Condition(c.type, c.status, c.reason, logic.redact(c.message, known))
+        for c in ev.conditions
+    ]
+    notice = Notice(policy, ev, known, where, ports)
+    for note in ev.notifications:
+        notify(notice, note)
+    return Round(ev.status, conditions, interval, evaluation=ev, results=results)
+
+
+def suspended() -> list[cond.Condition]:
+    return [
+        cond.Condition(cond.READY, "False", cond.REASON_SUSPENDED, "spec.suspend"),
+        *cond.unknown_all(logic.CONDITION_TYPES[1:], cond.REASON_SUSPENDED),
+    ]
+
+
+def newsworthy(t: cond.Transition, bad: Callable[[cond.Transition], bool]) -> bool:
+    """Which condition transitions become Events. Incident transitions have their own,
+    richer Events (IncidentOpened, ...). The first evaluation's good news is not news (a
+    thousand new policies made four thousand Events, which the API server answered with
+    429s); bad news always is."""
+    if t.type == logic.INCIDENT_OPEN:
+        return False
+    return not (t.old_reason == cond.REASON_INITIALIZING and not bad(t))
+
+
+# --- Secrets -------------------------------------------------------------------------------
+
+
+async def secret_to(
+    secrets: Secrets,
+    namespace: str,
+    ref: SecretKeySelector,
+    field: str,
+    url_or_host: str,
+    port: int | None = None,
+    shown: str | None = None,
+) -> str:
+    """A Secret value that is about to be sent to ``url_or_host`` (``host`` with ``port``,
+    or a URL): only when the Secret's allowed-destinations annotation names it."""
+    key = ref.secret_key_ref
+    entry = await secrets.entry(namespace, key.name, key.key)
+    if port is None:
+        parts = urlsplit(url_or_host)
+        try:
+            host = parts.hostname or ""
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise SecretNotAllowed(f"{field}: the destination is not a valid URL") from None
+    else:
+        host = url_or_host
+    why = secret_refusal(field, f"{namespace}/{key.name}", entry.destinations, host, port, shown)
+    if why:
+        raise SecretNotAllowed(why)
+    return entry.value
+
+
+async def secret(secrets: Secrets, namespace: str, ref: SecretKeySelector) -> str:
+    key = ref.secret_key_ref
+    return (await secrets.entry(namespace, key.name, key.key)).value
+
+
+async def resolve_secrets(
+    policy: HealthPolicySpec, namespace: str, secrets: Secrets
+) -> tuple[dict[str, dict[str, str]], dict[str, str]]:
+    """Secret values by check name and role (``password``, ``url``, ...), and why a check
+    may not be sent its Secret (by check name: it is then not probed at all)."""
+    out: dict[str, dict[str, str]] = {}
+    refused: dict[str, str] = {}
+    for i, c in enumerate(policy.checks):
+        roles: dict[str, str] = {}
+        at = f"spec.checks[{i}]"
+        try:
+            if c.postgres is not None and c.postgres.password is not None:
+                roles["password"] = await secret_to(
+                    secrets,
+                    namespace,
+                    c.postgres.password,
+                    f"{at}.postgres.password",
+                    c.postgres.host,
+                    c.postgres.port,
+                )
+            if c.rabbitmq is not None:
+                # The AMQP URL goes only to the broker it names: its writer chose that.
+                roles["url"] = await secret(secrets, namespace, c.rabbitmq.url)
+                if c.rabbitmq.management is not None:
+                    roles["management-password"] = await secret_to(
+                        secrets,
+                        namespace,
+                        c.rabbitmq.management.password,
+                        f"{at}.rabbitmq.management.password",
+                        c.rabbitmq.management.url,
+                    )
+        except SecretNotAllowed as exc:
+            refused[c.name] = str(exc)
+            roles = {}
+        out[c.name] = roles
+    webhook_roles: dict[str, str] = {}
+    for i, hook in enumerate(_webhooks(policy)):
+        if hook.url_from is not None:
+            webhook_roles[f"url-{i}"] = await secret(secrets, namespace, hook.url_from)
+        if hook.authorization is not None:
+            webhook_roles[f"authorization-{i}"] = await secret(
+                secrets, namespace, hook.authorization
+            )
+    out[" webhooks"] = webhook_roles  # a name no check can have (read for redaction only)
+    return out, refused
+
+
+def _webhooks(policy: HealthPolicySpec) -> list[Webhook]:
+    """The policy's webhooks, in the order their Secret roles are numbered."""
+    hooks = [policy.alerting.webhook] + [s.webhook for s in policy.alerting.escalation]
+    return [h for h in hooks if h is not None]
+
+
+# --- Act: Events and webhooks --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notice:
+    """What the notifications of one round are made from."""
+
+    policy: HealthPolicySpec
+    ev: logic.Evaluation
+    known: list[str]  # the Secret values to keep out of messages and bodies
+    where: Where
+    ports: Ports
+
+
+def notify(n: Notice, note: logic.Notification) -> None:
+    """An Event always; webhooks (unless expected) in the background."""
+    expected = " [expected: maintenance in progress, no webhook sent]" if note.expected else ""
+    kind = "Normal" if note.kind == "Resolved" or note.expected else "Warning"
+    message = logic.redact(note.message, n.known) + expected
+    n.ports.event(kind, note.reason, message[:1000])
+    for hook in note.webhooks:
+        n.ports.spawn(send(n, note, hook))
+
+
+async def send(n: Notice, note: logic.Notification, hook: Webhook) -> None:
+    """Deliver one webhook; a failure is a Warning Event (never the URL of a urlFrom)."""
+    ns, ports = n.where.namespace, n.ports
+    body = logic.webhook_body(note, hook, ns, n.where.name, n.ev.verdicts, ports.clock())
+    body = json.loads(logic.redact(json.dumps(body), _escaped(n.known)))
+    try:
+        url = hook.url or await secret(ports.secrets, ns, hook.url_from)  # type: ignore[arg-type]
+        auth = None
+        if hook.authorization is not None:
+            auth = await secret_to(
+                ports.secrets,
+                ns,
+                hook.authorization,
+                f"{_hook_field(n.policy, hook)}.authorization",
+                url,
+                shown="the urlFrom destination" if hook.url_from else None,
+            )
+    except (LookupError, SecretNotAllowed) as exc:
+        ports.event("Warning", "WebhookFailed", str(exc))
+        return
+    delivery = await ports.post(
+        url,
+        body,
+        timeout_s=hook.timeout.total_seconds(),
+        delays=logic.retry_delays(hook.retries),
+        authorization=auth,
+    )
+    where_to = "urlFrom Secret" if hook.url_from else hook.url
+    if delivery.ok:
+        ports.log(f"webhook {note.kind} for {note.incident.get('id')} sent ({where_to})")
+    else:
+        ports.event(
+            "Warning",
+            "WebhookFailed",
+            f"{note.kind} webhook to {where_to} failed after {delivery.attempts}"
+            f" attempt(s): {delivery.detail}",
+        )
+
+
+def _hook_field(policy: HealthPolicySpec, hook: Webhook) -> str:
+    """Where ``hook`` is in the spec (for messages that name the field)."""
+    for j, step in enumerate(policy.alerting.escalation):
+        if step.webhook is hook:
+            return f"spec.alerting.escalation[{j}].webhook"
+    return "spec.alerting.webhook"
+
+
+def _escaped(secrets: list[str]) -> list[str]:
+    # A secret inside a JSON string may appear escaped; redact both spellings.
+    return [*secrets, *(json.dumps(s)[1:-1] for s in secrets)]
+
+
+# --- What a reader acts on -----------------------------------------------------------------
+
+
+def signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What a reader acts on, not the numbers and words that move every round.
+
+    Latencies, measurements, counters, the last probe's raw state and the messages (which
+    quote latencies) move every round; writing them every round was most of the operator's
+    and the API server's CPU with a thousand policies. They go out with the next
+    significant change or heartbeat (the status writer's ``signature``).
+    """
+    conditions = tuple(
+        (c.get("type"), c.get("status"), c.get("reason"))
+        for c in status.get("conditions") or ()
+        if isinstance(c, dict)
+    )
+    checks = tuple(
+        (
+            c.get("name"),
+            c.get("type"),
+            c.get("state"),
+            c.get("reason"),
+            tuple(
+                (f.get("code"), f.get("level"), f.get("component"))
+                for f in c.get("findings") or ()
+                if isinstance(f, dict)
+            ),
+        )
+        for c in status.get("checks") or ()
+        if isinstance(c, dict)
+    )
+    incident = status.get("incident") or {}
+    open_incident = (
+        tuple(sorted((k, str(v)) for k, v in incident.items() if k != "summary"))
+        if isinstance(incident, dict)
+        else ()
+    )
+    rest = tuple(
+        sorted(
+            (k, json.dumps(v, sort_keys=True))
+            for k, v in status.items()
+            if k not in _SIGNED and k not in _VOLATILE_TOP
+        )
+    )
+    return conditions, checks, open_incident, rest
+
+
+_SIGNED = {"conditions", "checks", "incident"}
+_VOLATILE_TOP = {"lastProbeTime", "worstLatency", "worstLatencyMs"}
