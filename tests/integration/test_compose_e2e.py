@@ -24,6 +24,7 @@ from stronghold_operator.platforms import compose
 from stronghold_operator.services.scaling import Memory, evaluate
 from tests.integration import kit
 from tests.integration.conftest import DOCKER_SOCKET as SOCKET
+from tests.support.policies import scaling_spec
 from tests.support.workloads import start_compose_container
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -35,15 +36,14 @@ def client(docker_client: Any) -> Any:
 
 
 def policy(project: str, **extra: Any) -> ScalingPolicySpec:
-    raw: dict[str, Any] = {
-        "targetRef": {"kind": "ComposeService", "project": project, "service": "web"},
-        "minReplicas": 1,
-        "maxReplicas": 3,
-        "interval": "2s",
-        "scaleUp": {"maxStep": {"pods": 1}, "cooldown": "0s"},
-        "scaleDown": {"sustainedFor": "8s", "cooldown": "0s"},
-        "metrics": {"maxAge": "30s"},
-    }
+    # Faster than on the cluster: the test drives the passes itself, with no cooldowns.
+    raw = scaling_spec(
+        {"kind": "ComposeService", "project": project, "service": "web"},
+        interval="2s",
+        scaleUp={"maxStep": {"pods": 1}, "cooldown": "0s"},
+        scaleDown={"sustainedFor": "8s", "cooldown": "0s"},
+        metrics={"maxAge": "30s"},
+    )
     raw.update(extra)
     return parse(ScalingPolicySpec, raw)
 

@@ -46,6 +46,13 @@ def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def _refusal(model: type[SpecModel], spec: dict[str, Any]) -> InvalidSpec:
+    """The InvalidSpec that parse() must raise for ``spec``."""
+    with pytest.raises(InvalidSpec) as err:
+        parse(model, spec)
+    return err.value
+
+
 @pytest.mark.parametrize(
     ("model", "spec", "field"),
     [
@@ -67,9 +74,7 @@ def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 def test_duration_overflow_is_invalid_spec_naming_the_field(
     model: type[SpecModel], spec: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(InvalidSpec) as err:
-        parse(model, spec)
-    assert err.value.field.startswith(field)
+    assert _refusal(model, spec).field.startswith(field)
 
 
 def test_any_validator_error_becomes_invalid_spec_naming_the_field() -> None:
@@ -86,18 +91,15 @@ def test_any_validator_error_becomes_invalid_spec_naming_the_field() -> None:
     class Outer(SpecModel):
         inner: Odd
 
-    with pytest.raises(InvalidSpec) as err:
-        parse(Outer, {"inner": {"n": 1}})
+    refused = _refusal(Outer, {"inner": {"n": 1}})
     # A decorator validator of a field is reported at the enclosing field (still named).
-    assert err.value.field.startswith("inner")
-    assert "OverflowError" in err.value.message
+    assert refused.field.startswith("inner")
+    assert "OverflowError" in refused.message
 
 
 @pytest.mark.parametrize("interval", ["1ms", "999ms", "0s", "2h"])
 def test_scaling_interval_bounds(interval: str) -> None:
-    with pytest.raises(InvalidSpec) as err:
-        parse(ScalingPolicySpec, _with(SCALING, "interval", interval))
-    assert err.value.field == "interval"
+    assert _refusal(ScalingPolicySpec, _with(SCALING, "interval", interval)).field == "interval"
 
 
 def test_scaling_interval_floor_allows_the_e2e_intervals() -> None:
@@ -107,9 +109,8 @@ def test_scaling_interval_floor_allows_the_e2e_intervals() -> None:
 
 def test_sustained_for_has_a_maximum() -> None:
     parse(ScalingPolicySpec, _with(SCALING, "scaleDown.sustainedFor", "168h"))
-    with pytest.raises(InvalidSpec) as err:
-        parse(ScalingPolicySpec, _with(SCALING, "scaleDown.sustainedFor", "8760h"))
-    assert err.value.field == "scaleDown.sustainedFor"
+    refused = _refusal(ScalingPolicySpec, _with(SCALING, "scaleDown.sustainedFor", "8760h"))
+    assert refused.field == "scaleDown.sustainedFor"
 
 
 @pytest.mark.parametrize(
@@ -161,10 +162,9 @@ def test_sustained_for_has_a_maximum() -> None:
 def test_port_out_of_range_is_invalid_spec_naming_the_field(
     model: type[SpecModel], spec: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(InvalidSpec) as err:
-        parse(model, spec)
-    assert err.value.field.startswith(field)
-    assert "port" in err.value.message
+    refused = _refusal(model, spec)
+    assert refused.field.startswith(field)
+    assert "port" in refused.message
 
 
 # -- one bad ScalingPolicy never stops find_conflict for the others --------------------------
