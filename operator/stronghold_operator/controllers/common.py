@@ -1,11 +1,12 @@
-"""What every controller shares: typed memo access (Services), invalid-spec status, holds."""
+"""What every controller shares: typed memo access (Services, the kinds' schedulers), feeding
+a scheduler from watch events, invalid-spec status, holds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
@@ -15,6 +16,7 @@ from stronghold_operator.models.base import InvalidSpec
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
 from stronghold_operator.models.maintenance import holding
 from stronghold_operator.platforms.kube import GROUP, VERSION, Kube
+from stronghold_operator.runtime.scheduler import Loop, Scheduler
 from stronghold_operator.runtime.status import announce, compute_status, is_bad
 
 __all__ = [
@@ -23,10 +25,12 @@ __all__ = [
     "Services",
     "announce",
     "compute_status",
+    "feed",
     "invalid_conditions",
     "invalid_spec",
     "is_bad",
     "maintenance_hold",
+    "scheduler",
     "services",
     "track_watch",
     "write_status",
@@ -90,11 +94,45 @@ def services(memo: kopf.Memo) -> Services:
     return svc
 
 
+L = TypeVar("L", bound=Loop)
+
+
+def scheduler(memo: kopf.Memo, key: str) -> Scheduler[Any]:
+    """The kind's scheduler, put into memo at startup: kopf hands every object a shallow
+    copy of memo, so one created later from an object's handler would be that object's."""
+    found = memo.get(key)
+    if not isinstance(found, Scheduler):
+        raise kopf.TemporaryError(f"the {key} scheduler is not started yet", delay=5)
+    return found
+
+
+def feed(
+    schedule: Scheduler[L],
+    svc: Services,
+    event: Mapping[str, Any],
+    body: kopf.Body,
+    make: Callable[[], L],
+) -> L | None:
+    """Hand one watch event to the kind's scheduler and to the stalled-watch check.
+
+    A new object gets a loop (``make``); a change its loop cares about wakes its pass now;
+    a deleted (or deleting) object is forgotten. Returns the object's loop (None once gone).
+    """
+    meta = body["metadata"]
+    uid = str(meta["uid"])
+    loop = schedule.track(uid, body, make, deleted=event.get("type") == "DELETED")
+    if loop is None:
+        svc.unfollow(uid)
+    else:
+        svc.seen(uid, str(meta.get("resourceVersion", "")))
+    return loop
+
+
 def track_watch(plural: str) -> None:
     """Include ``plural`` in the stalled-watch check (settings.py's liveness probe).
 
-    Daemons and timers call :meth:`Services.follow` with their live body; HealthPolicy's
-    watch-event handler, which runs for every event anyway, calls :meth:`Services.seen`.
+    Timers call :meth:`Services.follow` with their live body; the kinds fed by a watch-event
+    handler (:func:`feed`), which runs for every event anyway, call :meth:`Services.seen`.
     The probe reads the versions from those; no handler runs for this alone.
     """
     WATCHED.append(plural)
