@@ -30,13 +30,17 @@ def body(generation: int = 1, annotations: dict[str, str] | None = None, **statu
     return kopf.Body({"metadata": meta, "spec": {}, "status": status})  # type: ignore[arg-type]
 
 
-def test_a_scaling_pass_is_woken_by_a_new_spec_or_a_hold_not_by_its_own_status() -> None:
+def test_only_a_freeze_wakes_a_scaling_pass_early() -> None:
     loop = scaling.ScalingLoop(None, body(lastScaleUpTime="2026-01-01T00:00:00Z"), None)  # type: ignore[arg-type]
     assert loop.memory.state.last_scale_up is not None  # resumed from status
     assert not loop.observe(body(currentReplicas=3))  # our own status write
     assert not loop.observe(body(annotations={KOPF_ANNOTATION: "{}"}))  # kopf's bookkeeping
     assert loop.observe(body(annotations={KOPF_ANNOTATION: "{}", MAINTENANCE_ANNOTATION: "w"}))
-    assert loop.observe(body(generation=2, annotations={MAINTENANCE_ANNOTATION: "w"}))
+    assert loop.observe(body(annotations={MAINTENANCE_ANNOTATION: "w,x"}))  # another window
+    # A new spec or a lifted hold waits for the next pass, at the policy's own cadence (an
+    # unpaused policy does not act in the same breath; an HPA applied just before is known).
+    assert not loop.observe(body(generation=2, annotations={MAINTENANCE_ANNOTATION: "w,x"}))
+    assert not loop.observe(body(generation=2))
     assert loop.body["metadata"]["generation"] == 2  # the latest body is what a pass reads
 
 

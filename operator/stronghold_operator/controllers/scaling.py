@@ -26,7 +26,7 @@ from stronghold_operator.controllers.common import (
 from stronghold_operator.logic import scaling as engine
 from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.base import InvalidSpec, parse
-from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
+from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.models.scaling import ScalingPolicySpec
 from stronghold_operator.platforms.compose import ComposeService, ComposeTarget
 from stronghold_operator.platforms.indexes import IndexedAutoscalers
@@ -101,16 +101,9 @@ def _announce_decision(body: kopf.Body, d: engine.Decision, previous: Mapping[st
         kopf.event(body, type="Normal", reason="DryRun", message=d.message)
 
 
-def _wakes(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What in an event deserves a pass now: a new spec or a maintenance hold placed or
-    lifted. Not our own status writes (they would loop) nor kopf's bookkeeping."""
-    meta = body.get("metadata") or {}
-    annotations = meta.get("annotations") or {}
-    return (
-        meta.get("generation"),
-        annotations.get(MAINTENANCE_ANNOTATION),
-        annotations.get(MAINTENANCE_WINDOWS_ANNOTATION),
-    )
+def _hold(body: Mapping[str, Any]) -> str | None:
+    """The maintenance annotation of an event (the windows or humans freezing the policy)."""
+    return ((body.get("metadata") or {}).get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
 
 
 class ScalingLoop:
@@ -123,12 +116,14 @@ class ScalingLoop:
         self.body = body
         self.autoscalers = autoscalers
         self.memory = service.Memory.from_status(body.get("status") or {})
-        self._wake_key = _wakes(body)
+        self._hold = _hold(body)
 
     def observe(self, body: Mapping[str, Any]) -> bool:
+        """Only a freeze wakes a pass early (holding is never wrong); anything else, a new
+        spec or a lifted hold, is read at the next pass, at the policy's own cadence."""
         self.body = cast(kopf.Body, body)  # feed() hands on kopf's body of the event
-        key, self._wake_key = self._wake_key, _wakes(body)
-        return key != self._wake_key
+        before, self._hold = self._hold, _hold(body)
+        return bool(self._hold) and self._hold != before
 
     async def run(self) -> float:
         policy = await self.reconcile_once()
