@@ -87,6 +87,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
 async def close(memo: kopf.Memo, **_: Any) -> None:
     svc = memo.get("services")
     if isinstance(svc, Services):
+        await svc.stop_schedulers()  # before the client their passes write with goes
         await svc.kube.aclose()
 
 

@@ -11,9 +11,9 @@ import kopf
 import pytest
 
 from stronghold_operator.controllers import maintenance, scaling
+from stronghold_operator.controllers.common import Services
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.models.maintenance import END_NOW_ANNOTATION
-from stronghold_operator.runtime.scheduler import Scheduler
 
 KOPF_ANNOTATION = "ops.stronghold.io/last-handled-configuration"
 
@@ -80,12 +80,10 @@ def test_a_window_wakes_not_before_the_second_it_asked_for(
 
 
 def test_each_kind_has_one_scheduler_and_windows_have_no_jitter() -> None:
-    memo = kopf.Memo()
-    scaling.start(memo)
-    maintenance.start(memo)
-    windows, policies = memo[maintenance.MEMO_KEY], memo[scaling.MEMO_KEY]
-    assert isinstance(windows, Scheduler) and isinstance(policies, Scheduler)
+    svc = Services(kube=None)  # type: ignore[arg-type]
+    windows = svc.scheduler("MaintenanceWindow", maintenance.new_scheduler)
+    policies = svc.scheduler("ScalingPolicy", scaling.new_scheduler)
+    assert svc.scheduler("ScalingPolicy", scaling.new_scheduler) is policies  # one per kind
     assert windows.jitter == 0.0  # a window wakes exactly at its start
     assert windows.retry_after == 5.0 and policies.retry_after == scaling.IDLE_INTERVAL
-    asyncio.run(policies.stop())
-    asyncio.run(maintenance.stop(memo))
+    asyncio.run(svc.stop_schedulers())

@@ -1,5 +1,5 @@
-"""What every controller shares: typed memo access (Services, the kinds' schedulers), feeding
-a scheduler from watch events, invalid-spec status, holds."""
+"""What every controller shares: typed memo access (Services, with the kinds' schedulers),
+feeding a scheduler from watch events, invalid-spec status, holds."""
 
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ __all__ = [
     "invalid_spec",
     "is_bad",
     "maintenance_hold",
-    "scheduler",
     "services",
     "track_watch",
     "write_status",
@@ -55,6 +54,21 @@ class Services:
     # kopf's index of the MaintenanceWindows that exist (namespace -> names), kept current
     # by kopf; None until a handler has been given it.
     windows: Mapping[Any, Any] | None = None
+    # Each kind's one scheduler (kind -> Scheduler), created on first use: this object is
+    # shared by every object's copy of memo, so there is one per process.
+    schedulers: dict[str, Scheduler[Any]] = field(default_factory=dict)
+
+    def scheduler(self, kind: str, make: Callable[[], Scheduler[Any]]) -> Scheduler[Any]:
+        """The kind's scheduler (``make`` creates it the first time)."""
+        found = self.schedulers.get(kind)
+        if found is None:
+            found = self.schedulers[kind] = make()
+        return found
+
+    async def stop_schedulers(self) -> None:
+        """The operator is stopping: no new passes, let the last status writes land."""
+        for schedule in self.schedulers.values():
+            await schedule.stop()
 
     def remember_windows(self, kwargs: Mapping[str, Any]) -> None:
         """Keep the window index kopf passes to every handler (``maintenance_windows``)."""
@@ -95,15 +109,6 @@ def services(memo: kopf.Memo) -> Services:
 
 
 L = TypeVar("L", bound=Loop)
-
-
-def scheduler(memo: kopf.Memo, key: str) -> Scheduler[Any]:
-    """The kind's scheduler, put into memo at startup: kopf hands every object a shallow
-    copy of memo, so one created later from an object's handler would be that object's."""
-    found = memo.get(key)
-    if not isinstance(found, Scheduler):
-        raise kopf.TemporaryError(f"the {key} scheduler is not started yet", delay=5)
-    return found
 
 
 def feed(

@@ -17,7 +17,7 @@ import kopf
 from prometheus_client import Counter, Gauge
 
 from stronghold_operator import conditions as cond
-from stronghold_operator.controllers.common import Services, feed, scheduler, services
+from stronghold_operator.controllers.common import Services, feed, services
 from stronghold_operator.logic import window as win
 from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.maintenance import (
@@ -39,7 +39,6 @@ from stronghold_operator.runtime.status import write_status
 from stronghold_operator.services import maintenance as service
 
 PLURAL = "maintenancewindows"
-MEMO_KEY = "maintenance"
 # The kopf index ids of the covered kinds (handlers/maintenance.py), as handler kwargs.
 COVERED_INDEXES = {plural: f"covered_{plural}" for plural in service.COVERED}
 
@@ -194,18 +193,14 @@ async def release(svc: Services, body: kopf.Body) -> None:
         kopf.event(body, type="Normal", reason="Released", message=message)
 
 
-def start(memo: kopf.Memo) -> None:
-    """The kind's one scheduler, created at startup; no jitter: a window wakes at its start."""
-    memo[MEMO_KEY] = Scheduler[WindowLoop](
-        "MaintenanceWindow", jitter=0.0, retry_after=service.BUSY_INTERVAL
-    )
+def new_scheduler() -> Scheduler[WindowLoop]:
+    """The kind's one scheduler (kept in :class:`Services`, stopped at operator cleanup);
+    no jitter: a window wakes at its start."""
+    return Scheduler[WindowLoop]("MaintenanceWindow", jitter=0.0, retry_after=service.BUSY_INTERVAL)
 
 
-async def stop(memo: kopf.Memo) -> None:
-    """Stop every window's passes, then close the shared post-check client."""
-    found = memo.get(MEMO_KEY)
-    if isinstance(found, Scheduler):
-        await found.stop()
+async def close_pages() -> None:
+    """The operator is stopping: close the shared post-check client."""
     await _pages.close()
 
 
@@ -216,4 +211,5 @@ def track(
     svc = services(memo)
     svc.remember_windows(indexes)
     covered = {plural: indexes.get(index) for plural, index in COVERED_INDEXES.items()}
-    feed(scheduler(memo, MEMO_KEY), svc, event, body, lambda: WindowLoop(svc, body, covered))
+    schedule = svc.scheduler("MaintenanceWindow", new_scheduler)
+    feed(schedule, svc, event, body, lambda: WindowLoop(svc, body, covered))

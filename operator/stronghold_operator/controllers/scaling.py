@@ -16,13 +16,7 @@ import kopf
 from prometheus_client import Counter, Gauge
 
 from stronghold_operator import conditions as cond
-from stronghold_operator.controllers.common import (
-    Services,
-    feed,
-    maintenance_hold,
-    scheduler,
-    services,
-)
+from stronghold_operator.controllers.common import Services, feed, maintenance_hold, services
 from stronghold_operator.logic import scaling as engine
 from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.base import InvalidSpec, parse
@@ -36,7 +30,6 @@ from stronghold_operator.runtime.status import write_status
 from stronghold_operator.services import scaling as service
 
 PLURAL = "scalingpolicies"
-MEMO_KEY = "scaling"
 HPA_INDEX = "hpa_targets"  # the kopf index ids (handlers/scaling.py), as handler kwargs
 CLAIMS_INDEX = "scaling_claims"
 IDLE_INTERVAL = 15.0  # seconds between passes while the spec is invalid or a pass failed
@@ -182,15 +175,9 @@ class ScalingLoop:
         _record_metrics(meta["namespace"], meta["name"], d)
 
 
-def start(memo: kopf.Memo) -> None:
-    """The kind's one scheduler, created at startup (see :func:`controllers.common.scheduler`)."""
-    memo[MEMO_KEY] = Scheduler[ScalingLoop]("ScalingPolicy", retry_after=IDLE_INTERVAL)
-
-
-async def stop(memo: kopf.Memo) -> None:
-    found = memo.get(MEMO_KEY)
-    if isinstance(found, Scheduler):
-        await found.stop()
+def new_scheduler() -> Scheduler[ScalingLoop]:
+    """The kind's one scheduler (kept in :class:`Services`, stopped at operator cleanup)."""
+    return Scheduler[ScalingLoop]("ScalingPolicy", retry_after=IDLE_INTERVAL)
 
 
 def track(
@@ -200,4 +187,5 @@ def track(
     svc = services(memo)
     svc.remember_windows(indexes)
     autoscalers = IndexedAutoscalers(indexes.get(HPA_INDEX), indexes.get(CLAIMS_INDEX))
-    feed(scheduler(memo, MEMO_KEY), svc, event, body, lambda: ScalingLoop(svc, body, autoscalers))
+    schedule = svc.scheduler("ScalingPolicy", new_scheduler)
+    feed(schedule, svc, event, body, lambda: ScalingLoop(svc, body, autoscalers))

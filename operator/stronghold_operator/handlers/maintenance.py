@@ -45,18 +45,6 @@ def covered_backupschedules(body: kopf.Body, **_: Any) -> dict[str, dict[str, An
     return indexes.covered_entry(body)
 
 
-@kopf.on.startup(id="maintenance-startup")
-async def start(memo: kopf.Memo, **_: Any) -> None:
-    """Create the kind's scheduler once per process, before any window is seen."""
-    controller.start(memo)
-
-
-@kopf.on.cleanup(id="maintenance-cleanup")
-async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop every window's passes and close the post-check HTTP client."""
-    await controller.stop(memo)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL, id="track")
 async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Keep the schedule current: a new window converges to the clock and its spec from now
@@ -68,3 +56,9 @@ async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs
 async def release_on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Before the window goes (finalizer): remove its name from every object it may hold."""
     await controller.release(services(memo), body)
+
+
+@kopf.on.cleanup(id="maintenance-cleanup")
+async def close_http(**_: Any) -> None:
+    """Close the post-check HTTP client at operator shutdown (after the passes stopped)."""
+    await controller.close_pages()

@@ -37,18 +37,6 @@ def scaling_claims(body: kopf.Body, **_: Any) -> dict[tuple[str, ...], Any]:
     return indexes.scaling_claim(body)
 
 
-@kopf.on.startup(id="scaling-startup")
-async def start(memo: kopf.Memo, **_: Any) -> None:
-    """Create the kind's scheduler once per process, before any policy is seen."""
-    controller.start(memo)
-
-
-@kopf.on.cleanup(id="scaling-cleanup")
-async def stop(memo: kopf.Memo, **_: Any) -> None:
-    """Stop every policy's passes."""
-    await controller.stop(memo)
-
-
 @kopf.on.event(GROUP, VERSION, PLURAL, id="track")
 async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     """Keep the schedule current: a new policy gets its passes (every ``spec.interval``), a

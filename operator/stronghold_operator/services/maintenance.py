@@ -45,7 +45,7 @@ COVERED = {
     "backupschedules": "BackupSchedule",
 }
 BUSY_INTERVAL = 5.0  # seconds between passes while a window is being handled
-IDLE_INTERVAL = 15.0  # otherwise (manual annotations are noticed within this time)
+IDLE_INTERVAL = 15.0  # otherwise (a new spec or a manual annotation wakes a pass at once)
 
 Update = Callable[[str | None], str | None]
 T = TypeVar("T")
@@ -188,14 +188,10 @@ async def sync_freeze(
 def _apply(obj: dict[str, Any], updates: Mapping[str, Update]) -> None:
     """What was just written, in the observed copy: the next step of the pass sees it
     without reading the objects again (an index would show it only once the watch has)."""
-    annotations = dict(obj["metadata"].get("annotations") or {})
-    for key, update in updates.items():
-        new = update(annotations.get(key))
-        if new is None:
-            annotations.pop(key, None)
-        else:
-            annotations[key] = new
-    obj["metadata"]["annotations"] = annotations
+    current = obj["metadata"].get("annotations") or {}
+    new = {key: update(current.get(key)) for key, update in updates.items()}
+    kept = {k: v for k, v in current.items() if k not in new}
+    obj["metadata"]["annotations"] = kept | {k: v for k, v in new.items() if v is not None}
 
 
 async def read_selected(
@@ -407,9 +403,9 @@ async def run_post_checks(s: Step, p: win.Progress) -> win.Progress:
 
 @dataclass
 class State:
-    """What this window's daemon knows; read from status once, then kept in memory.
+    """What this window's loop knows; read from status once, then kept in memory.
 
-    The daemon is the only writer of this status, so its memory is never behind it (the
+    The loop is the only writer of this status, so its memory is never behind it (the
     watch may be, right after a write).
     """
 
