@@ -3,7 +3,7 @@
 The service's containers run a shell loop that burns CPU while the file ``burn`` exists in a
 bind-mounted directory the test controls. Each container is limited to 0.1 CPU and 32 MiB, so
 burning means ~100 % of its limit. The test drives the same observe/decide/act pass the
-operator's daemon runs (``services.scaling.evaluate``) with the real Engine behind it.
+operator's passes run (``services.scaling.evaluate``) with the real Engine behind it.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def numbers(client: Any, project: str, *, running: bool) -> list[int]:
 async def drive(
     p: ScalingPolicySpec, memory: Memory, until: Any, within: float
 ) -> list[engine.Decision]:
-    """Run daemon passes every interval until ``until(decision)`` or the timeout."""
+    """Run passes every interval until ``until(decision)`` or the timeout."""
     target = compose.ComposeService(
         compose.ComposeTarget(p.target_ref.project or "", "web", SOCKET)
     )

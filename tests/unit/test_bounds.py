@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -18,7 +17,7 @@ from stronghold_operator.models.base import InvalidSpec, SpecModel, parse
 from stronghold_operator.models.health import HealthPolicySpec
 from stronghold_operator.models.maintenance import MaintenanceWindowSpec
 from stronghold_operator.models.scaling import ScalingPolicySpec
-from stronghold_operator.platforms import workloads
+from stronghold_operator.platforms import indexes
 from stronghold_operator.services import scaling as service
 from tests.unit.test_scaling_properties import Obs, policies, traces
 
@@ -170,17 +169,6 @@ def test_port_out_of_range_is_invalid_spec_naming_the_field(
 # -- one bad ScalingPolicy never stops find_conflict for the others --------------------------
 
 
-class _Custom:
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = items
-
-    def list_namespaced_custom_object(self, *_: Any, **__: Any) -> dict[str, Any]:
-        return {"items": self.items}
-
-    def list_cluster_custom_object(self, *_: Any, **__: Any) -> dict[str, Any]:
-        return {"items": self.items}
-
-
 def _policy(name: str, uid: str, created: str, spec: dict[str, Any]) -> dict[str, Any]:
     meta = {"name": name, "namespace": "ns", "uid": uid, "creationTimestamp": created}
     return {"metadata": meta, "spec": spec}
@@ -197,20 +185,18 @@ def _policy(name: str, uid: str, created: str, spec: dict[str, Any]) -> dict[str
     ],
 )
 def test_bad_sibling_never_stops_find_conflict(
-    bad: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    bad: dict[str, Any],
 ) -> None:
     older = _policy("old", "u1", "2026-01-01T00:00:00Z", SCALING)
     broken = _policy("broken", "u0", "2025-01-01T00:00:00Z", bad)
     mine = _policy("mine", "u2", "2026-02-01T00:00:00Z", SCALING)
 
-    async def no_hpas(*_: Any) -> list[Any]:
-        return []
-
-    monkeypatch.setattr(workloads, "list_hpas", no_hpas)
-
-    def lookup(items: list[dict[str, Any]]) -> workloads.KubeAutoscalers:
-        kube: Any = SimpleNamespace(custom=_Custom(items))
-        return workloads.KubeAutoscalers(kube, None)
+    def lookup(items: list[dict[str, Any]]) -> indexes.IndexedAutoscalers:
+        claims: dict[Any, list[Any]] = {}
+        for item in items:  # what kopf makes of the index function's results
+            for key, claim in indexes.scaling_claim(item).items():
+                claims.setdefault(key, []).append(claim)
+        return indexes.IndexedAutoscalers({}, claims)
 
     policy = parse(ScalingPolicySpec, SCALING)
     found = asyncio.run(

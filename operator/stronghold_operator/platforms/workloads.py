@@ -1,9 +1,7 @@
-"""Kubernetes workloads for ScalingPolicy: the scale subresource, pods and their requests, HPAs.
+"""Kubernetes workloads for ScalingPolicy: the scale subresource, pods and their requests.
 
-HorizontalPodAutoscalers are served as autoscaling/v2beta2 by Kubernetes 1.20-1.25 and as
-autoscaling/v2 from 1.23 on, while the Python client only ships classes for the newer API.
-So the version is found by API discovery and the objects are read through the generic
-(custom-objects) API as plain JSON, which works for every version a cluster serves.
+Other autoscalers of a workload (HPAs, ScalingPolicies) come from kopf's indexes
+(platforms/indexes.py), not from here.
 """
 
 from __future__ import annotations
@@ -13,17 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import kubernetes
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils import parse_quantity
 
 from stronghold_operator.models.scaling import MissingBasis, ReplicaUsage, TargetNotFound
-from stronghold_operator.platforms.kube import GROUP, VERSION, Kube, call, call_json
+from stronghold_operator.platforms.kube import Kube, call
 from stronghold_operator.platforms.metrics_api import pod_metrics
-
-# Newest first: the first one the cluster serves is used.
-HPA_VERSIONS = ("v2", "v2beta2", "v2beta1", "v1")
-SCALING_POLICIES = "scalingpolicies"
 
 
 @dataclass(frozen=True)
@@ -42,17 +35,6 @@ class PodBasis:
     name: str
     cpu_request_cores: float
     memory_request_bytes: float
-
-
-@dataclass(frozen=True)
-class Autoscaler:
-    """Another autoscaler pointing at a workload (found by discovery, read generically)."""
-
-    kind: str
-    name: str
-    api_version: str
-    target_kind: str
-    target_name: str
 
 
 async def read_scale(kube: Kube, namespace: str, kind: str, name: str) -> Scale:
@@ -127,48 +109,6 @@ async def running_pods(kube: Kube, namespace: str, selector: str) -> list[PodBas
     return out
 
 
-async def served_versions(kube: Kube, group: str) -> list[str]:
-    """The versions of an API group the cluster serves (API discovery: GET /apis)."""
-    groups = await call(kubernetes.client.ApisApi(kube.api).get_api_versions)
-    for g in groups.groups or []:
-        if g.name == group:
-            return [str(v.version) for v in g.versions or []]
-    return []
-
-
-def _hpa_target(item: Mapping[str, Any]) -> tuple[str, str]:
-    ref = item.get("spec", {}).get("scaleTargetRef", {})
-    return str(ref.get("kind", "")), str(ref.get("name", ""))
-
-
-async def list_hpas(kube: Kube, namespace: str) -> list[Autoscaler]:
-    """Every HorizontalPodAutoscaler in ``namespace``, read with the newest served version."""
-    versions = await served_versions(kube, "autoscaling")
-    version = next((v for v in HPA_VERSIONS if v in versions), None)
-    if version is None:
-        return []
-    body = await call_json(
-        kube.custom.list_namespaced_custom_object,
-        "autoscaling",
-        version,
-        namespace,
-        "horizontalpodautoscalers",
-    )
-    out: list[Autoscaler] = []
-    for item in body.get("items", []):
-        kind, name = _hpa_target(item)
-        out.append(
-            Autoscaler(
-                kind="HorizontalPodAutoscaler",
-                name=item["metadata"]["name"],
-                api_version=f"autoscaling/{version}",
-                target_kind=kind,
-                target_name=name,
-            )
-        )
-    return out
-
-
 def combine(
     pods: list[PodBasis], usage: Mapping[str, tuple[float, float, datetime]]
 ) -> list[ReplicaUsage]:
@@ -207,32 +147,3 @@ class KubeWorkload:
     async def scale(self, replicas: int) -> list[str]:
         await patch_scale(self.kube, self.namespace, self.kind, self.name, replicas)
         return [f"{self.kind}/{self.name}"]
-
-
-@dataclass(frozen=True)
-class KubeAutoscalers:
-    """Who else scales workloads, from the apiserver (the scaling service's Autoscalers port).
-
-    ``namespaces`` is what the operator watches (None: cluster-wide); a Compose target is
-    checked against ScalingPolicies in all of them.
-    """
-
-    kube: Kube
-    namespaces: list[str] | None = None
-
-    async def hpas(self, namespace: str) -> list[Autoscaler]:
-        return await list_hpas(self.kube, namespace)
-
-    async def policies(self, namespace: str, *, everywhere: bool) -> list[Mapping[str, Any]]:
-        if everywhere and self.namespaces is None:
-            listed = await call_json(
-                self.kube.custom.list_cluster_custom_object, GROUP, VERSION, SCALING_POLICIES
-            )
-            return list(listed.get("items", []))
-        items: list[Mapping[str, Any]] = []
-        for n in (self.namespaces or [namespace]) if everywhere else [namespace]:
-            listed = await call_json(
-                self.kube.custom.list_namespaced_custom_object, GROUP, VERSION, n, SCALING_POLICIES
-            )
-            items += listed.get("items", [])
-        return items
