@@ -9,7 +9,7 @@ from typing import Any, cast
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from stronghold_operator import metrics
-from stronghold_operator.controllers import backup, maintenance, scaling
+from stronghold_operator.controllers import backup, health, maintenance, scaling
 from stronghold_operator.controllers.health import HealthRuntime
 from stronghold_operator.platforms.health import SecretCache
 from stronghold_operator.platforms.kube import Kube, SecretEntry
@@ -71,7 +71,7 @@ def test_scaling_series_go_with_the_policy() -> None:
 
 
 def test_expired_secrets_of_deleted_policies_are_pruned() -> None:
-    rt = HealthRuntime(secrets=SecretCache(cast(Kube, None)))
+    rt = HealthRuntime(health.new_scheduler(), secrets=SecretCache(cast(Kube, None)))
     assert rt.secrets is not None
     now = time.monotonic()
     rt.secrets.entries[("ns", "old", "password")] = (now - 1, SecretEntry("x", frozenset()))
