@@ -6,8 +6,8 @@ import argparse
 import asyncio
 import ctypes
 import logging
-import re
 import os
+import re
 import threading
 import time
 from typing import Any
