@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 
 from stronghold_operator.handlers import scaling as handler
+from stronghold_operator.logic import indexes as index_fns
 from stronghold_operator.logic import scaling as sc
 from stronghold_operator.models.backup import BackupScheduleSpec
 from stronghold_operator.models.base import InvalidSpec, SpecModel, parse
@@ -194,7 +195,7 @@ def test_bad_sibling_never_stops_find_conflict(
     def lookup(items: list[dict[str, Any]]) -> indexes.IndexedAutoscalers:
         claims: dict[Any, list[Any]] = {}
         for item in items:  # what kopf makes of the index function's results
-            for key, claim in indexes.scaling_claim(item).items():
+            for key, claim in index_fns.scaling_claim(item).items():
                 claims.setdefault(key, []).append(claim)
         return indexes.IndexedAutoscalers({}, claims)
 

@@ -1,5 +1,5 @@
-"""The kopf indexes that replace per-pass LISTs (platforms/indexes.py): the index functions
-are pure, and the ports answer from what kopf makes of their results."""
+"""The kopf indexes that replace per-pass LISTs: the index functions (logic/indexes.py) are
+pure, and the ports (platforms/indexes.py) answer from what kopf makes of their results."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from stronghold_operator.logic import indexes as index_fns
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
 from stronghold_operator.models.scaling import Claim
 from stronghold_operator.platforms import indexes
@@ -33,25 +34,25 @@ def test_an_hpa_is_indexed_under_the_workload_it_scales() -> None:
         "metadata": meta("web-hpa"),
         "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}},
     }
-    assert indexes.hpa_target(hpa) == {("ns", "Deployment", "web"): "web-hpa"}
-    assert indexes.hpa_target({"metadata": meta("broken"), "spec": {}}) == {}
+    assert index_fns.hpa_target(hpa) == {("ns", "Deployment", "web"): "web-hpa"}
+    assert index_fns.hpa_target({"metadata": meta("broken"), "spec": {}}) == {}
 
 
 def test_a_policy_claims_its_target_and_an_invalid_one_claims_nothing() -> None:
     body = {"metadata": meta("p", creationTimestamp="2026-01-01T00:00:00Z"), "spec": SPEC}
     claim = Claim("2026-01-01T00:00:00Z", "ns", "p", "uid-ns-p")
-    assert indexes.scaling_claim(body) == {("ns", "Deployment", "web"): claim}
+    assert index_fns.scaling_claim(body) == {("ns", "Deployment", "web"): claim}
     # {} and not None: kopf keeps an object's old value when its index function says None,
     # so a policy whose spec turned invalid would go on claiming its old target.
-    assert indexes.scaling_claim({"metadata": meta("p"), "spec": {"maxReplicas": "x"}}) == {}
+    assert index_fns.scaling_claim({"metadata": meta("p"), "spec": {"maxReplicas": "x"}}) == {}
 
 
 def test_a_compose_service_is_one_target_across_namespaces() -> None:
-    a = indexes.scaling_claim({"metadata": meta("p", "a"), "spec": {**COMPOSE, "maxReplicas": 2}})
-    b = indexes.scaling_claim({"metadata": meta("p", "b"), "spec": {**COMPOSE, "maxReplicas": 2}})
+    a = index_fns.scaling_claim({"metadata": meta("p", "a"), "spec": {**COMPOSE, "maxReplicas": 2}})
+    b = index_fns.scaling_claim({"metadata": meta("p", "b"), "spec": {**COMPOSE, "maxReplicas": 2}})
     assert a.keys() == b.keys()  # no namespace in the scope
-    w1 = indexes.scaling_claim({"metadata": meta("p", "a"), "spec": SPEC})
-    w2 = indexes.scaling_claim({"metadata": meta("p", "b"), "spec": SPEC})
+    w1 = index_fns.scaling_claim({"metadata": meta("p", "a"), "spec": SPEC})
+    w2 = index_fns.scaling_claim({"metadata": meta("p", "b"), "spec": SPEC})
     assert w1.keys() != w2.keys()  # a workload's scope is its namespace
 
 
@@ -89,7 +90,7 @@ def test_a_covered_entry_keeps_only_what_a_window_reads() -> None:
         "spec": SPEC,
         "status": {"conditions": [{"type": "Ready", "status": "True"}]},
     }
-    (ns, entry), *_ = indexes.covered_entry(body).items()
+    (ns, entry), *_ = index_fns.covered_entry(body).items()
     assert ns == "ns"
     assert entry == {
         "metadata": {
@@ -101,15 +102,15 @@ def test_a_covered_entry_keeps_only_what_a_window_reads() -> None:
         },
         "spec": {"targetRef": {"kind": "Deployment", "name": "web"}},
     }
-    bare = indexes.covered_entry({"metadata": meta("hp"), "spec": {"checks": []}})
+    bare = index_fns.covered_entry({"metadata": meta("hp"), "spec": {"checks": []}})
     assert bare["ns"] == {
         "metadata": {"name": "hp", "namespace": "ns", "labels": {}, "annotations": {}}
     }
 
 
 def test_indexed_covered_lists_copies_of_one_namespace() -> None:
-    hp = indexes.covered_entry({"metadata": meta("hp", labels={"a": "b"})})
-    other = indexes.covered_entry({"metadata": meta("hp", "elsewhere")})
+    hp = index_fns.covered_entry({"metadata": meta("hp", labels={"a": "b"})})
+    other = index_fns.covered_entry({"metadata": meta("hp", "elsewhere")})
     covered = index_of([hp, other])
     port = indexes.IndexedCovered(None, "ns", {"healthpolicies": covered, "backupschedules": None})  # type: ignore[arg-type]
     listed = asyncio.run(port.list("healthpolicies"))

@@ -9,9 +9,9 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from stronghold_operator.logic.indexes import covered_entry
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.models.maintenance import VOCABULARY, HttpCheck
-from stronghold_operator.platforms.indexes import covered_entry
 from stronghold_operator.services import maintenance as service
 
 START = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)

@@ -13,7 +13,7 @@ import kopf
 
 from stronghold_operator.controllers import maintenance as controller
 from stronghold_operator.controllers.common import GROUP, VERSION, services, track_watch
-from stronghold_operator.platforms import indexes
+from stronghold_operator.logic import indexes
 
 PLURAL = controller.PLURAL
 

@@ -15,9 +15,9 @@ import kopf
 from stronghold_operator import conditions as cond
 from stronghold_operator.controllers import scaling as controller
 from stronghold_operator.controllers.common import GROUP, VERSION, invalid_spec, track_watch
+from stronghold_operator.logic import indexes
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.scaling import VOCABULARY, ScalingPolicySpec
-from stronghold_operator.platforms import indexes
 
 PLURAL = controller.PLURAL
 CONDITION_TYPES = VOCABULARY.types
