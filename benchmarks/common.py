@@ -1,7 +1,9 @@
-"""Measuring processes: CPU seconds and RSS from /proc, tables with rich."""
+"""Measuring processes: CPU seconds and RSS from /proc, tables with rich; what every benchmark
+needs before it starts (the command line, the cluster, the operator's kubeconfig)."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import subprocess
@@ -98,3 +100,27 @@ def refuse_incluster_operator(would: str) -> None:
             f"an in-cluster operator runs (deployment stronghold-operator in {kit.OPERATOR_NS}); "
             f"it would {would} — remove it before benchmarking"
         )
+
+
+def check_cluster(would: str) -> None:
+    """Exit unless the local cluster is up and no in-cluster operator would ``would``."""
+    from stronghold_testbed import cluster
+
+    if not cluster.is_up():
+        raise SystemExit("the local cluster is not up: run `stronghold-testbed cluster up` first")
+    refuse_incluster_operator(would)
+
+
+def operator_kubeconfig(workdir: Path) -> Path:
+    """CRDs, the operator's namespace, ServiceAccount and RBAC (as tests/integration do)."""
+    from tests.integration import kit
+
+    kit.apply_crds()
+    return kit.operator_kubeconfig(workdir / "operator.kubeconfig")
+
+
+def parser(prog: str, description: str | None) -> argparse.ArgumentParser:
+    """The command line of ``python -m benchmarks.<prog>``, with the options all share."""
+    ap = argparse.ArgumentParser(prog=f"python -m benchmarks.{prog}", description=description)
+    ap.add_argument("--keep", action="store_true", help="keep the namespaces (for inspection)")
+    return ap

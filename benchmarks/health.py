@@ -25,7 +25,6 @@ other (never concurrently, so no side steals CPU from the other).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -47,9 +46,10 @@ import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 from tests.integration import kit
 
+from benchmarks import common
 from benchmarks import health_peers as peers
-from benchmarks.common import Window, refuse_incluster_operator, rss_mib, start, stop, table
-from stronghold_testbed import cluster, packages, paths
+from benchmarks.common import Window, rss_mib, start, stop, table
+from stronghold_testbed import packages, paths
 
 INTERVAL = 10.0
 MEMCACHED = "127.0.0.1:11211"
@@ -136,18 +136,6 @@ def webapp(t: Targets, workdir: Path) -> Iterator[str]:
 
 
 # --- cluster and operator --------------------------------------------------------------------
-
-
-def check_cluster() -> None:
-    if not cluster.is_up():
-        raise SystemExit("the local cluster is not up: run `stronghold-testbed cluster up` first")
-    refuse_incluster_operator("probe the policies too")
-
-
-def operator_kubeconfig(workdir: Path) -> Path:
-    """CRDs, the operator's namespace, ServiceAccount and RBAC (as tests/integration do)."""
-    kit.apply_crds()
-    return kit.operator_kubeconfig(workdir / "operator.kubeconfig")
 
 
 @dataclass
@@ -613,14 +601,13 @@ def report_peers(results: Sequence[tuple[int, peers.PeerResult]]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.health", description=__doc__)
+    ap = common.parser("health", __doc__)
     ap.add_argument("--policies", default="100,1000", help="comma-separated N values")
     ap.add_argument("--duration", type=float, default=120, help="operator window, seconds")
     ap.add_argument("--peer-duration", type=float, default=60, help="each peer, seconds")
     ap.add_argument("--no-http-only", action="store_true", help="skip the HTTP-only runs")
     ap.add_argument("--no-mixed", action="store_true", help="skip the 4-check runs")
     ap.add_argument("--no-peers", action="store_true", help="skip the peers")
-    ap.add_argument("--keep", action="store_true", help="keep namespaces (for inspection)")
     ap.add_argument(
         "--heartbeat",
         type=float,
@@ -638,7 +625,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.heartbeat is not None:
         OPERATOR_ENV["STRONGHOLD_HEALTH_STATUS_HEARTBEAT"] = f"{args.heartbeat:g}"
 
-    check_cluster()
+    common.check_cluster("probe the policies too")
     if not args.no_peers:
         packages.ensure(list(packages.BENCH))
     os.environ["KUBECONFIG"] = str(paths.admin_kubeconfig())
@@ -649,7 +636,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         f" operator env {OPERATOR_ENV or 'default'}",
         flush=True,
     )
-    sa = operator_kubeconfig(workdir)
+    sa = common.operator_kubeconfig(workdir)
     create_pg(t)
     queue(t)
     runs: list[Run] = []

@@ -52,7 +52,6 @@ Cleans up: stops the operator it started, deletes the namespace and the share fi
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import math
@@ -72,8 +71,9 @@ import kubernetes
 from tests.integration import kit
 from tests.support.workloads import busybox_deployment
 
-from benchmarks.common import refuse_incluster_operator, table
-from stronghold_testbed import cluster, paths
+from benchmarks import common
+from benchmarks.common import table
+from stronghold_testbed import paths
 
 REQUEST_M = 100
 LIMIT_M = 200
@@ -248,18 +248,10 @@ def scaling_policy(s: Settings) -> dict[str, Any]:
 
 
 def check_cluster() -> None:
-    if not cluster.is_up():
-        raise SystemExit("the local cluster is not up: run `stronghold-testbed cluster up` first")
+    common.check_cluster("act on the ScalingPolicy too")
     out = kit.kubectl("get", "--raw", "/apis/metrics.k8s.io/v1beta1/nodes", check=False)
     if '"NodeMetricsList"' not in out:
         raise SystemExit(f"metrics.k8s.io is not served ({out.strip()[:200]})")
-    refuse_incluster_operator("act on the ScalingPolicy too")
-
-
-def operator_kubeconfig(workdir: Path) -> Path:
-    """CRDs, the operator's namespace, ServiceAccount and RBAC (as tests/integration do)."""
-    kit.apply_crds()
-    return kit.operator_kubeconfig(workdir / "operator.kubeconfig")
 
 
 def write_share(load_dir: Path, millicores: int) -> None:
@@ -573,11 +565,10 @@ def cleanup(ns: str, op: kit.OperatorProcess | None, *, keep: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__)
+    ap = common.parser("scaling", __doc__)
     ap.add_argument("--quick", action="store_true", help="shorter phases (a smoke run, ~8 min)")
     ap.add_argument("--load", type=int, default=300, help="total load L in millicores")
     ap.add_argument("--low", type=int, default=60, help="oscillation low load in millicores")
-    ap.add_argument("--keep", action="store_true", help="keep the namespace (for inspection)")
     args = ap.parse_args(argv)
     s = (Settings.quick if args.quick else Settings.full)(args.load, args.low)
     segs = schedule(s)
@@ -599,7 +590,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     co = kubernetes.client.CustomObjectsApi(api)
     op: kit.OperatorProcess | None = None
     try:
-        sa = operator_kubeconfig(workdir)
+        sa = common.operator_kubeconfig(workdir)
         kit.kubectl("create", "namespace", ns)
         for k in NAMES:
             dirs[k].mkdir(parents=True, exist_ok=True)

@@ -92,6 +92,7 @@ def tune(settings: kopf.OperatorSettings) -> None:
 async def close(memo: kopf.Memo, **_: Any) -> None:
     svc = memo.get("services")
     if isinstance(svc, Services):
+        await svc.stop_schedulers()  # before the client their passes write with goes
         await svc.kube.aclose()
 
 

@@ -148,41 +148,39 @@ def _start_apiserver() -> None:
     procs.wait_for("kube-apiserver", _apiserver_ready, 90, log="kube-apiserver")
 
 
-def _start_controller_manager() -> None:
-    d = paths.pki_dir()
+def _start_local_component(name: str, *flags: str) -> None:
+    """kube-controller-manager or kube-scheduler: one instance, no leader election, no
+    insecure port, its own kubeconfig (``pki`` writes ``<name without kube->.kubeconfig``)."""
+    kubeconfig = paths.pki_dir() / f"{name.removeprefix('kube-')}.kubeconfig"
     procs.start(
-        "kube-controller-manager",
+        name,
         [
-            _bin("kube-controller-manager"),
-            f"--kubeconfig={d / 'controller-manager.kubeconfig'}",
-            f"--service-account-private-key-file={d / 'sa.key'}",
-            f"--root-ca-file={d / 'ca.crt'}",
-            "--use-service-account-credentials=true",
+            _bin(name),
+            f"--kubeconfig={kubeconfig}",
             "--leader-elect=false",
             "--bind-address=127.0.0.1",
             "--port=0",
-            "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service,-route",
-            "--horizontal-pod-autoscaler-sync-period=15s",
+            *flags,
             "--profiling=false",
             "--v=1",
         ],
+    )
+
+
+def _start_controller_manager() -> None:
+    d = paths.pki_dir()
+    _start_local_component(
+        "kube-controller-manager",
+        f"--service-account-private-key-file={d / 'sa.key'}",
+        f"--root-ca-file={d / 'ca.crt'}",
+        "--use-service-account-credentials=true",
+        "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service,-route",
+        "--horizontal-pod-autoscaler-sync-period=15s",
     )
 
 
 def _start_scheduler() -> None:
-    d = paths.pki_dir()
-    procs.start(
-        "kube-scheduler",
-        [
-            _bin("kube-scheduler"),
-            f"--kubeconfig={d / 'scheduler.kubeconfig'}",
-            "--leader-elect=false",
-            "--bind-address=127.0.0.1",
-            "--port=0",
-            "--profiling=false",
-            "--v=1",
-        ],
-    )
+    _start_local_component("kube-scheduler")
 
 
 def _kubelet_config() -> Path:

@@ -9,11 +9,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import psycopg
 import pytest
 
 from tests.integration import kit
@@ -29,6 +31,24 @@ def require(what: str, port: int) -> None:
         socket.create_connection(("127.0.0.1", port), timeout=3).close()
     except OSError as exc:
         pytest.fail(f"{what} is not reachable on 127.0.0.1:{port} ({exc})", pytrace=False)
+
+
+@contextmanager
+def scratch_database(prefix: str, schema: str) -> Iterator[str]:
+    """A fresh database on the shared PostgreSQL with ``schema`` (SQL) run in it; dropped
+    (connections and all) afterwards."""
+    require("PostgreSQL", 5432)
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        dsn = PG_DSN.replace("dbname=postgres", f"dbname={name}")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(schema)
+        yield name
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def closed_port() -> int:

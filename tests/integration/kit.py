@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +46,15 @@ def apply(manifest: dict[str, Any] | str, *, server_side: bool = False) -> str:
     return kubectl("apply", *extra, "-f", "-", input=text)
 
 
+def apply_in(namespace: str, obj: dict[str, Any]) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(obj))
+
+
+def get(namespace: str, kind: str, name: str) -> dict[str, Any]:
+    body: dict[str, Any] = kubectl_json("get", kind, name, "-n", namespace)
+    return body
+
+
 def wait_until(
     what: str, probe: Callable[[], T | None], timeout: float = 60, interval: float = 0.5
 ) -> T:
@@ -74,6 +85,21 @@ def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
         if c.get("type") == type_:
             return dict(c)
     return None
+
+
+@contextmanager
+def hostpath_volume(namespace: str, path: Path, claim: str = "backups") -> Iterator[str]:
+    """A PVC ``claim`` bound to a PersistentVolume on ``path``, a directory of this machine any
+    user may write to (backup Jobs run as uid 999); the volume and the directory go after."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)
+    objects = workloads.hostpath_claim(namespace, claim, path)
+    apply({"apiVersion": "v1", "kind": "List", "items": objects})
+    try:
+        yield claim
+    finally:
+        kubectl("delete", "pv", objects[0]["metadata"]["name"], "--wait=false", check=False)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
 
@@ -30,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 # The e2e module's fixtures, registered here too.
 seeded = e2e.seeded
-storage = e2e.storage
+site = e2e.site
 
 NOW = "ops.stronghold.io/backup-now"
 SA = "stronghold-op"  # a test-specific ServiceAccount in the test's namespace
@@ -208,12 +207,17 @@ def entries(st: dict[str, Any], job: str) -> list[dict[str, Any]]:
     return [b for b in st.get("backups") or [] if b.get("name") == job]
 
 
+def job_succeeded(job: str) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """The status once it records ``job`` as succeeded."""
+    return lambda s: s if [b for b in entries(s, job) if b["result"] == "Succeeded"] else None
+
+
 def test_status_patch_forbidden_no_duplicate_and_converges(
-    namespace: str, storage: e2e.Storage, seeded: e2e.Seeded, own_operator: OwnOperator
+    namespace: str, site: e2e.Site, own_operator: OwnOperator
 ) -> None:
-    e2e.secret(namespace, seeded)
+    e2e.secret(namespace, site.seeded)
     op = own_operator.start()
-    kit.apply(e2e.schedule("nopatch", namespace, seeded, suspend=True))
+    kit.apply(e2e.schedule("nopatch", namespace, site.seeded, suspend=True))
     initialised(namespace, "nopatch")
     own_operator.revoke_status()
     revoked = time.monotonic()
@@ -244,33 +248,28 @@ def test_status_patch_forbidden_no_duplicate_and_converges(
         namespace,
         "nopatch",
         "the result once writes work again",
-        lambda s: s if [b for b in entries(s, job) if b["result"] == "Succeeded"] else None,
+        job_succeeded(job),
         timeout=60,
     )
     assert len(st["backups"]) == 1 and st["onDemand"]["backup"] == "r1"
     assert not st.get("active")
     assert job_names(namespace, "nopatch") == [job]
     assert op.proc.poll() is None
-    e2e.assert_no_password(namespace, seeded.password, op.logs())
+    e2e.assert_no_password(namespace, site.seeded.password, op.logs())
 
 
-def test_job_name_taken_by_a_foreign_job(
-    namespace: str,
-    storage: e2e.Storage,
-    seeded: e2e.Seeded,
-    run_operator: Callable[..., kit.OperatorProcess],
-) -> None:
+def test_job_name_taken_by_a_foreign_job(site: e2e.Site) -> None:
     """409 on create for a Job this schedule does not own: named in status, never adopted."""
-    e2e.secret(namespace, seeded)
-    kit.apply(e2e.schedule("taken", namespace, seeded, retention={"days": 30, "minKeep": 1}))
-    meta = e2e.get(namespace, "taken")["metadata"]
+    e2e.secret(site.ns, site.seeded)
+    kit.apply(e2e.schedule("taken", site.ns, site.seeded, retention={"days": 30, "minKeep": 1}))
+    meta = e2e.get(site.ns, "taken")["metadata"]
     created = datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
     slot = CronSchedule.parse("* * * * *", "UTC").next_after(created)
     name = lb.job_name("taken", slot)
     foreign = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": name, "namespace": namespace, "labels": {"app": "someone-else"}},
+        "metadata": {"name": name, "namespace": site.ns, "labels": {"app": "someone-else"}},
         "spec": {
             "backoffLimit": 0,
             "template": {
@@ -289,9 +288,9 @@ def test_job_name_taken_by_a_foreign_job(
         },
     }
     kit.apply(foreign)
-    op = run_operator(namespace)
+    op = site.run_operator(site.ns)
     st = e2e.wait_status(
-        namespace,
+        site.ns,
         "taken",
         "the taken slot in status",
         lambda s: s if entries(s, name) else None,
@@ -302,24 +301,22 @@ def test_job_name_taken_by_a_foreign_job(
     assert entry["reason"] == "JobNameTaken", entry
     assert name in entry["message"] and "not" in entry["message"]
     # The next slot runs as usual; the foreign Job is left alone and never adopted.
-    e2e.wait_status(namespace, "taken", "the next slot's backup", e2e.succeeded, timeout=150)
-    assert kit.kubectl_json("get", "job", name, "-n", namespace)["metadata"]["labels"] == {
+    e2e.wait_status(site.ns, "taken", "the next slot's backup", e2e.succeeded, timeout=150)
+    assert kit.kubectl_json("get", "job", name, "-n", site.ns)["metadata"]["labels"] == {
         "app": "someone-else"
     }
-    st = e2e.status(namespace, "taken")
+    st = e2e.status(site.ns, "taken")
     assert [b["name"] for b in st["backups"]].count(name) == 1
     assert op.proc.poll() is None
 
 
 def test_operator_killed_between_create_and_status_write(
-    namespace: str, storage: e2e.Storage, seeded: e2e.Seeded, own_operator: OwnOperator
+    namespace: str, site: e2e.Site, own_operator: OwnOperator
 ) -> None:
-    e2e.secret(namespace, seeded)
-    lock = psycopg.connect(f"host=127.0.0.1 user=postgres dbname={seeded.db}")
-    try:
-        lock.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")  # pg_dump waits
+    e2e.secret(namespace, site.seeded)
+    with e2e.accounts_locked(site.seeded) as lock:
         op = own_operator.start()
-        kit.apply(e2e.schedule("crash", namespace, seeded, suspend=True))
+        kit.apply(e2e.schedule("crash", namespace, site.seeded, suspend=True))
         initialised(namespace, "crash")
         # Status cannot record the Job: the kill certainly falls between create and write.
         own_operator.revoke_status()
@@ -341,46 +338,36 @@ def test_operator_killed_between_create_and_status_write(
             namespace,
             "crash",
             "the adopted Job's result",
-            lambda s: s if [b for b in entries(s, job) if b["result"] == "Succeeded"] else None,
+            job_succeeded(job),
             timeout=120,
         )
         assert len(entries(st, job)) == 1 and len(st["backups"]) == 1
         assert job_names(namespace, "crash") == [job]
-        manifests = [json.loads(p.read_text()) for p in storage.path.glob("*.manifest.json")]
+        manifests = [json.loads(p.read_text()) for p in site.path.glob("*.manifest.json")]
         assert [m["job"] for m in manifests] == [job]
-        e2e.assert_no_password(namespace, seeded.password, op.logs() + op2.logs())
-    finally:
-        lock.close()
+        e2e.assert_no_password(namespace, site.seeded.password, op.logs() + op2.logs())
 
 
-def test_pod_deleted_mid_run(
-    namespace: str,
-    storage: e2e.Storage,
-    seeded: e2e.Seeded,
-    run_operator: Callable[..., kit.OperatorProcess],
-) -> None:
-    e2e.secret(namespace, seeded)
-    lock = psycopg.connect(f"host=127.0.0.1 user=postgres dbname={seeded.db}")
-    try:
-        lock.execute("LOCK TABLE accounts IN ACCESS EXCLUSIVE MODE")
-        run_operator(namespace)
-        kit.apply(e2e.schedule("podgone", namespace, seeded, suspend=True))
-        initialised(namespace, "podgone")
-        annotate(namespace, "podgone", "r1")
-        job = kit.wait_until("the on-demand Job", lambda: job_names(namespace, "podgone"), 60)[0]
+def test_pod_deleted_mid_run(site: e2e.Site) -> None:
+    with e2e.accounts_locked(site.seeded) as lock:
+        site.start()
+        kit.apply(e2e.schedule("podgone", site.ns, site.seeded, suspend=True))
+        initialised(site.ns, "podgone")
+        annotate(site.ns, "podgone", "r1")
+        job = kit.wait_until("the on-demand Job", lambda: job_names(site.ns, "podgone"), 60)[0]
 
         def running_pod() -> str | None:
-            pods = kit.kubectl_json("get", "pods", "-n", namespace, "-l", f"job-name={job}")
+            pods = kit.kubectl_json("get", "pods", "-n", site.ns, "-l", f"job-name={job}")
             for p in pods["items"]:
                 if p["status"].get("phase") == "Running":
                     return str(p["metadata"]["name"])
             return None
 
         pod = kit.wait_until("the backup pod running", running_pod, timeout=90, interval=1)
-        kit.kubectl("delete", "pod", pod, "-n", namespace, "--wait=true", "--timeout=90s")
+        kit.kubectl("delete", "pod", pod, "-n", site.ns, "--wait=true", "--timeout=90s")
         lock.rollback()  # whatever runs now may finish
         st = e2e.wait_status(
-            namespace,
+            site.ns,
             "podgone",
             "the Job's outcome in status",
             lambda s: s if entries(s, job) and not s.get("active") else None,
@@ -391,22 +378,15 @@ def test_pod_deleted_mid_run(
         entry = entries(st, job)[0]
         if entry["result"] == "Succeeded":
             assert entry["verified"] is True
-            assert e2e.archives(storage.path) == [entry["file"]]
+            assert e2e.archives(site.path) == [entry["file"]]
         else:
             assert entry["reason"] not in ("JobFailed", "PodFailed") and entry["message"], entry
-            assert e2e.archives(storage.path) == []
-        assert job_names(namespace, "podgone") == [job]
+            assert e2e.archives(site.path) == []
+        assert job_names(site.ns, "podgone") == [job]
         assert [b["name"] for b in st["backups"]] == [job]
-    finally:
-        lock.close()
 
 
-def test_pvc_full_recovers_without_verify_schedule(
-    namespace: str,
-    storage: e2e.Storage,
-    seeded: e2e.Seeded,
-    run_operator: Callable[..., kit.OperatorProcess],
-) -> None:
+def test_pvc_full_recovers_without_verify_schedule(site: e2e.Site) -> None:
     """A tmpfs of 2 MiB behind the hostPath PV, full of old archives and a filler file.
 
     The backup fails with StorageFull and leaves nothing half-written; retention (which
@@ -414,17 +394,17 @@ def test_pvc_full_recovers_without_verify_schedule(
     succeeds without verify.schedule; deleting the filler frees the rest.
     """
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0777", "tmpfs", str(storage.path)],
+        ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0777", "tmpfs", str(site.path)],
         check=True,
     )
     try:
         now = datetime.now(UTC)
         old = {
-            d: e2e.make_archive(seeded, storage.path, now.replace(year=now.year - 1, day=d), True)
+            d: e2e.make_archive(site.seeded, site.path, now.replace(year=now.year - 1, day=d), True)
             for d in (1, 2, 3)
         }
-        size = (storage.path / old[1]).stat().st_size
-        filler = storage.path / "filler"
+        size = (site.path / old[1]).stat().st_size
+        filler = site.path / "filler"
         with filler.open("wb", buffering=0) as f:  # fill up to a few KiB: no archive fits
             try:
                 while True:
@@ -433,17 +413,16 @@ def test_pvc_full_recovers_without_verify_schedule(
                 pass
         filler.write_bytes(b"\0" * (filler.stat().st_size - 8192))
         assert 2 * size > 8192  # two expired archives freed make room for one new
-        e2e.secret(namespace, seeded)
-        run_operator(namespace)
+        site.start()
         kit.apply(
             e2e.schedule(
-                "full", namespace, seeded, suspend=True, retention={"days": 30, "minKeep": 1}
+                "full", site.ns, site.seeded, suspend=True, retention={"days": 30, "minKeep": 1}
             )
         )
-        initialised(namespace, "full")
-        annotate(namespace, "full", "full-1")
+        initialised(site.ns, "full")
+        annotate(site.ns, "full", "full-1")
         st = e2e.wait_status(
-            namespace,
+            site.ns,
             "full",
             "the failed backup",
             lambda s: s if [b for b in s.get("backups") or [] if b["result"] == "Failed"] else None,
@@ -453,19 +432,19 @@ def test_pvc_full_recovers_without_verify_schedule(
         assert failed["reason"] == "StorageFull", failed
         assert "No space left on device" in failed["message"]
         assert e2e.cond(st, "LastBackupSucceeded")[:2] == ("False", "StorageFull")
-        left = {p.name for p in storage.path.iterdir()}
+        left = {p.name for p in site.path.iterdir()}
         assert not [n for n in left if n.endswith(".partial")]
         # Retention runs for the failed backup (the operator's storage-full verify Job): the
         # expired archives beyond minKeep go, without verify.schedule.
         kit.wait_until(
             "the expired archives pruned",
-            lambda: e2e.archives(storage.path) == [old[3]],
+            lambda: e2e.archives(site.path) == [old[3]],
             timeout=120,
             interval=2,
         )
-        annotate(namespace, "full", "full-2")
+        annotate(site.ns, "full", "full-2")
         st = e2e.wait_status(
-            namespace,
+            site.ns,
             "full",
             "a backup after retention freed space",
             lambda s: s if [b for b in e2e.succeeded(s) if b["trigger"] == "full-2"] else None,
@@ -473,17 +452,17 @@ def test_pvc_full_recovers_without_verify_schedule(
         )
         new = e2e.succeeded(st)[0]
         assert new["verified"] is True
-        assert (storage.path / new["file"]).stat().st_size == new["sizeBytes"]
-        assert not [p for p in storage.path.iterdir() if p.name.endswith(".partial")]
+        assert (site.path / new["file"]).stat().st_size == new["sizeBytes"]
+        assert not [p for p in site.path.iterdir() if p.name.endswith(".partial")]
         # Freed by hand: the next run succeeds as well.
         filler.unlink()
-        annotate(namespace, "full", "full-3")
+        annotate(site.ns, "full", "full-3")
         e2e.wait_status(
-            namespace,
+            site.ns,
             "full",
             "a backup after the filler was removed",
             lambda s: [b for b in e2e.succeeded(s) if b["trigger"] == "full-3"],
             timeout=150,
         )
     finally:
-        subprocess.run(["umount", "-l", str(storage.path)], check=False)
+        subprocess.run(["umount", "-l", str(site.path)], check=False)

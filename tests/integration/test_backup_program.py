@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from stronghold_operator.builders import backup_program
@@ -27,20 +25,12 @@ from tests.integration import kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
-
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    hk.require("PostgreSQL", 5432)
-    db = f"bkprog_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {db}")
-    with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={db}", autocommit=True) as conn:
-        conn.execute("CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 321)")
-    yield db
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    schema = "CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 321)"
+    with hk.scratch_database("bkprog", schema) as db:
+        yield db
 
 
 def lay_out(root: Path) -> Path:

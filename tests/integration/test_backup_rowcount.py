@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import gzip
 import subprocess
-import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from stronghold_operator.builders.backup_program import program_files
@@ -23,7 +21,6 @@ from tests.integration import health_kit as hk
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
-ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 SCHEMA = r"""
 CREATE SCHEMA "Ledger.2026";
 CREATE TABLE "Ledger.2026"."Entries ""big"" one"(id bigserial PRIMARY KEY, note text);
@@ -51,15 +48,8 @@ $$;
 
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
-    hk.require("PostgreSQL", 5432)
-    db = f"rowcount_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {db}")
-    with psycopg.connect(f"host=127.0.0.1 user=postgres dbname={db}", autocommit=True) as conn:
-        conn.execute(SCHEMA)
-    yield db
-    with psycopg.connect(ADMIN, autocommit=True) as conn:
-        conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    with hk.scratch_database("rowcount", SCHEMA) as db:
+        yield db
 
 
 def sql_counts(db: str) -> dict[str, int]:

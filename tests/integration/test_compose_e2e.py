@@ -3,7 +3,7 @@
 The service's containers run a shell loop that burns CPU while the file ``burn`` exists in a
 bind-mounted directory the test controls. Each container is limited to 0.1 CPU and 32 MiB, so
 burning means ~100 % of its limit. The test drives the same observe/decide/act pass the
-operator's daemon runs (``services.scaling.evaluate``) with the real Engine behind it.
+operator's passes run (``services.scaling.evaluate``) with the real Engine behind it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from stronghold_operator.platforms import compose
 from stronghold_operator.services.scaling import Memory, evaluate
 from tests.integration import kit
 from tests.integration.conftest import DOCKER_SOCKET as SOCKET
+from tests.support.policies import scaling_spec
 from tests.support.workloads import start_compose_container
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -35,15 +36,14 @@ def client(docker_client: Any) -> Any:
 
 
 def policy(project: str, **extra: Any) -> ScalingPolicySpec:
-    raw: dict[str, Any] = {
-        "targetRef": {"kind": "ComposeService", "project": project, "service": "web"},
-        "minReplicas": 1,
-        "maxReplicas": 3,
-        "interval": "2s",
-        "scaleUp": {"maxStep": {"pods": 1}, "cooldown": "0s"},
-        "scaleDown": {"sustainedFor": "8s", "cooldown": "0s"},
-        "metrics": {"maxAge": "30s"},
-    }
+    # Faster than on the cluster: the test drives the passes itself, with no cooldowns.
+    raw = scaling_spec(
+        {"kind": "ComposeService", "project": project, "service": "web"},
+        interval="2s",
+        scaleUp={"maxStep": {"pods": 1}, "cooldown": "0s"},
+        scaleDown={"sustainedFor": "8s", "cooldown": "0s"},
+        metrics={"maxAge": "30s"},
+    )
     raw.update(extra)
     return parse(ScalingPolicySpec, raw)
 
@@ -56,7 +56,7 @@ def numbers(client: Any, project: str, *, running: bool) -> list[int]:
 async def drive(
     p: ScalingPolicySpec, memory: Memory, until: Any, within: float
 ) -> list[engine.Decision]:
-    """Run daemon passes every interval until ``until(decision)`` or the timeout."""
+    """Run passes every interval until ``until(decision)`` or the timeout."""
     target = compose.ComposeService(
         compose.ComposeTarget(p.target_ref.project or "", "web", SOCKET)
     )

@@ -13,21 +13,19 @@ precheck-now rehearses the next window; bad input is refused or reported.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-import uuid
+import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 
 from tests.integration import health_kit as hk
 from tests.integration import kit
-from tests.support.workloads import SMALL, busybox_deployment
+from tests.support import policies
+from tests.support.workloads import burning_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -56,25 +54,11 @@ def receiver() -> Iterator[hk.Receiver]:
     r.close()
 
 
-def deployment(name: str, switch: Path) -> dict[str, Any]:
-    return busybox_deployment(name, kit.BURN, resources=SMALL, host_dir=switch)
-
-
 def scaling_policy(name: str, target: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {
-        "apiVersion": "ops.stronghold.io/v1alpha1",
-        "kind": "ScalingPolicy",
-        "metadata": {"name": name, "labels": labels or {"app": "stack"}},
-        "spec": {
-            "targetRef": {"kind": "Deployment", "name": target},
-            "minReplicas": 1,
-            "maxReplicas": 3,
-            "interval": "5s",
-            "scaleUp": {"maxStep": {"pods": 1}, "cooldown": "10s"},
-            "scaleDown": {"sustainedFor": "10m"},
-            "metrics": {"maxAge": "90s"},
-        },
-    }
+    # Never scales down within a test: only the window's freeze changes what it may do.
+    return policies.scaling_policy(
+        name, target, labels=labels or {"app": "stack"}, scaleDown={"sustainedFor": "10m"}
+    )
 
 
 def health_policy(name: str, url: str, hook: str) -> dict[str, Any]:
@@ -107,17 +91,8 @@ def window(name: str, start: datetime, duration: str, **spec: Any) -> dict[str, 
     return body
 
 
-def apply(ns: str, obj: dict[str, Any]) -> None:
-    kit.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
-
-
-def get(ns: str, kind: str, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = kit.kubectl_json("get", kind, name, "-n", ns)
-    return body
-
-
 def annotation(ns: str, kind: str, name: str) -> str | None:
-    return (get(ns, kind, name)["metadata"].get("annotations") or {}).get(MAINTENANCE)
+    return (kit.get(ns, kind, name)["metadata"].get("annotations") or {}).get(MAINTENANCE)
 
 
 def cond(obj: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -128,7 +103,7 @@ def wait_window(
     ns: str, name: str, probe: Callable[[dict[str, Any]], bool], what: str, timeout: float = 120
 ) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
-        obj = get(ns, "maintenancewindow", name)
+        obj = kit.get(ns, "maintenancewindow", name)
         if probe(obj):
             return obj
         # Raised, not returned: wait_until reports the last state if it times out.
@@ -137,6 +112,13 @@ def wait_window(
         raise AssertionError(f"conditions={conds} currentWindow={st.get('currentWindow')}")
 
     return kit.wait_until(f"{name}: {what}", check, timeout=timeout, interval=1)
+
+
+def active(op: kit.OperatorProcess, ns: str) -> bool:
+    """Whether the operator has run a pass of window ``mw`` and found it active (/metrics)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return f'stronghold_maintenance_active{{namespace="{ns}",window="mw"}} 1.0' in text
 
 
 def reasons(ns: str, name: str) -> list[str]:
@@ -150,53 +132,20 @@ def count(ns: str, name: str, reason: str) -> int:
 @pytest.fixture
 def database() -> Iterator[str]:
     """A fresh PostgreSQL database with a small seeded table, dropped afterwards."""
-    hk.require("PostgreSQL", 5432)
-    name = f"mw_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(hk.PG_DSN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    with psycopg.connect(hk.PG_DSN.replace("dbname=postgres", f"dbname={name}")) as conn:
-        conn.execute("CREATE TABLE accounts (id serial PRIMARY KEY, owner text)")
-        conn.execute("INSERT INTO accounts (owner) SELECT 'o' || g FROM generate_series(1, 50) g")
-    yield name
-    with psycopg.connect(hk.PG_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    schema = """
+        CREATE TABLE accounts (id serial PRIMARY KEY, owner text);
+        INSERT INTO accounts (owner) SELECT 'o' || g FROM generate_series(1, 50) g;
+    """
+    with hk.scratch_database("mw", schema) as name:
+        yield name
 
 
 @pytest.fixture
 def backup_volume(namespace: str) -> Iterator[tuple[str, Path]]:
     """A hostPath PersistentVolume bound to a claim in the namespace (no provisioner needed)."""
     path = Path("/tmp/stronghold-mw-backups") / namespace
-    path.mkdir(parents=True, exist_ok=True)
-    os.chmod(path, 0o777)  # the backup Job runs as a non-root user
-    pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": f"{namespace}-backups"},
-        "spec": {
-            "capacity": {"storage": "1Gi"},
-            "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": "",
-            "hostPath": {"path": str(path), "type": "Directory"},
-            "claimRef": {"namespace": namespace, "name": "backups"},
-        },
-    }
-    pvc = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "backups"},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": "",
-            "volumeName": f"{namespace}-backups",
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }
-    kit.apply(pv)
-    apply(namespace, pvc)
-    yield "backups", path
-    kit.kubectl("delete", "pv", f"{namespace}-backups", "--wait=false", check=False)
-    shutil.rmtree(path, ignore_errors=True)
+    with kit.hostpath_volume(namespace, path) as claim:
+        yield claim, path
 
 
 def backup_schedule(name: str, database: str, claim: str) -> dict[str, Any]:
@@ -231,10 +180,10 @@ def test_backup_pre_check_waits_for_a_verified_backup(
 ) -> None:
     ns = namespace
     claim, path = backup_volume
-    apply(ns, backup_schedule("db", database, claim))
+    kit.apply_in(ns, backup_schedule("db", database, claim))
     run_operator(ns)
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=75)
-    apply(
+    kit.apply_in(
         ns,
         window(
             "mw",
@@ -256,7 +205,7 @@ def test_backup_pre_check_waits_for_a_verified_backup(
     assert cond(obj, "PreChecksPassed")["status"] == "True", cond(obj, "PreChecksPassed")
     assert datetime.now(UTC) < start + timedelta(seconds=5)
     used = obj["status"]["currentWindow"]["preChecks"]["backup"]
-    bs = get(ns, "backupschedule", "db")
+    bs = kit.get(ns, "backupschedule", "db")
     assert bs["metadata"]["annotations"]["ops.stronghold.io/backup-now"] == request
     (entry,) = [b for b in bs["status"]["backups"] if b["name"] == used]
     assert entry["verified"] is True and entry["trigger"] == request
@@ -273,7 +222,7 @@ def test_backup_pre_check_waits_for_a_verified_backup(
     assert obj["status"]["history"][0]["backup"] == used
     assert annotation(ns, "backupschedule", "db") is None
     # Exactly one on-demand backup for the window.
-    backups = get(ns, "backupschedule", "db")["status"]["backups"]
+    backups = kit.get(ns, "backupschedule", "db")["status"]["backups"]
     assert [b["trigger"] for b in backups].count(request) == 1
 
 
@@ -288,18 +237,18 @@ def test_window_snapshots_freezes_quiets_survives_a_restart_and_releases(
 ) -> None:
     ns = namespace
     url, proxy = web
-    apply(ns, deployment("web", switch))
-    apply(ns, scaling_policy("web", "web"))
-    apply(ns, health_policy("stack", f"http://127.0.0.1:{proxy.port}/health/", receiver.url))
+    kit.apply_in(ns, burning_deployment("web", switch))
+    kit.apply_in(ns, scaling_policy("web", "web"))
+    kit.apply_in(ns, health_policy("stack", f"http://127.0.0.1:{proxy.port}/health/", receiver.url))
     op = run_operator(ns)
     kit.wait_until(
         "the HealthPolicy to be healthy",
-        lambda: cond(get(ns, "healthpolicy", "stack"), "Healthy").get("status") == "True",
+        lambda: cond(kit.get(ns, "healthpolicy", "stack"), "Healthy").get("status") == "True",
         timeout=90,
     )
 
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=50)
-    apply(
+    kit.apply_in(
         ns,
         window(
             "mw",
@@ -329,7 +278,7 @@ def test_window_snapshots_freezes_quiets_survives_a_restart_and_releases(
     )
     assert datetime.now(UTC) < start
     cm_name = obj["status"]["currentWindow"]["snapshotConfigMap"]
-    cm = get(ns, "configmap", cm_name)
+    cm = kit.get(ns, "configmap", cm_name)
     owner = cm["metadata"]["ownerReferences"][0]
     assert (owner["kind"], owner["name"]) == ("MaintenanceWindow", "mw")
     before = json.loads(cm["data"]["before.json"])
@@ -353,7 +302,7 @@ def test_window_snapshots_freezes_quiets_survives_a_restart_and_releases(
     proxy.stop()
 
     def frozen_under_load() -> bool:
-        st = get(ns, "scalingpolicy", "web").get("status", {})
+        st = kit.get(ns, "scalingpolicy", "web").get("status", {})
         return bool(
             st.get("lastDecision", {}).get("reason") == "MaintenanceWindow"
             and (st.get("currentCpuUtilizationPercent") or 0) > 80  # it would scale up
@@ -364,7 +313,7 @@ def test_window_snapshots_freezes_quiets_survives_a_restart_and_releases(
         "the incident recorded as expected",
         lambda: (
             o
-            if (o := get(ns, "healthpolicy", "stack"))
+            if (o := kit.get(ns, "healthpolicy", "stack"))
             and cond(o, "IncidentOpen").get("reason") == "MaintenanceInProgress"
             else None
         ),
@@ -377,11 +326,9 @@ def test_window_snapshots_freezes_quiets_survives_a_restart_and_releases(
     op.kill()
     assert annotation(ns, "scalingpolicy", "web") == "mw"
     op = run_operator(ns)
-    kit.wait_until(
-        "the restarted operator's window daemon", lambda: "Daemon 'window'" in op.logs(), 30
-    )
-    time.sleep(12)  # a few passes of the daemon (every 5 s while a window is handled)
-    obj = get(ns, "maintenancewindow", "mw")
+    kit.wait_until("the restarted operator's first pass of the window", lambda: active(op, ns), 30)
+    time.sleep(12)  # a few passes of the window (every 5 s while a window is handled)
+    obj = kit.get(ns, "maintenancewindow", "mw")
     assert cond(obj, "Active")["status"] == "True"
     assert annotation(ns, "scalingpolicy", "web") == "mw"
     assert count(ns, "mw", "WindowOpened") == opened_before == 1
@@ -390,7 +337,7 @@ def test_window_snapshots_freezes_quiets_survives_a_restart_and_releases(
     assert obj["status"]["currentWindow"]["preChecks"]["attempt"] == 1
 
     # Load stays frozen; nothing scaled; no webhook while the window was open.
-    assert get(ns, "deployment", "web")["spec"]["replicas"] == 1
+    assert kit.get(ns, "deployment", "web")["spec"]["replicas"] == 1
     assert receiver.events("stack") == hooks_before
 
     # The service comes back and the load stops before the end.
@@ -422,7 +369,7 @@ def test_window_snapshots_freezes_quiets_survives_a_restart_and_releases(
     }
     assert all(c["passed"] for c in checks.values()), checks
     assert checks["Http", "health"]["latencyMs"] < 2000
-    assert "after.json" in get(ns, "configmap", cm_name)["data"]
+    assert "after.json" in kit.get(ns, "configmap", cm_name)["data"]
     (entry,) = st["history"]
     assert entry["result"] == "Succeeded" and entry["endReason"] == "Scheduled"
     assert entry["preChecks"] == "Passed" and entry["postChecks"] == "Passed"
@@ -440,13 +387,13 @@ def test_failed_pre_check_skips_overlaps_share_and_delete_releases(
     run_operator: Callable[..., kit.OperatorProcess],
 ) -> None:
     ns = namespace
-    apply(ns, scaling_policy("web", "web"))
-    apply(ns, scaling_policy("other", "other", labels={"app": "other"}))
+    kit.apply_in(ns, scaling_policy("web", "web"))
+    kit.apply_in(ns, scaling_policy("other", "other", labels={"app": "other"}))
     run_operator(ns)
     now = datetime.now(UTC).replace(microsecond=0)
 
     # A backup pre-check on a BackupSchedule that does not exist: the window is skipped.
-    apply(
+    kit.apply_in(
         ns,
         window(
             "skipped",
@@ -473,9 +420,11 @@ def test_failed_pre_check_skips_overlaps_share_and_delete_releases(
 
     # Two overlapping windows (no pre-checks: they open at once) share a target.
     long_open = {"preChecks": {"snapshot": False}}
-    apply(ns, window("a", now, "30m", targets={"scalingPolicies": {"names": ["web"]}}, **long_open))
+    kit.apply_in(
+        ns, window("a", now, "30m", targets={"scalingPolicies": {"names": ["web"]}}, **long_open)
+    )
     kit.wait_until("a holds web", lambda: annotation(ns, "scalingpolicy", "web") == "a", 60)
-    apply(
+    kit.apply_in(
         ns,
         window(
             "b",
@@ -539,7 +488,7 @@ def test_bad_input_is_refused_or_reported(
         body = window(name, datetime.now(UTC), "1h")
         body["spec"]["schedule"] = schedule
         body["spec"]["timeZone"] = zone
-        apply(ns, body)
+        kit.apply_in(ns, body)
     for name, (_, _, words) in cases.items():
         obj = wait_window(
             ns, name, lambda o: cond(o, "Ready").get("reason") == "InvalidSpec", "InvalidSpec", 60
@@ -553,13 +502,13 @@ def test_precheck_now_rehearses_the_next_window(
     run_operator: Callable[..., kit.OperatorProcess],
 ) -> None:
     ns = namespace
-    apply(ns, scaling_policy("web", "web"))
+    kit.apply_in(ns, scaling_policy("web", "web"))
     run_operator(ns)
     body = window(
         "weekly", datetime.now(UTC), "1h", targets={"scalingPolicies": {"names": ["web"]}}
     )
     body["spec"]["schedule"] = {"cron": "0 2 * * 0", "duration": "2h"}
-    apply(ns, body)
+    kit.apply_in(ns, body)
     obj = wait_window(ns, "weekly", lambda o: cond(o, "Scheduled").get("status") == "True", "ok")
     assert "currentWindow" not in obj["status"]
     kit.kubectl("annotate", "mw", "weekly", "-n", ns, "ops.stronghold.io/precheck-now=1")
@@ -587,11 +536,11 @@ def test_force_deleted_window_stops_holding(
     """A window deleted with its finalizer stripped while no operator runs never releases;
     its freeze ends anyway, judged from the windows that exist (issue 17 defect 11b)."""
     ns = namespace
-    apply(ns, deployment("web", switch))
-    apply(ns, scaling_policy("web", "web"))
+    kit.apply_in(ns, burning_deployment("web", switch))
+    kit.apply_in(ns, scaling_policy("web", "web"))
     op = run_operator(ns)
     now = datetime.now(UTC).replace(microsecond=0)
-    apply(
+    kit.apply_in(
         ns,
         window(
             "gone",
@@ -603,7 +552,7 @@ def test_force_deleted_window_stops_holding(
     )
 
     def reason() -> str | None:
-        st = get(ns, "scalingpolicy", "web").get("status", {})
+        st = kit.get(ns, "scalingpolicy", "web").get("status", {})
         return str(st.get("lastDecision", {}).get("reason") or "") or None
 
     kit.wait_until("web held", lambda: reason() == "MaintenanceWindow", 90)

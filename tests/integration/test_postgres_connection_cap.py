@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import psycopg
 import pytest
@@ -101,44 +101,56 @@ async def sampler(server: dict[str, list[str]]) -> AsyncIterator[Sampler]:
         await task
 
 
-async def test_cap_per_server_across_databases_users_and_rotations(
-    server: dict[str, list[str]], sampler: Sampler
-) -> None:
-    probe = PostgresProbe(per_server=CAP, idle_s=300)
-    roles, dbs = server["roles"], server["dbs"]
-    try:
-        # Two rounds over 60 databases, each probed by one of several users, all at once.
-        for _ in range(2):
-            results = await asyncio.gather(
-                *(
-                    probe.probe(
-                        check(db, roles[i % USERS]), timeout_s=30, secrets={"password": "p"}
-                    )
-                    for i, db in enumerate(dbs)
-                )
-            )
-            assert all(r.failure is None for r in results), [
-                r.message for r in results if r.failure
-            ][:3]
-            assert probe.open_connections() <= CAP
-        # 30 rotations of one user's password (trust auth: every one still logs in).
-        target = check(dbs[0], roles[1])
-        for n in range(30):
-            r = await probe.probe(target, timeout_s=30, secrets={"password": f"rotated-{n}"})
-            assert r.failure is None, r.message
-            assert probe.open_connections() <= CAP
-        await asyncio.sleep(0.5)  # let closed sessions leave pg_stat_activity
-        assert sampler.samples > 10
-        assert 0 < sampler.peak <= CAP, (sampler.peak, sampler.raw_peak)
-    finally:
+MakeProbe = Callable[..., PostgresProbe]
+
+
+@pytest.fixture
+async def make_probe() -> AsyncIterator[MakeProbe]:
+    """``PostgresProbe(per_server=CAP, **options)``; every probe made is closed after the test."""
+    made: list[PostgresProbe] = []
+
+    def make(**options: float) -> PostgresProbe:
+        made.append(PostgresProbe(per_server=CAP, **options))
+        return made[-1]
+
+    yield make
+    for probe in made:
         await probe.close()
 
 
-async def test_idle_connections_are_evicted(server: dict[str, list[str]], sampler: Sampler) -> None:
-    probe = PostgresProbe(per_server=CAP, idle_s=1.0)
+async def test_cap_per_server_across_databases_users_and_rotations(
+    server: dict[str, list[str]], sampler: Sampler, make_probe: MakeProbe
+) -> None:
+    probe = make_probe(idle_s=300)
     roles, dbs = server["roles"], server["dbs"]
-    conn = await psycopg.AsyncConnection.connect(ADMIN, autocommit=True)
-    try:
+    # Two rounds over 60 databases, each probed by one of several users, all at once.
+    for _ in range(2):
+        results = await asyncio.gather(
+            *(
+                probe.probe(check(db, roles[i % USERS]), timeout_s=30, secrets={"password": "p"})
+                for i, db in enumerate(dbs)
+            )
+        )
+        failed = [r.message for r in results if r.failure is not None]
+        assert not failed, failed[:3]
+        assert probe.open_connections() <= CAP
+    # 30 rotations of one user's password (trust auth: every one still logs in).
+    target = check(dbs[0], roles[1])
+    for n in range(30):
+        r = await probe.probe(target, timeout_s=30, secrets={"password": f"rotated-{n}"})
+        assert r.failure is None, r.message
+        assert probe.open_connections() <= CAP
+    await asyncio.sleep(0.5)  # let closed sessions leave pg_stat_activity
+    assert sampler.samples > 10
+    assert 0 < sampler.peak <= CAP, (sampler.peak, sampler.raw_peak)
+
+
+async def test_idle_connections_are_evicted(
+    server: dict[str, list[str]], sampler: Sampler, make_probe: MakeProbe
+) -> None:
+    probe = make_probe(idle_s=1.0)
+    roles, dbs = server["roles"], server["dbs"]
+    async with await psycopg.AsyncConnection.connect(ADMIN, autocommit=True) as conn:
         for i in range(CAP):
             r = await probe.probe(check(dbs[i], roles[0]), timeout_s=30, secrets={})
             assert r.failure is None, r.message
@@ -151,25 +163,19 @@ async def test_idle_connections_are_evicted(server: dict[str, list[str]], sample
         assert probe.open_connections() == 0
         assert await sampler.count(conn) == 0  # type: ignore[arg-type]
         assert not probe._servers  # the server's entry is gone with its connections
-    finally:
-        await conn.close()
-        await probe.close()
 
 
 async def test_released_policy_closes_its_connections(
-    server: dict[str, list[str]], sampler: Sampler
+    server: dict[str, list[str]], sampler: Sampler, make_probe: MakeProbe
 ) -> None:
-    probe = PostgresProbe(per_server=CAP, idle_s=300)
+    probe = make_probe(idle_s=300)
     roles, dbs = server["roles"], server["dbs"]
-    try:
-        spec = check(dbs[5], roles[2])
-        assert (await probe.probe(spec, timeout_s=30, secrets={})).failure is None
-        assert probe.open_connections() == 1
-        probe.release(spec)
-        for _ in range(50):
-            if not probe._servers:
-                break
-            await asyncio.sleep(0.05)
-        assert probe.open_connections() == 0 and not probe._servers
-    finally:
-        await probe.close()
+    spec = check(dbs[5], roles[2])
+    assert (await probe.probe(spec, timeout_s=30, secrets={})).failure is None
+    assert probe.open_connections() == 1
+    probe.release(spec)
+    for _ in range(50):
+        if not probe._servers:
+            break
+        await asyncio.sleep(0.05)
+    assert probe.open_connections() == 0 and not probe._servers

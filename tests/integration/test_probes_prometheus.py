@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -37,18 +36,6 @@ def _binary(name: str, package: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed (Debian package {package})", pytrace=False)
     return path
-
-
-def _wait(what: str, ready: Any, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if ready():
-                return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{what} not ready after {timeout:.0f}s", pytrace=False)
 
 
 @pytest.fixture(scope="module")
@@ -91,10 +78,13 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         def scraped() -> bool:
             q = urllib.parse.quote('up{job="node"} == 1')
-            with urllib.request.urlopen(f"{url}/api/v1/query?query={q}", timeout=2) as r:
-                return b'"value"' in r.read()
+            try:
+                with urllib.request.urlopen(f"{url}/api/v1/query?query={q}", timeout=2) as r:
+                    return b'"value"' in r.read()
+            except OSError:
+                return False  # not listening yet
 
-        _wait("Prometheus scraping the node exporter", scraped)
+        kit.wait_until("Prometheus scraping the node exporter", scraped)
         yield url
     finally:
         for p in (prom, exporter):

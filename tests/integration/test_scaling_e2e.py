@@ -19,45 +19,14 @@ import pytest
 
 from tests.integration import kit
 from tests.integration.conftest import DOCKER_SOCKET
-from tests.support.workloads import SMALL, busybox_deployment, start_compose_container
+from tests.support.policies import scaling_policy
+from tests.support.workloads import burning_deployment, start_compose_container
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
-def deployment(name: str, switch: Path, replicas: int = 1) -> dict[str, Any]:
-    return busybox_deployment(name, kit.BURN, replicas=replicas, resources=SMALL, host_dir=switch)
-
-
-def policy(name: str, target: str, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "apiVersion": "ops.stronghold.io/v1alpha1",
-        "kind": "ScalingPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "targetRef": {"kind": "Deployment", "name": target},
-            "minReplicas": 1,
-            "maxReplicas": 3,
-            "interval": "5s",
-            "scaleUp": {"maxStep": {"pods": 1}, "cooldown": "10s"},
-            "scaleDown": {"sustainedFor": "30s", "cooldown": "10s"},
-            "metrics": {"maxAge": "90s"},
-        },
-    }
-    body["spec"].update(spec)
-    return body
-
-
-def apply(ns: str, obj: dict[str, Any]) -> None:
-    kit.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(obj))
-
-
-def get(ns: str, kind: str, name: str) -> dict[str, Any]:
-    body: dict[str, Any] = kit.kubectl_json("get", kind, name, "-n", ns)
-    return body
-
-
 def spec_replicas(ns: str, name: str) -> int:
-    return int(get(ns, "deployment", name)["spec"]["replicas"])
+    return int(kit.get(ns, "deployment", name)["spec"]["replicas"])
 
 
 def running_pods(ns: str, app: str) -> list[str]:
@@ -73,10 +42,35 @@ def status_when(
     ns: str, name: str, probe: Callable[[dict[str, Any]], bool], what: str, timeout: float = 120
 ) -> dict[str, Any]:
     def check() -> dict[str, Any] | None:
-        obj = get(ns, "scalingpolicy", name)
+        obj = kit.get(ns, "scalingpolicy", name)
         return obj if probe(obj.get("status") or {}) else None
 
     return kit.wait_until(what, check, timeout=timeout, interval=1)
+
+
+def ready_reason(ns: str, name: str, reason: str) -> dict[str, Any]:
+    """The policy's status once its Ready condition has ``reason``."""
+    return status_when(
+        ns, name, lambda s: cond(s, "Ready").get("reason") == reason, f"Ready reason {reason}"
+    )["status"]
+
+
+def decided(ns: str, name: str, reason: str, timeout: float = 120) -> dict[str, Any]:
+    """The policy's status once its last decision has ``reason``."""
+    return status_when(
+        ns,
+        name,
+        lambda s: s.get("lastDecision", {}).get("reason") == reason,
+        f"a decision {reason}",
+        timeout,
+    )["status"]
+
+
+def deploy(ns: str, deployment: dict[str, Any]) -> None:
+    """Apply a one-replica Deployment and wait for its pod to run."""
+    name = deployment["metadata"]["name"]
+    kit.apply_in(ns, deployment)
+    kit.wait_until(f"the pod of {name}", lambda: len(running_pods(ns, name)) == 1, timeout=90)
 
 
 def cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
@@ -91,10 +85,9 @@ def test_scales_up_under_load_and_down_after_sustained_idle(
     namespace: str, switch: Path, metrics_api: None, run_operator: Any
 ) -> None:
     ns = namespace
-    apply(ns, deployment("web", switch))
-    kit.wait_until("the first pod", lambda: len(running_pods(ns, "web")) == 1, timeout=90)
+    deploy(ns, burning_deployment("web", switch))
     op = run_operator(ns)
-    apply(ns, policy("web", "web"))
+    kit.apply_in(ns, scaling_policy("web", "web"))
 
     st = status_when(
         ns,
@@ -111,12 +104,7 @@ def test_scales_up_under_load_and_down_after_sustained_idle(
     (switch / "burn").touch()
     kit.wait_until("scale-up to 3", lambda: spec_replicas(ns, "web") == 3, timeout=240)
     kit.wait_until("3 running pods", lambda: len(running_pods(ns, "web")) == 3, timeout=120)
-    st = status_when(
-        ns,
-        "web",
-        lambda s: s.get("lastDecision", {}).get("reason") == "CappedByMax",
-        "the policy to report it is capped by maxReplicas",
-    )["status"]
+    st = decided(ns, "web", "CappedByMax")
     assert st["currentReplicas"] == 3 and st["lastScaleTime"]
     assert cond(st, "ScalingLimited")["status"] == "True"
     assert st["currentCpuUtilizationPercent"] > 80
@@ -156,19 +144,12 @@ def test_dry_run_pause_maintenance_and_conflicts_never_scale(
 ) -> None:
     ns = namespace
     (switch / "burn").touch()  # hot from the start: any policy that acts would scale up
-    apply(ns, deployment("web", switch))
-    kit.wait_until("the first pod", lambda: len(running_pods(ns, "web")) == 1, timeout=90)
+    deploy(ns, burning_deployment("web", switch))
     run_operator(ns)
 
     # Dry run: decides ScaleUp, records it, does not act.
-    apply(ns, policy("web", "web", dryRun=True))
-    st = status_when(
-        ns,
-        "web",
-        lambda s: s.get("lastDecision", {}).get("reason") == "DryRun",
-        "a dry-run decision",
-        timeout=180,
-    )["status"]
+    kit.apply_in(ns, scaling_policy("web", "web", dryRun=True))
+    st = decided(ns, "web", "DryRun", timeout=180)
     assert st["lastDecision"]["action"] == "ScaleUp" and st["lastDecision"]["to"] == 2
     assert st["lastDecision"]["message"].startswith("dry run: would scale up 1 -> 2")
     assert cond(st, "ScalingActive")["reason"] == "DryRun"
@@ -180,9 +161,7 @@ def test_dry_run_pause_maintenance_and_conflicts_never_scale(
         "patch", "scalingpolicy", "web", "-n", ns, "--type=merge",
         "-p", json.dumps({"spec": {"dryRun": False, "pausedUntil": until}}),
     )  # fmt: skip
-    st = status_when(
-        ns, "web", lambda s: s.get("lastDecision", {}).get("reason") == "Paused", "Paused"
-    )["status"]
+    st = decided(ns, "web", "Paused")
     assert until in st["lastDecision"]["message"].replace("+00:00", "Z")
     assert cond(st, "ScalingActive")["status"] == "False"
 
@@ -192,12 +171,7 @@ def test_dry_run_pause_maintenance_and_conflicts_never_scale(
         "-p", json.dumps({"spec": {"pausedUntil": None}}),
     )  # fmt: skip
     kit.kubectl("annotate", "scalingpolicy", "web", "-n", ns, "ops.stronghold.io/maintenance=db")
-    st = status_when(
-        ns,
-        "web",
-        lambda s: s.get("lastDecision", {}).get("reason") == "MaintenanceWindow",
-        "MaintenanceWindow",
-    )["status"]
+    st = decided(ns, "web", "MaintenanceWindow")
     assert "'db'" in st["lastDecision"]["message"]
 
     # An HPA on the same Deployment (served version found by discovery): not fought over.
@@ -222,14 +196,9 @@ def test_dry_run_pause_maintenance_and_conflicts_never_scale(
             ],
         },
     }
-    apply(ns, hpa)
+    kit.apply_in(ns, hpa)
     kit.kubectl("annotate", "scalingpolicy", "web", "-n", ns, "ops.stronghold.io/maintenance-")
-    st = status_when(
-        ns,
-        "web",
-        lambda s: cond(s, "Ready").get("reason") == "ConflictingAutoscaler",
-        "Ready=False ConflictingAutoscaler",
-    )["status"]
+    st = ready_reason(ns, "web", "ConflictingAutoscaler")
     assert cond(st, "Ready")["status"] == "False"
     assert "web-hpa" in cond(st, "Ready")["message"]
     assert spec_replicas(ns, "web") == 1
@@ -240,41 +209,29 @@ def test_dry_run_pause_maintenance_and_conflicts_never_scale(
     kit.wait_until("scale-up after the HPA left", lambda: spec_replicas(ns, "web") >= 2, 120)
 
     # A second policy on the same Deployment is refused; the older one keeps it.
-    apply(ns, policy("web-2", "web"))
-    st = status_when(
-        ns,
-        "web-2",
-        lambda s: cond(s, "Ready").get("reason") == "ConflictingAutoscaler",
-        "the second policy refused",
-    )["status"]
+    kit.apply_in(ns, scaling_policy("web-2", "web"))
+    st = ready_reason(ns, "web-2", "ConflictingAutoscaler")  # the second policy is refused
     assert "ScalingPolicy " + ns + "/web already scales" in cond(st, "Ready")["message"]
-    assert cond(get(ns, "scalingpolicy", "web")["status"], "Ready")["status"] == "True"
+    assert cond(kit.get(ns, "scalingpolicy", "web")["status"], "Ready")["status"] == "True"
 
 
 def test_bad_input_is_reported_and_never_scales(
     namespace: str, switch: Path, metrics_api: None, run_operator: Any
 ) -> None:
     ns = namespace
-    no_requests = deployment("bare", switch)
+    no_requests = burning_deployment("bare", switch)
     del no_requests["spec"]["template"]["spec"]["containers"][0]["resources"]
-    apply(ns, no_requests)
-    kit.wait_until("the pod", lambda: len(running_pods(ns, "bare")) == 1, timeout=90)
+    deploy(ns, no_requests)
     run_operator(ns)
-    apply(ns, policy("bare", "bare"))
-    apply(ns, policy("ghost", "nothing-here"))
-    apply(ns, policy("inverted", "bare", minReplicas=3, maxReplicas=2))
+    kit.apply_in(ns, scaling_policy("bare", "bare"))
+    kit.apply_in(ns, scaling_policy("ghost", "nothing-here"))
+    kit.apply_in(ns, scaling_policy("inverted", "bare", minReplicas=3, maxReplicas=2))
 
-    st = status_when(
-        ns, "bare", lambda s: cond(s, "Ready").get("reason") == "MissingRequests", "MissingRequests"
-    )["status"]
+    st = ready_reason(ns, "bare", "MissingRequests")
     assert "no cpu request" in cond(st, "Ready")["message"]
-    st = status_when(
-        ns, "ghost", lambda s: cond(s, "Ready").get("reason") == "TargetNotFound", "TargetNotFound"
-    )["status"]
+    st = ready_reason(ns, "ghost", "TargetNotFound")
     assert "nothing-here" in cond(st, "Ready")["message"]
-    st = status_when(
-        ns, "inverted", lambda s: cond(s, "Ready").get("reason") == "InvalidSpec", "InvalidSpec"
-    )["status"]
+    st = ready_reason(ns, "inverted", "InvalidSpec")
     assert "greater than maxReplicas" in cond(st, "Ready")["message"]
     assert spec_replicas(ns, "bare") == 1
 
@@ -295,9 +252,9 @@ def test_compose_target_through_the_operator(
     start_compose_container(client, project, switch)
     (switch / "burn").touch()
     run_operator(ns)
-    apply(
+    kit.apply_in(
         ns,
-        policy(
+        scaling_policy(
             "compose",
             "unused",
             targetRef={"kind": "ComposeService", "project": project, "service": "web"},

@@ -54,6 +54,11 @@ def busybox_deployment(
     }
 
 
+def burning_deployment(name: str, switch: Path, replicas: int = 1) -> dict[str, Any]:
+    """Small pods that each burn their CPU limit while ``switch``/burn exists."""
+    return busybox_deployment(name, BURN, replicas=replicas, resources=SMALL, host_dir=switch)
+
+
 def hostpath_claim(
     namespace: str, claim: str, path: Path, size: str = "1Gi"
 ) -> list[dict[str, Any]]:
@@ -67,8 +72,9 @@ def hostpath_claim(
             "spec": {
                 "capacity": {"storage": size},
                 "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
                 "storageClassName": "",
-                "hostPath": {"path": str(path)},
+                "hostPath": {"path": str(path), "type": "Directory"},  # made by the caller
                 "claimRef": {"namespace": namespace, "name": claim},
             },
         },

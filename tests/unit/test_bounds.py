@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 
 from stronghold_operator.handlers import scaling as handler
+from stronghold_operator.logic import indexes as index_fns
 from stronghold_operator.logic import scaling as sc
 from stronghold_operator.models.backup import BackupScheduleSpec
 from stronghold_operator.models.base import InvalidSpec, SpecModel, parse
 from stronghold_operator.models.health import HealthPolicySpec
 from stronghold_operator.models.maintenance import MaintenanceWindowSpec
 from stronghold_operator.models.scaling import ScalingPolicySpec
-from stronghold_operator.platforms import workloads
+from stronghold_operator.platforms import indexes
 from stronghold_operator.services import scaling as service
 from tests.unit.test_scaling_properties import Obs, policies, traces
 
@@ -45,6 +46,13 @@ def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
     return out
 
 
+def _refusal(model: type[SpecModel], spec: dict[str, Any]) -> InvalidSpec:
+    """The InvalidSpec that parse() must raise for ``spec``."""
+    with pytest.raises(InvalidSpec) as err:
+        parse(model, spec)
+    return err.value
+
+
 @pytest.mark.parametrize(
     ("model", "spec", "field"),
     [
@@ -66,9 +74,7 @@ def _with(base: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
 def test_duration_overflow_is_invalid_spec_naming_the_field(
     model: type[SpecModel], spec: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(InvalidSpec) as err:
-        parse(model, spec)
-    assert err.value.field.startswith(field)
+    assert _refusal(model, spec).field.startswith(field)
 
 
 def test_any_validator_error_becomes_invalid_spec_naming_the_field() -> None:
@@ -85,18 +91,15 @@ def test_any_validator_error_becomes_invalid_spec_naming_the_field() -> None:
     class Outer(SpecModel):
         inner: Odd
 
-    with pytest.raises(InvalidSpec) as err:
-        parse(Outer, {"inner": {"n": 1}})
+    refused = _refusal(Outer, {"inner": {"n": 1}})
     # A decorator validator of a field is reported at the enclosing field (still named).
-    assert err.value.field.startswith("inner")
-    assert "OverflowError" in err.value.message
+    assert refused.field.startswith("inner")
+    assert "OverflowError" in refused.message
 
 
 @pytest.mark.parametrize("interval", ["1ms", "999ms", "0s", "2h"])
 def test_scaling_interval_bounds(interval: str) -> None:
-    with pytest.raises(InvalidSpec) as err:
-        parse(ScalingPolicySpec, _with(SCALING, "interval", interval))
-    assert err.value.field == "interval"
+    assert _refusal(ScalingPolicySpec, _with(SCALING, "interval", interval)).field == "interval"
 
 
 def test_scaling_interval_floor_allows_the_e2e_intervals() -> None:
@@ -106,9 +109,8 @@ def test_scaling_interval_floor_allows_the_e2e_intervals() -> None:
 
 def test_sustained_for_has_a_maximum() -> None:
     parse(ScalingPolicySpec, _with(SCALING, "scaleDown.sustainedFor", "168h"))
-    with pytest.raises(InvalidSpec) as err:
-        parse(ScalingPolicySpec, _with(SCALING, "scaleDown.sustainedFor", "8760h"))
-    assert err.value.field == "scaleDown.sustainedFor"
+    refused = _refusal(ScalingPolicySpec, _with(SCALING, "scaleDown.sustainedFor", "8760h"))
+    assert refused.field == "scaleDown.sustainedFor"
 
 
 @pytest.mark.parametrize(
@@ -160,21 +162,12 @@ def test_sustained_for_has_a_maximum() -> None:
 def test_port_out_of_range_is_invalid_spec_naming_the_field(
     model: type[SpecModel], spec: dict[str, Any], field: str
 ) -> None:
-    with pytest.raises(InvalidSpec) as err:
-        parse(model, spec)
-    assert err.value.field.startswith(field)
-    assert "port" in err.value.message
+    refused = _refusal(model, spec)
+    assert refused.field.startswith(field)
+    assert "port" in refused.message
 
 
 # -- one bad ScalingPolicy never stops find_conflict for the others --------------------------
-
-
-class _Kube:
-    def __init__(self, items: list[dict[str, Any]]) -> None:
-        self.items = items
-
-    async def list(self, *_: Any, **__: Any) -> list[dict[str, Any]]:
-        return self.items
 
 
 def _policy(name: str, uid: str, created: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -193,20 +186,18 @@ def _policy(name: str, uid: str, created: str, spec: dict[str, Any]) -> dict[str
     ],
 )
 def test_bad_sibling_never_stops_find_conflict(
-    bad: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    bad: dict[str, Any],
 ) -> None:
     older = _policy("old", "u1", "2026-01-01T00:00:00Z", SCALING)
     broken = _policy("broken", "u0", "2025-01-01T00:00:00Z", bad)
     mine = _policy("mine", "u2", "2026-02-01T00:00:00Z", SCALING)
 
-    async def no_hpas(*_: Any) -> list[Any]:
-        return []
-
-    monkeypatch.setattr(workloads, "list_hpas", no_hpas)
-
-    def lookup(items: list[dict[str, Any]]) -> workloads.KubeAutoscalers:
-        kube: Any = _Kube(items)
-        return workloads.KubeAutoscalers(kube, None)
+    def lookup(items: list[dict[str, Any]]) -> indexes.IndexedAutoscalers:
+        claims: dict[Any, list[Any]] = {}
+        for item in items:  # what kopf makes of the index function's results
+            for key, claim in index_fns.scaling_claim(item).items():
+                claims.setdefault(key, []).append(claim)
+        return indexes.IndexedAutoscalers({}, claims)
 
     policy = parse(ScalingPolicySpec, SCALING)
     found = asyncio.run(

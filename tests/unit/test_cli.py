@@ -61,5 +61,7 @@ def test_only_the_watch_handlers_routine_success_is_dropped() -> None:
         return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
 
     assert not _routine_success(record("Handler 'track' succeeded."))
+    assert not _routine_success(record("Handler 'backup-track' succeeded."))
+    assert not _routine_success(record("Indexer 'maintenance_windows' succeeded."))
     assert _routine_success(record("Handler 'validate' succeeded."))
     assert _routine_success(record("Handler 'track' failed with an exception.", logging.ERROR))

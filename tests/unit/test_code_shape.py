@@ -76,6 +76,38 @@ def test_no_long_function_without_a_reason() -> None:
     )
 
 
+HANDLER_LINES = 15  # handlers are kopf adapters: parse, call a controller, report
+
+
+def _body_lines(fn: Function) -> int:
+    """Lines of a function's body, its docstring left out."""
+    body = fn.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    if not body:
+        return 0
+    return (body[-1].end_lineno or body[-1].lineno) - body[0].lineno + 1
+
+
+def long_handlers(package: Path = PACKAGE) -> list[str]:
+    """``path:name (N lines)`` for each function in handlers/ with a body over HANDLER_LINES."""
+    out = []
+    for path in sorted((package / "handlers").glob("*.py")):
+        rel = path.relative_to(package).as_posix()
+        for name, fn in _functions(ast.parse(path.read_text(), str(path))):
+            if _body_lines(fn) > HANDLER_LINES:
+                out.append(f"{rel}:{name} ({_body_lines(fn)} lines)")
+    return out
+
+
+def test_handlers_are_thin() -> None:
+    offenders = long_handlers()
+    assert not offenders, (
+        f"handler functions over {HANDLER_LINES} lines: move the work to controllers/ or "
+        "services/:\n  " + "\n  ".join(offenders)
+    )
+
+
 def test_the_check_sees_long_functions(tmp_path: Path) -> None:
     body = "".join(f"x{i} = {i}\n" for i in range(MAX_LINES))
     source = "\n".join(

@@ -86,44 +86,38 @@ def test_day_of_month_or_day_of_week_when_both_restricted() -> None:
 
 # -- DST: wall-clock schedules run once per day -------------------------------------------
 
-
-def test_spring_forward_berlin_0230_runs_once_at_the_jump() -> None:
-    got = runs(
-        "30 2 * * *", "Europe/Berlin", local(BERLIN, 2026, 3, 28), local(BERLIN, 2026, 3, 31)
-    )
-    # 29 March 2026: 02:00 -> 03:00. The 02:30 slot does not exist; it runs once at 03:00 CEST.
-    assert got == ["03-28 02:30+0100", "03-29 03:00+0200", "03-30 02:30+0200"]
-
-
-def test_fall_back_berlin_0230_runs_once_at_first_occurrence() -> None:
-    got = runs(
-        "30 2 * * *", "Europe/Berlin", local(BERLIN, 2026, 10, 24), local(BERLIN, 2026, 10, 27)
-    )
-    assert got == ["10-24 02:30+0200", "10-25 02:30+0200", "10-26 02:30+0100"]
-
-
-def test_new_york_spring_and_fall() -> None:
-    spring = runs(
-        "30 2 * * *", "America/New_York", local(NEW_YORK, 2026, 3, 7), local(NEW_YORK, 2026, 3, 10)
-    )
-    assert spring == ["03-07 02:30-0500", "03-08 03:00-0400", "03-09 02:30-0400"]
-    fall = runs(
-        "30 1 * * *",
-        "America/New_York",
-        local(NEW_YORK, 2026, 10, 31),
-        local(NEW_YORK, 2026, 11, 3),
-    )
-    assert fall == ["10-31 01:30-0400", "11-01 01:30-0400", "11-02 01:30-0500"]
+# (expression, zone, from, to): the runs in local time. A slot in the spring gap runs once, at
+# the jump; a slot in the repeated hour of the fall runs once, at its first occurrence.
+WALL_CLOCK_RUNS = {
+    ("30 2 * * *", BERLIN, (2026, 3, 28), (2026, 3, 31)): (
+        "03-28 02:30+0100, 03-29 03:00+0200, 03-30 02:30+0200"
+    ),
+    ("30 2 * * *", BERLIN, (2026, 10, 24), (2026, 10, 27)): (
+        "10-24 02:30+0200, 10-25 02:30+0200, 10-26 02:30+0100"
+    ),
+    ("30 2 * * *", NEW_YORK, (2026, 3, 7), (2026, 3, 10)): (
+        "03-07 02:30-0500, 03-08 03:00-0400, 03-09 02:30-0400"
+    ),
+    ("30 1 * * *", NEW_YORK, (2026, 10, 31), (2026, 11, 3)): (
+        "10-31 01:30-0400, 11-01 01:30-0400, 11-02 01:30-0500"
+    ),
+    # Several slots in the gap (02:00, 02:20, 02:40) collapse into the one run at 03:00.
+    ("0,20,40 2,3 29 3 *", BERLIN, (2026, 3, 29, 1), (2026, 3, 29, 4)): (
+        "03-29 03:00+0200, 03-29 03:20+0200, 03-29 03:40+0200"
+    ),
+}
 
 
-def test_several_skipped_slots_collapse_into_one_run() -> None:
-    got = runs(
-        "0,20,40 2,3 29 3 *",
-        "Europe/Berlin",
-        local(BERLIN, 2026, 3, 29, 1),
-        local(BERLIN, 2026, 3, 29, 4),
-    )
-    assert got == ["03-29 03:00+0200", "03-29 03:20+0200", "03-29 03:40+0200"]
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    WALL_CLOCK_RUNS.items(),
+    ids=["berlin-spring", "berlin-fall", "new-york-spring", "new-york-fall", "skipped-slots"],
+)
+def test_wall_clock_runs_once_per_day_across_dst(
+    case: tuple[str, ZoneInfo, tuple[int, ...], tuple[int, ...]], expected: str
+) -> None:
+    expr, tz, start, end = case
+    assert ", ".join(runs(expr, tz.key, local(tz, *start), local(tz, *end))) == expected
 
 
 # -- DST: interval schedules follow elapsed time ------------------------------------------

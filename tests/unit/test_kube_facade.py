@@ -118,38 +118,6 @@ def _kube() -> k.Kube:
     return k.Kube(config)
 
 
-async def test_first_served_remembers_the_version_and_looks_again_when_it_goes() -> None:
-    kube = _kube()
-    served = {"autoscaling/v2beta2"}
-    asked: list[str] = []
-
-    async def listing(kind: k.Kind, namespace: str | None = None, **_: Any) -> list[Any]:
-        asked.append(kind.api_version)
-        if kind.api_version not in served:
-            raise ApiError(404, "NotFound")
-        return [{"metadata": {"name": "web"}}]
-
-    kube.list = listing  # type: ignore[method-assign]
-    found = await kube.first_served(
-        [k.Kind(f"autoscaling/{v}", "HPA", "hpas") for v in ("v2", "v2beta2", "v1")], "ns"
-    )
-    assert found is not None and found[0].api_version == "autoscaling/v2beta2"
-    assert asked == ["autoscaling/v2", "autoscaling/v2beta2"]
-    asked.clear()
-    await kube.first_served(
-        [k.Kind(f"autoscaling/{v}", "HPA", "hpas") for v in ("v2", "v2beta2")], "ns"
-    )
-    assert asked == ["autoscaling/v2beta2"]  # the version found first is asked first
-    served = {"autoscaling/v2"}  # an upgrade
-    asked.clear()
-    found = await kube.first_served(
-        [k.Kind(f"autoscaling/{v}", "HPA", "hpas") for v in ("v2", "v2beta2")], "ns"
-    )
-    assert found is not None and found[0].api_version == "autoscaling/v2"
-    assert asked == ["autoscaling/v2beta2", "autoscaling/v2"]
-    await kube.aclose()
-
-
 async def test_secret_errors_name_the_secret_and_never_its_value() -> None:
     kube = _kube()
     secret = {

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import cast
+from typing import Any, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from stronghold_operator import metrics
-from stronghold_operator.controllers import backup
+from stronghold_operator.controllers import backup, health, maintenance, scaling
 from stronghold_operator.controllers.health import HealthRuntime
-from stronghold_operator.handlers import maintenance, scaling
 from stronghold_operator.platforms.health import SecretCache
 from stronghold_operator.platforms.kube import Kube, SecretEntry
 
@@ -60,7 +59,8 @@ def test_scaling_series_go_with_the_policy() -> None:
     scaling.DECISIONS.labels("ns-x", "gone", "Hold", "Stable").inc()
     scaling.SCALE_ACTIONS.labels("ns-x", "gone", "up").inc()
     scaling.REPLICAS.labels("ns-x", "gone", "current").set(3)
-    scaling._forget_metrics("ns-x", "gone")
+    body: Any = {"metadata": {"namespace": "ns-x", "name": "gone", "uid": "u"}}
+    scaling.ScalingLoop(None, body, None).close()  # type: ignore[arg-type]  # the policy is gone
     left = [
         s
         for family in metrics.registry.collect()
@@ -71,7 +71,7 @@ def test_scaling_series_go_with_the_policy() -> None:
 
 
 def test_expired_secrets_of_deleted_policies_are_pruned() -> None:
-    rt = HealthRuntime(secrets=SecretCache(cast(Kube, None)))
+    rt = HealthRuntime(health.new_scheduler(), secrets=SecretCache(cast(Kube, None)))
     assert rt.secrets is not None
     now = time.monotonic()
     rt.secrets.entries[("ns", "old", "password")] = (now - 1, SecretEntry("x", frozenset()))

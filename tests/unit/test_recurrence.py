@@ -41,73 +41,83 @@ def occ(start: datetime, hours: float) -> Occurrence:
 # -- the guide's weekly window across both Berlin DST changes -------------------------------
 
 
-@pytest.mark.parametrize("form", WEEKLY_FORMS, ids=lambda f: next(iter(f.values())))
-def test_weekly_berlin_normal_sunday(form: dict[str, str]) -> None:
-    rec = build({**form, "duration": "2h"})
+@pytest.fixture(params=WEEKLY_FORMS, ids=lambda f: next(iter(f.values())))
+def weekly(request: pytest.FixtureRequest) -> Recurrence:
+    """The guide's 2h weekly window, in each of the forms."""
+    return build({**request.param, "duration": "2h"})
+
+
+def test_weekly_berlin_normal_sunday(weekly: Recurrence) -> None:
     # 22 March 2026 is winter time (CET, UTC+1): 02:00-04:00 local is 01:00-03:00 UTC.
-    assert rec.next_after(utc(2026, 3, 21)) == occ(utc(2026, 3, 22, 1), 2)
-    start, end = rec.next_after(utc(2026, 3, 21)).local(BERLIN)  # type: ignore[union-attr]
+    assert weekly.next_after(utc(2026, 3, 21)) == occ(utc(2026, 3, 22, 1), 2)
+    start, end = weekly.next_after(utc(2026, 3, 21)).local(BERLIN)  # type: ignore[union-attr]
     assert (start.hour, end.hour) == (2, 4)
 
 
-@pytest.mark.parametrize("form", WEEKLY_FORMS, ids=lambda f: next(iter(f.values())))
-def test_weekly_berlin_spring_forward_opens_once_at_the_jump(form: dict[str, str]) -> None:
-    rec = build({**form, "duration": "2h"})
+def test_weekly_berlin_spring_forward_opens_once_at_the_jump(weekly: Recurrence) -> None:
     # 29 March 2026: 02:00 CET does not exist (clocks jump to 03:00 CEST at 01:00 UTC).
-    nxt = rec.next_after(utc(2026, 3, 28))
+    nxt = weekly.next_after(utc(2026, 3, 28))
     assert nxt == occ(utc(2026, 3, 29, 1), 2)
     start, end = nxt.local(BERLIN)  # type: ignore[union-attr]
     assert (start.hour, start.minute, end.hour) == (3, 0, 5)  # two real hours
     # Exactly one window that day, and the following one is back at 02:00 CEST.
-    assert rec.next_after(nxt.start) == occ(utc(2026, 4, 5, 0), 2)  # type: ignore[union-attr]
+    assert weekly.next_after(nxt.start) == occ(utc(2026, 4, 5, 0), 2)  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("form", WEEKLY_FORMS, ids=lambda f: next(iter(f.values())))
-def test_weekly_berlin_fall_back_opens_once_at_first_occurrence(form: dict[str, str]) -> None:
-    rec = build({**form, "duration": "2h"})
+def test_weekly_berlin_fall_back_opens_once_at_first_occurrence(weekly: Recurrence) -> None:
     # 25 October 2026: 02:00-03:00 happens twice; the window opens at the first 02:00 (CEST).
-    nxt = rec.next_after(utc(2026, 10, 24))
+    nxt = weekly.next_after(utc(2026, 10, 24))
     assert nxt == occ(utc(2026, 10, 25, 0), 2)
     start, end = nxt.local(BERLIN)  # type: ignore[union-attr]
     assert start.utcoffset() == timedelta(hours=2)
     assert end.utcoffset() == timedelta(hours=1)
     assert (start.hour, end.hour) == (2, 3)  # 02:00 CEST to 03:00 CET: two real hours
     # Not again at the second 02:00 (01:00 UTC).
-    assert rec.current(utc(2026, 10, 25, 2, 30)) is None
-    assert rec.next_after(nxt.start) == occ(utc(2026, 11, 1, 1), 2)  # type: ignore[union-attr]
+    assert weekly.current(utc(2026, 10, 25, 2, 30)) is None
+    assert weekly.next_after(nxt.start) == occ(utc(2026, 11, 1, 1), 2)  # type: ignore[union-attr]
 
 
 # -- America/New_York ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "form", [{"cron": "30 1 * * *"}, {"rrule": "FREQ=DAILY;BYHOUR=1;BYMINUTE=30"}]
-)
-def test_new_york_daily_fall_back_runs_once(form: dict[str, str]) -> None:
-    rec = build({**form, "duration": "1h"}, tz="America/New_York")
-    # 1 November 2026: 01:30 happens twice (EDT then EST); the window opens at 05:30 UTC.
-    days = rec.upcoming(utc(2026, 10, 31, 12), 3)
-    assert [o.start for o in days] == [
-        utc(2026, 11, 1, 5, 30),
-        utc(2026, 11, 2, 6, 30),
-        utc(2026, 11, 3, 6, 30),
-    ]
-    assert rec.current(utc(2026, 11, 1, 6, 45)) is None  # the second 01:30-02:30 EST
-
-
-@pytest.mark.parametrize(
-    "form", [{"cron": "30 2 * * *"}, {"rrule": "FREQ=DAILY;BYHOUR=2;BYMINUTE=30"}]
-)
-def test_new_york_daily_spring_forward_opens_at_the_jump(form: dict[str, str]) -> None:
-    rec = build({**form, "duration": "1h"}, tz="America/New_York")
+# A daily 1h window at HH:30 New York time, from `since`: its next three starts (UTC), the local
+# hour the first one opens at, and instants that must not be inside a window.
+NEW_YORK_DAILY = {
+    # 1 November 2026: 01:30 happens twice (EDT then EST); the window opens at 05:30 UTC only,
+    # not again at 06:30 UTC (the second 01:30-02:30, EST).
+    "fall-back": (
+        1,
+        utc(2026, 10, 31, 12),
+        [utc(2026, 11, 1, 5, 30), utc(2026, 11, 2, 6, 30), utc(2026, 11, 3, 6, 30)],
+        1,
+        [utc(2026, 11, 1, 6, 45)],
+    ),
     # 8 March 2026: 02:30 EST does not exist; clocks jump 02:00 -> 03:00 EDT at 07:00 UTC.
-    days = rec.upcoming(utc(2026, 3, 7, 12), 3)
-    assert [o.start for o in days] == [
-        utc(2026, 3, 8, 7, 0),
-        utc(2026, 3, 9, 6, 30),
-        utc(2026, 3, 10, 6, 30),
-    ]
-    assert days[0].local(NEW_YORK)[0].hour == 3
+    "spring-forward": (
+        2,
+        utc(2026, 3, 7, 12),
+        [utc(2026, 3, 8, 7, 0), utc(2026, 3, 9, 6, 30), utc(2026, 3, 10, 6, 30)],
+        3,
+        [],
+    ),
+}
+
+
+@pytest.mark.parametrize("syntax", ["cron", "rrule"])
+@pytest.mark.parametrize("change", NEW_YORK_DAILY)
+def test_new_york_daily_runs_once_across_dst(change: str, syntax: str) -> None:
+    hour, since, starts, local_hour, closed = NEW_YORK_DAILY[change]
+    form = (
+        {"cron": f"30 {hour} * * *"}
+        if syntax == "cron"
+        else {"rrule": f"FREQ=DAILY;BYHOUR={hour};BYMINUTE=30"}
+    )
+    rec = build({**form, "duration": "1h"}, tz="America/New_York")
+    days = rec.upcoming(since, 3)
+    assert [o.start for o in days] == starts
+    assert days[0].local(NEW_YORK)[0].hour == local_hour
+    for t in closed:
+        assert rec.current(t) is None
 
 
 # -- windows crossing midnight ---------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +11,7 @@ from stronghold_operator.logic import scaling as engine
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.scaling import (
     VOCABULARY,
+    Claim,
     MetricsUnavailableError,
     ReplicaUsage,
     ScalingPolicySpec,
@@ -50,24 +50,18 @@ class FakeTarget:
         return ["Deployment/web"]
 
 
-@dataclass(frozen=True)
-class FakeHpa:
-    name: str
-    api_version: str
-    target_kind: str
-    target_name: str
-
-
 @dataclass
 class FakeAutoscalers:
-    hpa_list: list[FakeHpa] = field(default_factory=list)
-    policy_list: list[Mapping[str, Any]] = field(default_factory=list)
+    """HPAs by (namespace, kind, name) of their target; claims by target scope."""
 
-    async def hpas(self, namespace: str) -> list[FakeHpa]:
-        return self.hpa_list
+    hpa_names: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
+    claim_list: dict[tuple[str, ...], list[Claim]] = field(default_factory=dict)
 
-    async def policies(self, namespace: str, *, everywhere: bool) -> list[Mapping[str, Any]]:
-        return self.policy_list
+    async def hpas(self, namespace: str, kind: str, name: str) -> list[str]:
+        return self.hpa_names.get((namespace, kind, name), [])
+
+    async def claims(self, scope: tuple[str, ...]) -> list[Claim]:
+        return self.claim_list.get(scope, [])
 
 
 @dataclass
@@ -138,25 +132,28 @@ def test_holds_when_metrics_are_missing() -> None:
 def test_a_conflicting_autoscaler_is_refused() -> None:
     clock = FakeClock()
     target = FakeTarget(cpu=95.0)
-    hpa = FakeHpa("web", "autoscaling/v2", "Deployment", "web")
+    other_ns = FakeAutoscalers({("elsewhere", "Deployment", "web"): ["web"]})
     p = policy(scaleUp={"stabilizationWindow": "0s"})
-    result = run(p, ports(target, clock, FakeAutoscalers([hpa])), service.Memory())
-    assert target.scaled == []
+    result = run(p, ports(target, clock, other_ns), service.Memory())
+    assert conditions(result)["Ready"] == ("True", "Reconciled")  # another namespace's HPA
+    target = FakeTarget(cpu=95.0)
+    hpa = FakeAutoscalers({("ns", "Deployment", "web"): ["web-hpa"]})
+    result = run(p, ports(target, clock, hpa), service.Memory())
     assert conditions(result)["Ready"] == ("False", "ConflictingAutoscaler")
+    assert result.outcome is not None
+    assert "HorizontalPodAutoscaler web-hpa" in result.outcome.decision.message
+    assert target.scaled == []
 
 
 def test_an_older_policy_of_the_same_target_wins() -> None:
-    older = {
-        "metadata": {
-            **META,
-            "name": "old",
-            "uid": "u0",
-            "creationTimestamp": "2025-01-01T00:00:00Z",
-        },
-        "spec": {"targetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 3},
-    }
+    scope = ("ns", "Deployment", "web")
+    mine = Claim("2026-01-01T00:00:00Z", "ns", "p", "u1")  # META's own claim is not a conflict
+    older = Claim("2025-01-01T00:00:00Z", "ns", "old", "u0")
+    alone = FakeAutoscalers(claim_list={scope: [mine]})
+    result = run(policy(), ports(FakeTarget(cpu=95.0), FakeClock(), alone), service.Memory())
+    assert conditions(result)["Ready"] == ("True", "Reconciled")
     target = FakeTarget(cpu=95.0)
-    lookup = FakeAutoscalers(policy_list=[older])
+    lookup = FakeAutoscalers(claim_list={scope: [mine, older]})
     result = run(policy(), ports(target, FakeClock(), lookup), service.Memory())
     assert conditions(result)["Ready"] == ("False", "ConflictingAutoscaler")
     assert result.outcome is not None and "ns/old" in result.outcome.decision.message

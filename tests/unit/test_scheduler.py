@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -136,3 +137,17 @@ async def test_an_unexpected_error_is_logged_and_the_schedule_goes_on(
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_without_jitter_the_next_pass_is_exactly_when_the_pass_asked() -> None:
+    # What MaintenanceWindows rely on: a pass that asks for the start of a window gets it.
+    s: Scheduler[FakeLoop] = Scheduler("Test", first_within=0.0, jitter=0.0)
+    loop = FakeLoop(delay=3600)
+    before = time.monotonic()
+    s.track("u1", BODY, lambda: loop)
+    await passes_reach(loop, 1)
+    await asyncio.sleep(0.01)
+    due = s.schedule.due("u1")
+    assert due is not None
+    assert before <= due - 3600 <= time.monotonic()  # the pass's start + what it asked, exactly
+    await s.stop()

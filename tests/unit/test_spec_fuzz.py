@@ -12,9 +12,10 @@ finally checked against the whole schema with jsonschema, as the apiserver would
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -36,6 +37,7 @@ from stronghold_operator.models.scaling import ScalingPolicySpec
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
+M = TypeVar("M", bound=SpecModel)
 
 # Values that broke (or could break) parsing; used wherever a leaf's schema admits them.
 EDGE_STRINGS = [
@@ -160,10 +162,13 @@ def _spec_schema(kind: str) -> dict[str, Any]:
     return spec
 
 
-SCHEMAS = {
-    k: _spec_schema(k)
-    for k in ("scalingpolicy", "healthpolicy", "backupschedule", "maintenancewindow")
+KINDS: dict[type[SpecModel], str] = {
+    ScalingPolicySpec: "scalingpolicy",
+    HealthPolicySpec: "healthpolicy",
+    BackupScheduleSpec: "backupschedule",
+    MaintenanceWindowSpec: "maintenancewindow",
 }
+SCHEMAS = {kind: _spec_schema(kind) for kind in KINDS.values()}
 FUZZ = settings(
     max_examples=60,
     deadline=None,
@@ -175,15 +180,22 @@ FUZZ = settings(
 )
 
 
-def _parse_or_refuse(model: type[SpecModel], kind: str, spec: dict[str, Any]) -> Any:
+def fuzz(model: type[SpecModel]) -> Callable[[Callable[[dict[str, Any]], None]], Any]:
+    """Run the test on specs generated from the CRD schema of `model`'s kind."""
+    return lambda test: FUZZ(given(strategy(SCHEMAS[KINDS[model]]))(test))
+
+
+def _parse_or_refuse(model: type[M], spec: dict[str, Any]) -> M | None:
     """The model, or None when the apiserver would refuse the spec or parse() refuses it."""
-    if not jsonschema.Draft202012Validator(_clean(SCHEMAS[kind])).is_valid(spec):
+    if not jsonschema.Draft202012Validator(_clean(SCHEMAS[KINDS[model]])).is_valid(spec):
         return None  # the apiserver would refuse it; nothing for the operator to handle
     try:
-        return parse(model, spec)
+        parsed = parse(model, spec)
     except InvalidSpec as exc:
         assert exc.message  # says why
         return None
+    assert isinstance(parsed, model)
+    return parsed
 
 
 def _usable_url(url: str) -> None:
@@ -193,13 +205,11 @@ def _usable_url(url: str) -> None:
     assert port is None or 1 <= port <= 65535
 
 
-@FUZZ
-@given(strategy(SCHEMAS["scalingpolicy"]))
+@fuzz(ScalingPolicySpec)
 def test_scalingpolicy_specs(spec: dict[str, Any]) -> None:
-    p = _parse_or_refuse(ScalingPolicySpec, "scalingpolicy", spec)
+    p = _parse_or_refuse(ScalingPolicySpec, spec)
     if p is None:
         return
-    assert isinstance(p, ScalingPolicySpec)
     assert timedelta(seconds=1) <= p.interval <= timedelta(hours=1)
     if p.target_ref.is_compose:
         urlsplit(p.target_ref.docker_host).port  # noqa: B018 - must not raise
@@ -210,13 +220,11 @@ def test_scalingpolicy_specs(spec: dict[str, Any]) -> None:
     assert NOW + sc.keep_window(p) + p.scale_down.sustained_for > NOW
 
 
-@FUZZ
-@given(strategy(SCHEMAS["healthpolicy"]))
+@fuzz(HealthPolicySpec)
 def test_healthpolicy_specs(spec: dict[str, Any]) -> None:
-    p = _parse_or_refuse(HealthPolicySpec, "healthpolicy", spec)
+    p = _parse_or_refuse(HealthPolicySpec, spec)
     if p is None:
         return
-    assert isinstance(p, HealthPolicySpec)
     for c in p.checks:
         assert p.timeout_of(c) <= p.interval
         if c.http is not None:
@@ -232,13 +240,11 @@ def test_healthpolicy_specs(spec: dict[str, Any]) -> None:
         assert NOW + step.after > NOW
 
 
-@FUZZ
-@given(strategy(SCHEMAS["backupschedule"]))
+@fuzz(BackupScheduleSpec)
 def test_backupschedule_specs(spec: dict[str, Any]) -> None:
-    p = _parse_or_refuse(BackupScheduleSpec, "backupschedule", spec)
+    p = _parse_or_refuse(BackupScheduleSpec, spec)
     if p is None:
         return
-    assert isinstance(p, BackupScheduleSpec)
     try:
         lb.compile_schedules(p)  # as the handler does right after parse()
     except InvalidSpec:
@@ -248,13 +254,11 @@ def test_backupschedule_specs(spec: dict[str, Any]) -> None:
     assert NOW - p.stale_after <= NOW
 
 
-@FUZZ
-@given(strategy(SCHEMAS["maintenancewindow"]))
+@fuzz(MaintenanceWindowSpec)
 def test_maintenancewindow_specs(spec: dict[str, Any]) -> None:
-    p = _parse_or_refuse(MaintenanceWindowSpec, "maintenancewindow", spec)
+    p = _parse_or_refuse(MaintenanceWindowSpec, spec)
     if p is None:
         return
-    assert isinstance(p, MaintenanceWindowSpec)
     for h in p.post_checks.http:
         _usable_url(h.url)
     try:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from stronghold_operator.logic.indexes import covered_entry
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
 from stronghold_operator.models.maintenance import VOCABULARY, HttpCheck
 from stronghold_operator.services import maintenance as service
@@ -192,3 +194,47 @@ def test_every_condition_uses_the_vocabulary() -> None:
     for at in (START - timedelta(minutes=10), START + timedelta(minutes=1), END):
         for c in world.run(at).status.conditions:
             assert c.type in VOCABULARY.types and c.reason in VOCABULARY.reasons, c
+
+
+class IndexedFake(FakeCovered):
+    """``list`` as an index answers it: slim entries (no status), and within one pass blind to
+    the window's own writes (the watch has not delivered them yet)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.view: dict[str, list[dict[str, Any]]] | None = None
+
+    async def list(self, plural: str) -> list[dict[str, Any]] | None:
+        if self.view is None:
+            self.view = {
+                p: [e for o in objs.values() for e in covered_entry(o).values()]
+                for p, objs in self.objects.items()
+            }
+        return copy.deepcopy(self.view[plural])
+
+
+def test_a_window_on_an_index_sees_its_own_writes_and_reads_status_when_it_needs_it() -> None:
+    world = World(
+        targets={"scalingPolicies": {"names": ["web"]}, "healthPolicies": {"names": ["hp"]}},
+        postChecks={"healthyWithin": "10m"},
+    )
+    world.covered = IndexedFake()
+    world.covered.objects["scalingpolicies"]["web"] = obj(
+        "web", spec={"targetRef": {"kind": "Deployment", "name": "web"}}
+    )
+    probed = (END + timedelta(minutes=2)).isoformat().replace("+00:00", "Z")
+    world.covered.objects["healthpolicies"]["hp"] = obj(
+        "hp",
+        status={"conditions": [{"type": "Healthy", "status": "True"}], "lastProbeTime": probed},
+    )
+    world.ports = replace(world.ports, covered=world.covered)
+    for at in (START - timedelta(minutes=10), START + timedelta(minutes=1)):
+        world.covered.view = None  # a new pass: the watch has caught up meanwhile
+        opened = world.run(at)
+    assert opened.held == 2 and reasons(opened).count("Frozen") == 1  # not once per step
+    assert world.covered.holder("healthpolicies", "hp") == "w1"
+    world.covered.view = None
+    after = world.run(END + timedelta(minutes=1))
+    assert world.covered.holder("healthpolicies", "hp") is None
+    health = next(c for c in after.status.to_status()["checks"] if c["name"] == "HealthPolicies")
+    assert health["passed"], health  # status read from the API, not from the slim index

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # name -> module; each module has ``register(subparsers)`` adding its parser(s) and setting
 # ``func`` (argparse.Namespace -> exit code). Imported lazily so a command loads only what it
@@ -18,6 +19,14 @@ _OPTIONAL = {
     "check": "stronghold_operator.cli.check",
     "backup": "stronghold_operator.cli.backup",
 }
+
+
+def add_command(sub: Any, name: str, help_text: str, doc: str | None) -> argparse.ArgumentParser:
+    """A subcommand whose ``--help`` shows its module docstring with the lines as written."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_text, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:

@@ -16,16 +16,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from stronghold_operator.cli import add_command
+
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 PLURAL = "backupschedules"
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser(
+    p = add_command(
+        sub,
         "backup",
-        help="BackupSchedule: run a backup, verification or restore test now; list backups",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "BackupSchedule: run a backup, verification or restore test now; list backups",
+        __doc__,
     )
     actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (

@@ -21,15 +21,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from stronghold_operator.cli import add_command
+
 EXIT_OK, EXIT_WARNING, EXIT_CRITICAL, EXIT_INVALID = 0, 1, 2, 3
 
 
 def register(sub: Any) -> None:
-    p: argparse.ArgumentParser = sub.add_parser(
-        "check",
-        help="run HealthPolicy checks once, print a table (exit 0/1/2)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, "check", "run HealthPolicy checks once, print a table (exit 0/1/2)", __doc__
     )
     p.add_argument(
         "-f",

@@ -7,6 +7,7 @@ import asyncio
 import ctypes
 import logging
 import os
+import re
 import threading
 import time
 from typing import Any
@@ -137,14 +138,18 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def _routine_success(record: logging.LogRecord) -> bool:
-    """Drop kopf's line for each run of the HealthPolicy watch-event handler.
+# kopf's line for each run of a watch-event handler (``*track``) or an index.
+_ROUTINE = re.compile(r"(Handler '[\w-]*track'|Indexer '[^']*') succeeded\.")
 
-    It runs for every watch event, our own status writes included: with a thousand policies
-    that was a "Handler 'track' succeeded." every 60 ms, nothing else in the log. Its
-    failures are still logged; ``--verbose`` shows everything.
+
+def _routine_success(record: logging.LogRecord) -> bool:
+    """Drop kopf's success line for the handlers that run on every watch event.
+
+    They run for every event, our own status writes included: with a thousand policies
+    that was a "Handler 'track' succeeded." every 60 ms (and one per index per event),
+    nothing else in the log. Their failures are still logged; ``--verbose`` shows everything.
     """
-    return record.msg != "Handler 'track' succeeded."
+    return not (isinstance(record.msg, str) and _ROUTINE.fullmatch(record.msg))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge
 from stronghold_operator import conditions as cond
 from stronghold_operator.controllers.common import (
     Services,
+    feed,
     invalid_conditions,
     maintenance_hold,
     track_watch,
@@ -186,17 +187,6 @@ class BackupLoop:
         )
 
 
-def track(
-    schedules: Scheduler[BackupLoop],
-    svc: Services,
-    event: Mapping[str, Any],
-    body: Mapping[str, Any],
-) -> None:
-    """Hand one watch event to the schedule; register the object with the watch check."""
-    meta = body["metadata"]
-    uid = str(meta["uid"])
-    deleted = event.get("type") == "DELETED"
-    if schedules.track(uid, body, lambda: BackupLoop(svc, body), deleted=deleted) is None:
-        svc.unfollow(uid)
-    else:
-        svc.seen(uid, str(meta.get("resourceVersion", "")))
+def track(svc: Services, event: Mapping[str, Any], body: kopf.Body) -> None:
+    """Hand one watch event to the kind's schedule and to the stalled-watch check."""
+    feed(svc.scheduler(PLURAL, new_scheduler), svc, event, body, lambda: BackupLoop(svc, body))

@@ -1,11 +1,12 @@
-"""What every controller shares: typed memo access (Services), invalid-spec status, holds."""
+"""What every controller shares: typed memo access (Services, with the kinds' schedulers),
+feeding a scheduler from watch events, invalid-spec status, holds."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import kopf
 
@@ -15,6 +16,7 @@ from stronghold_operator.models.base import InvalidSpec
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
 from stronghold_operator.models.maintenance import holding
 from stronghold_operator.platforms.kube import GROUP, VERSION, Kube
+from stronghold_operator.runtime.scheduler import Loop, Scheduler
 from stronghold_operator.runtime.status import announce, compute_status, is_bad
 
 __all__ = [
@@ -23,6 +25,7 @@ __all__ = [
     "Services",
     "announce",
     "compute_status",
+    "feed",
     "invalid_conditions",
     "invalid_spec",
     "is_bad",
@@ -51,6 +54,21 @@ class Services:
     # kopf's index of the MaintenanceWindows that exist (namespace -> names), kept current
     # by kopf; None until a handler has been given it.
     windows: Mapping[Any, Any] | None = None
+    # Each kind's one scheduler (kind -> Scheduler), created on first use: this object is
+    # shared by every object's copy of memo, so there is one per process.
+    schedulers: dict[str, Scheduler[Any]] = field(default_factory=dict)
+
+    def scheduler(self, kind: str, make: Callable[[], Scheduler[Any]]) -> Scheduler[Any]:
+        """The kind's scheduler (``make`` creates it the first time)."""
+        found = self.schedulers.get(kind)
+        if found is None:
+            found = self.schedulers[kind] = make()
+        return found
+
+    async def stop_schedulers(self) -> None:
+        """The operator is stopping: no new passes, let the last status writes land."""
+        for schedule in self.schedulers.values():
+            await schedule.stop()
 
     def remember_windows(self, kwargs: Mapping[str, Any]) -> None:
         """Keep the window index kopf passes to every handler (``maintenance_windows``)."""
@@ -90,11 +108,36 @@ def services(memo: kopf.Memo) -> Services:
     return svc
 
 
+L = TypeVar("L", bound=Loop)
+
+
+def feed(
+    schedule: Scheduler[L],
+    svc: Services,
+    event: Mapping[str, Any],
+    body: kopf.Body,
+    make: Callable[[], L],
+) -> L | None:
+    """Hand one watch event to the kind's scheduler and to the stalled-watch check.
+
+    A new object gets a loop (``make``); a change its loop cares about wakes its pass now;
+    a deleted (or deleting) object is forgotten. Returns the object's loop (None once gone).
+    """
+    meta = body["metadata"]
+    uid = str(meta["uid"])
+    loop = schedule.track(uid, body, make, deleted=event.get("type") == "DELETED")
+    if loop is None:
+        svc.unfollow(uid)
+    else:
+        svc.seen(uid, str(meta.get("resourceVersion", "")))
+    return loop
+
+
 def track_watch(plural: str) -> None:
     """Include ``plural`` in the stalled-watch check (settings.py's liveness probe).
 
-    Daemons and timers call :meth:`Services.follow` with their live body; HealthPolicy's
-    watch-event handler, which runs for every event anyway, calls :meth:`Services.seen`.
+    Timers call :meth:`Services.follow` with their live body; the kinds fed by a watch-event
+    handler (:func:`feed`), which runs for every event anyway, call :meth:`Services.seen`.
     The probe reads the versions from those; no handler runs for this alone.
     """
     WATCHED.append(plural)

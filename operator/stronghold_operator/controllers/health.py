@@ -37,6 +37,7 @@ from stronghold_operator.controllers.common import (
     GROUP,
     VERSION,
     Services,
+    feed,
     invalid_conditions,
     is_bad,
     maintenance_hold,
@@ -97,10 +98,8 @@ class HealthRuntime:
     """Process-wide state of the HealthPolicy controller (in memo): the probes, the Secret
     cache, the webhooks in flight and the one schedule that runs every policy's rounds."""
 
+    scheduler: Scheduler[PolicyLoop]  # the kind's one schedule (kept in Services)
     prober: Prober = field(default_factory=Prober)
-    scheduler: Scheduler[PolicyLoop] = field(
-        default_factory=lambda: Scheduler("HealthPolicy", jitter=JITTER, retry_after=15.0)
-    )
     secrets: SecretCache | None = None  # created with the first policy (it needs the client)
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -129,8 +128,14 @@ def runtime(memo: kopf.Memo) -> HealthRuntime:
     """
     rt = memo.get("health")
     if not isinstance(rt, HealthRuntime):
-        rt = memo["health"] = HealthRuntime(prober=Prober(resources=resources_probe(memo)))
+        schedule = services(memo).scheduler("HealthPolicy", new_scheduler)
+        rt = memo["health"] = HealthRuntime(schedule, Prober(resources=resources_probe(memo)))
     return rt
+
+
+def new_scheduler() -> Scheduler[PolicyLoop]:
+    """The kind's one scheduler (kept in :class:`Services`, stopped at operator cleanup)."""
+    return Scheduler("HealthPolicy", jitter=JITTER, retry_after=15.0)
 
 
 def resources_probe(memo: kopf.Memo) -> ResourcesProbe:
@@ -144,23 +149,16 @@ def resources_probe(memo: kopf.Memo) -> ResourcesProbe:
 
 def track(memo: kopf.Memo, event: Mapping[str, Any], body: kopf.Body, kwargs: Any) -> None:
     """One watch event: a new policy gets a loop, a change wakes its round, a delete ends it."""
-    rt = runtime(memo)
-    meta = body["metadata"]
-    uid = str(meta["uid"])
-    if event.get("type") == "DELETED":
-        rt.scheduler.forget(uid)
-        return
-    svc = services(memo)
+    rt, svc = runtime(memo), services(memo)
     svc.remember_windows(kwargs)
-    if rt.scheduler.track(uid, body, lambda: PolicyLoop(svc, rt, body)) is not None:
-        svc.seen(uid, str(meta.get("resourceVersion", "")))
+    feed(rt.scheduler, svc, event, body, lambda: PolicyLoop(svc, rt, body))
 
 
 async def stop(memo: kopf.Memo) -> None:
-    """Stop the schedule, let the last status writes land, close the shared clients."""
+    """Close the shared clients (the schedule stops with every kind's, in settings.close)."""
     rt = memo.get("health")
     if isinstance(rt, HealthRuntime):
-        await rt.scheduler.stop()
+        await rt.scheduler.stop()  # before its probes' clients close; stopping twice is harmless
         await rt.prober.close()
 
 

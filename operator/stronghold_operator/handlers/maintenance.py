@@ -1,72 +1,23 @@
-"""MaintenanceWindow handlers: kopf adapters over :mod:`stronghold_operator.services.maintenance`.
+"""MaintenanceWindow handlers: kopf adapters over :mod:`..controllers.maintenance`.
 
-Each pass of a window's daemon builds the ports (covered objects, workloads, the snapshot
-ConfigMap, HTTP pages, the clock), runs the service and writes its typed status through
-:func:`stronghold_operator.runtime.status.write_status`; Events and the Prometheus series
-are recorded here from the service's result.
+Every window's passes run on the kind's one scheduler (no jitter), fed by the watch-event
+handler below. What a window covers comes from kopf's indexes of the three covered kinds,
+not from LISTs every pass. The delete handler (a finalizer) releases what the window holds.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 import kopf
-from prometheus_client import Counter, Gauge
 
-from stronghold_operator import conditions as cond
-from stronghold_operator.controllers.common import GROUP, VERSION, Services, services, track_watch
-from stronghold_operator.logic import window as win
-from stronghold_operator.metrics import forget_object, per_object, registry
-from stronghold_operator.models.maintenance import MaintenanceWindowStatus
-from stronghold_operator.platforms.executors import OTHER, run_in
-from stronghold_operator.platforms.maintenance import (
-    AnnotationConflict,
-    KubeCovered,
-    KubeSnapshots,
-    KubeWorkloads,
-)
-from stronghold_operator.probes.pages import HttpPages
-from stronghold_operator.runtime.periodic import run_passes
-from stronghold_operator.runtime.status import write_status
-from stronghold_operator.services import maintenance as service
+from stronghold_operator.controllers import maintenance as controller
+from stronghold_operator.controllers.common import GROUP, VERSION, services, track_watch
+from stronghold_operator.logic import indexes
 
-PLURAL = "maintenancewindows"
-KIND = "MaintenanceWindow"
+PLURAL = controller.PLURAL
 
 track_watch(PLURAL)
-
-ACTIVE_GAUGE = Gauge(
-    "stronghold_maintenance_active",
-    "1 while a MaintenanceWindow holds its covered objects frozen",
-    ["namespace", "window"],
-    registry=registry,
-)
-NEXT_START = Gauge(
-    "stronghold_maintenance_next_start_timestamp_seconds",
-    "Start of the next window (Unix time)",
-    ["namespace", "window"],
-    registry=registry,
-)
-RESULTS = Counter(
-    "stronghold_maintenance_windows_total",
-    "Finished maintenance windows by result",
-    ["namespace", "window", "result"],
-    registry=registry,
-)
-FROZEN = Gauge(
-    "stronghold_maintenance_frozen_targets",
-    "Objects a window holds frozen now",
-    ["namespace", "window"],
-    registry=registry,
-)
-per_object(PLURAL, ACTIVE_GAUGE, NEXT_START, RESULTS, FROZEN)
-
-T = TypeVar("T")
-
-_pages = HttpPages()  # one shared post-check client per process, created on first use
 
 
 @kopf.index(GROUP, VERSION, PLURAL, id="maintenance_windows")
@@ -76,123 +27,38 @@ def maintenance_windows(namespace: str | None, name: str | None, **_: Any) -> di
     return {str(namespace): str(name)}
 
 
-async def _offload(fn: Callable[..., T], /, *args: Any) -> T:
-    return await run_in(OTHER, fn, *args)
+@kopf.index(GROUP, VERSION, "healthpolicies", id=controller.COVERED_INDEXES["healthpolicies"])
+def covered_healthpolicies(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """HealthPolicies by namespace, slimmed to what a window selects and holds by."""
+    return indexes.covered_entry(body)
 
 
-def make_ports(svc: Services, body: kopf.Body) -> service.Ports:
-    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    return service.Ports(
-        covered=KubeCovered(svc.kube, ns),
-        workloads=KubeWorkloads(svc.kube, ns),
-        snapshots=KubeSnapshots(svc.kube, ns, name, lambda cm: kopf.adopt(cm, owner=body)),
-        pages=_pages,
-        clock=cond.utcnow,
-        offload=_offload,
-    )
+@kopf.index(GROUP, VERSION, "scalingpolicies", id=controller.COVERED_INDEXES["scalingpolicies"])
+def covered_scalingpolicies(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """ScalingPolicies by namespace, slimmed to what a window selects, holds and snapshots by."""
+    return indexes.covered_entry(body)
 
 
-def _emit(body: kopf.Body, events: Sequence[win.Event]) -> None:
-    for e in events:
-        kopf.event(body, type=e.type, reason=e.reason, message=e.message[:1000])
+@kopf.index(GROUP, VERSION, "backupschedules", id=controller.COVERED_INDEXES["backupschedules"])
+def covered_backupschedules(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+    """BackupSchedules by namespace, slimmed to what a window selects and holds by."""
+    return indexes.covered_entry(body)
 
 
-async def _write(
-    svc: Services,
-    body: kopf.Body,
-    state: service.State,
-    status: MaintenanceWindowStatus,
-    now: datetime,
-) -> None:
-    # Only Ready's transitions become Events here; the service reports every step itself.
-    state.status = await write_status(
-        svc.kube, PLURAL, body, status, now, state.status, events_for={cond.READY}
-    )
-
-
-def _record_metrics(namespace: str, name: str, result: service.Pass) -> None:
-    for finished in result.results:
-        RESULTS.labels(namespace, name, finished).inc()
-    ACTIVE_GAUGE.labels(namespace, name).set(1 if result.active else 0)
-    if result.held is not None:
-        FROZEN.labels(namespace, name).set(result.held)
-    if result.next_start is not None:
-        NEXT_START.labels(namespace, name).set(result.next_start.timestamp())
-
-
-async def reconcile_once(svc: Services, body: kopf.Body, state: service.State) -> float:
-    """One pass; returns seconds until the next one."""
-    meta, ports = body["metadata"], make_ports(svc, body)
-    if meta.get("deletionTimestamp"):
-        # Being deleted: never freeze again; the delete handler releases (this is a backstop).
-        await service.release_all(ports.covered, meta["name"])
-        return service.IDLE_INTERVAL
-    if not state.status.get("conditions"):
-        await _write(svc, body, state, service.initial_status(), cond.utcnow())
-    result = await service.reconcile(meta, body.get("spec") or {}, ports, state)
-    _emit(body, result.events)
-    await _write(svc, body, state, result.status, result.now)
-    _record_metrics(meta["namespace"], meta["name"], result)
-    return result.interval
-
-
-@kopf.daemon(
-    GROUP,
-    VERSION,
-    PLURAL,
-    id="window",
-    cancellation_timeout=10,
-    initial_delay=lambda **_: random.uniform(0, 1),
-)
-async def window_daemon(
-    body: kopf.Body,
-    status: kopf.Status,
-    memo: kopf.Memo,
-    stopped: kopf.DaemonStopped,
-    logger: Any,
-    **_: Any,
-) -> None:
-    """Converge the window's covered objects to the clock and the spec, forever; state comes
-    from status once at start (a restart resumes where the written status left off)."""
-    svc, meta = services(memo), body["metadata"]
-    state = service.State.from_status(status)
-    uid = svc.follow(body)
-
-    def restart_from_status() -> None:
-        # The in-memory state may be ahead of what was written: start again from status.
-        nonlocal state
-        state = service.State.from_status(body.get("status") or {})
-
-    try:
-        await run_passes(
-            lambda: reconcile_once(svc, body, state),
-            stopped,
-            logger,
-            what="maintenance window",
-            retry_after=service.BUSY_INTERVAL,
-            on_error=restart_from_status,
-        )
-    finally:
-        forget_object(PLURAL, meta["namespace"], meta["name"])  # every series, counters' too
-        svc.unfollow(uid)
+@kopf.on.event(GROUP, VERSION, PLURAL, id="track")
+async def track(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Keep the schedule current: a new window converges to the clock and its spec from now
+    on; a new spec or a manual annotation wakes it now; a deleted one is forgotten."""
+    controller.track(memo, event, body, kwargs)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="release")
 async def release_on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Before the window goes (finalizer): remove its name from every object it may hold."""
-    meta = body["metadata"]
-    try:
-        released = await service.release_all(
-            KubeCovered(services(memo).kube, meta["namespace"]), meta["name"]
-        )
-    except AnnotationConflict as exc:
-        raise kopf.TemporaryError(str(exc), delay=5) from exc
-    if released:
-        message = f"window deleted; released {', '.join(released)}"
-        kopf.event(body, type="Normal", reason="Released", message=message)
+    await controller.release(services(memo), body)
 
 
-@kopf.on.cleanup()
+@kopf.on.cleanup(id="maintenance-cleanup")
 async def close_http(**_: Any) -> None:
-    """Close the post-check HTTP client at operator shutdown."""
-    await _pages.close()
+    """Close the post-check HTTP client at operator shutdown (after the passes stopped)."""
+    await controller.close_pages()

@@ -682,34 +682,40 @@ def _post_checks_condition(p: Progress | None, last: HistoryEntry | None) -> con
 # -- step bookkeeping: pure updates of Progress the handler applies after doing the work --------
 
 
+Step = Literal["pre_checks", "post_checks"]
+
+
+def _started(p: Progress, step: Step, now: datetime, message: str) -> Progress:
+    if getattr(p, step) == "Running":
+        return p  # a step already running keeps its start time
+    default = f"{step.replace('_', '-')} running"
+    fields: dict[str, Any] = {
+        step: "Running",
+        f"{step}_started": now,
+        f"{step}_message": message or default,
+    }
+    return replace(p, **fields)
+
+
+def _done(p: Progress, step: Step, ok: bool, message: str) -> Progress:
+    fields: dict[str, Any] = {step: "Passed" if ok else "Failed", f"{step}_message": message}
+    return replace(p, **fields)
+
+
 def pre_checks_started(p: Progress, now: datetime, message: str = "") -> Progress:
-    if p.pre_checks == "Running":
-        return p
-    return replace(
-        p,
-        pre_checks="Running",
-        pre_checks_started=now,
-        pre_checks_message=message or "pre-checks running",
-    )
+    return _started(p, "pre_checks", now, message)
 
 
 def pre_checks_done(p: Progress, ok: bool, message: str) -> Progress:
-    return replace(p, pre_checks="Passed" if ok else "Failed", pre_checks_message=message)
+    return _done(p, "pre_checks", ok, message)
 
 
 def post_checks_started(p: Progress, now: datetime, message: str = "") -> Progress:
-    if p.post_checks == "Running":
-        return p
-    return replace(
-        p,
-        post_checks="Running",
-        post_checks_started=now,
-        post_checks_message=message or "post-checks running",
-    )
+    return _started(p, "post_checks", now, message)
 
 
 def post_checks_done(p: Progress, ok: bool, message: str) -> Progress:
-    return replace(p, post_checks="Passed" if ok else "Failed", post_checks_message=message)
+    return _done(p, "post_checks", ok, message)
 
 
 def record_history(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import re
 from datetime import timedelta
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
@@ -20,6 +20,7 @@ from stronghold_operator.models.base import Duration, SpecModel, check_port, sha
 from stronghold_operator.models.common import SecretKeySelector
 from stronghold_operator.models.outbound import host_refusal
 from stronghold_operator.models.scaling import TargetRef
+from stronghold_operator.models.status import Condition, StatusModel, Timestamp
 
 Severity = Literal["P1", "P2", "P3", "P4"]
 CheckType = Literal["http", "postgres", "memcached", "rabbitmq", "prometheus", "resources"]
@@ -561,3 +562,65 @@ class HealthPolicySpec(SpecModel):
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
+
+
+# --- Status -----------------------------------------------------------------------------------
+# The typed form of a HealthPolicy's status. Rounds build it as plain dicts (logic/health):
+# validating a thousand policies' status every round cost CPU the scale targets do not allow,
+# so tests hold the round's output to this model and readers (the CLI) parse with it.
+
+CheckStateName = Literal["Healthy", "Warning", "Critical", "Unknown"]
+SeverityName = Literal["P1", "P2", "P3", "P4"]
+
+
+class FindingStatus(StatusModel):
+    code: str
+    level: Literal["warning", "critical"]
+    message: str = ""
+    component: str | None = None
+
+
+class CheckStatus(StatusModel):
+    """One entry of ``status.checks``; ``measurements`` is the probe's own (per type)."""
+
+    name: str
+    type: str
+    state: CheckStateName
+    observed_state: CheckStateName | None = Field(default=None, alias="observedState")
+    reason: str = ""
+    message: str = ""
+    latency_ms: float | None = Field(default=None, alias="latencyMs")
+    consecutive_successes: int = Field(default=0, alias="consecutiveSuccesses")
+    consecutive_failures: int = Field(default=0, alias="consecutiveFailures")
+    findings: list[FindingStatus] = Field(default_factory=list)
+    measurements: dict[str, Any] = Field(default_factory=dict)
+
+
+class IncidentStatus(StatusModel):
+    """The open incident (``status.incident``) or one of ``status.recentIncidents``."""
+
+    id: str
+    severity: SeverityName
+    max_severity: SeverityName | None = Field(default=None, alias="maxSeverity")
+    root_cause: str | None = Field(default=None, alias="rootCause")
+    summary: str = ""
+    started_at: Timestamp | None = Field(default=None, alias="startedAt")
+    ended_at: Timestamp | None = Field(default=None, alias="endedAt")
+    duration_seconds: int | None = Field(default=None, alias="durationSeconds")
+    escalation_level: int | None = Field(default=None, alias="escalationLevel")
+    expected: bool | None = None
+    maintenance_window: str | None = Field(default=None, alias="maintenanceWindow")
+
+
+class HealthPolicyStatus(StatusModel):
+    """``status`` of a HealthPolicy (the CRD's status schema)."""
+
+    observed_generation: int | None = Field(default=None, alias="observedGeneration")
+    conditions: list[Condition] = Field(default_factory=list)
+    last_probe_time: Timestamp | None = Field(default=None, alias="lastProbeTime")
+    severity: Literal["None", "P1", "P2", "P3", "P4"] | None = None
+    worst_latency: str | None = Field(default=None, alias="worstLatency")
+    worst_latency_ms: float | None = Field(default=None, alias="worstLatencyMs")
+    checks: list[CheckStatus] = Field(default_factory=list)
+    incident: IncidentStatus | None = None
+    recent_incidents: list[IncidentStatus] = Field(default_factory=list, alias="recentIncidents")

@@ -74,6 +74,11 @@ class TargetRef(SpecModel):
             return (COMPOSE_KIND, self.docker_host, self.project or "", self.service or "")
         return (self.kind, self.name or "")
 
+    def scope(self, namespace: str) -> tuple[str, ...]:
+        """Where two policies' targets collide: a workload within its namespace, a Compose
+        service wherever the policy is (the Docker host is shared)."""
+        return self.identity() if self.is_compose else (namespace, *self.identity())
+
 
 class Step(SpecModel):
     """The most one decision may change: the larger of ``pods`` and ``percent`` of current."""
@@ -181,6 +186,17 @@ class ReplicaUsage:
     cpu_basis_cores: float
     memory_basis_bytes: float
     timestamp: datetime
+
+
+@dataclass(frozen=True, order=True)
+class Claim:
+    """A ScalingPolicy's claim on its target; the oldest claim keeps it (ordered by age,
+    then namespace and name, so two policies created in the same second agree)."""
+
+    created: str  # metadata.creationTimestamp (RFC 3339 sorts as text)
+    namespace: str
+    name: str
+    uid: str
 
 
 class MissingBasis(LookupError):

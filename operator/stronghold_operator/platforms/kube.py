@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import builtins
 import functools
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -176,8 +175,6 @@ class Kube:
         self.client = lightkube.AsyncClient(config, timeout=REQUEST_TIMEOUT, trust_env=False)
         self._limit = asyncio.Semaphore(API_CONNECTIONS)
         self._metrics_limit = asyncio.Semaphore(METRICS_CONNECTIONS)
-        # group -> the version of it found served (see ``first_served``).
-        self.served: dict[str, str] = {}
 
     @classmethod
     def connect(cls) -> Kube:
@@ -250,29 +247,6 @@ class Kube:
             await self.client.delete(
                 _resource(kind), name, namespace=namespace, cascade=CascadeType(propagation)
             )
-
-    async def first_served(
-        self, kinds: Iterable[Kind], namespace: str
-    ) -> tuple[Kind, builtins.list[dict[str, Any]]] | None:
-        """The first of ``kinds`` (one kind in several versions, newest first) the cluster
-        serves, with its objects in ``namespace``; None if it serves none of them.
-
-        The apiserver answers 404 for a version it does not serve; the version found is
-        remembered, and looked for again when it stops being served (an upgrade).
-        """
-        kinds = list(kinds)
-        known = self.served.get(kinds[0].group)
-        kinds.sort(key=lambda k: k.api_version != known)
-        for kind in kinds:
-            try:
-                items = await self.list(kind, namespace)
-            except ApiError as exc:
-                if exc.status == 404:
-                    continue
-                raise
-            self.served[kind.group] = kind.api_version
-            return kind, items
-        return None
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -1,8 +1,7 @@
-"""Kubernetes workloads for ScalingPolicy: the scale subresource, pods and their requests, HPAs.
+"""Kubernetes workloads for ScalingPolicy: the scale subresource, pods and their requests.
 
-HorizontalPodAutoscalers are served as autoscaling/v2beta2 by Kubernetes 1.20-1.25 and as
-autoscaling/v2 from 1.23 on: they are read as plain JSON with the newest version the
-cluster serves (``Kube.first_served``), which works for every version.
+Other autoscalers of a workload (HPAs, ScalingPolicies) come from kopf's indexes
+(platforms/indexes.py), not from here.
 """
 
 from __future__ import annotations
@@ -16,23 +15,13 @@ from stronghold_operator.models.scaling import MissingBasis, ReplicaUsage, Targe
 from stronghold_operator.platforms.kube import (
     PODS,
     ApiError,
-    Kind,
     Kube,
     is_not_found,
     label_selector,
-    ours,
     workload,
 )
 from stronghold_operator.platforms.metrics_api import pod_metrics
 from stronghold_operator.platforms.quantity import parse_quantity
-
-# Newest first: the first one the cluster serves is used.
-HPA_VERSIONS = ("v2", "v2beta2", "v2beta1", "v1")
-HPAS = [
-    Kind(f"autoscaling/{v}", "HorizontalPodAutoscaler", "horizontalpodautoscalers")
-    for v in HPA_VERSIONS
-]
-SCALING_POLICIES = "scalingpolicies"
 
 
 @dataclass(frozen=True)
@@ -51,17 +40,6 @@ class PodBasis:
     name: str
     cpu_request_cores: float
     memory_request_bytes: float
-
-
-@dataclass(frozen=True)
-class Autoscaler:
-    """Another autoscaler pointing at a workload (found by discovery, read generically)."""
-
-    kind: str
-    name: str
-    api_version: str
-    target_kind: str
-    target_name: str
 
 
 async def read_scale(kube: Kube, namespace: str, kind: str, name: str) -> Scale:
@@ -125,32 +103,6 @@ async def running_pods(kube: Kube, namespace: str, selector: Mapping[str, Any]) 
     return out
 
 
-def _hpa_target(item: Mapping[str, Any]) -> tuple[str, str]:
-    ref = item.get("spec", {}).get("scaleTargetRef", {})
-    return str(ref.get("kind", "")), str(ref.get("name", ""))
-
-
-async def list_hpas(kube: Kube, namespace: str) -> list[Autoscaler]:
-    """Every HorizontalPodAutoscaler in ``namespace``, read with the newest served version."""
-    found = await kube.first_served(HPAS, namespace)
-    if found is None:
-        return []
-    kind, items = found
-    out: list[Autoscaler] = []
-    for item in items:
-        target_kind, target_name = _hpa_target(item)
-        out.append(
-            Autoscaler(
-                kind="HorizontalPodAutoscaler",
-                name=item["metadata"]["name"],
-                api_version=kind.api_version,
-                target_kind=target_kind,
-                target_name=target_name,
-            )
-        )
-    return out
-
-
 def combine(
     pods: list[PodBasis], usage: Mapping[str, tuple[float, float, datetime]]
 ) -> list[ReplicaUsage]:
@@ -189,27 +141,3 @@ class KubeWorkload:
     async def scale(self, replicas: int) -> list[str]:
         await patch_scale(self.kube, self.namespace, self.kind, self.name, replicas)
         return [f"{self.kind}/{self.name}"]
-
-
-@dataclass(frozen=True)
-class KubeAutoscalers:
-    """Who else scales workloads, from the apiserver (the scaling service's Autoscalers port).
-
-    ``namespaces`` is what the operator watches (None: cluster-wide); a Compose target is
-    checked against ScalingPolicies in all of them.
-    """
-
-    kube: Kube
-    namespaces: list[str] | None = None
-
-    async def hpas(self, namespace: str) -> list[Autoscaler]:
-        return await list_hpas(self.kube, namespace)
-
-    async def policies(self, namespace: str, *, everywhere: bool) -> list[Mapping[str, Any]]:
-        kind = ours(SCALING_POLICIES)
-        if everywhere and self.namespaces is None:
-            return list(await self.kube.list(kind))
-        items: list[Mapping[str, Any]] = []
-        for n in (self.namespaces or [namespace]) if everywhere else [namespace]:
-            items += await self.kube.list(kind, n)
-        return items

@@ -1,1 +1,1 @@
-"""How periodic work runs: the one loop every per-object daemon uses."""
+"""How periodic work runs: the one scheduler of every kind's passes, and the status writer."""

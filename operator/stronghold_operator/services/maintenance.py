@@ -45,7 +45,7 @@ COVERED = {
     "backupschedules": "BackupSchedule",
 }
 BUSY_INTERVAL = 5.0  # seconds between passes while a window is being handled
-IDLE_INTERVAL = 15.0  # otherwise (manual annotations are noticed within this time)
+IDLE_INTERVAL = 15.0  # otherwise (a new spec or a manual annotation wakes a pass at once)
 
 Update = Callable[[str | None], str | None]
 T = TypeVar("T")
@@ -54,7 +54,12 @@ T = TypeVar("T")
 
 
 class CoveredObjects(Protocol):
-    """Objects of our kinds in the window's namespace (raw bodies) and their annotations."""
+    """Objects of our kinds in the window's namespace and their annotations.
+
+    ``list`` may answer from an index with each object's metadata (name, labels, the
+    maintenance annotations, deletionTimestamp) and a ScalingPolicy's ``spec.targetRef``
+    only; ``get`` reads the whole object (status too).
+    """
 
     async def list(self, plural: str) -> list[dict[str, Any]] | None: ...  # None: no CRD
     async def get(self, plural: str, name: str) -> dict[str, Any] | None: ...
@@ -170,12 +175,33 @@ async def sync_freeze(
             if want and not has:
                 if await objects.set_annotations(plural, name, _holds(window)):
                     frozen.append(f"{kind}/{name}")
+                    _apply(obj, _holds(window))
             elif has and not want:
                 await objects.set_annotations(plural, name, _releases(window))
                 released.append(f"{kind}/{name}")
+                _apply(obj, _releases(window))
             if want:
                 held.append(f"{kind}/{name}")
     return sorted(held), frozen, released
+
+
+def _apply(obj: dict[str, Any], updates: Mapping[str, Update]) -> None:
+    """What was just written, in the observed copy: the next step of the pass sees it
+    without reading the objects again (an index would show it only once the watch has)."""
+    current = obj["metadata"].get("annotations") or {}
+    new = {key: update(current.get(key)) for key, update in updates.items()}
+    kept = {k: v for k, v in current.items() if k not in new}
+    obj["metadata"]["annotations"] = kept | {k: v for k, v in new.items() if v is not None}
+
+
+async def read_selected(
+    objects: CoveredObjects, covered: Covered, plural: str
+) -> list[dict[str, Any]]:
+    """The selected objects of ``plural`` as the API has them now (status included); gone
+    ones are left out."""
+    names = [o["metadata"]["name"] for o in covered.selected_items(plural)]
+    found = await asyncio.gather(*(objects.get(plural, n) for n in names))
+    return [o for o in found if o is not None]
 
 
 async def release_all(objects: CoveredObjects, window: str) -> list[str]:
@@ -230,7 +256,7 @@ async def take_snapshot(ports: Ports, covered: Covered, now: datetime) -> snap.S
         pods = await ports.workloads.pods(labels) if labels else []
         workloads[f"{kind}/{name}"] = snap.workload_state(obj, pods)
     parts.append(snap.Snapshot(now, workloads=workloads))
-    for hp in covered.selected_items("healthpolicies"):
+    for hp in await read_selected(ports.covered, covered, "healthpolicies"):
         parts.append(snap.from_health_status(hp["metadata"]["name"], hp.get("status") or {}, now))
     return snap.combine(parts, now)
 
@@ -340,7 +366,7 @@ async def run_post_checks(s: Step, p: win.Progress) -> win.Progress:
         p = win.post_checks_started(p, s.now)
         s.tick.note("Normal", "PostChecksStarted", f"post-checks for window {p.id} started")
     health = win.health_outcome(
-        win.health_readings(s.covered.selected_items("healthpolicies")),
+        win.health_readings(await read_selected(s.ports.covered, s.covered, "healthpolicies")),
         p.post_checks_started or s.now,
         s.now,
         s.spec.post_checks.healthy_within,
@@ -377,9 +403,9 @@ async def run_post_checks(s: Step, p: win.Progress) -> win.Progress:
 
 @dataclass
 class State:
-    """What this window's daemon knows; read from status once, then kept in memory.
+    """What this window's loop knows; read from status once, then kept in memory.
 
-    The daemon is the only writer of this status, so its memory is never behind it (the
+    The loop is the only writer of this status, so its memory is never behind it (the
     watch may be, right after a write).
     """
 
@@ -496,8 +522,6 @@ async def _step(s: Step, state: State, rec: Recurrence, manual: win.Manual, run:
         s.tick.note("Normal", "Frozen", f"holding {', '.join(frozen)}")
     if released:
         s.tick.note("Normal", "Released", f"released {', '.join(released)}")
-    if frozen or released:
-        s = replace(s, covered=await observe(objects, s.spec))
     if d.finished is not None:
         state.history = win.record_history(state.history, d.finished, s.spec.history_limit)
         run.results.append(d.finished.result)

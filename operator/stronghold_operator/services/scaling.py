@@ -1,8 +1,8 @@
 """ScalingPolicy service: observe the target, decide (logic/scaling.py), act, return status.
 
 I/O happens only through the ports below: platforms/ implement :class:`Target`
-(``KubeWorkload``, ``ComposeService``) and :class:`Autoscalers` (``KubeAutoscalers``); the
-handler builds :class:`Ports`. Unit tests use in-memory fakes of these Protocols.
+(``KubeWorkload``, ``ComposeService``) and :class:`Autoscalers` (``IndexedAutoscalers``);
+the controller builds :class:`Ports`. Unit tests use in-memory fakes of these Protocols.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from typing import Any, Protocol
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic import scaling as engine
-from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.scaling import (
     METRICS_AVAILABLE,
     READY,
@@ -28,6 +27,7 @@ from stronghold_operator.models.scaling import (
     SCALING_ACTIVE,
     SCALING_LIMITED,
     VOCABULARY,
+    Claim,
     LastDecision,
     MetricsUnavailableError,
     MissingBasis,
@@ -49,24 +49,17 @@ class Target(Protocol):
     async def scale(self, replicas: int) -> list[str]: ...
 
 
-class OtherAutoscaler(Protocol):
-    """An HPA (any served autoscaling version) and the workload it scales."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def api_version(self) -> str: ...
-    @property
-    def target_kind(self) -> str: ...
-    @property
-    def target_name(self) -> str: ...
-
-
 class Autoscalers(Protocol):
-    """Who else scales workloads: HPAs, and the ScalingPolicy objects (raw bodies)."""
+    """Who else scales workloads: HPAs, and ScalingPolicies (platforms/indexes.py answers
+    from kopf's indexes: no LIST per pass)."""
 
-    async def hpas(self, namespace: str) -> Sequence[OtherAutoscaler]: ...
-    async def policies(self, namespace: str, *, everywhere: bool) -> list[Mapping[str, Any]]: ...
+    async def hpas(self, namespace: str, kind: str, name: str) -> Sequence[str]:
+        """Names of the HPAs scaling that workload."""
+        ...
+
+    async def claims(self, scope: tuple[str, ...]) -> Sequence[Claim]:
+        """The valid ScalingPolicies whose target is ``scope`` (:meth:`TargetRef.scope`)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -186,19 +179,6 @@ async def evaluate(
     return Outcome(decision, error, tuple(touched))
 
 
-def _older(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Whether policy ``a`` was created before ``b`` (the older one keeps the target)."""
-
-    def key(m: Mapping[str, Any]) -> tuple[str, str, str]:
-        return (
-            str(m.get("creationTimestamp", "")),
-            str(m.get("namespace", "")),
-            str(m.get("name", "")),
-        )
-
-    return key(a) < key(b)
-
-
 async def find_conflict(
     autoscalers: Autoscalers, policy: ScalingPolicySpec, meta: Mapping[str, Any]
 ) -> str | None:
@@ -206,26 +186,19 @@ async def find_conflict(
     ns = str(meta.get("namespace"))
     ref = policy.target_ref
     if not ref.is_compose:
-        for hpa in await autoscalers.hpas(ns):
-            if hpa.target_kind == ref.kind and hpa.target_name == ref.name:
-                return (
-                    f"HorizontalPodAutoscaler {hpa.name} ({hpa.api_version}) also scales "
-                    f"{ref.describe()}"
-                )
-    # A Compose service may be scaled from any namespace; a workload only from its own.
-    for other in await autoscalers.policies(ns, everywhere=ref.is_compose):
-        om = other.get("metadata", {})
-        if om.get("uid") == meta.get("uid"):
-            continue
-        try:
-            theirs = parse(ScalingPolicySpec, other.get("spec") or {})
-        except InvalidSpec:
-            continue
-        if theirs.target_ref.identity() == ref.identity() and _older(om, meta):
-            return (
-                f"ScalingPolicy {om.get('namespace')}/{om.get('name')} already scales "
-                f"{ref.describe()}"
-            )
+        for hpa in await autoscalers.hpas(ns, ref.kind, ref.name or ""):
+            return f"HorizontalPodAutoscaler {hpa} also scales {ref.describe()}"
+    mine = Claim(
+        str(meta.get("creationTimestamp", "")),
+        ns,
+        str(meta.get("name", "")),
+        str(meta.get("uid", "")),
+    )
+    # A Compose service may be scaled from any namespace (its scope has none); a workload
+    # only from its own.
+    for other in await autoscalers.claims(ref.scope(ns)):
+        if other.uid != mine.uid and other < mine:
+            return f"ScalingPolicy {other.namespace}/{other.name} already scales {ref.describe()}"
     return None
 
 
