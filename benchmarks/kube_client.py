@@ -38,7 +38,9 @@ of the library with its dependencies (RECORD sizes, no bytecode) and what it add
 operator's other runtime dependencies (``pyproject.toml``). The event loop is uvloop, as in
 the operator. ``--rounds N`` runs every candidate N times, interleaved, and reports medians.
 
-Needs: the local cluster (``stronghold-testbed cluster up``) with the CRDs applied.
+Needs: the local cluster (``stronghold-testbed cluster up``) with the CRDs applied, and for
+the full comparison ``pip install kubernetes_asyncio kr8s`` (not operator dependencies; a
+candidate whose library is missing is named and left out).
 """
 
 from __future__ import annotations
@@ -555,6 +557,24 @@ def report(rounds: list[dict[str, dict[str, Any]]], calls: int) -> None:
     )
 
 
+def runnable(names: list[str], explicit: bool) -> list[str]:
+    """The candidates whose library is installed; the others are named, never dropped quietly
+    (the operator's venv has lightkube and kubernetes; the rest are for this comparison)."""
+    missing = []
+    for name in names:
+        try:
+            metadata.distribution(CANDIDATES[name].dist)
+        except metadata.PackageNotFoundError:
+            missing.append(name)
+    if missing:
+        dists = " ".join(sorted({CANDIDATES[n].dist for n in missing}))
+        message = f"not installed: {', '.join(missing)} (pip install {dists} to compare them)"
+        if explicit:
+            raise SystemExit(message)
+        print(f"kube_client: {message}; running the others", file=sys.stderr)
+    return [n for n in names if n not in missing]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--calls", type=int, default=300, help="calls per call type and concurrency")
@@ -567,12 +587,11 @@ def main() -> None:
         worker(a.worker, a.namespace, a.calls)
         return
     os.environ.setdefault("KUBECONFIG", str(Path.home() / ".cache/stronghold/admin.kubeconfig"))
+    names = runnable(a.only or list(CANDIDATES), explicit=bool(a.only))
     namespace = f"kcbench-{uuid.uuid4().hex[:6]}"
     setup(namespace)
     try:
-        rounds = [
-            run_round(a.only or list(CANDIDATES), namespace, a.calls) for _ in range(a.rounds)
-        ]
+        rounds = [run_round(names, namespace, a.calls) for _ in range(a.rounds)]
     finally:
         _kubectl("delete", "namespace", namespace, "--wait=false")
     report(rounds, a.calls)

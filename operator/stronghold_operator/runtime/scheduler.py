@@ -190,8 +190,8 @@ class Scheduler(Generic[L]):
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            # The type and the API's own message (it names the field), never a secret.
-            detail = str(getattr(exc, "body", "") or exc)[:500]
+            # The type and the API's own message (ApiError carries it; never Secret data).
+            detail = str(exc)[:500]
             self._log.warning(
                 "%s %s: pass failed: %s %s", self.kind, uid, type(exc).__name__, detail
             )
