@@ -70,6 +70,7 @@ def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+# long: one Job manifest, read top to bottom like the YAML it becomes (golden-file tested).
 def backup_job(
     *,
     owner: Mapping[str, Any],

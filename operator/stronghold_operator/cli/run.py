@@ -168,6 +168,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not (args.debug or args.verbose):
         logging.getLogger("kopf.objects").addFilter(_routine_success)
+        # lightkube's HTTP client logs every request at INFO: 17 lines/s of status writes
+        # with a thousand HealthPolicies. Failures reach our own logs as ApiError.
+        logging.getLogger("httpx2").setLevel(logging.WARNING)
     if args.namespace:
         # settings.py reads this to scope its own LIST calls (the watchdog) the same way.
         os.environ["STRONGHOLD_NAMESPACES"] = ",".join(args.namespace)

@@ -621,16 +621,49 @@ def compare(
     return mismatches
 
 
+def _newest_verified() -> str:
+    """The newest archive whose manifest says it was verified ("" when there is none)."""
+    for name, _ in sorted(archives(), key=lambda a: a[1], reverse=True):
+        if (load_manifest(name) or {}).get("verified"):
+            return name
+    return ""
+
+
+def _count_rows(database: str, count_sql: str) -> dict[str, int]:
+    """Exact row counts per table of ``database`` (count-rows.sql prints ``table|count``)."""
+    r = psql(database, count_sql)
+    if r.returncode != 0:
+        raise RuntimeError("counting rows: " + r.stderr.strip()[-300:])
+    actual = {}
+    for line in r.stdout.splitlines():
+        if "|" in line:
+            key, _, value = line.rpartition("|")
+            actual[key] = int(value)
+    return actual
+
+
+def _compared(expected: dict[str, Any], actual: dict[str, int]) -> dict[str, Any]:
+    """The restore test's verdict: the restored counts against the backup's manifest."""
+    tables = [t for t in E.get("RESTORE_TABLES", "").split(",") if t] or sorted(expected)
+    mismatches = compare(expected, actual, tables)
+    out: dict[str, Any] = {
+        "ok": not mismatches,
+        "tablesCompared": len(tables),
+        "rowsCompared": sum(actual.get(t, 0) for t in tables),
+        "tableCount": len(actual),
+        "expectedTableCount": len(expected),
+        "mismatches": mismatches[:10],
+    }
+    if mismatches:
+        first = json.dumps(mismatches[0])
+        out["reason"] = "RowCountMismatch"
+        out["error"] = f"{len(mismatches)} mismatch(es), first: {first}"
+    return out
+
+
 def cmd_restore_test(count_sql: str) -> int:
     start = time.monotonic()
-    chosen = E.get("RESTORE_FILE") or ""
-    if not chosen:
-        cands = [
-            n
-            for n, _ in sorted(archives(), key=lambda a: a[1], reverse=True)
-            if (load_manifest(n) or {}).get("verified")
-        ]
-        chosen = cands[0] if cands else ""
+    chosen = E.get("RESTORE_FILE") or _newest_verified()
     if not chosen or not os.path.exists(os.path.join(DEST, chosen)):
         terminate(
             {
@@ -676,34 +709,7 @@ def cmd_restore_test(count_sql: str) -> int:
         t0 = time.monotonic()
         restore(os.path.join(DEST, chosen), scratch)
         result["restoreSeconds"] = round(time.monotonic() - t0, 3)
-        r = psql(scratch, count_sql)
-        if r.returncode != 0:
-            raise RuntimeError("counting rows: " + r.stderr.strip()[-300:])
-        actual = {}
-        for line in r.stdout.splitlines():
-            if "|" in line:
-                key, _, value = line.rpartition("|")
-                actual[key] = int(value)
-        tables = [t for t in E.get("RESTORE_TABLES", "").split(",") if t] or sorted(expected)
-        mismatches = compare(expected, actual, tables)
-        result.update(
-            {
-                "ok": not mismatches,
-                "tablesCompared": len(tables),
-                "rowsCompared": sum(actual.get(t, 0) for t in tables),
-                "tableCount": len(actual),
-                "expectedTableCount": len(expected),
-                "mismatches": mismatches[:10],
-            }
-        )
-        if mismatches:
-            first = json.dumps(mismatches[0])
-            result.update(
-                {
-                    "reason": "RowCountMismatch",
-                    "error": f"{len(mismatches)} mismatch(es), first: {first}",
-                }
-            )
+        result.update(_compared(expected, _count_rows(scratch, count_sql)))
     except RuntimeError as exc:
         result.update({"ok": False, "stage": "restore", "error": scrub(str(exc))[-600:]})
     finally:
