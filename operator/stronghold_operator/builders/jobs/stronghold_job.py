@@ -661,34 +661,25 @@ def _compared(expected: dict[str, Any], actual: dict[str, int]) -> dict[str, Any
     return out
 
 
+def _restore_refused(stage: str, reason: str, error: str, backup: str | None = None) -> int:
+    """The restore test ends before a restore: the result names the stage and why."""
+    result = {"ok": False, "kind": "restore-test", "stage": stage, "reason": reason}
+    if backup is not None:
+        result["backup"] = backup
+    terminate({**result, "error": error})
+    return 2
+
+
 def cmd_restore_test(count_sql: str) -> int:
     start = time.monotonic()
     chosen = E.get("RESTORE_FILE") or _newest_verified()
     if not chosen or not os.path.exists(os.path.join(DEST, chosen)):
-        terminate(
-            {
-                "ok": False,
-                "kind": "restore-test",
-                "stage": "select",
-                "reason": "NoVerifiedBackup",
-                "error": "no verified backup to restore: " + (chosen or "none found"),
-            }
-        )
-        return 2
+        missing = "no verified backup to restore: " + (chosen or "none found")
+        return _restore_refused("select", "NoVerifiedBackup", missing)
     ok, reason, msg = check(chosen, full=False)
     if not ok:
         mark(chosen, False, reason, msg)
-        terminate(
-            {
-                "ok": False,
-                "kind": "restore-test",
-                "stage": "checksum",
-                "backup": chosen,
-                "reason": reason,
-                "error": msg,
-            }
-        )
-        return 2
+        return _restore_refused("checksum", reason, msg, backup=chosen)
     man = load_manifest(chosen) or {}
     expected = man.get("rowCounts") or {}
     db = E["PGDATABASE"]
