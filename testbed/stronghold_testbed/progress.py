@@ -10,6 +10,7 @@ goes through :class:`Progress`; nothing else prints progress.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -21,11 +22,14 @@ from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 
 from stronghold_testbed import paths
 from stronghold_testbed.procs import TestbedError
 
 HEARTBEAT = 8.0
+# Colours and cursor moves that build tools write to their logs.
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def last_line(log: Path) -> str:
@@ -34,9 +38,10 @@ def last_line(log: Path) -> str:
         with log.open("rb") as f:
             f.seek(0, 2)
             f.seek(max(0, f.tell() - 4096))
-            lines = [x.strip() for x in f.read().decode(errors="replace").splitlines()]
+            text = _ANSI.sub("", f.read().decode(errors="replace"))
     except OSError:
         return ""
+    lines = [x.strip() for x in text.replace("\r", "\n").splitlines()]
     text = next((x for x in reversed(lines) if x), "")
     return text if len(text) <= 100 else text[:97] + "..."
 
@@ -136,9 +141,10 @@ class Progress:
 
     def _tty_ticker(self, s: Step, stop: threading.Event) -> threading.Thread:
         def run() -> None:
-            with self.console.status(f"{s.label()} · {s.now()}") as status:
+            # A log line is text, not rich markup ("[1/3]", "[notice]" would be parsed).
+            with self.console.status(escape(f"{s.label()} · {s.now()}")) as status:
                 while not stop.wait(1.0):
-                    status.update(f"{s.label()} · {s.now()}")
+                    status.update(escape(f"{s.label()} · {s.now()}"))
 
         t = threading.Thread(target=run, daemon=True)
         t.start()

@@ -62,6 +62,13 @@ def test_a_failed_step_says_which_why_and_the_log(tmp_path: Path) -> None:
     assert "Traceback" in p.log.read_text()
 
 
+def test_the_log_tail_has_no_terminal_codes(tmp_path: Path) -> None:
+    log = tmp_path / "docker.log"
+    log.write_bytes(b"Step 1/9\n\x1b[0m\x1b[91mSuccessfully built\x1b[0m\r\n\n")
+    assert progress.last_line(log) == "Successfully built"
+    assert progress.last_line(tmp_path / "missing.log") == ""
+
+
 def test_wait_until_names_what_did_not_settle() -> None:
     p = progress.Progress("unit", 1, stream=io.StringIO(), tty=False)
     with (
@@ -79,7 +86,7 @@ SLOW = textwrap.dedent(
     p = progress.Progress("slow", 1)
     log = Path(sys.argv[1])
     with p.step("a slow build", log=log):
-        progress.run_logged(["sh", "-c", "echo step-one; sleep 11; echo step-two"], log)
+        progress.run_logged(["sh", "-c", "echo [notice] step-one; sleep 11; echo step-two"], log)
     p.done()
     """
 )
@@ -127,7 +134,8 @@ def test_a_slow_step_is_never_silent_for_10s_with_and_without_a_terminal(tmp_pat
 
     tty_text = tty_out.decode(errors="replace")
     assert tty_gap < 10, tty_gap
-    assert "[1/1] a slow build" in tty_text and "step-one" in tty_text  # the status line
+    # The status line, with the log's line as text (not parsed as rich markup).
+    assert "[1/1] a slow build" in tty_text and "[notice] step-one" in tty_text
     assert "\x1b[" in tty_text  # redrawn in place
     assert "✓ [1/1] a slow build: done in 11." in tty_text
 
@@ -135,6 +143,7 @@ def test_a_slow_step_is_never_silent_for_10s_with_and_without_a_terminal(tmp_pat
     assert plain_gap < 10, (plain_gap, lines)
     assert "\x1b[" not in plain_out.decode()
     assert all(re.match(r"^\d\d:\d\d:\d\d ", x) for x in lines), lines
-    assert any(re.search(r"\[1/1\] a slow build: \d+s · step-one$", x) for x in lines), lines
+    beat = re.compile(r"\[1/1\] a slow build: \d+s · \[notice\] step-one$")
+    assert any(beat.search(x) for x in lines), lines
     assert re.search(r"\[1/1\] a slow build: done in 11\.\ds$", lines[-2])
     assert re.search(r"slow: 1 steps in 11\.\ds$", lines[-1])
