@@ -96,9 +96,22 @@ def _deploy_operator(p: progress.Progress) -> None:
         for crd in sorted((REPO / "crds").glob("*.yaml")):
             kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crd))
     with p.step("operator Deployment (manifests/overlays/local)") as s:
+        # A new image under the same tag: start from no Deployment, so the one pod runs this
+        # build (a rollout restart started the new hostNetwork pod while the old one still
+        # held its ports; tests/integration/test_incluster.py does the same).
+        s.note("removing a previous operator Deployment")
+        kubectl(
+            "delete",
+            "deployment/stronghold-operator",
+            "-n",
+            OPERATOR_NS,
+            "--ignore-not-found",
+            "--cascade=foreground",
+            "--wait=true",
+            "--timeout=120s",
+            check=False,
+        )
         kubectl("apply", "-k", str(REPO / "manifests/overlays/local"))
-        # A new image under the same tag: roll the pod so it runs this build, and wait for it.
-        kubectl("rollout", "restart", "deployment/stronghold-operator", "-n", OPERATOR_NS)
         s.note("waiting for the rollout")
         kubectl(
             "rollout",
