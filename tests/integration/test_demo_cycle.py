@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from stronghold_testbed import demo, demo_state
+from stronghold_testbed.kubectl import run as kubectl_run
 from tests.integration import kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.serial, pytest.mark.timeout(2400)]
@@ -97,7 +98,7 @@ def test_demo_up_down_up_settles_and_leaves_nothing_terminating(
 
     _run("stronghold-testbed demo down", timeout=600)
     assert _terminating() == []
-    code, _, _ = kit.kubectl_run("get", "namespace", demo.DEMO_NS)
+    code, _, _ = kubectl_run("get", "namespace", demo.DEMO_NS)
     assert code != 0
 
     out = _run("stronghold-testbed demo up", timeout=1200)
