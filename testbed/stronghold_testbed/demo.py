@@ -29,6 +29,8 @@ EXAMPLES = REPO / "examples" / "financial-stronghold"
 BACKUPS = Path("/var/lib/stronghold-demo/backups")
 # The demo's own Memcached (examples/financial-stronghold): `break-cache` stops it without
 # touching the one on 11211 that tests share.
+# examples/financial-stronghold/backups-and-maintenance.yaml: hostPath, Retain.
+BACKUP_PV = "stronghold-demo-backups"
 CACHE_PORT = 11212
 CACHE_PROC = "demo-memcached"
 KINDS = "healthpolicies,backupschedules,scalingpolicies,maintenancewindows"
@@ -133,12 +135,22 @@ def _platform() -> None:
     heal_cache()
 
 
+def _drop_released_volume() -> None:
+    """Delete the demo's backup PV once its claim is gone (Released): a Released volume never
+    binds a new claim, so the next demo's first backup would wait for ever. The files stay on
+    the node (hostPath, reclaim policy Retain); `apply -k` creates the PV again."""
+    phase = kubectl("get", "pv", BACKUP_PV, "-o", "jsonpath={.status.phase}", check=False)
+    if phase.strip() == "Released":
+        kubectl("delete", "pv", BACKUP_PV, "--ignore-not-found", "--wait=true", "--timeout=60s")
+
+
 def up() -> int:
     p = progress.Progress("demo up", 7)
     _deploy_operator(p)
     with p.step("demo platform (database, queue, Memcached on 11212)"):
         _platform()
     with p.step(f"applying {EXAMPLES.relative_to(REPO)}"):
+        _drop_released_volume()  # left by a demo deleted before this fix, or by hand
         kubectl("apply", "-k", str(EXAMPLES))
     with p.step("first results (health, backup + verification, scaling from metrics)") as s:
         progress.wait_until(
@@ -261,6 +273,7 @@ def down() -> int:
     with p.step(f"deleting namespace {DEMO_NS}") as s:
         kubectl("delete", "namespace", DEMO_NS, "--ignore-not-found", "--wait=false")
         progress.wait_until(s, "deleting the namespace", _namespace_present, 180)
+        _drop_released_volume()
     with p.step("removing the operator"):
         overlay = str(REPO / "manifests/overlays/local")
         kubectl("delete", "-k", overlay, "--ignore-not-found", "--wait=true", "--timeout=120s")
