@@ -49,10 +49,21 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="deploy the operator and the example set on the local cluster"
     )
     ds = d.add_subparsers(dest="action", required=True, metavar="ACTION")
-    ds.add_parser("up", help="build the images, deploy, print `kubectl get`").set_defaults(
-        func=_demo_up
+    ds.add_parser(
+        "up", help="build the images, deploy, wait for the first results, print the state"
+    ).set_defaults(func=_demo_up)
+    ds.add_parser(
+        "down", help="delete the demo's objects (operator still running), then the operator"
+    ).set_defaults(func=_demo_down)
+    ds.add_parser("status", help="the example objects' state and what to try next").set_defaults(
+        func=_demo_status
     )
-    ds.add_parser("down", help="delete the demo and the operator").set_defaults(func=_demo_down)
+    ds.add_parser("break-cache", help="stop the demo's Memcached (an incident opens)").set_defaults(
+        func=_demo_cache, heal=False
+    )
+    ds.add_parser(
+        "heal-cache", help="start the demo's Memcached again (the incident closes)"
+    ).set_defaults(func=_demo_cache, heal=True)
 
     sub.add_parser(
         "image", help="build stronghold/operator:0.1.0 offline (host wheelhouse, local base)"
@@ -163,18 +174,44 @@ def _demo_up(_: argparse.Namespace) -> int:
 
 def _demo_down(_: argparse.Namespace) -> int:
     from stronghold_testbed import demo
-
-    return demo.down()
-
-
-def _image(_: argparse.Namespace) -> int:
-    from stronghold_testbed import operator_image
     from stronghold_testbed.procs import TestbedError
 
     try:
-        print(operator_image.build())
+        return demo.down()
     except TestbedError as exc:
         return _fail(exc)
+
+
+def _demo_status(_: argparse.Namespace) -> int:
+    from stronghold_testbed import demo
+
+    demo.summary()
+    return 0
+
+
+def _demo_cache(args: argparse.Namespace) -> int:
+    from stronghold_testbed import demo
+    from stronghold_testbed.procs import TestbedError
+
+    try:
+        return demo.heal_cache() if args.heal else demo.break_cache()
+    except TestbedError as exc:
+        return _fail(exc)
+
+
+def _image(_: argparse.Namespace) -> int:
+    from stronghold_testbed import operator_image, progress
+    from stronghold_testbed.procs import TestbedError
+
+    p = progress.Progress("image", 1)
+    try:
+        with p.step(
+            f"building {operator_image.TAG}", log=operator_image.build_log(operator_image.TAG)
+        ):
+            image = operator_image.build()
+    except TestbedError as exc:
+        return _fail(exc)
+    print(image)
     return 0
 
 

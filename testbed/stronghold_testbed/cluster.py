@@ -19,7 +19,7 @@ from pathlib import Path
 
 import yaml
 
-from stronghold_testbed import docker_engine, images, packages, paths, pki, procs
+from stronghold_testbed import docker_engine, images, packages, paths, pki, procs, progress
 from stronghold_testbed.procs import TestbedError
 
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
@@ -39,15 +39,11 @@ def build() -> None:
         return
     script = paths.SCRIPTS / "build-kubernetes.sh"
     env = {"STRONGHOLD_CACHE": str(paths.cache_dir())}
-    log = paths.cache_dir() / "build-kubernetes.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("wb") as out:
-        proc = subprocess.run(
-            ["bash", str(script)], stdout=out, stderr=subprocess.STDOUT, env=env, check=False
-        )
-    if proc.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-        raise TestbedError(f"building Kubernetes failed (full log: {log}):\n{tail}")
+    progress.run_logged(["bash", str(script)], build_log(), env=env, what="building Kubernetes")
+
+
+def build_log() -> Path:
+    return paths.cache_dir() / "build-kubernetes.log"
 
 
 def _admin_token() -> str:
@@ -334,19 +330,52 @@ class UpReport:
     started: list[str]
 
 
-def up(*, with_images: bool = True) -> UpReport:
+# long: the steps of `cluster up` in order, each under its progress line.
+def up(*, with_images: bool = True, out: progress.Progress | None = None) -> UpReport:
     """Install, build, and start whatever is not running yet. Idempotent."""
+    p = out or progress.Progress("cluster up", 7)
     t0 = time.monotonic()
-    packages.ensure()
-    build()
-    docker_state = docker_engine.ensure()
-    imgs = images.ensure() if with_images else images.ensure([images.PAUSE])
-    pki.ensure()
+    with p.step("Debian packages (apt-get install what is missing)"):
+        packages.ensure()
+    with p.step("Kubernetes 1.20 binaries (first run: builds from source)", log=build_log()):
+        build()
+    with p.step("Docker Engine"):
+        docker_state = docker_engine.ensure()
+    with p.step("workload images (pause, busybox, Debian base)"):
+        imgs = images.ensure() if with_images else images.ensure([images.PAUSE])
+    with p.step("certificates and kubeconfigs"):
+        pki.ensure()
     paths.run_dir().mkdir(parents=True, exist_ok=True)
-    if procs.owned_pid("etcd") is None:
-        # A cluster whose etcd is not running was stopped or killed: start from a clean slate,
-        # or leftover pods (an old operator among them) would come back and act on new tests.
-        _clear_state()
+    started: list[str] = []
+    with p.step("control plane and kubelet") as s:
+        if procs.owned_pid("etcd") is None:
+            # A cluster whose etcd is not running was stopped or killed: start from a clean
+            # slate, or leftover pods (an old operator among them) would come back and act on
+            # new tests.
+            s.note("clearing a stopped cluster's state")
+            _clear_state()
+        started += _start_components(s)
+        _weigh_pods()
+        s.note("waiting for the node to be Ready")
+        procs.wait_for("node Ready", _node_ready, 120, log="kubelet")
+        s.note("waiting for the default ServiceAccount")
+        procs.wait_for(
+            "default ServiceAccount", _default_sa_ready, 60, log="kube-controller-manager"
+        )
+    with p.step("metrics server (metrics.k8s.io)"):
+        if procs.owned_pid("metrics-server") is None:
+            _start_metrics_server()
+            started.append("metrics-server")
+        procs.run(
+            ["kubectl", f"--kubeconfig={paths.admin_kubeconfig()}", "apply", "-f", "-"],
+            input=_metrics_api_objects().encode(),
+        )
+        procs.wait_for("metrics.k8s.io APIService", _metrics_available, 60, log="metrics-server")
+    return UpReport(time.monotonic() - t0, docker_state, imgs, started)
+
+
+def _start_components(s: progress.Step) -> list[str]:
+    """Start each component that is not running, in order; the names started."""
     started: list[str] = []
     starters = {
         "etcd": _start_etcd,
@@ -364,20 +393,10 @@ def up(*, with_images: bool = True) -> UpReport:
                 f"port {port} is taken by a process stronghold did not start; "
                 f"cannot start {name} (is another cluster running?)"
             )
+        s.note(f"starting {name} (log: {paths.log_dir() / name}.log)")
         starters[name]()
         started.append(name)
-    _weigh_pods()
-    procs.wait_for("node Ready", _node_ready, 120, log="kubelet")
-    procs.wait_for("default ServiceAccount", _default_sa_ready, 60, log="kube-controller-manager")
-    if procs.owned_pid("metrics-server") is None:
-        _start_metrics_server()
-        started.append("metrics-server")
-    procs.run(
-        ["kubectl", f"--kubeconfig={paths.admin_kubeconfig()}", "apply", "-f", "-"],
-        input=_metrics_api_objects().encode(),
-    )
-    procs.wait_for("metrics.k8s.io APIService", _metrics_available, 60, log="metrics-server")
-    return UpReport(time.monotonic() - t0, docker_state, imgs, started)
+    return started
 
 
 def _remove_pod_containers() -> int:

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from stronghold_testbed import docker_engine, packages, procs
+from stronghold_testbed import docker_engine, packages, procs, progress
 from stronghold_testbed.procs import TestbedError
 
 POSTGRES_PORT = 5432
@@ -61,43 +61,54 @@ def _rabbitmq() -> str:
 def _memcached() -> str:
     if procs.port_open(MEMCACHED_PORT):
         return "reused"
+    start_memcached("memcached", MEMCACHED_PORT, megabytes=64)
+    return "started"
+
+
+def start_memcached(name: str, port: int, megabytes: int) -> None:
+    """A Memcached on 127.0.0.1:``port`` that we own (pid file ``name``)."""
     packages.ensure(["memcached"])
     user = "memcache" if _user_exists("memcache") else "nobody"
     procs.start(
-        "memcached",
+        name,
         [
             shutil.which("memcached") or "/usr/bin/memcached",
             "-l",
             "127.0.0.1",
             "-p",
-            str(MEMCACHED_PORT),
+            str(port),
             "-U",
             "0",
             "-m",
-            "64",
+            str(megabytes),
             "-c",
             "1024",
             "-u",
             user,
         ],
     )
-    procs.wait_for("Memcached", lambda: procs.port_open(MEMCACHED_PORT), 30, log="memcached")
-    return "started"
+    procs.wait_for(f"Memcached on port {port}", lambda: procs.port_open(port), 30, log=name)
 
 
 def _user_exists(name: str) -> bool:
     return subprocess.run(["id", name], capture_output=True, check=False).returncode == 0
 
 
-def up() -> dict[str, str]:
+def up(out: progress.Progress | None = None) -> dict[str, str]:
     """Ensure every service answers on 127.0.0.1; say for each whether it was reused."""
-    packages.ensure()
-    return {
-        "postgresql": _postgres(),
-        "rabbitmq": _rabbitmq(),
-        "memcached": _memcached(),
-        "docker": docker_engine.ensure(),
-    }
+    p = out or progress.Progress("services up", 5)
+    with p.step("Debian packages (apt-get install what is missing)"):
+        packages.ensure()
+    states: dict[str, str] = {}
+    for name, ensure in (
+        ("postgresql", _postgres),
+        ("rabbitmq", _rabbitmq),
+        ("memcached", _memcached),
+        ("docker", docker_engine.ensure),
+    ):
+        with p.step(name):
+            states[name] = ensure()
+    return states
 
 
 def status() -> dict[str, str]:
