@@ -1,7 +1,8 @@
 """runtime/status: the one status writer (patch and Events captured).
 
 ``write_status`` is the one-shot form; :class:`StatusWriter` the per-object writer:
-one write in flight, latest wins, failed writes retried, signature skip and heartbeat.
+one write in flight, latest wins, failed writes retried with back-off, signature skip (no
+heartbeat), rare refresh fields.
 """
 
 from __future__ import annotations
@@ -197,22 +198,26 @@ def _only_ready(status: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple((c["type"], c["status"]) for c in status.get("conditions") or ())
 
 
-async def test_numbers_wait_for_the_heartbeat_and_a_signature_change_does_not(
-    events: list[tuple[str, str]],
-) -> None:
-    api = FakeApi()
-    causes: list[str] = []
-    w = StatusWriter(
+def signed_writer(api: FakeApi, causes: list[str], **options: Any) -> StatusWriter:
+    """A writer with a signature (Ready's status) that tells each write's cause."""
+    return StatusWriter(
         KUBE,
         "things",
         body(),
         {},
         patch=api,
         signature=_only_ready,
-        heartbeat=3600,
-        replaced=("items",),
         on_write=causes.append,
+        **options,
     )
+
+
+async def test_numbers_wait_for_a_signature_change_and_are_never_written_alone(
+    events: list[tuple[str, str]],
+) -> None:
+    """No heartbeat (issue 26): numbers go out only with a change a reader acts on."""
+    api, causes = FakeApi(), []
+    w = signed_writer(api, causes, replaced=("items",))
     w.update({"latency": 1, "items": [1]}, [READY], NOW)
     await drained(w)
     assert causes == ["change"] and "items" not in w.written  # replaced lists are not kept
@@ -223,10 +228,69 @@ async def test_numbers_wait_for_the_heartbeat_and_a_signature_change_does_not(
     await drained(w)
     assert causes == ["change", "change"]
     assert api.patches[1]["latency"] == 3 and api.patches[1]["items"] == [3]
-    w._last_write -= 3600  # the heartbeat is due
-    w.update({"latency": 4, "items": [3]}, [NOT_READY], NOW)
+    for latency in range(4, 50):  # however long it runs, numbers alone are never written
+        w.update({"latency": latency, "items": [3]}, [NOT_READY], NOW)
     await drained(w)
-    assert causes[-1] == "heartbeat" and api.patches[-1]["latency"] == 4
+    assert len(api.patches) == 2 and w.current["latency"] == 49
+
+
+async def test_refresh_fields_are_written_alone_rarely(events: list[tuple[str, str]]) -> None:
+    api, causes = FakeApi(), []
+    w = signed_writer(api, causes, refresh=("probed",), refresh_every=3600)
+    w.update({"probed": "t1", "latency": 1}, [READY], NOW)
+    await drained(w)
+    w.update({"probed": "t2", "latency": 2}, [READY], NOW)  # the period is not up
+    await drained(w)
+    assert causes == ["change"] and len(api.patches) == 1
+    w._last_refresh -= 3600  # the refresh is due: the field alone, not the numbers
+    w.update({"probed": "t3", "latency": 3}, [READY], NOW)
+    await drained(w)
+    assert causes == ["change", "refresh"] and api.patches[-1] == {"probed": "t3"}
+    w.update({"probed": "t4", "latency": 4}, [NOT_READY], NOW)  # a change takes the numbers
+    await drained(w)
+    assert api.patches[-1]["latency"] == 4 and api.patches[-1]["probed"] == "t4"
+
+
+async def test_force_writes_a_change_the_signature_does_not_see(
+    events: list[tuple[str, str]],
+) -> None:
+    api = FakeApi()
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api, signature=_only_ready)
+    w.update({"probed": "t1"}, [READY], NOW)
+    await drained(w)
+    w.update({"probed": "t2"}, [READY], NOW, force=True)  # e.g. a maintenance hold ended
+    await drained(w)
+    assert [p.get("probed") for p in api.patches] == ["t1", "t2"]
+
+
+async def test_a_429_is_retried_after_its_retry_after_within_the_budget(
+    events: list[tuple[str, str]],
+) -> None:
+    refused = ApiException(status=429, reason="Too Many Requests")
+    refused.headers = {"Retry-After": "0.05"}
+    api = FakeApi()
+    api.fail = [refused]
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api, retry_after=0.001)
+    started = asyncio.get_running_loop().time()
+    w.update({"replicas": 1}, [READY], NOW)
+    await drained(w)
+    assert api.patches[0]["replicas"] == 1
+    assert asyncio.get_running_loop().time() - started >= 0.05  # never sooner than asked
+
+
+async def test_write_status_retries_an_overloaded_api_server_but_not_a_refusal(
+    monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, str]]
+) -> None:
+    monkeypatch.setattr(writer, "ONE_SHOT_ATTEMPTS", 3)
+    api = FakeApi()
+    api.fail = [ApiException(status=503, reason="Unavailable")]
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api, retry_after=0.001)
+    await w.write({"replicas": 1}, [READY], NOW)
+    assert api.patches[0]["replicas"] == 1
+    api.fail = [ApiException(status=422, reason="Invalid")]
+    with pytest.raises(ApiException):
+        await w.write({"replicas": 2}, [READY], NOW)
+    assert w.written["replicas"] == 1  # put back: the next write sends it again
 
 
 async def test_newsworthy_filters_the_events(events: list[tuple[str, str]]) -> None:

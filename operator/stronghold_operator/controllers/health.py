@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from prometheus_client import Counter
@@ -58,6 +58,7 @@ from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.platforms.webhook import post_json
 from stronghold_operator.probes.resources import ResourcesProbe
 from stronghold_operator.probes.runner import Prober
+from stronghold_operator.runtime import events
 from stronghold_operator.runtime.scheduler import Scheduler
 from stronghold_operator.runtime.status import StatusWriter
 from stronghold_operator.services import health as service
@@ -66,8 +67,9 @@ PLURAL = "healthpolicies"
 # An invalid spec's status is re-asserted this often (a fix wakes the policy at once).
 INVALID_RECHECK_S = 300.0
 JITTER = 0.1  # +-10% of the interval, so a thousand policies do not probe in lockstep
-# Status writes that only refresh numbers and messages happen at most this often.
-STATUS_HEARTBEAT_S = float(os.environ.get("STRONGHOLD_HEALTH_STATUS_HEARTBEAT", "60"))
+# ``lastProbeTime`` alone is written at most this often when nothing else a reader acts on
+# changed (docs/healthpolicy.md: why 30 minutes); numbers wait for a significant change.
+PROBE_TIME_REFRESH_S = float(os.environ.get("STRONGHOLD_HEALTH_PROBE_TIME_REFRESH", "1800"))
 
 track_watch(PLURAL)
 log = logging.getLogger("stronghold.health")
@@ -77,11 +79,11 @@ SERIES = HealthCollector()
 registry.register(SERIES)
 STATUS_WRITES = Counter(
     "stronghold_health_status_writes_total",
-    "HealthPolicy status patches: a significant change, or the heartbeat of the numbers",
+    "HealthPolicy status patches: a significant change, or the rare lastProbeTime refresh",
     ["cause"],
     registry=registry,
 )
-_WRITES = {"change": STATUS_WRITES.labels("change"), "heartbeat": STATUS_WRITES.labels("heartbeat")}
+_WRITES = {"change": STATUS_WRITES.labels("change"), "refresh": STATUS_WRITES.labels("refresh")}
 
 
 def _count_write(cause: str) -> None:
@@ -173,6 +175,7 @@ class PolicyLoop:
 
     __slots__ = (
         "_generation",
+        "_held",
         "body",
         "invalid",
         "ref",
@@ -206,7 +209,8 @@ class PolicyLoop:
             dict(body.get("status") or {}),
             newsworthy=_newsworthy,
             signature=service.signature,
-            heartbeat=STATUS_HEARTBEAT_S,
+            refresh=("lastProbeTime",),
+            refresh_every=PROBE_TIME_REFRESH_S,
             replaced=("checks",),
             on_gone=lambda: rt.scheduler.forget(self.uid),
             on_write=_count_write,
@@ -217,7 +221,9 @@ class PolicyLoop:
         self.spec: HealthPolicySpec | None = None  # None: invalid, and ``invalid`` says why
         self.invalid = ""
         self._generation: object = object()
+        self._held = False
         self.observe(body)
+        self._held = False  # the first round writes anyway
 
     def observe(self, body: Mapping[str, Any]) -> bool:
         """Take in a watch event; True when the change deserves a round now.
@@ -233,6 +239,9 @@ class PolicyLoop:
         placed = annotations.get(MAINTENANCE_WINDOWS_ANNOTATION)
         slim = self.body["metadata"]
         changed = generation != self._generation or maintenance != self.maintenance
+        # A hold that starts or ends is written with the next round even when the status
+        # signature keeps (a window's post-checks wait for a probe time after its release).
+        self._held = self._held or maintenance != self.maintenance
         if generation != self._generation or generation is None:
             self._generation = generation
             try:
@@ -274,7 +283,8 @@ class PolicyLoop:
             policy, self.writer.current, where, self.ports(), self.secret_misses
         )
         self.secret_misses = self.secret_misses + 1 if r.secret_missing else 0
-        self.writer.update(r.fields, r.conditions)
+        held, self._held = self._held, False
+        self.writer.update(r.fields, r.conditions, force=held and r.evaluation is not None)
         if r.evaluation is not None:
             ev = r.evaluation
             self.series.record(policy.checks, r.results, ev.status["checks"], ev.severity)
@@ -293,8 +303,7 @@ class PolicyLoop:
         )
 
     def event(self, kind: str, reason: str, message: str) -> None:
-        obj = kopf.Body(cast(kopf.RawBody, self.body))
-        kopf.event(obj, type=kind, reason=reason, message=message)
+        events.post(self.body, type=kind, reason=reason, message=message)
 
     def close(self) -> None:
         """The policy is gone (or the operator stops): its writes, series and caches go."""

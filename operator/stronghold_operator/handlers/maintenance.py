@@ -29,6 +29,7 @@ from stronghold_operator.platforms.maintenance import (
     KubeWorkloads,
 )
 from stronghold_operator.probes.pages import HttpPages
+from stronghold_operator.runtime import events as posting
 from stronghold_operator.runtime.periodic import run_passes
 from stronghold_operator.runtime.status import write_status
 from stronghold_operator.services import maintenance as service
@@ -94,7 +95,7 @@ def make_ports(svc: Services, body: kopf.Body) -> service.Ports:
 
 def _emit(body: kopf.Body, events: Sequence[win.Event]) -> None:
     for e in events:
-        kopf.event(body, type=e.type, reason=e.reason, message=e.message[:1000])
+        posting.post(body, type=e.type, reason=e.reason, message=e.message[:1000])
 
 
 async def _write(
@@ -189,7 +190,7 @@ async def release_on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         raise kopf.TemporaryError(str(exc), delay=5) from exc
     if released:
         message = f"window deleted; released {', '.join(released)}"
-        kopf.event(body, type="Normal", reason="Released", message=message)
+        posting.post(body, type="Normal", reason="Released", message=message)
 
 
 @kopf.on.cleanup()

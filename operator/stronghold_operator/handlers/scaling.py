@@ -31,6 +31,7 @@ from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.scaling import VOCABULARY, ScalingPolicySpec
 from stronghold_operator.platforms.compose import ComposeService, ComposeTarget
 from stronghold_operator.platforms.workloads import KubeAutoscalers, KubeWorkload
+from stronghold_operator.runtime import events
 from stronghold_operator.runtime.periodic import run_passes
 from stronghold_operator.runtime.status import write_status
 from stronghold_operator.services import scaling as service
@@ -105,12 +106,12 @@ def _announce_decision(body: kopf.Body, d: engine.Decision, previous: Mapping[st
     """An Event on every scale action; a dry-run decision only when it is new."""
     if d.acts:
         reason = "ScaledUp" if d.action == engine.SCALE_UP else "ScaledDown"
-        kopf.event(body, type="Normal", reason=reason, message=d.message)
+        events.post(body, type="Normal", reason=reason, message=d.message)
     elif d.reason == engine.DRY_RUN and (previous.get("reason"), previous.get("to")) != (
         d.reason,
         d.to_replicas,
     ):
-        kopf.event(body, type="Normal", reason="DryRun", message=d.message)
+        events.post(body, type="Normal", reason="DryRun", message=d.message)
 
 
 def _report(

@@ -109,6 +109,7 @@ class AsyncApi:
             if response.status >= 400:
                 exc = ApiException(status=response.status, reason=response.reason)
                 exc.body = text.decode(errors="replace")
+                exc.headers = {"Retry-After": response.headers.get("Retry-After")}  # a 429's
                 raise exc
             if not parse:
                 return {}
