@@ -251,16 +251,23 @@ async def test_refresh_fields_are_written_alone_rarely(events: list[tuple[str, s
     assert api.patches[-1]["latency"] == 4 and api.patches[-1]["probed"] == "t4"
 
 
-async def test_force_writes_a_change_the_signature_does_not_see(
+async def test_refresh_soon_shortens_the_period_for_a_while(
     events: list[tuple[str, str]],
 ) -> None:
-    api = FakeApi()
-    w = StatusWriter(KUBE, "things", body(), {}, patch=api, signature=_only_ready)
+    api, causes = FakeApi(), []
+    w = signed_writer(api, causes, refresh=("probed",), refresh_every=3600)
     w.update({"probed": "t1"}, [READY], NOW)
     await drained(w)
-    w.update({"probed": "t2"}, [READY], NOW, force=True)  # e.g. a maintenance hold ended
+    w.refresh_soon(every=0.0, within=60)  # e.g. a maintenance hold ended
+    w.update({"probed": "t2"}, [READY], NOW)
     await drained(w)
-    assert [p.get("probed") for p in api.patches] == ["t1", "t2"]
+    w._soon = (0.0, 0.0)  # the while is over: back to the long period
+    w.update({"probed": "t3"}, [READY], NOW)
+    await drained(w)
+    assert causes == ["change", "refresh"] and [p.get("probed") for p in api.patches] == [
+        "t1",
+        "t2",
+    ]
 
 
 async def test_a_429_is_retried_after_its_retry_after_within_the_budget(

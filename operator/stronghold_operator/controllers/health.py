@@ -70,6 +70,10 @@ JITTER = 0.1  # +-10% of the interval, so a thousand policies do not probe in lo
 # ``lastProbeTime`` alone is written at most this often when nothing else a reader acts on
 # changed (docs/healthpolicy.md: why 30 minutes); numbers wait for a significant change.
 PROBE_TIME_REFRESH_S = float(os.environ.get("STRONGHOLD_HEALTH_PROBE_TIME_REFRESH", "1800"))
+# After a maintenance hold starts or ends, lastProbeTime is written every HOLD_REFRESH_S for
+# HOLD_FOLLOW_S: a window's post-checks want a healthy probe made after they started (a
+# window pass or two after the release), and a healthy policy has nothing else to write.
+HOLD_REFRESH_S, HOLD_FOLLOW_S = 10.0, 30.0
 
 track_watch(PLURAL)
 log = logging.getLogger("stronghold.health")
@@ -88,6 +92,9 @@ _WRITES = {"change": STATUS_WRITES.labels("change"), "refresh": STATUS_WRITES.la
 
 def _count_write(cause: str) -> None:
     _WRITES[cause].inc()
+
+
+_UNSEEN = object()  # no watch event seen yet
 
 
 def _newsworthy(t: cond.Transition) -> bool:
@@ -175,7 +182,6 @@ class PolicyLoop:
 
     __slots__ = (
         "_generation",
-        "_held",
         "body",
         "invalid",
         "ref",
@@ -220,10 +226,8 @@ class PolicyLoop:
         self.series = SERIES.series(self.uid, meta["namespace"], meta["name"])  # for /metrics
         self.spec: HealthPolicySpec | None = None  # None: invalid, and ``invalid`` says why
         self.invalid = ""
-        self._generation: object = object()
-        self._held = False
+        self._generation: object = _UNSEEN
         self.observe(body)
-        self._held = False  # the first round writes anyway
 
     def observe(self, body: Mapping[str, Any]) -> bool:
         """Take in a watch event; True when the change deserves a round now.
@@ -239,9 +243,8 @@ class PolicyLoop:
         placed = annotations.get(MAINTENANCE_WINDOWS_ANNOTATION)
         slim = self.body["metadata"]
         changed = generation != self._generation or maintenance != self.maintenance
-        # A hold that starts or ends is written with the next round even when the status
-        # signature keeps (a window's post-checks wait for a probe time after its release).
-        self._held = self._held or maintenance != self.maintenance
+        if maintenance != self.maintenance and self._generation is not _UNSEEN:
+            self.writer.refresh_soon(HOLD_REFRESH_S, HOLD_FOLLOW_S)
         if generation != self._generation or generation is None:
             self._generation = generation
             try:
@@ -283,8 +286,7 @@ class PolicyLoop:
             policy, self.writer.current, where, self.ports(), self.secret_misses
         )
         self.secret_misses = self.secret_misses + 1 if r.secret_missing else 0
-        held, self._held = self._held, False
-        self.writer.update(r.fields, r.conditions, force=held and r.evaluation is not None)
+        self.writer.update(r.fields, r.conditions)
         if r.evaluation is not None:
             ev = r.evaluation
             self.series.record(policy.checks, r.results, ev.status["checks"], ev.severity)

@@ -131,6 +131,7 @@ class StatusWriter:
         "_attempt",
         "_dirty",
         "_last_refresh",
+        "_soon",
         "_urgent",
         "_written_sig",
         "body",
@@ -177,6 +178,7 @@ class StatusWriter:
         self._written_sig: int = 0
         self._remember_written()
         self._last_refresh = -1.0  # monotonic; < 0: no write yet
+        self._soon = (0.0, 0.0)  # (until, every): a shorter refresh period for a while
         self._dirty = False  # a change waits for the write in flight
         self._urgent = False  # ... and it is significant (it goes first)
         self._attempt = 0  # failed writes in a row (the back-off grows with them)
@@ -189,21 +191,19 @@ class StatusWriter:
         desired: Mapping[str, Any],
         updates: Iterable[cond.Condition],
         now: datetime | None = None,
-        force: bool = False,
     ) -> None:
         """Merge a pass's status fields and conditions; write in the background when
-        something changed (with a ``signature``: when it moved, or ``force``: something
-        outside status that a reader of it waits for, e.g. a lifted maintenance hold).
-        Transitions are announced now, once."""
+        something changed (with a ``signature``: when it moved). Transitions are announced
+        now, once."""
         updates = list(updates)
-        if self.signature is not None and not force and self._skip(desired, updates):
+        if self.signature is not None and self._skip(desired, updates):
             self._refresh_if_due()
             return
         first = not self.written
         delta, moved = self._merge(desired, updates, now or cond.utcnow())
         if not delta:
             pass
-        elif self.signature is None or force or self._sig(self.current) != self._written_sig:
+        elif self.signature is None or self._sig(self.current) != self._written_sig:
             urgent = self.signature is not None or ratelimit.is_significant(
                 delta, len(moved), first
             )
@@ -220,12 +220,19 @@ class StatusWriter:
             self._dirty = True  # latest wins: it goes with the next write
             self._urgent = self._urgent or urgent
 
+    def refresh_soon(self, every: float, within: float) -> None:
+        """For the next ``within`` seconds, the ``refresh`` fields are written every
+        ``every`` seconds (a reader waits for a fresh one: a window's post-checks)."""
+        self._soon = (time.monotonic() + within, every)
+
     def _refresh_if_due(self) -> None:
         """Write the ``refresh`` fields alone when their period is up (nothing else)."""
         if not self.refresh or self.refresh_every <= 0 or self.writing is not None:
             return
         now = time.monotonic()
-        if self._last_refresh >= 0 and now - self._last_refresh < self.refresh_every:
+        until, every = self._soon
+        period = every if now < until else self.refresh_every
+        if self._last_refresh >= 0 and now - self._last_refresh < period:
             return
         delta = {
             k: self.current[k]
@@ -339,7 +346,7 @@ class StatusWriter:
     # --- writing ------------------------------------------------------------------------
 
     def _stamp_refresh(self, now: float) -> None:
-        if self._last_refresh < 0 and self.refresh_every:
+        if self._last_refresh < 0 and self.refresh_every and now >= self._soon[0]:
             # The first refresh at a random point of the period: objects applied together
             # would otherwise refresh together, every period, for ever.
             self._last_refresh = now - random.uniform(0, self.refresh_every)
