@@ -237,11 +237,13 @@ async def test_numbers_wait_for_a_signature_change_and_are_never_written_alone(
 async def test_refresh_fields_are_written_alone_rarely(events: list[tuple[str, str]]) -> None:
     api, causes = FakeApi(), []
     w = signed_writer(api, causes, refresh=("probed",), refresh_every=3600)
+    w._phase = 0.0  # this object's offset in the period (random, 0 to the period)
     w.update({"probed": "t1", "latency": 1}, [READY], NOW)
     await drained(w)
     w.update({"probed": "t2", "latency": 2}, [READY], NOW)  # the period is not up
     await drained(w)
     assert causes == ["change"] and len(api.patches) == 1
+    assert w._last_refresh is not None
     w._last_refresh -= 3600  # the refresh is due: the field alone, not the numbers
     w.update({"probed": "t3", "latency": 3}, [READY], NOW)
     await drained(w)
@@ -251,11 +253,25 @@ async def test_refresh_fields_are_written_alone_rarely(events: list[tuple[str, s
     assert api.patches[-1]["latency"] == 4 and api.patches[-1]["probed"] == "t4"
 
 
+async def test_objects_written_together_refresh_apart(events: list[tuple[str, str]]) -> None:
+    """Each object has its own phase in the period: a thousand policies written together
+    (applied together, or one storm) do not refresh together half an hour later."""
+    writers = [
+        signed_writer(FakeApi(), [], refresh=("probed",), refresh_every=1800) for _ in range(50)
+    ]
+    for w in writers:
+        w.update({"probed": "t1"}, [READY], NOW)
+    await asyncio.gather(*(drained(w) for w in writers))
+    due = sorted(cast(float, w._last_refresh) + 1800 for w in writers)
+    assert due[-1] - due[0] > 600  # spread over the period, not one instant
+
+
 async def test_refresh_soon_shortens_the_period_for_a_while(
     events: list[tuple[str, str]],
 ) -> None:
     api, causes = FakeApi(), []
     w = signed_writer(api, causes, refresh=("probed",), refresh_every=3600)
+    w._phase = 0.0
     w.update({"probed": "t1"}, [READY], NOW)
     await drained(w)
     w.refresh_soon(every=0.0, within=60)  # e.g. a maintenance hold ended

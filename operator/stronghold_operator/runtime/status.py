@@ -131,6 +131,7 @@ class StatusWriter:
         "_attempt",
         "_dirty",
         "_last_refresh",
+        "_phase",
         "_soon",
         "_urgent",
         "_written_sig",
@@ -177,8 +178,9 @@ class StatusWriter:
         self.written: dict[str, Any] = {}  # what the API has or is being sent, but ``replaced``
         self._written_sig: int = 0
         self._remember_written()
-        self._last_refresh = -1.0  # monotonic; < 0: no write yet
+        self._last_refresh: float | None = None  # monotonic; None: no write yet
         self._soon = (0.0, 0.0)  # (until, every): a shorter refresh period for a while
+        self._phase = random.uniform(0, refresh_every) if refresh and refresh_every > 0 else 0.0
         self._dirty = False  # a change waits for the write in flight
         self._urgent = False  # ... and it is significant (it goes first)
         self._attempt = 0  # failed writes in a row (the back-off grows with them)
@@ -232,7 +234,7 @@ class StatusWriter:
         now = time.monotonic()
         until, every = self._soon
         period = every if now < until else self.refresh_every
-        if self._last_refresh >= 0 and now - self._last_refresh < period:
+        if self._last_refresh is not None and now - self._last_refresh < period:
             return
         delta = {
             k: self.current[k]
@@ -243,7 +245,7 @@ class StatusWriter:
             return
         before = self.written, self._written_sig
         self.written = {**self.written, **delta}
-        self._stamp_refresh(now)
+        self._last_refresh = now  # refreshes are spread already: keep their spacing
         if self.on_write is not None:
             self.on_write("refresh")
         self.writing = asyncio.create_task(self._write_behind(delta, before, False))
@@ -346,12 +348,10 @@ class StatusWriter:
     # --- writing ------------------------------------------------------------------------
 
     def _stamp_refresh(self, now: float) -> None:
-        if self._last_refresh < 0 and self.refresh_every and now >= self._soon[0]:
-            # The first refresh at a random point of the period: objects applied together
-            # would otherwise refresh together, every period, for ever.
-            self._last_refresh = now - random.uniform(0, self.refresh_every)
-        else:
-            self._last_refresh = now
+        """A full write carries the refresh fields: the next refresh is due a period
+        later, less this object's own phase. Objects that write together (applied
+        together, or a storm) would otherwise refresh together, every period, for ever."""
+        self._last_refresh = now - self._phase
 
     def _begin(self, delta: dict[str, Any], cause: str) -> tuple[dict[str, Any], int]:
         """``written`` moves when a write starts, so passes meanwhile diff (and announce)
