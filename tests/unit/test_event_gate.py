@@ -94,3 +94,12 @@ def test_forget_drops_an_objects_windows(sent: list[Any]) -> None:
     g.post(obj("a"), "Warning", "Down", "2")
     g.forget(obj("a"))
     assert len(g.correlator) == 0
+
+
+def test_without_an_event_loop_an_event_is_not_held(sent: list[Any]) -> None:
+    """A sync handler's thread has no loop to wait in: kopf's poster takes the Event."""
+    budget.configure(qps=0.001, burst=1)
+    assert budget.budget().try_acquire(ratelimit.SIGNIFICANT)
+    g = gate(sent, Limits(qps=100, burst=100), Clock())
+    g.post(obj("a"), "Normal", "Released", "m")
+    assert sent == [("a", "Normal", "Released", "m")]

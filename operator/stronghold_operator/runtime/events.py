@@ -104,7 +104,12 @@ class EventGate:
         if budget().try_acquire(EVENT):
             self._emit(body, type_, reason, message, kind)
             return
-        self._spawn(self._queued(body, type_, reason, message, kind))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a sync handler's thread: kopf's poster takes it from there
+            self._emit(body, type_, reason, message, kind)
+            return
+        self._spawn(loop, self._queued(body, type_, reason, message, kind))
 
     async def _queued(
         self, body: Mapping[str, Any], type_: str, reason: str, message: str, kind: str
@@ -118,8 +123,8 @@ class EventGate:
         (self._send or _kopf_send)(body, type_, reason, message)
         POSTED.labels(kind).inc()
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+    def _spawn(self, loop: asyncio.AbstractEventLoop, work: Coroutine[Any, Any, None]) -> None:
+        task = loop.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
