@@ -21,6 +21,12 @@ Then the same with HTTP-only policies (N http checks per 10 s of the app's stati
 with coalescing off (``STRONGHOLD_PROBE_COALESCE=0``) so every probe is a real request,
 and the peers of benchmarks/health_peers.py at the same endpoints and rate, one after the
 other (never concurrently, so no side steals CPU from the other).
+
+API traffic (issue 26): the API server's own ``apiserver_request_total`` (its /metrics, read
+with the admin kubeconfig before and after the window) by verb and code for HealthPolicies
+and Events (Events of the whole cluster: other clients post them too), every 429 it sent to
+anyone, and the operator's write budget (runtime/budget.py): writes by priority, refusals,
+the time writes waited for the budget, Events posted and dropped (runtime/events.py).
 """
 
 from __future__ import annotations
@@ -56,7 +62,9 @@ MEMCACHED = "127.0.0.1:11211"
 AMQP = "amqp://guest:guest@127.0.0.1:5672/%2F"
 ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 TYPES = ("http", "postgres", "memcached", "rabbitmq")
-OPERATOR_ENV: dict[str, str] = {}  # extra environment of the operator (--heartbeat, --env)
+OPERATOR_ENV: dict[str, str] = {}  # extra environment of the operator (--env)
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"})
+OUR_RESOURCES = frozenset({"healthpolicies", "events"})
 
 
 # --- targets ---------------------------------------------------------------------------------
@@ -253,6 +261,10 @@ class Scrape:
     writes: dict[str, float] = field(default_factory=dict)  # status writes by cause
     events: float = 0.0  # HealthPolicy watch events sent by the API server (all watchers)
     watchers: float = 0.0  # HealthPolicy watchers registered at the API server
+    budget: dict[str, float] = field(default_factory=dict)  # the write budget's counters
+    wait: list[tuple[float, float]] = field(default_factory=list)  # budget wait (le, count)
+    latency: list[tuple[float, float]] = field(default_factory=list)  # patch latency
+    api: dict[tuple[str, str, str], float] = field(default_factory=dict)  # apiserver requests
 
 
 def scrape(url: str) -> Scrape:
@@ -287,22 +299,83 @@ def scrape(url: str) -> Scrape:
                 if s.name.endswith("_total"):
                     writes[s.labels["cause"]] = s.value
     rounds = max((c for le, c in lateness if math.isinf(le)), default=0.0)
-    events, watchers = watch_events()
+    events, watchers, api = apiserver()
+    budget, wait, latency = write_budget(text)
     return Scrape(
-        probes, sorted(lateness), unhealthy, rounds, sent, coalesced, writes, events, watchers
+        probes,
+        sorted(lateness),
+        unhealthy,
+        rounds,
+        sent,
+        coalesced,
+        writes,
+        events,
+        watchers,
+        budget,
+        wait,
+        latency,
+        api,
     )
 
 
-def watch_events() -> tuple[float, float]:
-    """HealthPolicy watch events the API server has sent, and its HealthPolicy watchers.
+# The budget's counters: metric family -> the label that tells its series apart.
+_BUDGET = {
+    "stronghold_api_writes": "priority",
+    "stronghold_api_writes_refused": "code",
+    "stronghold_api_writes_retried": "code",
+    "stronghold_events_posted": "kind",
+    "stronghold_events_dropped": "why",
+}
 
-    Every watcher gets every event in its scope: besides the operator, kube-controller-
-    manager's garbage collector watches every kind, so the events one watcher received are
-    the total over the watchers (only the benchmark's namespace has HealthPolicies).
-    """
+
+def write_budget(
+    text: str,
+) -> tuple[dict[str, float], list[tuple[float, float]], list[tuple[float, float]]]:
+    """The operator's write budget: counters ("family:label" -> value, and the queue depth),
+    and the wait and patch-latency histograms (cumulative buckets)."""
+    out: dict[str, float] = {}
+    wait: dict[float, float] = {}
+    latency: list[tuple[float, float]] = []
+    for fam in text_string_to_metric_families(text):
+        if fam.name in _BUDGET:
+            for s in fam.samples:
+                if s.name.endswith("_total"):
+                    out[f"{fam.name}:{s.labels[_BUDGET[fam.name]]}"] = s.value
+        elif fam.name == "stronghold_api_write_queue_depth":
+            out["queue"] = fam.samples[0].value if fam.samples else 0.0
+        elif fam.name == "stronghold_api_write_wait_seconds":
+            for s in fam.samples:  # summed over priorities
+                if s.name.endswith("_bucket"):
+                    le = float(s.labels["le"])
+                    wait[le] = wait.get(le, 0.0) + s.value
+        elif fam.name == "stronghold_api_write_duration_seconds":
+            latency = [
+                (float(s.labels["le"]), s.value) for s in fam.samples if s.name.endswith("_bucket")
+            ]
+    return out, sorted(wait.items()), sorted(latency)
+
+
+def apiserver() -> tuple[float, float, dict[tuple[str, str, str], float]]:
+    """From the API server's own /metrics: HealthPolicy watch events (all watchers), its
+    HealthPolicy watchers, and ``apiserver_request_total`` as (resource, verb, code) ->
+    count for HealthPolicies and Events, plus ("*", verb, "429") for every refusal."""
     text = kit.kubectl("get", "--raw", "/metrics")
     events = watchers = 0.0
+    requests: dict[tuple[str, str, str], float] = {}
     for fam in text_string_to_metric_families(text):
+        if fam.name == "apiserver_request" and fam.type == "counter":
+            for s in fam.samples:
+                if not s.name.endswith("_total"):
+                    continue
+                verb, code, res = s.labels.get("verb", ""), s.labels.get("code", ""), ""
+                if s.labels.get("resource") in OUR_RESOURCES:
+                    res = s.labels["resource"]
+                    if s.labels.get("subresource"):
+                        res += "/" + s.labels["subresource"]
+                    requests[(res, verb, code)] = requests.get((res, verb, code), 0.0) + s.value
+                if code == "429":
+                    requests[("*", verb, code)] = requests.get(("*", verb, code), 0.0) + s.value
+            continue
         for s in fam.samples:
             if s.labels.get("kind") != "HealthPolicy":
                 continue
@@ -310,7 +383,7 @@ def watch_events() -> tuple[float, float]:
                 events += s.value
             elif fam.name == "apiserver_registered_watchers":
                 watchers += s.value
-    return events, watchers
+    return events, watchers, requests
 
 
 def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
@@ -362,6 +435,22 @@ class Run:
     writes: dict[str, float] = field(default_factory=dict)  # status writes in the window
     events: float = 0.0  # watch events in the window, all watchers
     watchers: float = 1.0  # HealthPolicy watchers at the end of the window
+    budget: dict[str, float] = field(default_factory=dict)  # budget counters in the window
+    wait_p99: float = math.nan  # seconds a write waited for the budget
+    latency_p99: float = math.nan  # seconds a status patch took
+    api: dict[tuple[str, str, str], float] = field(default_factory=dict)  # apiserver requests
+
+    def api_total(self, resource: str | None = None, mutating: bool = False) -> float:
+        return sum(
+            v
+            for (res, verb, _), v in self.api.items()
+            if res != "*"
+            and (resource is None or res.split("/")[0] == resource)
+            and (not mutating or verb in MUTATING)
+        )
+
+    def refused_429(self) -> float:
+        return sum(v for (res, _, code), v in self.api.items() if res == "*" and code == "429")
 
     @property
     def total_probes(self) -> float:
@@ -451,6 +540,13 @@ def run_operator(
             writes={k: v - before.writes.get(k, 0.0) for k, v in after.writes.items()},
             events=after.events - before.events,
             watchers=max(1.0, after.watchers),
+            budget={
+                k: v - before.budget.get(k, 0.0) if k != "queue" else v
+                for k, v in after.budget.items()
+            },
+            wait_p99=quantile(0.99, delta_buckets(before.wait, after.wait)),
+            latency_p99=quantile(0.99, delta_buckets(before.latency, after.latency)),
+            api={k: v - before.api.get(k, 0.0) for k, v in after.api.items()},
         )
     finally:
         if op is not None:
@@ -557,23 +653,83 @@ def report_runs(runs: Sequence[Run]) -> None:
         [
             r.n,
             "http only" if r.http_only else "4 checks",
-            f"{r.writes.get('change', 0.0) / r.wall:.1f}",
-            f"{r.writes.get('heartbeat', 0.0) / r.wall:.1f}",
+            f"{r.writes.get('change', 0.0) / r.wall:.2f}",
+            f"{r.writes.get('refresh', 0.0) / r.wall:.2f}",
+            f"{r.api_total('healthpolicies', mutating=True) / r.wall:.2f}",
+            f"{r.api_total('events', mutating=True) / r.wall:.2f}",
+            f"{r.api_total(mutating=True) / r.wall:.2f}",
+            f"{r.refused_429():g}",
             f"{r.events / r.watchers / r.wall:.1f} ({r.watchers:g} watchers)",
         ]
         for r in runs
     ]
     table(
-        "API traffic of the operator in the window, per second",
+        "API traffic in the window, per second (apiserver: its own apiserver_request_total)",
         [
             "N",
             "policies",
             "status writes: change",
-            "status writes: heartbeat",
+            "status writes: lastProbeTime refresh",
+            "apiserver mutating: healthpolicies",
+            "apiserver mutating: events (cluster)",
+            "apiserver mutating: both",
+            "429s (any client)",
             "watch events per watcher",
         ],
         traffic,
     )
+    by_verb = [
+        [r.n, "http only" if r.http_only else "4 checks", res, verb, code, f"{v:g}"]
+        for r in runs
+        for (res, verb, code), v in sorted(r.api.items())
+        if v > 0 and verb != "WATCH"
+    ]
+    table(
+        "API server requests in the window by verb and code (healthpolicies, events; * = all)",
+        ["N", "policies", "resource", "verb", "code", "requests"],
+        by_verb,
+    )
+    budget = [
+        [
+            r.n,
+            "http only" if r.http_only else "4 checks",
+            _series(r, "stronghold_api_writes"),
+            _series(r, "stronghold_api_writes_refused"),
+            _series(r, "stronghold_api_writes_retried"),
+            f"{r.budget.get('queue', 0.0):g}",
+            f"{1000 * r.wait_p99:.1f}" if not math.isnan(r.wait_p99) else "n/a",
+            f"{1000 * r.latency_p99:.1f}" if not math.isnan(r.latency_p99) else "n/a",
+            _series(r, "stronghold_events_posted"),
+            _series(r, "stronghold_events_dropped"),
+        ]
+        for r in runs
+    ]
+    table(
+        "The operator's write budget in the window (runtime/budget.py, runtime/events.py)",
+        [
+            "N",
+            "policies",
+            "writes by priority",
+            "refused by code",
+            "retried by code",
+            "queue at end",
+            "budget wait p99 ms",
+            "patch latency p99 ms",
+            "Events posted",
+            "Events dropped",
+        ],
+        budget,
+    )
+
+
+def _series(r: Run, family: str) -> str:
+    """One budget counter's series in the window, e.g. ``429=3 503=1`` (0: none)."""
+    parts = [
+        f"{k.split(':', 1)[1]}={v:g}"
+        for k, v in sorted(r.budget.items())
+        if k.startswith(f"{family}:") and v
+    ]
+    return " ".join(parts) or "0"
 
 
 def report_peers(results: Sequence[tuple[int, peers.PeerResult]]) -> None:
@@ -609,12 +765,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--no-mixed", action="store_true", help="skip the 4-check runs")
     ap.add_argument("--no-peers", action="store_true", help="skip the peers")
     ap.add_argument(
-        "--heartbeat",
-        type=float,
-        default=None,
-        help="STRONGHOLD_HEALTH_STATUS_HEARTBEAT of the operator (default: its own, 60 s)",
-    )
-    ap.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="operator environment"
     )
     args = ap.parse_args(argv)
@@ -622,8 +772,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         key, _, value = item.partition("=")
         OPERATOR_ENV[key] = value
     ns_values = [int(x) for x in args.policies.split(",") if x]
-    if args.heartbeat is not None:
-        OPERATOR_ENV["STRONGHOLD_HEALTH_STATUS_HEARTBEAT"] = f"{args.heartbeat:g}"
 
     common.check_cluster("probe the policies too")
     if not args.no_peers:

@@ -89,11 +89,12 @@ def test_frozen_apiserver_does_not_restart_the_operator(
             },
         }
     )
-    # Every round writes status (heartbeat below the interval), so a write after the outage
-    # shows that rounds go on; a short watch grace makes a lag clock kept across it show.
+    # Every round writes lastProbeTime (its refresh period below the interval), so a write
+    # after the outage shows that rounds go on; a short watch grace makes a lag clock kept
+    # across it show.
     op = run_operator(
         namespace,
-        env={"STRONGHOLD_HEALTH_STATUS_HEARTBEAT": "5", "STRONGHOLD_WATCH_GRACE": "60"},
+        env={"STRONGHOLD_HEALTH_PROBE_TIME_REFRESH": "5", "STRONGHOLD_WATCH_GRACE": "60"},
     )
     kit.wait_until("a first status", lambda: last_probe(namespace, "outage"), timeout=60)
     watcher = LivenessWatcher(op)

@@ -30,6 +30,21 @@ def test_run_flags() -> None:
     assert args.log_format == "json"
 
 
+def test_budget_flags() -> None:
+    args = build_parser(["run"]).parse_args(
+        ["run", "--api-qps", "20", "--api-burst", "40", "--events-qps", "0.5"]
+    )
+    assert (args.api_qps, args.api_burst, args.events_qps, args.events_burst) == (
+        20.0,
+        40,
+        0.5,
+        None,
+    )
+    for bad in (["--api-qps", "0"], ["--api-burst", "1.5"], ["--events-burst", "-1"]):
+        with pytest.raises(SystemExit):
+            build_parser(["run"]).parse_args(["run", *bad])
+
+
 def test_allow_privileged_jobs_flag() -> None:
     def parse(*extra: str) -> object:
         return build_parser(["run"]).parse_args(["run", *extra]).allow_privileged_jobs

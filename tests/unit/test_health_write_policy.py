@@ -1,4 +1,5 @@
-"""When HealthPolicy status is written: significant changes now, numbers later."""
+"""When HealthPolicy status is written: significant changes now, numbers with them (never
+alone: no heartbeat)."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def changed(path: list[Any], value: Any) -> dict[str, Any]:
         (["conditions", 1, "message"], "ok, 4 checks"),
     ],
 )
-def test_numbers_and_words_wait_for_the_heartbeat(path: list[Any], value: Any) -> None:
+def test_numbers_and_words_wait_for_a_significant_change(path: list[Any], value: Any) -> None:
     assert not _significant(changed(path, value), BASE)
 
 

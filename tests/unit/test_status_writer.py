@@ -1,7 +1,8 @@
 """runtime/status: the one status writer (patch and Events captured).
 
 ``write_status`` is the one-shot form; :class:`StatusWriter` the per-object writer:
-one write in flight, latest wins, failed writes retried, signature skip and heartbeat.
+one write in flight, latest wins, failed writes retried with back-off, signature skip (no
+heartbeat), rare refresh fields.
 """
 
 from __future__ import annotations
@@ -197,22 +198,26 @@ def _only_ready(status: Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple((c["type"], c["status"]) for c in status.get("conditions") or ())
 
 
-async def test_numbers_wait_for_the_heartbeat_and_a_signature_change_does_not(
-    events: list[tuple[str, str]],
-) -> None:
-    api = FakeApi()
-    causes: list[str] = []
-    w = StatusWriter(
+def signed_writer(api: FakeApi, causes: list[str], **options: Any) -> StatusWriter:
+    """A writer with a signature (Ready's status) that tells each write's cause."""
+    return StatusWriter(
         KUBE,
         "things",
         body(),
         {},
         patch=api,
         signature=_only_ready,
-        heartbeat=3600,
-        replaced=("items",),
         on_write=causes.append,
+        **options,
     )
+
+
+async def test_numbers_wait_for_a_signature_change_and_are_never_written_alone(
+    events: list[tuple[str, str]],
+) -> None:
+    """No heartbeat (issue 26): numbers go out only with a change a reader acts on."""
+    api, causes = FakeApi(), []
+    w = signed_writer(api, causes, replaced=("items",))
     w.update({"latency": 1, "items": [1]}, [READY], NOW)
     await drained(w)
     assert causes == ["change"] and "items" not in w.written  # replaced lists are not kept
@@ -223,10 +228,91 @@ async def test_numbers_wait_for_the_heartbeat_and_a_signature_change_does_not(
     await drained(w)
     assert causes == ["change", "change"]
     assert api.patches[1]["latency"] == 3 and api.patches[1]["items"] == [3]
-    w._last_write -= 3600  # the heartbeat is due
-    w.update({"latency": 4, "items": [3]}, [NOT_READY], NOW)
+    for latency in range(4, 50):  # however long it runs, numbers alone are never written
+        w.update({"latency": latency, "items": [3]}, [NOT_READY], NOW)
     await drained(w)
-    assert causes[-1] == "heartbeat" and api.patches[-1]["latency"] == 4
+    assert len(api.patches) == 2 and w.current["latency"] == 49
+
+
+async def test_refresh_fields_are_written_alone_rarely(events: list[tuple[str, str]]) -> None:
+    api, causes = FakeApi(), []
+    w = signed_writer(api, causes, refresh=("probed",), refresh_every=3600)
+    w._phase = 0.0  # this object's offset in the period (random, 0 to the period)
+    w.update({"probed": "t1", "latency": 1}, [READY], NOW)
+    await drained(w)
+    w.update({"probed": "t2", "latency": 2}, [READY], NOW)  # the period is not up
+    await drained(w)
+    assert causes == ["change"] and len(api.patches) == 1
+    assert w._last_refresh is not None
+    w._last_refresh -= 3600  # the refresh is due: the field alone, not the numbers
+    w.update({"probed": "t3", "latency": 3}, [READY], NOW)
+    await drained(w)
+    assert causes == ["change", "refresh"] and api.patches[-1] == {"probed": "t3"}
+    w.update({"probed": "t4", "latency": 4}, [NOT_READY], NOW)  # a change takes the numbers
+    await drained(w)
+    assert api.patches[-1]["latency"] == 4 and api.patches[-1]["probed"] == "t4"
+
+
+async def test_objects_written_together_refresh_apart(events: list[tuple[str, str]]) -> None:
+    """Each object has its own phase in the period: a thousand policies written together
+    (applied together, or one storm) do not refresh together half an hour later."""
+    writers = [
+        signed_writer(FakeApi(), [], refresh=("probed",), refresh_every=1800) for _ in range(50)
+    ]
+    for w in writers:
+        w.update({"probed": "t1"}, [READY], NOW)
+    await asyncio.gather(*(drained(w) for w in writers))
+    due = sorted(cast(float, w._last_refresh) + 1800 for w in writers)
+    assert due[-1] - due[0] > 600  # spread over the period, not one instant
+
+
+async def test_refresh_soon_shortens_the_period_for_a_while(
+    events: list[tuple[str, str]],
+) -> None:
+    api, causes = FakeApi(), []
+    w = signed_writer(api, causes, refresh=("probed",), refresh_every=3600)
+    w._phase = 0.0
+    w.update({"probed": "t1"}, [READY], NOW)
+    await drained(w)
+    w.refresh_soon(every=0.0, within=60)  # e.g. a maintenance hold ended
+    w.update({"probed": "t2"}, [READY], NOW)
+    await drained(w)
+    w._soon = (0.0, 0.0)  # the while is over: back to the long period
+    w.update({"probed": "t3"}, [READY], NOW)
+    await drained(w)
+    assert causes == ["change", "refresh"] and [p.get("probed") for p in api.patches] == [
+        "t1",
+        "t2",
+    ]
+
+
+async def test_a_429_is_retried_after_its_retry_after_within_the_budget(
+    events: list[tuple[str, str]],
+) -> None:
+    refused = ApiError(429, "Too Many Requests", retry_after=0.05)
+    api = FakeApi()
+    api.fail = [refused]
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api, retry_after=0.001)
+    started = asyncio.get_running_loop().time()
+    w.update({"replicas": 1}, [READY], NOW)
+    await drained(w)
+    assert api.patches[0]["replicas"] == 1
+    assert asyncio.get_running_loop().time() - started >= 0.05  # never sooner than asked
+
+
+async def test_write_status_retries_an_overloaded_api_server_but_not_a_refusal(
+    monkeypatch: pytest.MonkeyPatch, events: list[tuple[str, str]]
+) -> None:
+    monkeypatch.setattr(writer, "ONE_SHOT_ATTEMPTS", 3)
+    api = FakeApi()
+    api.fail = [ApiError(503, "Unavailable")]
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api, retry_after=0.001)
+    await w.write({"replicas": 1}, [READY], NOW)
+    assert api.patches[0]["replicas"] == 1
+    api.fail = [ApiError(422, "Invalid")]
+    with pytest.raises(ApiError):
+        await w.write({"replicas": 2}, [READY], NOW)
+    assert w.written["replicas"] == 1  # put back: the next write sends it again
 
 
 async def test_newsworthy_filters_the_events(events: list[tuple[str, str]]) -> None:

@@ -59,11 +59,64 @@ def register(sub: Any) -> None:
         " 'all' (the default without a value) or a comma-separated list of hostNetwork,"
         " securityContext, podSecurityContext (docs/security.md)",
     )
+    _add_budget_flags(p)
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("--log-format", choices=["plain", "full", "json"], default="full")
     p.set_defaults(func=_run)
+
+
+def _add_budget_flags(p: argparse.ArgumentParser) -> None:
+    """The write budget toward the API server (runtime/budget.py, runtime/events.py)."""
+    limits = p.add_argument_group("API server budget (docs/architecture.md, Status)")
+    limits.add_argument(
+        "--api-qps",
+        type=_positive(float),
+        default=None,
+        help="status writes and Events a second toward the API server"
+        " (default: $STRONGHOLD_API_QPS, else 50)",
+    )
+    limits.add_argument(
+        "--api-burst",
+        type=_positive(int),
+        default=None,
+        help="writes that may go at once (default: $STRONGHOLD_API_BURST, else 100)",
+    )
+    limits.add_argument(
+        "--events-qps",
+        type=_positive(float),
+        default=None,
+        help="Events a second, operator-wide (default: $STRONGHOLD_EVENTS_QPS, else 2)",
+    )
+    limits.add_argument(
+        "--events-burst",
+        type=_positive(int),
+        default=None,
+        help="Events at once, operator-wide (default: $STRONGHOLD_EVENTS_BURST, else 30)",
+    )
+
+
+def _positive(kind: type[float] | type[int]) -> Any:
+    def parse(value: str) -> float | int:
+        try:
+            number = kind(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+        if number <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value!r}")
+        return number
+
+    return parse
+
+
+# Flag -> the environment variable runtime/budget.py and runtime/events.py read.
+_BUDGET_ENV = {
+    "api_qps": "STRONGHOLD_API_QPS",
+    "api_burst": "STRONGHOLD_API_BURST",
+    "events_qps": "STRONGHOLD_EVENTS_QPS",
+    "events_burst": "STRONGHOLD_EVENTS_BURST",
+}
 
 
 def _allowance(value: str) -> str:
@@ -197,6 +250,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.allow_privileged_jobs is not None:
         # controllers/backup.py reads it on every pass (a cluster admin's setting, not the spec's).
         os.environ[ALLOW_PRIVILEGED_ENV] = args.allow_privileged_jobs
+    for flag, env in _BUDGET_ENV.items():
+        if getattr(args, flag) is not None:  # read on first use, after this
+            os.environ[env] = str(getattr(args, flag))
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(

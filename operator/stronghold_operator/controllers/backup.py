@@ -40,6 +40,7 @@ from stronghold_operator.platforms.backup import (
     KubePreflight,
     KubeProgram,
 )
+from stronghold_operator.runtime import events
 from stronghold_operator.runtime.scheduler import Scheduler
 from stronghold_operator.runtime.status import write_status
 from stronghold_operator.services import backup as service
@@ -168,7 +169,7 @@ class BackupLoop:
         await self._write(result.status, current)
         # Once status holds the results: a refused write repeats the pass, not its Events.
         for e in result.events:
-            kopf.event(self.obj, type=e.type, reason=e.reason, message=e.message)
+            events.post(self.obj, type=e.type, reason=e.reason, message=e.message)
         record_metrics(meta["namespace"], meta["name"], result.finished)
         return next_delay(result)
 

@@ -27,7 +27,7 @@ import os
 import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import kopf
 from prometheus_client import Counter
@@ -59,6 +59,7 @@ from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.platforms.webhook import post_json
 from stronghold_operator.probes.resources import ResourcesProbe
 from stronghold_operator.probes.runner import Prober
+from stronghold_operator.runtime import events
 from stronghold_operator.runtime.scheduler import Scheduler
 from stronghold_operator.runtime.status import StatusWriter
 from stronghold_operator.services import health as service
@@ -67,8 +68,13 @@ PLURAL = "healthpolicies"
 # An invalid spec's status is re-asserted this often (a fix wakes the policy at once).
 INVALID_RECHECK_S = 300.0
 JITTER = 0.1  # +-10% of the interval, so a thousand policies do not probe in lockstep
-# Status writes that only refresh numbers and messages happen at most this often.
-STATUS_HEARTBEAT_S = float(os.environ.get("STRONGHOLD_HEALTH_STATUS_HEARTBEAT", "60"))
+# ``lastProbeTime`` alone is written at most this often when nothing else a reader acts on
+# changed (docs/healthpolicy.md: why 30 minutes); numbers wait for a significant change.
+PROBE_TIME_REFRESH_S = float(os.environ.get("STRONGHOLD_HEALTH_PROBE_TIME_REFRESH", "1800"))
+# After a maintenance hold starts or ends, lastProbeTime is written every HOLD_REFRESH_S for
+# HOLD_FOLLOW_S: a window's post-checks want a healthy probe made after they started (a
+# window pass or two after the release), and a healthy policy has nothing else to write.
+HOLD_REFRESH_S, HOLD_FOLLOW_S = 10.0, 30.0
 
 track_watch(PLURAL)
 log = logging.getLogger("stronghold.health")
@@ -78,15 +84,18 @@ SERIES = HealthCollector()
 registry.register(SERIES)
 STATUS_WRITES = Counter(
     "stronghold_health_status_writes_total",
-    "HealthPolicy status patches: a significant change, or the heartbeat of the numbers",
+    "HealthPolicy status patches: a significant change, or the rare lastProbeTime refresh",
     ["cause"],
     registry=registry,
 )
-_WRITES = {"change": STATUS_WRITES.labels("change"), "heartbeat": STATUS_WRITES.labels("heartbeat")}
+_WRITES = {"change": STATUS_WRITES.labels("change"), "refresh": STATUS_WRITES.labels("refresh")}
 
 
 def _count_write(cause: str) -> None:
     _WRITES[cause].inc()
+
+
+_UNSEEN = object()  # no watch event seen yet
 
 
 def _newsworthy(t: cond.Transition) -> bool:
@@ -204,7 +213,8 @@ class PolicyLoop:
             dict(body.get("status") or {}),
             newsworthy=_newsworthy,
             signature=service.signature,
-            heartbeat=STATUS_HEARTBEAT_S,
+            refresh=("lastProbeTime",),
+            refresh_every=PROBE_TIME_REFRESH_S,
             replaced=("checks",),
             on_gone=lambda: rt.scheduler.forget(self.uid),
             on_write=_count_write,
@@ -214,7 +224,7 @@ class PolicyLoop:
         self.series = SERIES.series(self.uid, meta["namespace"], meta["name"])  # for /metrics
         self.spec: HealthPolicySpec | None = None  # None: invalid, and ``invalid`` says why
         self.invalid = ""
-        self._generation: object = object()
+        self._generation: object = _UNSEEN
         self.observe(body)
 
     def observe(self, body: Mapping[str, Any]) -> bool:
@@ -231,6 +241,8 @@ class PolicyLoop:
         placed = annotations.get(MAINTENANCE_WINDOWS_ANNOTATION)
         slim = self.body["metadata"]
         changed = generation != self._generation or maintenance != self.maintenance
+        if maintenance != self.maintenance and self._generation is not _UNSEEN:
+            self.writer.refresh_soon(HOLD_REFRESH_S, HOLD_FOLLOW_S)
         if generation != self._generation or generation is None:
             self._generation = generation
             try:
@@ -291,8 +303,7 @@ class PolicyLoop:
         )
 
     def event(self, kind: str, reason: str, message: str) -> None:
-        obj = kopf.Body(cast(kopf.RawBody, self.body))
-        kopf.event(obj, type=kind, reason=reason, message=message)
+        events.post(self.body, type=kind, reason=reason, message=message)
 
     def close(self) -> None:
         """The policy is gone (or the operator stops): its writes, series and caches go."""

@@ -34,6 +34,7 @@ from stronghold_operator.platforms.maintenance import (
     KubeWorkloads,
 )
 from stronghold_operator.probes.pages import HttpPages
+from stronghold_operator.runtime import events as posting
 from stronghold_operator.runtime.scheduler import Scheduler
 from stronghold_operator.runtime.status import write_status
 from stronghold_operator.services import maintenance as service
@@ -83,7 +84,7 @@ async def _offload(fn: Callable[..., T], /, *args: Any) -> T:
 
 def _emit(body: kopf.Body, events: Sequence[win.Event]) -> None:
     for e in events:
-        kopf.event(body, type=e.type, reason=e.reason, message=e.message[:1000])
+        posting.post(body, type=e.type, reason=e.reason, message=e.message[:1000])
 
 
 def _record_metrics(namespace: str, name: str, result: service.Pass) -> None:
@@ -190,7 +191,7 @@ async def release(svc: Services, body: kopf.Body) -> None:
         raise kopf.TemporaryError(str(exc), delay=5) from exc
     if released:
         message = f"window deleted; released {', '.join(released)}"
-        kopf.event(body, type="Normal", reason="Released", message=message)
+        posting.post(body, type="Normal", reason="Released", message=message)
 
 
 def new_scheduler() -> Scheduler[WindowLoop]:

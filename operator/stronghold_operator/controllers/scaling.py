@@ -25,6 +25,7 @@ from stronghold_operator.models.scaling import ScalingPolicySpec
 from stronghold_operator.platforms.compose import ComposeService, ComposeTarget
 from stronghold_operator.platforms.indexes import IndexedAutoscalers
 from stronghold_operator.platforms.workloads import KubeWorkload
+from stronghold_operator.runtime import events as posting
 from stronghold_operator.runtime.scheduler import Scheduler
 from stronghold_operator.runtime.status import write_status
 from stronghold_operator.services import scaling as service
@@ -86,12 +87,12 @@ def _announce_decision(body: kopf.Body, d: engine.Decision, previous: Mapping[st
     """An Event on every scale action; a dry-run decision only when it is new."""
     if d.acts:
         reason = "ScaledUp" if d.action == engine.SCALE_UP else "ScaledDown"
-        kopf.event(body, type="Normal", reason=reason, message=d.message)
+        posting.post(body, type="Normal", reason=reason, message=d.message)
     elif d.reason == engine.DRY_RUN and (previous.get("reason"), previous.get("to")) != (
         d.reason,
         d.to_replicas,
     ):
-        kopf.event(body, type="Normal", reason="DryRun", message=d.message)
+        posting.post(body, type="Normal", reason="DryRun", message=d.message)
 
 
 def _hold(body: Mapping[str, Any]) -> str | None:

@@ -13,11 +13,14 @@ class ApiError(Exception):
     The message is the apiserver's (it names the object, never a Secret's data).
     """
 
-    def __init__(self, status: int, reason: str, message: str = "") -> None:
+    def __init__(
+        self, status: int, reason: str, message: str = "", retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.retry_after = retry_after  # the answer's Retry-After seconds (429, some 5xx)
 
 
 class ApiUnreachable(ConnectionError):

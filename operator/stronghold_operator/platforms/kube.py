@@ -106,10 +106,21 @@ def is_conflict(exc: BaseException) -> bool:
 
 def _api_error(exc: httpx2.HTTPStatusError) -> ApiError:
     response = exc.response
+    after = _retry_after(response.headers.get("Retry-After"))  # the write budget honours it
     status = getattr(exc, "status", None)  # lightkube's ApiError: the apiserver's Status
     if status is not None and getattr(status, "code", None):
-        return ApiError(int(status.code), str(status.reason or ""), str(status.message or ""))
-    return ApiError(response.status_code, response.reason_phrase)  # e.g. a text/plain 503
+        code, reason, message = int(status.code), str(status.reason or ""), status.message
+        return ApiError(code, reason, str(message or ""), retry_after=after)
+    # e.g. a text/plain 503
+    return ApiError(response.status_code, response.reason_phrase, retry_after=after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    # The API server sends whole seconds; an HTTP date (allowed by RFC 9110) is ignored.
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 @asynccontextmanager

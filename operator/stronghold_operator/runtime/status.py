@@ -2,10 +2,13 @@
 
 :class:`StatusWriter` is one object's writer: at most one write in flight, later changes
 merged into the next write (latest wins), writes in the background so a slow API server
-never delays a pass, a failed write restored and retried, an optional cheap signature skip
-and heartbeat for kinds whose passes mostly move numbers. Every patch goes through
-:meth:`StatusWriter._send`: the place for a client-side write budget.
-:func:`write_status` is the one-shot form (write now, raise on failure).
+never delays a pass, a failed write restored and retried with back-off, an optional cheap
+signature skip for kinds whose passes mostly move numbers (no heartbeat: numbers go out
+with the next significant change; only named ``refresh`` fields are written alone, rarely).
+Every patch goes through :meth:`StatusWriter._send`, within the process's write budget
+(:mod:`stronghold_operator.runtime.budget`); every Event through
+:mod:`stronghold_operator.runtime.events`. :func:`write_status` is the one-shot form
+(write now, raise on failure).
 """
 
 from __future__ import annotations
@@ -17,16 +20,21 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
 from stronghold_operator import conditions as cond
+from stronghold_operator.logic import ratelimit
 from stronghold_operator.models import scaling
 from stronghold_operator.models.status import StatusModel
 from stronghold_operator.platforms.kube import ApiError, Kube, is_not_found, patch_status
+from stronghold_operator.runtime import events
+from stronghold_operator.runtime.budget import budget, retryable
 
 log = logging.getLogger("stronghold.status")
+# write_status tries a write this often when the API server is overloaded or unreachable.
+ONE_SHOT_ATTEMPTS = 3
 
 # What sends one merge patch of an object's status: (kube, plural, namespace, name, delta).
 PatchFn = Callable[[Kube, str, str, str, dict[str, Any]], Awaitable[None]]
@@ -62,14 +70,15 @@ def compute_status(
     return cond.status_delta(status, full), cond.transitions(before, merged)
 
 
-def announce(body: kopf.Body, moved: Iterable[cond.Transition]) -> None:
-    """One Event per condition transition a human cares about."""
+def announce(body: Mapping[str, Any], moved: Iterable[cond.Transition]) -> None:
+    """One Event per condition transition a human cares about (aggregated and rate-limited
+    by runtime/events)."""
     for t in moved:
         # A condition's first value (from nothing) is not news; Unknown -> X after that is.
         if t.old is None:
             continue
         kind = "Warning" if is_bad(t) else "Normal"
-        kopf.event(body, type=kind, reason=t.reason, message=f"{t.type}={t.new}: {t.message}")
+        events.post(body, type=kind, reason=t.reason, message=f"{t.type}={t.new}: {t.message}")
 
 
 async def write_status(
@@ -108,26 +117,34 @@ class StatusWriter:
     ``body`` is the object as the kind keeps it (at least ``metadata`` with namespace, name
     and generation; read at each write, so a kind may update it in place); ``status`` what
     the API has. ``newsworthy`` filters the transitions announced as Events. ``signature``
-    (with ``heartbeat`` seconds) is what a reader acts on: a change that keeps it is written
-    only with the next heartbeat. ``replaced`` names list fields a merge patch replaces
-    whole: the writer keeps only their latest value, not the written one (memory).
-    ``on_gone`` runs when the object is not found (deleted, and the watch has not said so
-    yet); ``on_write`` is told each write's cause (``change`` or ``heartbeat``).
+    is what a reader acts on: a change that keeps it is not written (it goes out with the
+    next change that moves it). ``refresh`` names top-level fields written alone at most
+    every ``refresh_every`` seconds when only they and the unsigned numbers moved (a "last
+    probe" time; the first such write at a random point of the period). ``replaced`` names
+    list fields a merge patch replaces whole: the writer keeps only their latest value, not
+    the written one (memory). ``on_gone`` runs when the object is not found (deleted, and
+    the watch has not said so yet); ``on_write`` is told each write's cause (``change`` or
+    ``refresh``). ``retry_after`` is the first back-off after a failed write (it doubles).
     """
 
     __slots__ = (
+        "_attempt",
         "_dirty",
-        "_last_write",
+        "_last_refresh",
+        "_phase",
+        "_soon",
+        "_urgent",
         "_written_sig",
         "body",
         "current",
-        "heartbeat",
         "kube",
         "newsworthy",
         "on_gone",
         "on_write",
         "patch",
         "plural",
+        "refresh",
+        "refresh_every",
         "replaced",
         "retry_after",
         "signature",
@@ -144,23 +161,29 @@ class StatusWriter:
         *,
         newsworthy: Callable[[cond.Transition], bool] | None = None,
         signature: Callable[[Mapping[str, Any]], Hashable] | None = None,
-        heartbeat: float = 0.0,
+        refresh: Collection[str] = (),
+        refresh_every: float = 0.0,
         replaced: Collection[str] = (),
         on_gone: Callable[[], None] | None = None,
         on_write: Callable[[str], None] | None = None,
-        retry_after: float = 10.0,
+        retry_after: float = 2.0,
         patch: PatchFn | None = None,
     ) -> None:
         self.kube, self.plural, self.body, self.patch = kube, plural, body, patch
-        self.newsworthy, self.signature, self.heartbeat = newsworthy, signature, heartbeat
+        self.newsworthy, self.signature = newsworthy, signature
+        self.refresh, self.refresh_every = tuple(refresh), refresh_every
         self.replaced, self.on_gone, self.on_write = frozenset(replaced), on_gone, on_write
         self.retry_after = retry_after
         self.current: dict[str, Any] = dict(status)  # what passes continue from
         self.written: dict[str, Any] = {}  # what the API has or is being sent, but ``replaced``
         self._written_sig: int = 0
         self._remember_written()
-        self._last_write = -1e9
+        self._last_refresh: float | None = None  # monotonic; None: no write yet
+        self._soon = (0.0, 0.0)  # (until, every): a shorter refresh period for a while
+        self._phase = random.uniform(0, refresh_every) if refresh and refresh_every > 0 else 0.0
         self._dirty = False  # a change waits for the write in flight
+        self._urgent = False  # ... and it is significant (it goes first)
+        self._attempt = 0  # failed writes in a row (the back-off grows with them)
         self.writing: asyncio.Task[None] | None = None
 
     # --- the pass's side ----------------------------------------------------------------
@@ -172,23 +195,60 @@ class StatusWriter:
         now: datetime | None = None,
     ) -> None:
         """Merge a pass's status fields and conditions; write in the background when
-        something changed (with a ``signature``: when it moved, or the heartbeat is due).
-        Transitions are announced now, once."""
+        something changed (with a ``signature``: when it moved). Transitions are announced
+        now, once."""
         updates = list(updates)
-        due = time.monotonic() - self._last_write >= self.heartbeat
-        if self.signature is not None and not due and self._skip(desired, updates):
+        if self.signature is not None and self._skip(desired, updates):
+            self._refresh_if_due()
             return
+        first = not self.written
         delta, moved = self._merge(desired, updates, now or cond.utcnow())
-        significant = bool(delta) and (
-            self.signature is None or self._sig(self.current) != self._written_sig
-        )
-        if delta and (due or significant):
-            if self.writing is None:
-                before = self._begin(delta)
-                self.writing = asyncio.create_task(self._write_behind(delta, before))
-            else:
-                self._dirty = True  # latest wins: it goes with the next write
+        if not delta:
+            pass
+        elif self.signature is None or self._sig(self.current) != self._written_sig:
+            urgent = self.signature is not None or ratelimit.is_significant(
+                delta, len(moved), first
+            )
+            self._start(delta, urgent)
+        else:
+            self._refresh_if_due()
         self._announce(moved)
+
+    def _start(self, delta: dict[str, Any], urgent: bool) -> None:
+        if self.writing is None:
+            before = self._begin(delta, "change")
+            self.writing = asyncio.create_task(self._write_behind(delta, before, urgent))
+        else:
+            self._dirty = True  # latest wins: it goes with the next write
+            self._urgent = self._urgent or urgent
+
+    def refresh_soon(self, every: float, within: float) -> None:
+        """For the next ``within`` seconds, the ``refresh`` fields are written every
+        ``every`` seconds (a reader waits for a fresh one: a window's post-checks)."""
+        self._soon = (time.monotonic() + within, every)
+
+    def _refresh_if_due(self) -> None:
+        """Write the ``refresh`` fields alone when their period is up (nothing else)."""
+        if not self.refresh or self.refresh_every <= 0 or self.writing is not None:
+            return
+        now = time.monotonic()
+        until, every = self._soon
+        period = every if now < until else self.refresh_every
+        if self._last_refresh is not None and now - self._last_refresh < period:
+            return
+        delta = {
+            k: self.current[k]
+            for k in self.refresh
+            if k in self.current and self.current[k] != self.written.get(k)
+        }
+        if not delta:
+            return
+        before = self.written, self._written_sig
+        self.written = {**self.written, **delta}
+        self._last_refresh = now  # refreshes are spread already: keep their spacing
+        if self.on_write is not None:
+            self.on_write("refresh")
+        self.writing = asyncio.create_task(self._write_behind(delta, before, False))
 
     async def write(
         self,
@@ -196,14 +256,26 @@ class StatusWriter:
         updates: Iterable[cond.Condition],
         now: datetime,
     ) -> dict[str, Any]:
-        """Write now and wait for it (errors raise); returns the status the API now has."""
+        """Write now and wait for it (errors raise; 429, 5xx and no answer are retried
+        twice first, with back-off); returns the status the API now has."""
         while self.writing is not None:  # one write in flight: merge patches arrive in order
             await asyncio.wait({self.writing})
+        first = not self.written
         delta, moved = self._merge(desired, list(updates), now)
         before = self.written, self._written_sig
         self._remember_written()
+        priority = ratelimit.SIGNIFICANT
+        if not ratelimit.is_significant(delta, len(moved), first):
+            priority = ratelimit.ROUTINE
         try:
-            await self._send(delta)
+            for attempt in range(ONE_SHOT_ATTEMPTS):
+                try:
+                    await self._send(delta, priority)
+                    break
+                except Exception as exc:
+                    if attempt + 1 == ONE_SHOT_ATTEMPTS or not retryable(exc):
+                        raise
+                    await asyncio.sleep(budget().retry_delay(exc, attempt, self.retry_after))
         except BaseException:
             self.written, self._written_sig = before
             raise
@@ -217,15 +289,16 @@ class StatusWriter:
                 await asyncio.wait_for(asyncio.shield(self.writing), within)
 
     def close(self) -> None:
-        """The object is gone: drop the write in flight."""
+        """The object is gone: drop the write in flight and its Event windows."""
         if self.writing is not None:
             self.writing.cancel()
             self.writing = None
+        events.forget(self.body)
 
     # --- diff and merge -----------------------------------------------------------------
 
     def _sig(self, status: Mapping[str, Any]) -> int:
-        # 64 bits of the signature: a collision only puts a change off to the heartbeat.
+        # 64 bits of the signature: a collision only puts a change off to the next one.
         return 0 if self.signature is None else hash(self.signature(status))
 
     def _remember_written(self) -> None:
@@ -270,39 +343,39 @@ class StatusWriter:
     def _announce(self, moved: list[cond.Transition]) -> None:
         news = moved if self.newsworthy is None else [t for t in moved if self.newsworthy(t)]
         if news:
-            body = self.body
-            announce(
-                body if isinstance(body, kopf.Body) else kopf.Body(cast(kopf.RawBody, body)), news
-            )
+            announce(self.body, news)
 
     # --- writing ------------------------------------------------------------------------
 
-    def _begin(self, delta: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    def _stamp_refresh(self, now: float) -> None:
+        """A full write carries the refresh fields: the next refresh is due a period
+        later, less this object's own phase. Objects that write together (applied
+        together, or a storm) would otherwise refresh together, every period, for ever."""
+        self._last_refresh = now - self._phase
+
+    def _begin(self, delta: dict[str, Any], cause: str) -> tuple[dict[str, Any], int]:
         """``written`` moves when a write starts, so passes meanwhile diff (and announce)
         against what is on its way; returns what to put back if the write fails."""
         before = self.written, self._written_sig
-        significant = self.signature is None or self._sig(self.current) != self._written_sig
         self._remember_written()
-        if self._last_write < 0 and self.heartbeat:
-            # The first heartbeat at a random point of the period: objects applied
-            # together would otherwise write together, every period, for ever.
-            self._last_write = time.monotonic() - random.uniform(0, self.heartbeat)
-        else:
-            self._last_write = time.monotonic()
+        self._stamp_refresh(time.monotonic())  # a full write carries the refresh fields
         if self.on_write is not None:
-            self.on_write("change" if significant else "heartbeat")
+            self.on_write(cause)
         return before
 
     async def _write_behind(
-        self, delta: dict[str, Any], before: tuple[dict[str, Any], int]
+        self, delta: dict[str, Any], before: tuple[dict[str, Any], int], urgent: bool
     ) -> None:
         """Send ``delta``, then whatever changed meanwhile, until nothing is left; one write
         at a time (merge patches must arrive in order). A failed write is put back and,
-        with all that changed since, retried after ``retry_after``."""
+        with all that changed since, retried after a back-off that doubles with each
+        failure in a row (a Retry-After is a floor)."""
         try:
             while delta:
+                priority = ratelimit.SIGNIFICANT if urgent else ratelimit.ROUTINE
                 try:
-                    await self._send(delta)
+                    await self._send(delta, priority)
+                    self._attempt = 0
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -312,26 +385,31 @@ class StatusWriter:
                         return
                     self.written, self._written_sig = before
                     self._warn(exc)
-                    # Spread: objects that failed together (a 429 burst) must not retry together.
-                    await asyncio.sleep(self.retry_after * random.uniform(0.5, 1.5))
+                    delay = budget().retry_delay(exc, self._attempt, self.retry_after)
+                    self._attempt += 1
+                    await asyncio.sleep(delay)
                     self._dirty = True
                 if not self._dirty:
                     return
-                self._dirty = False
+                self._dirty, urgent = False, self._urgent or urgent
+                self._urgent = False
                 delta = cond.status_delta(self.written, self.current)
                 if delta:
-                    before = self._begin(delta)
+                    before = self._begin(delta, "change")
         finally:
             if self.writing is asyncio.current_task():
                 self.writing = None
 
-    async def _send(self, delta: dict[str, Any]) -> None:
-        """The one place a status patch leaves the process (a write budget goes here)."""
+    async def _send(self, delta: dict[str, Any], priority: int = ratelimit.SIGNIFICANT) -> None:
+        """The one place a status patch leaves the process: within the write budget."""
         if not delta:
             return
         meta = self.body["metadata"]
         send = self.patch or patch_status
-        await send(self.kube, self.plural, meta["namespace"], meta["name"], delta)
+        await budget().send(
+            priority,
+            lambda: send(self.kube, self.plural, meta["namespace"], meta["name"], delta),
+        )
 
     def _warn(self, exc: BaseException) -> None:
         # The type and the API's own message (it names the field); status is redacted.

@@ -342,7 +342,8 @@ def signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
     Latencies, measurements, counters, the last probe's raw state and the messages (which
     quote latencies) move every round; writing them every round was most of the operator's
     and the API server's CPU with a thousand policies. They go out with the next
-    significant change or heartbeat (the status writer's ``signature``).
+    significant change (the status writer's ``signature``; no heartbeat: /metrics has them),
+    ``lastProbeTime`` alone now and then (controllers/health.py, ``refresh``).
     """
     conditions = tuple(
         (c.get("type"), c.get("status"), c.get("reason"))

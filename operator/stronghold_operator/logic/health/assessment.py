@@ -129,7 +129,7 @@ def _assess_resources_check(spec: ResourcesCheck, result: ProbeResult) -> Assess
         msg = f"{m['target']}: no replica has a usable basis"
         return Assessment("Unknown", (), msg, "NoMetrics", m, None)
     # No numbers here: a message that changes every round would be a status write
-    # every round (the numbers are in measurements, written with the heartbeat).
+    # every round (the numbers are in measurements, written with significant changes).
     unit = "container" if spec.target_ref.is_compose else "pod"
     healthy = f"CPU and memory within bands of {m['basis']} ({m['replicas']} {unit}(s))"
     return _judged(findings, m, healthy, None)
