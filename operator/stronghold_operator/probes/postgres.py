@@ -6,7 +6,10 @@ so a server with a small max_connections is never flooded however many policies 
 databases point at it. A connection unused for ``idle_s`` is closed, and so are those opened
 with a password that has since rotated: a server nobody probes any more holds none of ours.
 ``pg_blocking_pids()`` takes a lock-manager lock: it runs only when some session waits on a
-lock, and at most once per ``blockingCheckInterval`` per database and user.
+lock, and at most once per ``blockingCheckInterval`` per database and user. Connections are
+counted server-wide (``max_connections`` is the server's); blocked sessions and long-running
+queries only in the probed database (a lock wait elsewhere on a shared server is not this
+application's incident).
 
 Seen with a non-superuser role, other roles' sessions show no state or query; grant
 ``pg_monitor`` to the probing role for complete numbers.
@@ -34,27 +37,27 @@ APPLICATION_NAME = "stronghold-operator"
 # the operator's CPU, and a thousand policies probe a hundred times a second.
 _STATS = """
 WITH a AS (
-  SELECT state, wait_event_type, query_start, usename, pid FROM pg_stat_activity
-  WHERE backend_type = 'client backend'
+  SELECT state, wait_event_type, query_start, usename, pid, datname = current_database() AS here
+  FROM pg_stat_activity WHERE backend_type = 'client backend'
 )
 SELECT
   (SELECT setting::int FROM pg_settings WHERE name = 'max_connections'),
   (SELECT count(*) FROM a),
-  (SELECT count(*) FROM a WHERE wait_event_type = 'Lock'),
+  (SELECT count(*) FROM a WHERE wait_event_type = 'Lock' AND here),
   pg_database_size(current_database()),
   (SELECT coalesce(json_object_agg(s, n), '{}') FROM
      (SELECT coalesce(state, 'unknown') AS s, count(*) AS n FROM a GROUP BY 1) g),
   (SELECT coalesce(json_agg(json_build_array(pid, u, secs)), '[]') FROM
      (SELECT pid, coalesce(usename, '') AS u,
              extract(epoch FROM now() - query_start)::float8 AS secs
-      FROM a WHERE state = 'active' AND pid <> pg_backend_pid()
+      FROM a WHERE state = 'active' AND here AND pid <> pg_backend_pid()
         AND query_start < now() - make_interval(secs => %s)
       ORDER BY query_start LIMIT 20) l),
   EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements')
 """
 _BLOCKING = """
 SELECT w.pid, pg_blocking_pids(w.pid) FROM pg_stat_activity w
-WHERE w.wait_event_type = 'Lock'
+WHERE w.wait_event_type = 'Lock' AND w.datname = current_database()
 """
 _WHO = """
 SELECT pid, coalesce(usename, ''), coalesce(application_name, '')
