@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import Iterable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import kopf
@@ -49,6 +50,31 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
 
 
 _NOT_ESSENCE = {"metadata", "status"}
+
+
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+@kopf.on.login(id="login")
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's connection, the way the operator's own client connects: in a pod the
+    ServiceAccount with KUBERNETES_SERVICE_HOST/PORT (kopf's built-in login dials
+    kubernetes.default.svc, which needs cluster DNS), else the kubeconfig. kopf logs in
+    again on a 401, which re-reads a rotated token."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT")
+    token = SERVICE_ACCOUNT / "token"
+    if not (host and port and token.exists()):
+        return kopf.login_with_kubeconfig(**kwargs)
+    namespace = SERVICE_ACCOUNT / "namespace"
+    return kopf.ConnectionInfo(
+        server=f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}",
+        ca_path=str(SERVICE_ACCOUNT / "ca.crt"),
+        scheme="Bearer",
+        token=token.read_text().strip(),
+        default_namespace=namespace.read_text().strip() if namespace.exists() else None,
+        priority=30,  # above kopf's own ServiceAccount (20) and kubeconfig (10) logins
+    )
 
 
 @kopf.on.startup()
