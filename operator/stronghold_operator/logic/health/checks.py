@@ -212,7 +212,11 @@ def _hit_ratio(
     if r is None:
         why = w if isinstance(w, str) else "counters inconsistent"
         m["hitRatioJudged"] = False
-        m["hitRatioNote"] = f"{why}: new baseline, judged from the next probe"
+        m["hitRatioNote"] = (
+            "no baseline: this probe is the baseline, judged from the next"
+            if why == "no baseline"
+            else f"{why}: a new baseline, judged from the next probe"
+        )
     else:
         m["hitRatioJudged"] = r.judged
         if not r.judged:
