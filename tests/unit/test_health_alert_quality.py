@@ -98,6 +98,8 @@ def test_window_needs_a_baseline_and_detects_resets() -> None:
     later = {**now, "cmdGet": 500, "uptimeSeconds": 400, "sampledAt": STARTED + 400}
     assert samples.window(later, now, keys, max_age_s=60) == "baseline too old"
     assert isinstance(samples.window(later, now, keys), samples.Window)
+    # Counters of unknown age (a status written before sampledAt existed): no baseline.
+    assert samples.window(later, {"cmdGet": 1, "getHits": 1}, keys) == "no baseline"
 
 
 def test_ratio_reports_but_does_not_judge_a_small_sample() -> None:

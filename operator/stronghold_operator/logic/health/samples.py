@@ -89,6 +89,8 @@ def window(
         return "counter reset"
     seconds: float | None = None
     at_now, at_before = _number(now.get("sampledAt")), _number(before.get("sampledAt"))
+    if at_now is not None and at_before is None:
+        return "no baseline"  # counters of unknown age (written by an older operator)
     if at_now is not None and at_before is not None:
         seconds = at_now - at_before
         if seconds < 0:
