@@ -364,3 +364,36 @@ def test_colour_only_on_a_terminal(spaces: tuple[str, str]) -> None:
     text = out.decode(errors="replace")
     assert "\x1b[1;31m" in text  # the problems in bold red
     assert "web-down" in text
+
+
+def test_rbac_is_the_users_own(spaces: tuple[str, str], tmp_path: Path) -> None:
+    """A ServiceAccount that may list our kinds in one namespace: that one works, the other
+    namespace and -A are a clear "forbidden" (exit 2), never a traceback."""
+    from stronghold_testbed import cluster
+
+    fine, trouble = spaces
+    name = "status-reader"
+    kit.kubectl("create", "serviceaccount", name, "-n", fine)
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [GROUP], "resources": list(PLURALS.values()), "verbs": ["list"]}],
+    }
+    kit.apply_in(fine, role)
+    kit.kubectl(
+        "create", "rolebinding", name, "-n", fine, f"--role={name}",
+        f"--serviceaccount={fine}:{name}",
+    )  # fmt: skip
+    config = str(cluster.sa_kubeconfig(fine, name, tmp_path / "sa.kubeconfig"))
+    done = kit.wait_until(
+        "the RoleBinding to take effect",
+        lambda: (d := run("status", "-n", fine, "--kubeconfig", config)).returncode == 0 and d,
+        timeout=30,
+    )
+    assert "all fine" in done.stdout
+    for where in (["-n", trouble], ["-A"]):
+        denied = run("status", *where, "--kubeconfig", config)
+        assert denied.returncode == 2, denied.stdout
+        assert "forbidden" in denied.stderr
+        assert "Traceback" not in denied.stderr
