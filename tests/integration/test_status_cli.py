@@ -397,3 +397,39 @@ def test_rbac_is_the_users_own(spaces: tuple[str, str], tmp_path: Path) -> None:
         assert denied.returncode == 2, denied.stdout
         assert "forbidden" in denied.stderr
         assert "Traceback" not in denied.stderr
+
+
+def test_watch_on_a_terminal_redraws_in_place(spaces: tuple[str, str]) -> None:
+    """On a TTY: the screen is redrawn (cursor moves up), in colour; Ctrl-C exits cleanly."""
+    import select
+
+    _, trouble = spaces
+    leader, follower = pty.openpty()
+    argv = ["status", "-n", trouble, "--watch", "--interval", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stronghold_operator.cli", *argv],
+        stdin=follower,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "200", "LINES": "60"},
+    )
+    os.close(follower)
+    out = b""
+    try:
+        deadline = time.monotonic() + 30
+        while out.count(b"Stronghold status at") < 3 and time.monotonic() < deadline:
+            ready, _, _ = select.select([leader], [], [], 1)
+            if ready:
+                out += os.read(leader, 65536)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(leader)
+    assert out.count(b"Stronghold status at") >= 3, out[-2000:]
+    assert b"\x1b[2K" in out or b"\x1b[1A" in out  # rich's Live erases and redraws
+    assert b"\x1b[1;31m" in out
+    assert proc.returncode == 1
+    assert b"Traceback" not in err

@@ -18,9 +18,13 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stronghold_operator.cli import add_command
+
+if TYPE_CHECKING:  # imported when run: a command loads only what it needs
+    from stronghold_operator.logic.status import Report
+    from stronghold_operator.platforms.kube import Kube
 
 EXIT_ERROR = 2
 PLURALS = {
@@ -56,44 +60,45 @@ def register(sub: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    last = [EXIT_ERROR]  # --watch: the code of the last screen, returned on Ctrl-C
     try:
-        return asyncio.run(_main(args))
+        return asyncio.run(_main(args, last))
     except KeyboardInterrupt:
-        return _last_code[0]
+        return last[0]
 
 
-_last_code = [EXIT_ERROR]  # what --watch returns on Ctrl-C: the last screen's code
-
-
-async def _main(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+async def _main(args: argparse.Namespace, last: list[int]) -> int:
     from stronghold_operator.platforms.kube import Kube
 
-    err = Console(stderr=True, soft_wrap=True)  # one line per message, whatever the width
     try:
         kube = Kube.connect()
     except Exception as exc:  # no kubeconfig, an unknown --context, a broken file
-        err.print(f"[red]cannot reach Kubernetes:[/] {exc}", markup=True, highlight=False)
+        _error(f"cannot reach Kubernetes: {exc}")
         return EXIT_ERROR
     namespace = None if args.all_namespaces else (args.namespace or kube.namespace)
     try:
         if not args.watch:
             return await _once(kube, namespace, args.output)
-        return await _watch(kube, namespace, args)
+        return await _watch(kube, namespace, args, last)
     finally:
         await kube.aclose()
 
 
-async def _collect(kube: Any, namespace: str | None) -> Any:
-    """The report, or an error message (str) saying what could not be read and why."""
+def _error(message: str) -> None:
+    from rich.console import Console
+
+    # soft_wrap: one line per message, whatever the terminal's width.
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {message}", highlight=False)
+
+
+async def _collect(kube: Kube, namespace: str | None) -> Report | str:
+    """The report, or an error message saying what could not be read and why."""
     from stronghold_operator.conditions import utcnow
     from stronghold_operator.logic import status as logic
     from stronghold_operator.platforms.kube import ApiError, ApiUnreachable, ours
 
     async def listed(kind: str) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = await kube.list(ours(PLURALS[kind]), namespace)
-        return items
+        return await kube.list(ours(PLURALS[kind]), namespace)
 
     try:
         lists = await asyncio.gather(*(listed(k) for k in logic.KINDS))
@@ -115,45 +120,45 @@ async def _collect(kube: Any, namespace: str | None) -> Any:
     )
 
 
-async def _once(kube: Any, namespace: str | None, output: str) -> int:
-    from rich.console import Console
-
+async def _once(kube: Kube, namespace: str | None, output: str) -> int:
     report = await _collect(kube, namespace)
     if isinstance(report, str):
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/] {report}", highlight=False)
+        _error(report)
         return EXIT_ERROR
     if output == "table":
-        console = _console()
-        console.print(render(report))
+        _console().print(render(report))
     else:
         sys.stdout.write(dump(report.to_json(), output))
-    code: int = report.exit_code
-    return code
+    return report.exit_code
 
 
-async def _watch(kube: Any, namespace: str | None, args: argparse.Namespace) -> int:
+async def _watch(
+    kube: Kube, namespace: str | None, args: argparse.Namespace, last: list[int]
+) -> int:
+    """Redraw every ``args.interval`` seconds until Ctrl-C (KeyboardInterrupt ends it)."""
     from rich.live import Live
     from rich.text import Text
 
     console = _console()
-    live_screen = args.output == "table" and console.is_terminal
-    live = Live(console=console, auto_refresh=False, screen=False) if live_screen else None
+    table = args.output == "table"
+    # In place on a terminal; off one, a screen (or a JSON line, a YAML document) per round.
+    live = Live(console=console, auto_refresh=False) if table and console.is_terminal else None
+    if live is not None:
+        live.start()
     try:
-        if live is not None:
-            live.start()
         while True:
             started = time.monotonic()
             report = await _collect(kube, namespace)
+            last[0] = EXIT_ERROR if isinstance(report, str) else report.exit_code
             if isinstance(report, str):
-                _last_code[0] = EXIT_ERROR
-                view: Any = Text(f"error: {report} (retrying)", style="red")
-            else:
-                _last_code[0] = report.exit_code
-                view = render(report) if args.output == "table" else None
-            if live is not None:
-                live.update(view, refresh=True)
-            elif args.output == "table" or view is not None:
-                console.print(view)
+                if live is not None:
+                    live.update(Text(f"error: {report} (retrying)", style="red"), refresh=True)
+                else:
+                    _error(f"{report} (retrying)")
+            elif live is not None:
+                live.update(render(report), refresh=True)
+            elif table:
+                console.print(render(report))
                 console.print()
             else:
                 sys.stdout.write(dump(report.to_json(), args.output, stream=True))
@@ -188,7 +193,7 @@ def dump(doc: dict[str, Any], output: str, *, stream: bool = False) -> str:
     return f"---\n{text}" if stream else text
 
 
-def render(report: Any) -> Any:
+def render(report: Report) -> Any:
     """The report as rich renderables: a heading and one table per kind, per namespace."""
     from rich.console import Group
     from rich.table import Table
