@@ -433,3 +433,22 @@ def test_watch_on_a_terminal_redraws_in_place(spaces: tuple[str, str]) -> None:
     assert b"\x1b[1;31m" in out
     assert proc.returncode == 1
     assert b"Traceback" not in err
+
+
+def test_every_verb_gets_the_context_and_its_namespace(
+    spaces: tuple[str, str], plugin_path: dict[str, str], tmp_path: Path
+) -> None:
+    """The flags are taken centrally: `backup list` (another verb) honours them too."""
+    _, trouble = spaces
+    config, context = second_context(tmp_path, trouble)
+    done = kubectl_plugin(
+        plugin_path, "backup", "list", "nightly-old", "--json", "--kubeconfig", str(config),
+        "--context", context,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    assert listed["backups"][0]["name"].startswith("nightly-old-")
+    # Without the context the namespace is the admin context's, where there is no such object.
+    done = kubectl_plugin(plugin_path, "backup", "list", "nightly-old")
+    assert done.returncode == 2
+    assert "not found" in done.stdout
