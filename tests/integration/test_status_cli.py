@@ -227,6 +227,11 @@ def plugin_path(tmp_path: Path) -> dict[str, str]:
     script = bin_dir / "kubectl-stronghold"
     script.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m stronghold_operator.cli "$@"\n')
     script.chmod(0o755)
+    # The console script kubectl 1.26+ asks for `kubectl stronghold <TAB>`.
+    complete = bin_dir / "kubectl_complete-stronghold"
+    code = "import sys; from stronghold_operator.cli.completion import kubectl_complete as c; "
+    complete.write_text(f'#!/bin/sh\nexec "{sys.executable}" -c "{code}sys.exit(c())" "$@"\n')
+    complete.chmod(0o755)
     return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
 
 
@@ -452,3 +457,22 @@ def test_every_verb_gets_the_context_and_its_namespace(
     done = kubectl_plugin(plugin_path, "backup", "list", "nightly-old")
     assert done.returncode == 2
     assert "not found" in done.stdout
+
+
+def test_kubectl_completes_the_plugin(plugin_path: dict[str, str]) -> None:
+    """kubectl's own completion (`kubectl __complete`, what its bash/zsh scripts call)."""
+
+    def complete(*words: str) -> list[str]:
+        done = subprocess.run(
+            ["kubectl", "__complete", "stronghold", *words],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+            env={**os.environ, **plugin_path},
+        )
+        return done.stdout.splitlines()
+
+    assert complete("st") == ["status", ":4"]
+    assert complete("status", "-o", "") == ["table", "json", "yaml", ":4"]
+    assert complete("backup", "") == ["now", "verify", "restore-test", "list", ":4"]

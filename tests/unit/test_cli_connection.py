@@ -146,3 +146,33 @@ def test_bash_completes_commands_and_flags(tmp_path: Path) -> None:
     assert complete("stronghold st") == ["status"]
     assert complete("stronghold status --all") == ["--all-namespaces"]
     assert "yaml" in complete("stronghold status -o ")
+
+
+@pytest.mark.parametrize(
+    ("words", "expected", "directive"),
+    [
+        (["st"], ["status"], 4),
+        (["backup", ""], ["now", "verify", "restore-test", "list"], 4),
+        (["status", "-o", "j"], ["json"], 4),
+        (["status", "-A", "--context=x", "-o", ""], ["table", "json", "yaml"], 4),
+        (["backup", "now", "db", "--wa"], ["--wait"], 4),
+        (["status", "--kube"], ["--kubeconfig"], 4),  # taken anywhere, so offered anywhere
+        (["status", "--kubeconfig", ""], [], 0),  # a file: the shell completes file names
+        (["completion", "z"], ["zsh"], 4),
+        (["completion", "bash", ""], [], 4),
+    ],
+)
+def test_kubectl_plugin_completion(words: list[str], expected: list[str], directive: int) -> None:
+    from stronghold_operator.cli.completion import candidates
+
+    assert candidates(build_parser([]), words) == (expected, directive)
+
+
+def test_kubectl_plugin_completion_offers_the_kubeconfigs_contexts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stronghold_operator.cli.completion import kubectl_complete
+
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "config")))
+    assert kubectl_complete(["status", "--context", "t"]) == 0
+    assert capsys.readouterr().out == "two\n:4\n"

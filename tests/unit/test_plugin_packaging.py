@@ -20,6 +20,8 @@ def test_kubectl_stronghold_is_the_same_command() -> None:
     assert isinstance(project, dict)
     scripts = project["scripts"]
     assert scripts["kubectl-stronghold"] == scripts["stronghold"] == "stronghold_operator.cli:main"
+    complete = "stronghold_operator.cli.completion:kubectl_complete"
+    assert scripts["kubectl_complete-stronghold"] == complete
 
 
 def test_the_krew_manifest_installs_files_the_sdist_has() -> None:
