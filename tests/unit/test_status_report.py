@@ -258,3 +258,13 @@ def test_the_probe_refresh_matches_the_controller() -> None:
     from stronghold_operator.controllers import health
 
     assert timedelta(seconds=health.PROBE_TIME_REFRESH_S) == logic.PROBE_TIME_REFRESH
+
+
+def test_bad_checks_without_an_incident_are_named() -> None:
+    o = obj(so.health_incident("web", NOW))
+    del o["status"]["incident"]
+    row = logic.health_row(o, NOW)
+    assert (row.level, row.problems) == ("Critical", ("Critical: web: connection refused",))
+    o["status"]["checks"][0]["state"] = "Warning"
+    row = logic.health_row(o, NOW)
+    assert (row.level, row.state) == ("Warning", "Warning")

@@ -271,13 +271,10 @@ def health_row(obj: Mapping[str, Any], now: datetime) -> Row:
         state = "Suspended"
     severity = str(status.get("severity") or "None")
     incident, incident_cell = _incident(status.get("incident") or None, severity, now, judge)
-    if incident is not None:
-        pass  # the incident says it all
-    elif state == "Critical":
-        judge.add("Critical", "a check is Critical")
-    elif state == "Warning":
-        judge.add("Warning", _bad_checks(checks, "Warning"))
-    elif state == "Unknown" and status:
+    # An open incident says it all; without one, the checks that are not Healthy do.
+    if incident is None and state in ("Critical", "Warning"):
+        judge.add("Critical" if state == "Critical" else "Warning", _bad_checks(checks, state))
+    elif incident is None and state == "Unknown" and status:
         judge.add("Unknown", _bad_checks(checks, "Unknown") if checks else "not probed yet")
     last_probe = _time(status.get("lastProbeTime"))
     interval = _duration(spec.get("interval"), DEFAULT_INTERVAL)
