@@ -282,6 +282,10 @@ def test_kubectl_finds_the_plugin_and_passes_namespace(
     done = kubectl_plugin(plugin_path, "status", "-n", fine)
     assert done.returncode == 0, done.stderr
     assert "all fine" in done.stdout
+    # -n before the verb, as kubectl users type `kubectl -n NS get`.
+    done = kubectl_plugin(plugin_path, "-n", fine, "status")
+    assert done.returncode == 0, done.stderr
+    assert f"namespace {fine} ok" in done.stdout
 
 
 def test_kubectl_plugin_honours_context_and_kubeconfig(

@@ -176,3 +176,20 @@ def test_kubectl_plugin_completion_offers_the_kubeconfigs_contexts(
     monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "config")))
     assert kubectl_complete(["status", "--context", "t"]) == 0
     assert capsys.readouterr().out == "two\n:4\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["-n", "shop", "status"], ["status", "-n", "shop"]),
+        (["-A", "status", "-o", "json"], ["status", "-o", "json", "-A"]),
+        (["--namespace=shop", "backup", "now", "db"], ["backup", "now", "db", "--namespace=shop"]),
+        (["status", "-n", "shop"], ["status", "-n", "shop"]),
+        (["-n", "a", "run", "--", "x"], ["run", "-n", "a", "--", "x"]),
+    ],
+)
+def test_namespace_before_the_verb(argv: list[str], expected: list[str]) -> None:
+    assert connection.take(argv) == expected
+    args = build_parser(expected).parse_args(expected) if expected[0] != "run" else None
+    if args is not None:
+        assert args.namespace == "shop" or args.all_namespaces

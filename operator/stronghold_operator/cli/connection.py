@@ -56,9 +56,29 @@ def split(argv: Sequence[str]) -> Connection:
     return Connection(rest, found.get("--kubeconfig"), found.get("--context"))
 
 
+NAMESPACE_FLAGS = ("-n", "--namespace", "-A", "--all-namespaces")
+
+
+def namespace_last(argv: Sequence[str]) -> list[str]:
+    """``-n NS``/``-A`` written before the verb (``kubectl stronghold -n shop status``, as
+    kubectl users type ``kubectl -n shop get``) moved to the end, where the verb's parser
+    reads them; everything else keeps its order."""
+    args, moved = list(argv), []
+    while args and args[0].partition("=")[0] in NAMESPACE_FLAGS:
+        flag = args.pop(0)
+        moved.append(flag)
+        if flag in ("-n", "--namespace") and args:
+            moved.append(args.pop(0))
+    if not moved:
+        return args
+    cut = args.index("--") if "--" in args else len(args)
+    return [*args[:cut], *moved, *args[cut:]]
+
+
 def take(argv: Sequence[str]) -> list[str]:
     """Apply the connection flags of ``argv``; the command line argparse should parse."""
     conn = split(argv)
+    conn = Connection(namespace_last(conn.argv), conn.kubeconfig, conn.context)
     if conn.kubeconfig is None and conn.context is None:
         return conn.argv
     command = next((a for a in conn.argv if not a.startswith("-")), None)
