@@ -268,3 +268,15 @@ def test_bad_checks_without_an_incident_are_named() -> None:
     o["status"]["checks"][0]["state"] = "Warning"
     row = logic.health_row(o, NOW)
     assert (row.level, row.state) == ("Warning", "Warning")
+
+
+def test_a_new_schedule_waiting_for_its_first_slot_is_fine_until_stale() -> None:
+    o = obj(so.backup_fresh("nightly", NOW), created=timedelta(hours=2))
+    for key in ("lastSuccessfulTime", "lastVerifiedTime", "backups", "lastRestoreTest"):
+        del o["status"][key]
+    row = logic.backup_row(o, NOW)
+    assert (row.level, row.state, row.problems) == ("OK", "NoBackupYet", ())
+    o["metadata"]["creationTimestamp"] = so.ts(NOW - timedelta(hours=27))
+    row = logic.backup_row(o, NOW)
+    assert (row.level, row.state) == ("Critical", "Stale")
+    assert "no verified backup since the schedule was created 1d3h ago" in row.problems[0]

@@ -369,8 +369,8 @@ def backup_row(obj: Mapping[str, Any], now: datetime) -> Row:
         state = "Running" if state in ("OK", "NoBackupYet") else state
     if suspended:
         state = "Suspended"
-    if not stale and status and not last_ok:
-        judge.add("Unknown", "no backup yet")
+    # No backup yet within staleAfter of creation is a schedule waiting for its first slot,
+    # not a problem (the operator's BackupStale says NoBackupYet); past it, it is stale.
     fields = {
         "lastBackup": status.get("lastSuccessfulTime"),
         "lastBackupResult": newest.get("result") if newest else None,
