@@ -193,3 +193,24 @@ def test_namespace_before_the_verb(argv: list[str], expected: list[str]) -> None
     args = build_parser(expected).parse_args(expected) if expected[0] != "run" else None
     if args is not None:
         assert args.namespace == "shop" or args.all_namespaces
+
+
+def test_run_with_kubeconfig_logs_kopf_in_with_it_even_in_a_pod(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kopf
+
+    from stronghold_operator import settings
+
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    (sa / "token").write_text("pod-token")
+    monkeypatch.setattr(settings, "SERVICE_ACCOUNT", sa)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "443")
+    in_pod = settings.login(settings=kopf.OperatorSettings())
+    assert in_pod is not None and in_pod.server == "https://10.0.0.1:443"
+    path = str(_kubeconfig(tmp_path / "config"))
+    connection.take(["run", "--kubeconfig", path])
+    named = settings.login(settings=kopf.OperatorSettings())
+    assert named is not None and named.server == "https://127.0.0.1:1"

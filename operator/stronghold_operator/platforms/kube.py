@@ -196,6 +196,12 @@ def use_kubeconfig(kubeconfig: str | None = None, context: str | None = None) ->
     _OVERRIDE.kubeconfig, _OVERRIDE.context = kubeconfig, context
 
 
+def explicit_kubeconfig() -> str | None:
+    """The kubeconfig named on the command line (``--kubeconfig``), if any: it wins over a
+    pod's ServiceAccount, for kopf's login too (settings.login)."""
+    return _OVERRIDE.kubeconfig
+
+
 def client_config() -> lightkube.KubeConfig | SingleConfig:
     """What :meth:`Kube.connect` connects with (raises lightkube's ConfigError when none)."""
     if _OVERRIDE.kubeconfig is None and _OVERRIDE.context is None:
