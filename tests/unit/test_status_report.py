@@ -204,9 +204,16 @@ def test_ready_false_is_critical_with_its_reason() -> None:
         "reason": "TargetNotFound",
         "message": "Deployment web not found",
     }
+    o["status"]["conditions"][3] = {
+        "type": "MetricsAvailable",
+        "status": "False",
+        "reason": "TargetNotFound",
+        "message": "Deployment web not found",
+    }
     row = logic.scaling_row(o, NOW)
-    assert row.level == "Critical"
-    assert row.problems[0] == "Ready=False TargetNotFound: Deployment web not found"
+    assert (row.level, row.state) == ("Critical", "TargetNotFound")
+    # Said once: the metrics are unavailable for the same reason.
+    assert row.problems == ("Ready=False TargetNotFound: Deployment web not found",)
 
 
 def test_an_unobserved_spec_change_is_unknown() -> None:
@@ -280,3 +287,10 @@ def test_a_new_schedule_waiting_for_its_first_slot_is_fine_until_stale() -> None
     row = logic.backup_row(o, NOW)
     assert (row.level, row.state) == ("Critical", "Stale")
     assert "no verified backup since the schedule was created 1d3h ago" in row.problems[0]
+
+
+def test_an_object_being_deleted_is_a_warning_not_an_unobserved_spec() -> None:
+    o = obj(so.window_scheduled("weekly", NOW))
+    o["metadata"].update(generation=2, deletionTimestamp=so.ts(NOW - timedelta(minutes=20)))
+    row = logic.window_row(o, NOW)
+    assert (row.level, row.problems) == ("Warning", ("being deleted since 2026-12-06T11:40:00Z",))

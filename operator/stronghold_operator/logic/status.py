@@ -249,10 +249,19 @@ def _common(obj: Mapping[str, Any], status: Mapping[str, Any], judge: _Judge) ->
     if ready.get("status") == "False":
         judge.add("Critical", f"Ready=False {ready.get('reason')}: {ready.get('message')}")
     generation, observed = meta.get("generation"), status.get("observedGeneration")
-    if generation is not None and observed is not None and observed < generation:
-        judge.add("Unknown", f"spec generation {generation} not observed yet (at {observed})")
     if meta.get("deletionTimestamp"):
+        # Deletion bumps the generation of a custom resource: not a spec to observe.
         judge.add("Warning", f"being deleted since {meta['deletionTimestamp']}")
+    elif generation is not None and observed is not None and observed < generation:
+        judge.add("Unknown", f"spec generation {generation} not observed yet (at {observed})")
+
+
+def _state(status: Mapping[str, Any], state: str) -> str:
+    """The row's one word: Ready=False's reason (InvalidSpec, TargetNotFound, ...) wins."""
+    ready = _condition(status, "Ready")
+    if ready.get("status") == "False" and ready.get("reason"):
+        return str(ready["reason"])
+    return state
 
 
 # -- HealthPolicy -------------------------------------------------------------------------
@@ -301,6 +310,7 @@ def health_row(obj: Mapping[str, Any], now: datetime) -> Row:
         str(fields["worstLatency"] or "-"),
         ago(last_probe, now),
     )
+    state = _state(status, state)
     return Row("HealthPolicy", ns, name, judge.level, state, tuple(judge.problems), fields, cells)
 
 
@@ -392,6 +402,7 @@ def backup_row(obj: Mapping[str, Any], now: datetime) -> Row:
         restore_cell,
         "suspended" if suspended else ago(_time(status.get("nextScheduleTime")), now),
     )
+    state = _state(status, state)
     return Row("BackupSchedule", ns, name, judge.level, state, tuple(judge.problems), fields, cells)
 
 
@@ -444,7 +455,8 @@ def scaling_row(obj: Mapping[str, Any], now: datetime) -> Row:
     if at_max:
         state = "AtMax"
         judge.add("Warning", f"at maxReplicas {hi}: the load asks for more")
-    if metrics.get("status") == "False" and state not in ("Paused",):
+    broken = _condition(status, "Ready").get("status") == "False"  # Ready says it already
+    if metrics.get("status") == "False" and state != "Paused" and not broken:
         judge.add("Warning", f"metrics unavailable: {metrics.get('message')}")
     if state == "Conflict":
         judge.add("Critical", f"another autoscaler: {active.get('message')}")
@@ -471,6 +483,7 @@ def scaling_row(obj: Mapping[str, Any], now: datetime) -> Row:
         when = ago(_time(decision.get("time")), now)
         why = f"{decision.get('action')} {decision.get('reason')} {when}: {decision.get('message')}"
     cells = (str(status.get("target") or "-"), replicas, why)
+    state = _state(status, state)
     return Row("ScalingPolicy", ns, name, judge.level, state, tuple(judge.problems), fields, cells)
 
 
@@ -525,6 +538,7 @@ def window_row(obj: Mapping[str, Any], now: datetime) -> Row:
     else:
         window = "-"
     cells = (window, last or "-")
+    state = _state(status, state)
     return Row(
         "MaintenanceWindow", ns, name, judge.level, state, tuple(judge.problems), fields, cells
     )
