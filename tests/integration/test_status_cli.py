@@ -344,35 +344,55 @@ def test_watch_redraws_until_interrupted(spaces: tuple[str, str]) -> None:
     assert "\x1b[" not in rest
 
 
+def on_a_terminal(*args: str, until: bytes | None = None) -> tuple[int, bytes, bytes]:
+    """Run the command with a pseudo-terminal as its stdout, reading while it runs (a full
+    terminal buffer would block it); with ``until``, interrupt it (Ctrl-C) once that text
+    came three times. (exit code, terminal output, stderr)"""
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stronghold_operator.cli", *args],
+        stdin=follower,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+        | {"TERM": "xterm-256color", "COLUMNS": "200", "LINES": "60"},
+    )
+    os.close(follower)
+    out = b""
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if until is not None and out.count(until) >= 3:
+                proc.send_signal(signal.SIGINT)
+                until = None
+            ready, _, _ = select.select([leader], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(leader, 65536)
+                except OSError:  # EIO: the child's side is closed and drained
+                    break
+                if not chunk:
+                    break
+                out += chunk
+            elif proc.poll() is not None:
+                break
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        os.close(leader)
+    return proc.returncode, out, err
+
+
 def test_colour_only_on_a_terminal(spaces: tuple[str, str]) -> None:
     _, trouble = spaces
-    leader, follower = pty.openpty()
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "stronghold_operator.cli", "status", "-n", trouble],
-            stdout=follower,
-            stderr=subprocess.PIPE,
-            timeout=60,
-            check=False,
-            env={k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")}
-            | {"TERM": "xterm-256color"},
-        )
-        os.close(follower)
-        out = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:  # EIO: the child's side is closed and drained
-                break
-            if not chunk:
-                break
-            out += chunk
-    finally:
-        os.close(leader)
-    assert done.returncode == 1
-    text = out.decode(errors="replace")
-    assert "\x1b[1;31m" in text  # the problems in bold red
-    assert "web-down" in text
+    code, out, _ = on_a_terminal("status", "-n", trouble)
+    assert code == 1
+    assert b"\x1b[1;31m" in out  # the problems in bold red
+    assert b"web-down" in out
 
 
 def test_rbac_is_the_users_own(spaces: tuple[str, str], tmp_path: Path) -> None:
@@ -410,37 +430,15 @@ def test_rbac_is_the_users_own(spaces: tuple[str, str], tmp_path: Path) -> None:
 
 def test_watch_on_a_terminal_redraws_in_place(spaces: tuple[str, str]) -> None:
     """On a TTY: the screen is redrawn (cursor moves up), in colour; Ctrl-C exits cleanly."""
-    import select
-
     _, trouble = spaces
-    leader, follower = pty.openpty()
-    argv = ["status", "-n", trouble, "--watch", "--interval", "1"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stronghold_operator.cli", *argv],
-        stdin=follower,
-        stdout=follower,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "TERM": "xterm-256color", "COLUMNS": "200", "LINES": "60"},
+    marker = b"Stronghold status at"
+    code, out, err = on_a_terminal(
+        "status", "-n", trouble, "--watch", "--interval", "1", until=marker
     )
-    os.close(follower)
-    out = b""
-    try:
-        deadline = time.monotonic() + 30
-        while out.count(b"Stronghold status at") < 3 and time.monotonic() < deadline:
-            ready, _, _ = select.select([leader], [], [], 1)
-            if ready:
-                out += os.read(leader, 65536)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        os.close(leader)
-    assert out.count(b"Stronghold status at") >= 3, out[-2000:]
+    assert out.count(marker) >= 3, out[-2000:]
     assert b"\x1b[2K" in out or b"\x1b[1A" in out  # rich's Live erases and redraws
     assert b"\x1b[1;31m" in out
-    assert proc.returncode == 1
+    assert code == 1
     assert b"Traceback" not in err
 
 
