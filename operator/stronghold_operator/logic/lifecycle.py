@@ -54,6 +54,7 @@ class Rules:
 
     stalled: frozenset[str]
     busy: Busy | None = None
+    reads: frozenset[str] = frozenset({cond.READY})  # the condition types ``busy`` reads
 
 
 def _never(view: View, fields: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -111,13 +112,26 @@ RULES: dict[str, Rules] = {
             }
         ),
         _scaling_busy,
+        frozenset({cond.READY, "ScalingActive"}),
     ),
     "BackupSchedule": Rules(
         frozenset({cond.REASON_INVALID_SPEC, cond.REASON_SECRET_MISSING, "StorageMissing"}),
         _backup_busy,
     ),
-    "MaintenanceWindow": Rules(frozenset({cond.REASON_INVALID_SPEC}), _window_busy),
+    "MaintenanceWindow": Rules(
+        frozenset({cond.REASON_INVALID_SPEC}),
+        _window_busy,
+        frozenset({cond.READY, "PreChecksPassed", "Active", "PostChecksPassed"}),
+    ),
 }
+
+
+# The usual answers, made once (conditions are values): derive runs every round.
+_IDLE = cond.Condition(RECONCILING, "False", REASON_IDLE, "no work in flight")
+_NOT_STALLED = cond.Condition(STALLED, "False", REASON_AS_EXPECTED, "the spec can progress")
+_NOT_RECONCILING_STALLED = cond.Condition(
+    RECONCILING, "False", REASON_STALLED, "stalled: see Stalled"
+)
 
 
 def derive(kind: str, view: View, fields: Mapping[str, Any]) -> list[cond.Condition]:
@@ -134,7 +148,7 @@ def derive(kind: str, view: View, fields: Mapping[str, Any]) -> list[cond.Condit
     ready = view.get(cond.READY)
     if ready is not None and ready.status == "False" and ready.reason in rules.stalled:
         return [
-            cond.Condition(RECONCILING, "False", REASON_STALLED, "stalled: see Stalled"),
+            _NOT_RECONCILING_STALLED,
             cond.Condition(STALLED, "True", ready.reason, ready.message),
         ]
     busy: tuple[str, str] | None = None
@@ -143,10 +157,9 @@ def derive(kind: str, view: View, fields: Mapping[str, Any]) -> list[cond.Condit
         busy = reason, "not evaluated yet"
     elif rules.busy is not None:
         busy = rules.busy(view, fields)
-    stalled = cond.Condition(STALLED, "False", REASON_AS_EXPECTED, "the spec can progress")
     if busy is None:
-        return [cond.Condition(RECONCILING, "False", REASON_IDLE, "no work in flight"), stalled]
-    return [cond.Condition(RECONCILING, "True", busy[0], busy[1] or busy[0]), stalled]
+        return [_IDLE, _NOT_STALLED]
+    return [cond.Condition(RECONCILING, "True", busy[0], busy[1] or busy[0]), _NOT_STALLED]
 
 
 def acknowledge(generation: Any) -> list[cond.Condition]:
@@ -170,19 +183,23 @@ def complete(
     status fields as they will be). An explicit Reconciling/Stalled (:func:`acknowledge`)
     wins for that write."""
     out = list(updates)
-    if kind not in RULES:
+    rules = RULES.get(str(kind))
+    if rules is None:
         return out
     given = {u.type for u in out}
     if given >= DERIVED:
         return out
-    view: dict[str, Seen] = {
-        str(c.get("type")): Seen(
-            str(c.get("status")), str(c.get("reason") or ""), str(c.get("message") or "")
-        )
-        for c in before or ()
-    }
+    # Only the types the kind reads (HealthPolicy: Ready): this runs for every round of
+    # every policy.
+    reads = rules.reads
+    view: dict[str, Seen] = {}
+    for c in before or ():
+        t = c.get("type")
+        if t in reads:
+            view[str(t)] = Seen(str(c.get("status")), c.get("reason") or "", c.get("message") or "")
     for u in out:
-        view[u.type] = Seen(u.status, u.reason, u.message)
+        if u.type in reads:
+            view[u.type] = Seen(u.status, u.reason, u.message)
     out += [d for d in derive(str(kind), view, fields) if d.type not in given]
     return out
 

@@ -21,7 +21,7 @@ import time
 from collections import ChainMap
 from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -333,7 +333,7 @@ class StatusWriter:
             self.body.get("kind"),
             self.current.get("conditions"),
             updates,
-            ChainMap(dict(desired), self.current),
+            ChainMap(cast(dict[str, Any], desired), self.current),
         )
 
     def _sig(self, status: Mapping[str, Any]) -> int:
