@@ -23,6 +23,7 @@ import pytest
 
 from tests.integration import kit
 from tests.support import kstatus
+from tests.support.gitops import argo_health, flux_states
 from tests.support.policies import scaling_policy
 from tests.support.workloads import busybox_deployment
 
@@ -239,6 +240,29 @@ def first_observing(history: list[Seen], generation: int) -> Seen:
     raise AssertionError(f"no version observed generation {generation}")
 
 
+def assert_argo_and_flux_agree(recorder: Recorder) -> int:
+    """Every version the watch saw, read by Argo CD's health.lua (Lua 5.4) and the Flux
+    expressions (CEL), agrees with kstatus, except that neither fails open: an object
+    without status is Progressing / inProgress. Returns how many versions were read."""
+    with recorder.lock:
+        versions = {s.obj["metadata"]["resourceVersion"]: s for s in recorder.seen}
+    for s in versions.values():
+        argo, message = argo_health(s.kind, s.obj)
+        flux = flux_states(s.kind, s.obj)
+        where = (s.kind, s.name, s.kstatus, argo, message, flux)
+        ready = kit.condition(s.obj, "Ready") or {}
+        if not s.obj.get("status"):
+            assert (argo, flux) == ("Progressing", {"inProgress"}), where
+        elif s.kstatus == kstatus.CURRENT:
+            assert (argo, flux) == ("Healthy", {"current"}), where
+        elif s.kstatus == kstatus.FAILED:
+            assert (argo, flux) == ("Degraded", {"failed"}), where
+        else:
+            expected = "Degraded" if ready.get("status") == "False" else "Progressing"
+            assert (argo, flux) == (expected, {"inProgress"}), where
+    return len(versions)
+
+
 def test_fresh_objects_go_in_progress_then_current_and_changes_are_seen_within_1s(
     namespace: str,
     recorder: Recorder,
@@ -295,6 +319,7 @@ def test_fresh_objects_go_in_progress_then_current_and_changes_are_seen_within_1
     for kind, (fresh, lag) in figures.items():
         print(f"{kind}: first status {fresh * 1000:.0f} ms, new generation {lag * 1000:.0f} ms")
     print(f"watches resumed {recorder.resumed}, relisted {recorder.relisted}")
+    print(f"Argo CD and Flux agree with kstatus on {assert_argo_and_flux_agree(recorder)} versions")
 
 
 def test_unusable_specs_read_failed_with_the_field_named(
@@ -332,3 +357,4 @@ def test_unusable_specs_read_failed_with_the_field_named(
         # It stays Failed: no later version of this generation reads otherwise.
         later = [s for s in recorder.of(kind, name) if s.at > failed.at]
         assert all(s.kstatus == kstatus.FAILED for s in later), kind
+    assert assert_argo_and_flux_agree(recorder) >= 3 * len(expected)

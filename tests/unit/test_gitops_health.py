@@ -9,25 +9,18 @@ Debian (`make tools` installs them); a missing interpreter fails, it never skips
 
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import celpy
 import pytest
 import yaml
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic import lifecycle
 from tests.support import kstatus
+from tests.support.gitops import ARGO, GITOPS, KINDS, flux_exprs, flux_states, run_lua
 
-REPO = Path(__file__).resolve().parents[2]
-GITOPS = REPO / "manifests" / "gitops"
-ARGO = GITOPS / "argocd" / "resource_customizations" / "ops.stronghold.io"
-KINDS = ("HealthPolicy", "ScalingPolicy", "BackupSchedule", "MaintenanceWindow")
 LUAS = ("lua5.1", "lua5.4")
 
 
@@ -49,44 +42,6 @@ IDS = [f"{k}/{Path(p).stem}" for k, p, _, _ in CASES]
 def fixture(kind: str, path: str) -> dict[str, Any]:
     obj: dict[str, Any] = yaml.safe_load((ARGO / kind / path).read_text())
     return obj
-
-
-def lua_literal(value: Any) -> str:
-    """A Python value as a Lua table constructor (how Argo CD hands ``obj`` to the script)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON's escapes are valid Lua string escapes for these
-    if isinstance(value, list):
-        return "{" + ", ".join(lua_literal(v) for v in value) + "}"
-    if isinstance(value, Mapping):
-        items = (f"[{json.dumps(str(k))}] = {lua_literal(v)}" for k, v in value.items())
-        return "{" + ", ".join(items) + "}"
-    raise TypeError(f"no Lua form for {type(value).__name__}")
-
-
-def interpreter(name: str) -> str:
-    found = shutil.which(name)
-    if found is None:
-        pytest.fail(f"{name} not found: `make tools` installs it (Debian package {name})")
-    return found
-
-
-def run_lua(lua: str, script: Path, obj: Mapping[str, Any]) -> tuple[str, str]:
-    harness = (
-        f"obj = {lua_literal(obj)}\n"
-        f"local hs = dofile({json.dumps(str(script))})\n"
-        'io.write(hs.status, "\\n", hs.message or "")\n'
-    )
-    command = [interpreter(lua), "-"]
-    done = subprocess.run(
-        command, input=harness, capture_output=True, text=True, timeout=10, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    status, _, message = done.stdout.partition("\n")
-    return status, message
 
 
 @pytest.mark.parametrize("lua", LUAS)
@@ -175,20 +130,6 @@ ARGO_TO_FLUX = {
 }
 
 
-def flux_exprs() -> dict[str, dict[str, str]]:
-    kust = yaml.safe_load((GITOPS / "flux" / "kustomization.yaml").read_text())
-    return {e["kind"]: e for e in kust["spec"]["healthCheckExprs"]}
-
-
-def evaluate(expr: str, obj: Mapping[str, Any]) -> bool:
-    """One CEL expression with the object's top-level fields as variables (as Flux binds them)."""
-    env = celpy.Environment()
-    program = env.program(env.compile(expr))
-    result = program.evaluate({k: celpy.json_to_cel(v) for k, v in obj.items()})
-    assert isinstance(result, celpy.celtypes.BoolType), result
-    return bool(result)
-
-
 def test_flux_exprs_cover_every_kind() -> None:
     exprs = flux_exprs()
     assert set(exprs) == set(KINDS)
@@ -202,8 +143,7 @@ def test_flux_exprs_give_one_status_that_matches(
     kind: str, path: str, status: str, message: str
 ) -> None:
     obj = fixture(kind, path)
-    exprs = flux_exprs()[kind]
-    held = {name for name in ("current", "inProgress", "failed") if evaluate(exprs[name], obj)}
+    held = flux_states(kind, obj)
     assert len(held) == 1, held
     (got,) = held
     if status == "Degraded":
