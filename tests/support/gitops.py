@@ -19,7 +19,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 GITOPS = REPO / "manifests" / "gitops"
 ARGO = GITOPS / "argocd" / "resource_customizations" / "ops.stronghold.io"
-KINDS = ("HealthPolicy", "ScalingPolicy", "BackupSchedule", "MaintenanceWindow")
+# Every kind the CRDs define: a new kind without its scripts and expressions fails the tests.
+KINDS = tuple(
+    sorted(
+        yaml.safe_load(p.read_text())["spec"]["names"]["kind"]
+        for p in (REPO / "crds").glob("*.yaml")
+    )
+)
 FLUX_STATES = ("current", "inProgress", "failed")
 
 

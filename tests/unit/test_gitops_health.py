@@ -60,6 +60,11 @@ def test_every_kind_has_every_argo_status_it_can_report() -> None:
         assert listed == {p for k, p, _, _ in CASES if k == kind}, "a fixture without a test"
 
 
+def test_every_kind_has_its_lifecycle_rules() -> None:
+    assert set(lifecycle.RULES) == set(KINDS)
+    assert len(KINDS) == 4
+
+
 def test_argocd_cm_snippet_holds_the_scripts_verbatim() -> None:
     cm = yaml.safe_load((GITOPS / "argocd" / "argocd-cm.yaml").read_text())
     data = cm["data"]
