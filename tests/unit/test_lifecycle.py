@@ -266,3 +266,70 @@ def test_scheduler_runs_an_unseen_generation_at_once_and_spreads_the_rest() -> N
     ahead, due = asyncio.run(main())
     assert ahead <= 0.01
     assert due < 21  # the others are spread over first_within (all 20 within 0.5 s: ~1e-26)
+
+
+def test_a_healthpolicy_acknowledges_a_new_generation_from_the_watch_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stronghold_operator.controllers import health
+    from stronghold_operator.controllers.common import Services
+
+    spec = {"interval": "10s", "checks": [{"name": "web", "http": {"url": "http://x/"}}]}
+    written = {"observedGeneration": 1, "conditions": [READY.to_dict(1, "2026-12-06T01:00:00Z")]}
+
+    def policy(generation: int) -> dict[str, Any]:
+        meta = {"namespace": "ns", "name": "p", "uid": "u-gen", "generation": generation}
+        return {"metadata": meta, "spec": spec, "status": written}
+
+    updates: list[list[cond.Condition]] = []
+
+    def update(_: Any, desired: Any, conds: Any, now: Any = None) -> None:
+        updates.append(list(conds))
+
+    monkeypatch.setattr(writer.StatusWriter, "update", update)
+    loop = health.PolicyLoop(
+        Services(kube=None),  # type: ignore[arg-type]
+        health.HealthRuntime(health.new_scheduler()),
+        policy(1),
+    )
+    assert loop.observe(policy(1)) is False and updates == []  # nothing new
+    assert loop.observe(policy(2))  # a round now, and the acknowledgement before it
+    assert updates == [lifecycle.acknowledge(2)]
+    loop.close()
+
+
+def test_a_round_that_saw_the_old_spec_keeps_reconciling_true(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stronghold_operator.controllers import health
+    from stronghold_operator.controllers.common import Services
+    from stronghold_operator.services import health as health_service
+
+    spec = {"interval": "10s", "checks": [{"name": "web", "http": {"url": "http://x/"}}]}
+    written = {"observedGeneration": 1, "conditions": [READY.to_dict(1, "2026-12-06T01:00:00Z")]}
+
+    def policy(generation: int) -> dict[str, Any]:
+        meta = {"namespace": "ns", "name": "p", "uid": "u-race", "generation": generation}
+        return {"metadata": meta, "spec": spec, "status": written}
+
+    updates: list[list[cond.Condition]] = []
+    monkeypatch.setattr(
+        writer.StatusWriter, "update", lambda _, d, conds, now=None: updates.append(list(conds))
+    )
+    loop = health.PolicyLoop(
+        Services(kube=None),  # type: ignore[arg-type]
+        health.HealthRuntime(health.new_scheduler()),
+        policy(1),
+    )
+
+    async def round_(*_: Any) -> health_service.Round:
+        loop.observe(policy(2))  # the spec changes while the round probes
+        return health_service.Round({}, [READY], 10.0)
+
+    monkeypatch.setattr(health_service, "run_round", round_)
+    monkeypatch.setattr(health.PolicyLoop, "ports", lambda _: None)
+    asyncio.run(loop.run())
+    # The acknowledgement, then the old spec's round, still Reconciling for generation 2.
+    assert updates[0] == lifecycle.acknowledge(2)
+    assert updates[-1] == [READY, *lifecycle.acknowledge(2)]
+    loop.close()
