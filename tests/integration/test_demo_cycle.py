@@ -73,6 +73,10 @@ def _assert_settled(out: str) -> None:
     items = kit.kubectl_json("get", demo.KINDS, "-n", demo.DEMO_NS)["items"]
     assert demo_state.pending(items) is None
     assert "Try this next:" in out
+    # The one-screen status, as printed: every example object, nothing wrong (exit 0).
+    assert f"This screen again: {demo.STATUS_COMMAND}\n" in out
+    status = _run(demo.STATUS_COMMAND, timeout=60)
+    assert "platform" in status and "nightly" in status, status
     for command, _ in demo.TRY_NEXT:
         assert f"  {command}\n" in out
 
