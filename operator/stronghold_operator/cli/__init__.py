@@ -18,6 +18,8 @@ _COMMANDS: dict[str, str] = {
 _OPTIONAL = {
     "check": "stronghold_operator.cli.check",
     "backup": "stronghold_operator.cli.backup",
+    "scaling": "stronghold_operator.cli.scaling",
+    "window": "stronghold_operator.cli.window",
 }
 
 

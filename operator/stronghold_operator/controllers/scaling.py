@@ -21,7 +21,7 @@ from stronghold_operator.logic import scaling as engine
 from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
-from stronghold_operator.models.scaling import ScalingPolicySpec
+from stronghold_operator.models.scaling import PAUSED_UNTIL_ANNOTATION, ScalingPolicySpec
 from stronghold_operator.platforms.compose import ComposeService, ComposeTarget
 from stronghold_operator.platforms.indexes import IndexedAutoscalers
 from stronghold_operator.platforms.workloads import KubeWorkload
@@ -95,9 +95,14 @@ def _announce_decision(body: kopf.Body, d: engine.Decision, previous: Mapping[st
         posting.post(body, type="Normal", reason="DryRun", message=d.message)
 
 
-def _hold(body: Mapping[str, Any]) -> str | None:
-    """The maintenance annotation of an event (the windows or humans freezing the policy)."""
-    return ((body.get("metadata") or {}).get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
+def _annotation(body: Mapping[str, Any], key: str) -> str | None:
+    return ((body.get("metadata") or {}).get("annotations") or {}).get(key)
+
+
+def _hold(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """What holds the policy by annotation: the maintenance freeze (windows or humans) and
+    the paused-until request."""
+    return _annotation(body, MAINTENANCE_ANNOTATION), _annotation(body, PAUSED_UNTIL_ANNOTATION)
 
 
 class ScalingLoop:
@@ -113,11 +118,11 @@ class ScalingLoop:
         self._hold = _hold(body)
 
     def observe(self, body: Mapping[str, Any]) -> bool:
-        """Only a freeze wakes a pass early (holding is never wrong); anything else, a new
-        spec or a lifted hold, is read at the next pass, at the policy's own cadence."""
+        """Only a new freeze or pause wakes a pass early (holding is never wrong); anything
+        else, a new spec or a lifted hold, is read at the next pass, at the policy's cadence."""
         self.body = cast(kopf.Body, body)  # feed() hands on kopf's body of the event
         before, self._hold = self._hold, _hold(body)
-        return bool(self._hold) and self._hold != before
+        return any(now and now != then for now, then in zip(self._hold, before, strict=True))
 
     async def run(self) -> float:
         policy = await self.reconcile_once()
@@ -138,6 +143,7 @@ class ScalingLoop:
             clock=cond.utcnow,
             # The annotations of the latest event; a window gone without release holds no more.
             maintenance=lambda: maintenance_hold(self.svc, self.body["metadata"]),
+            paused=lambda: _annotation(self.body, PAUSED_UNTIL_ANNOTATION),
         )
 
     async def reconcile_once(self) -> ScalingPolicySpec | None:
