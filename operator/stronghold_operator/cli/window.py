@@ -54,6 +54,8 @@ def request_value(now: datetime) -> str:
 async def _request(args: argparse.Namespace) -> int:
     from stronghold_operator.models.base import parse_duration
     from stronghold_operator.models.maintenance import (
+        MAX_DURATION,
+        MIN_DURATION,
         SKIP_ANNOTATION,
         START_NOW_ANNOTATION,
         START_NOW_DURATION_ANNOTATION,
@@ -62,9 +64,11 @@ async def _request(args: argparse.Namespace) -> int:
 
     if args.action == "start" and args.duration is not None:
         try:
-            parse_duration(args.duration)
+            length = parse_duration(args.duration)
         except ValueError as exc:
             raise v.VerbError(f"--for: {exc}") from None
+        if not MIN_DURATION <= length <= MAX_DURATION:
+            raise v.VerbError("--for: a window lasts 1m to 744h")
     kube = v.connect()
     ns, name, kind = v.namespace_of(kube, args.namespace), args.name, ours(PLURAL)
 
