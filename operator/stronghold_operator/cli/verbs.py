@@ -102,7 +102,8 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def connect() -> Kube:
-    """The user's client (``$KUBECONFIG`` or ``~/.kube/config``; in a pod its ServiceAccount)."""
+    """The user's client: ``--kubeconfig``/``--context`` (cli/connection.py), else
+    ``$KUBECONFIG`` or ``~/.kube/config``; in a pod its ServiceAccount."""
     from stronghold_operator.platforms.kube import Kube
 
     try:
@@ -112,5 +113,5 @@ def connect() -> Kube:
 
 
 def namespace_of(kube: Kube, given: str | None) -> str:
-    """``-n``, else the namespace of the kubeconfig's current context, as kubectl does."""
-    return given or str(getattr(kube.client, "namespace", None) or "default")
+    """``-n``, else the namespace of the kubeconfig's context, as kubectl does."""
+    return given or kube.namespace
