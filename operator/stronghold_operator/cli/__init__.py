@@ -21,6 +21,8 @@ _OPTIONAL = {
     "backup": "stronghold_operator.cli.backup",
     "status": "stronghold_operator.cli.status",
     "completion": "stronghold_operator.cli.completion",
+    "scaling": "stronghold_operator.cli.scaling",
+    "window": "stronghold_operator.cli.window",
 }
 
 
