@@ -507,7 +507,10 @@ def test_precheck_now_rehearses_the_next_window(
     body = window(
         "weekly", datetime.now(UTC), "1h", targets={"scalingPolicies": {"names": ["web"]}}
     )
-    body["spec"]["schedule"] = {"cron": "0 2 * * 0", "duration": "2h"}
+    # Weekly at 02:00 on the weekday three days ahead: never open while the test runs (a fixed
+    # Sunday 02:00 Berlin was open when CI ran on a Sunday night).
+    day = (datetime.now(UTC) + timedelta(days=3)).isoweekday() % 7  # cron: Sunday is 0
+    body["spec"]["schedule"] = {"cron": f"0 2 * * {day}", "duration": "2h"}
     kit.apply_in(ns, body)
     obj = wait_window(ns, "weekly", lambda o: cond(o, "Scheduled").get("status") == "True", "ok")
     assert "currentWindow" not in obj["status"]
