@@ -18,6 +18,7 @@ _COMMANDS: dict[str, str] = {
 _OPTIONAL = {
     "check": "stronghold_operator.cli.check",
     "backup": "stronghold_operator.cli.backup",
+    "incident": "stronghold_operator.cli.incident",
 }
 
 

@@ -519,6 +519,13 @@ class Alerting(SpecModel):
         return value
 
 
+class IncidentHistory(SpecModel):
+    """Retention of the policy's resolved Incident objects: by count and by age."""
+
+    count: int = Field(default=20, ge=0, le=1000)
+    max_age: Duration = Field(default=timedelta(days=30), alias="maxAge")
+
+
 class HealthPolicySpec(SpecModel):
     """The whole spec of a HealthPolicy."""
 
@@ -532,6 +539,9 @@ class HealthPolicySpec(SpecModel):
     )
     alerting: Alerting = Field(default_factory=shared(Alerting()))
     suspend: bool = False
+    incident_history: IncidentHistory = Field(
+        default_factory=shared(IncidentHistory()), alias="incidentHistory"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> HealthPolicySpec:
@@ -610,6 +620,8 @@ class IncidentStatus(StatusModel):
     escalation_level: int | None = Field(default=None, alias="escalationLevel")
     expected: bool | None = None
     maintenance_window: str | None = Field(default=None, alias="maintenanceWindow")
+    incident_name: str | None = Field(default=None, alias="incidentName")
+    acknowledged_by: str | None = Field(default=None, alias="acknowledgedBy")
 
 
 class HealthPolicyStatus(StatusModel):
