@@ -239,17 +239,11 @@ def test_outage_incident_evidence_ack_stops_escalation_resolve_and_retention(
     # A second outage: a second Incident; once it resolves, retention (count 1) prunes the first.
     pg_proxy.stop()
     second = kit.wait_until(
-        "a second incident",
-        lambda: (
-            (
-                n := (hpol(namespace, "stack").get("status", {}).get("incident") or {}).get(
-                    "incidentName"
-                )
-            )
-            and n != ref
-            and n
-        ),
-    )
+        "a second Incident",
+        lambda: [
+            o["metadata"]["name"] for o in incidents(namespace) if o["metadata"]["name"] != ref
+        ],
+    )[0]
     kit.wait_until(
         "the second Incident's evidence",
         lambda: incident(namespace, second).get("status", {}).get("evidence"),

@@ -176,6 +176,8 @@ async def stop(memo: kopf.Memo) -> None:
     rt = memo.get("health")
     if isinstance(rt, HealthRuntime):
         await rt.scheduler.stop()  # before its probes' clients close; stopping twice is harmless
+        if rt.keeper is not None:
+            await rt.keeper.settle()  # the Incidents' last writes, before the API client closes
         await rt.prober.close()
 
 

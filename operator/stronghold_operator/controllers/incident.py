@@ -103,6 +103,14 @@ class IncidentKeeper:
         self._gather = asyncio.Semaphore(GATHER_AT_ONCE)
         self._listed: dict[str, tuple[float, api.Raw]] = {}  # namespace -> (when, listings)
 
+    async def settle(self, within: float = 5.0) -> None:
+        """The operator is stopping: let the work in progress and the last writes land."""
+        pending = [t for t in self._chains.values() if not t.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=within)
+        for writer in list(self.writers.values()):
+            await writer.settle(within)
+
     # --- the policy's side (services/health.Incidents) ------------------------------------
 
     def port(self, policy: Policy) -> PolicyIncidents:
