@@ -2,7 +2,8 @@
 
 The test owns its dependency: a TCP forwarder in front of the shared PostgreSQL, which it
 stops (the database goes away for the probe) and starts again. A Deployment rolled out in
-the namespace just before is the evidence the Incident must list. Acknowledgement goes
+the namespace just before, and a container of the namespace that keeps failing, are the
+evidence the Incident must list. Acknowledgement goes
 through the real `stronghold incident` command (annotations the operator honours).
 """
 
@@ -108,9 +109,20 @@ def test_outage_incident_evidence_ack_stops_escalation_resolve_and_retention(
     )
     # A Deployment rolled out minutes (here: seconds) before the outage: the evidence.
     kit.apply_in(namespace, busybox_deployment("web", replicas=0))
+    # And a container that keeps failing (exit 3): a restarted container in the evidence.
+    kit.apply_in(namespace, busybox_deployment("crashy", "exit 3"))
     kit.wait_until(
         "the Deployment's ReplicaSet",
         lambda: kit.kubectl_json("get", "replicasets", "-n", namespace)["items"],
+    )
+    kit.wait_until(
+        "a restarted container",
+        lambda: any(
+            cs.get("restartCount", 0) >= 1
+            for pod in kit.kubectl_json("get", "pods", "-n", namespace)["items"]
+            for cs in pod.get("status", {}).get("containerStatuses") or ()
+        ),
+        timeout=90,
     )
     spec = {
         "interval": f"{INTERVAL_S}s",
@@ -165,6 +177,11 @@ def test_outage_incident_evidence_ack_stops_escalation_resolve_and_retention(
     assert owner["uid"] == hpol(namespace, "stack")["metadata"]["uid"]
     rollouts = status["evidence"]["rollouts"]
     assert any(r["kind"] == "Deployment" and r["name"] == "web" for r in rollouts), rollouts
+    restarts = status["evidence"]["restarts"]
+    assert any(
+        r["pod"].startswith("crashy-") and r["lastReason"] == "Error" and r["exitCode"] == 3
+        for r in restarts
+    ), restarts
     (check,) = status["evidence"]["checks"]
     assert check["name"] == "db" and check["reason"] == "Unreachable"
     assert status["timeline"][0]["type"] == "Detected"

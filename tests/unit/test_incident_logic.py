@@ -6,13 +6,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from stronghold_operator import conditions as cond
 from stronghold_operator.logic import incident as li
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.health import HealthPolicySpec, IncidentHistory
@@ -387,8 +390,36 @@ async def test_the_round_names_the_incident_object_and_honours_ack_and_resolve()
     assert any(e[1] == "IncidentResolved" for e in w.events)
 
 
-def test_known_fixtures_still_open_a_p1() -> None:
-    # The helpers this module borrows still describe a P1 rooted in the database.
-    status, ev = run(stack(), {}, all_ok() | {"db": down()}, T0 + timedelta(seconds=1))
-    assert status["incident"]["rootCause"] == "db" and ev.severity == "P1"
-    assert T0.tzinfo is UTC
+# --- properties ------------------------------------------------------------------------------
+
+STATES = st.sampled_from(["Open", "Acknowledged", "Resolved"])
+
+
+@given(n=st.integers(min_value=1, max_value=200), limit=st.integers(min_value=2, max_value=60))
+def test_timeline_bound_property(n: int, limit: int) -> None:
+    tl: list[dict[str, Any]] = []
+    for i in range(n):
+        tl = li.add(tl, "T", str(i), T0 + timedelta(seconds=i), limit)
+        assert len(tl) <= limit
+        assert tl[0]["message"] == "0" and tl[-1]["message"] == str(i)
+
+
+@given(
+    items=st.lists(st.tuples(STATES, st.integers(min_value=0, max_value=600)), max_size=40),
+    count=st.integers(min_value=0, max_value=10),
+    age=st.integers(min_value=1, max_value=600),
+)
+def test_retention_property(items: list[tuple[str, int]], count: int, age: int) -> None:
+    objs = [
+        obj(f"i{k}", state, m if state == "Resolved" else None)
+        for k, (state, m) in enumerate(items)
+    ]
+    now = T0 + timedelta(minutes=600)
+    pruned = set(li.to_prune(objs, count, timedelta(minutes=age), now))
+    kept = [o for o in objs if o["metadata"]["name"] not in pruned]
+    assert all(o["status"]["state"] == "Resolved" for o in objs if o["metadata"]["name"] in pruned)
+    resolved_kept = [o for o in kept if o["status"]["state"] == "Resolved"]
+    assert len(resolved_kept) <= count
+    for o in resolved_kept:
+        when = cond.parse_rfc3339(o["status"]["resolvedAt"])
+        assert when is not None and now - when <= timedelta(minutes=age)
