@@ -148,9 +148,9 @@ async def test_open_creates_gathers_once_writes_once_and_nothing_per_round() -> 
     assert status["evidence"]["rollouts"][0]["name"] == "web"
     assert SECRET not in str(obj) and SECRET not in str(POSTED)
     lists = [c for c in kube.calls if c[0] == "list"]
-    # 4 evidence LISTs and one retention LIST; then nothing while nothing happens.
+    # 4 evidence LISTs (retention needs none); then nothing while nothing happens.
     assert sorted(p for _, p in lists) == sorted(
-        ["replicasets", "controllerrevisions", "pods", "events", "incidents"]
+        ["replicasets", "controllerrevisions", "pods", "events"]
     )
     assert ("IncidentOpened", "Opened: db") in POSTED
     before = len(kube.calls)
@@ -209,3 +209,34 @@ async def test_a_refused_creation_is_made_good_at_the_next_news() -> None:
     await settle(keeper)
     status = incident_of(kube)["status"]
     assert status["state"] == "Open" and status["evidence"]["checks"][0]["name"] == "db"
+
+
+async def test_retention_by_age_from_the_watch_without_a_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kube = FakeKube()
+    keeper = IncidentKeeper(kube)  # type: ignore[arg-type]
+    policy = Policy("shop", "stack", "uid-p", IncidentHistory(count=5, max_age=timedelta(hours=1)))
+    long_ago = cond.rfc3339(cond.utcnow() - timedelta(hours=2))
+    recent = cond.rfc3339(cond.utcnow() - timedelta(minutes=5))
+    for name, state, when in (
+        ("old", "Resolved", long_ago),
+        ("new", "Resolved", recent),
+        ("open", "Open", None),
+    ):
+        body = {
+            "metadata": {"name": name, "namespace": "shop", "creationTimestamp": long_ago},
+            "spec": {"healthPolicy": "stack"},
+            "status": {"state": state} | ({"resolvedAt": when} if when else {}),
+        }
+        kube.objects[("incidents", "shop", name)] = body
+        keeper.observe({"type": "ADDED"}, body)  # what the watch's first LIST delivers
+    keeper.tidy(policy)
+    await settle(keeper)
+    keeper.tidy(policy)  # again at once: nothing (at most every TIDY_EVERY_S)
+    await settle(keeper)
+    assert sorted(k[2] for k in kube.objects) == ["new", "open"]
+    assert [c for c in kube.calls if c[0] in ("list", "get")] == []
+    assert [c for c in kube.calls if c[0] == "delete"] == [("delete", "incidents")]
+    keeper.observe({"type": "DELETED"}, kube.objects.pop(("incidents", "shop", "new")))
+    assert set(keeper.history[("shop", "stack")]) == {"open"}

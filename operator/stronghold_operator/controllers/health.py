@@ -298,6 +298,8 @@ class PolicyLoop:
         if r.evaluation is not None:
             ev = r.evaluation
             self.series.record(policy.checks, r.results, ev.status["checks"], ev.severity)
+        if (mine := self.incident_policy()) is not None:
+            self.rt.incidents(self.svc).tidy(mine)  # retention by age, from memory
         return r.delay
 
     def ports(self) -> service.Ports:
@@ -313,14 +315,17 @@ class PolicyLoop:
             incidents=self.incident_port(),
         )
 
-    def incident_port(self) -> service.Incidents | None:
+    def incident_policy(self) -> IncidentPolicy | None:
         if self.spec is None:
             return None
         meta = self.meta
-        policy = IncidentPolicy(
+        return IncidentPolicy(
             str(meta["namespace"]), str(meta["name"]), self.uid, self.spec.incident_history
         )
-        return self.rt.incidents(self.svc).port(policy)
+
+    def incident_port(self) -> service.Incidents | None:
+        policy = self.incident_policy()
+        return None if policy is None else self.rt.incidents(self.svc).port(policy)
 
     def event(self, kind: str, reason: str, message: str) -> None:
         events.post(self.body, type=kind, reason=reason, message=message)

@@ -5,9 +5,9 @@ One :class:`IncidentKeeper` per process (in the HealthPolicy runtime). Work on o
 runs in order in the background (a chain per object), so a round never waits for the API
 server. API cost: a create, four LISTs of the namespace (the evidence, once) and one status
 patch when an incident opens; a status patch per change after that (severity, escalation,
-acknowledgement, resolution); a label-selected LIST of the policy's Incidents and deletes
-for retention at open and at resolve. Nothing per round: a policy whose incident stays as
-it is costs nothing here. Every write goes through the write budget (status patches
+acknowledgement, resolution); deletes for retention, decided from memory (the Incidents'
+watch and this process's own writes: no LIST). Nothing per round: a policy whose incident
+stays as it is costs nothing here. Every write goes through the write budget (status patches
 through the one :class:`~stronghold_operator.runtime.status.StatusWriter`).
 """
 
@@ -49,6 +49,8 @@ log = logging.getLogger("stronghold.incident")
 GATHER_AT_ONCE = 4
 # Incidents opening in one namespace this close together share its evidence listings.
 EVIDENCE_REUSE_S = 10.0
+# A policy's resolved Incidents are checked against its maxAge at most this often.
+TIDY_EVERY_S = 300.0
 _BUCKETS = (10, 30, 60, 120, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
 
 OPENED = Counter(
@@ -102,6 +104,10 @@ class IncidentKeeper:
         self._chains: dict[Key, asyncio.Task[None]] = {}
         self._gather = asyncio.Semaphore(GATHER_AT_ONCE)
         self._listed: dict[str, tuple[float, api.Raw]] = {}  # namespace -> (when, listings)
+        # (namespace, policy) -> Incident name -> (state, when: resolvedAt or creation), from
+        # the watch and our own writes: retention needs no LIST.
+        self.history: dict[Key, dict[str, tuple[str, str]]] = {}
+        self._tidied: dict[Key, float] = {}  # (namespace, policy) -> monotonic of the last tidy
 
     async def settle(self, within: float = 5.0) -> None:
         """The operator is stopping: let the work in progress and the last writes land."""
@@ -174,6 +180,7 @@ class IncidentKeeper:
             await self._update(policy, key, news, checks, affected, secrets, now, create=False)
             return
         uid = str((created.get("metadata") or {}).get("uid") or "")
+        self._remember(policy, name, "Open", cond.rfc3339(now))
         writer = self.writers[key] = StatusWriter(self.kube, PLURAL, _ref(ns, name, uid), {})
         root_type = next(
             (str(c.get("type")) for c in checks if c.get("name") == news.incident.get("rootCause")),
@@ -250,7 +257,7 @@ class IncidentKeeper:
                 self._event(writer, kind, f"Incident{news.kind}", news.message)
             if fields.get("state") == "Resolved":
                 self._resolved(key, writer)
-                await writer.settle(10.0)  # retention must see it resolved
+                self._remember(policy, key[1], "Resolved", str(fields["resolvedAt"]))
         if news.kind == "Resolved":
             await self._prune(policy)
 
@@ -291,23 +298,44 @@ class IncidentKeeper:
         self.writers.pop(key, None)
         self._chain(key, writer.settle(30.0))
 
-    async def _prune(self, policy: Policy) -> None:
-        """Retention (``spec.incidentHistory``): resolved Incidents beyond the count or age."""
-        try:
-            listed = await api.of_policy(self.kube, policy.namespace, policy.name)
-        except (ApiError, ConnectionError) as exc:
-            log.warning("%s/%s: cannot list its Incidents: %s", policy.namespace, policy.name, exc)
+    def _remember(self, policy: Policy, name: str, state: str, when: str) -> None:
+        self.history.setdefault((policy.namespace, policy.name), {})[name] = (state, when)
+
+    def tidy(self, policy: Policy) -> None:
+        """Retention by age while nothing happens (a policy's round calls this; it acts at
+        most every :data:`TIDY_EVERY_S` per policy, from memory: no request unless something
+        is due)."""
+        key = (policy.namespace, policy.name)
+        now = time.monotonic()
+        if now - self._tidied.get(key, 0.0) < TIDY_EVERY_S or key not in self.history:
             return
+        self._tidied[key] = now
+        if self._due(policy):
+            self._chain((policy.namespace, f"policy/{policy.name}"), self._prune(policy))
+
+    def _due(self, policy: Policy) -> list[str]:
+        entries = self.history.get((policy.namespace, policy.name)) or {}
+        listed = [
+            {"metadata": {"name": n}, "status": {"state": state, "resolvedAt": when}}
+            for n, (state, when) in entries.items()
+        ]
         history = policy.history
-        for name in logic.to_prune(listed, history.count, history.max_age, cond.utcnow()):
+        return logic.to_prune(listed, history.count, history.max_age, cond.utcnow())
+
+    async def _prune(self, policy: Policy) -> None:
+        """Retention (``spec.incidentHistory``): resolved Incidents beyond the count or age
+        (known from the watch and this process's own writes)."""
+        for name in self._due(policy):
             try:
                 await budget().send(
                     ratelimit.ROUTINE,
                     functools.partial(api.delete, self.kube, policy.namespace, name),
                 )
-            except ApiError as exc:
-                if not is_not_found(exc):
+            except (ApiError, ConnectionError) as exc:
+                if not is_not_found(exc):  # kept: tried again at the next prune
                     log.warning("%s/%s: cannot delete: %s", policy.namespace, name, exc)
+                    continue
+            self.history.get((policy.namespace, policy.name), {}).pop(name, None)
 
     def _event(self, writer: StatusWriter, type_: str, reason: str, message: str) -> None:
         try:
@@ -322,6 +350,7 @@ class IncidentKeeper:
         reads it) and apply an acknowledgement or resolution by hand to its status."""
         meta = body.get("metadata") or {}
         key = (str(meta.get("namespace")), str(meta.get("name")))
+        self._index(event, body, key)
         if event.get("type") == "DELETED":
             self.hands.pop(key, None)
             writer = self.writers.pop(key, None)
@@ -335,6 +364,28 @@ class IncidentKeeper:
         self.hands[key] = hand
         if (body.get("status") or {}).get("state") in ("Open", "Acknowledged"):
             self._chain(key, self._by_hand(key, body, hand))
+
+    def _index(self, event: Mapping[str, Any], body: Mapping[str, Any], key: Key) -> None:
+        """Keep :attr:`history` current from the watch (its first LIST at start included)."""
+        policy = (body.get("spec") or {}).get("healthPolicy")
+        if not policy:
+            return
+        where = (key[0], str(policy))
+        if event.get("type") == "DELETED":
+            entries = self.history.get(where)
+            if entries is not None:
+                entries.pop(key[1], None)
+                if not entries:
+                    del self.history[where]
+            return
+        status = body.get("status") or {}
+        state = str(status.get("state") or "Open")
+        created = str((body.get("metadata") or {}).get("creationTimestamp") or "")
+        when = str(status.get("resolvedAt") or created) if state == "Resolved" else created
+        known = self.history.get(where, {}).get(key[1])
+        if known is not None and known[0] == "Resolved" and state != "Resolved":
+            return  # the watch is behind our own resolution
+        self.history.setdefault(where, {})[key[1]] = (state, when)
 
     async def _by_hand(self, key: Key, body: Mapping[str, Any], hand: logic.Hand) -> None:
         writer = self.writers.get(key) or self._writer_of(body)

@@ -1,5 +1,5 @@
 """Incident objects in the API: create one owned by its HealthPolicy, read what the
-evidence is made of (once, at open time), list a policy's Incidents for retention, delete."""
+evidence is made of (once, at open time), delete (retention)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def incident_body(
     namespace: str, name: str, policy: str, policy_uid: str, incident_id: str
 ) -> dict[str, Any]:
     """A new Incident: owned by its HealthPolicy (garbage-collected with it), labelled with
-    the policy's name when it fits a label value (retention selects by it)."""
+    the policy's name when it fits a label value (``kubectl get inc -l ...``)."""
     meta: dict[str, Any] = {
         "name": name,
         "namespace": namespace,
@@ -96,14 +96,6 @@ async def create(kube: Kube, body: Mapping[str, Any]) -> dict[str, Any]:
 
 async def get(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
     return await kube.get(ours(PLURAL), name, namespace)
-
-
-async def of_policy(kube: Kube, namespace: str, policy: str) -> list[dict[str, Any]]:
-    """The policy's Incidents (by label, server-side; by spec when the name is too long)."""
-    if len(policy) <= 63:
-        return await kube.list(ours(PLURAL), namespace, labels={POLICY_LABEL: policy})
-    listed = await kube.list(ours(PLURAL), namespace)
-    return [o for o in listed if (o.get("spec") or {}).get("healthPolicy") == policy]
 
 
 async def delete(kube: Kube, namespace: str, name: str) -> None:
