@@ -200,7 +200,8 @@ class IncidentKeeper:
         )
         status = logic.opened(news, affected, now, evidence)
         writer.update(scrubbed(status, redactable(secrets)), [], now)
-        self._event(writer, "Warning", "IncidentOpened", news.message)
+        expected = bool(news.incident.get("expected"))  # during maintenance: not alarming
+        self._event(writer, "Normal" if expected else "Warning", "IncidentOpened", news.message)
         await self._prune(policy)
 
     async def _raw(self, namespace: str) -> api.Raw:
@@ -375,8 +376,9 @@ class IncidentKeeper:
             entries = self.history.get(where)
             if entries is not None:
                 entries.pop(key[1], None)
-                if not entries:
+                if not entries:  # the policy's last Incident (the policy deleted, say)
                     del self.history[where]
+                    self._tidied.pop(where, None)
             return
         status = body.get("status") or {}
         state = str(status.get("state") or "Open")
