@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 TESTBED := $(BIN)/stronghold-testbed
 export KUBECONFIG ?= $(or $(STRONGHOLD_CACHE),$(or $(XDG_CACHE_HOME),$(HOME)/.cache)/stronghold)/admin.kubeconfig
 
-.PHONY: help venv lint unit integration test cluster services demo demo-down down audit bench image lock clean
+.PHONY: help venv tools lint unit integration test cluster services demo demo-down down audit bench image lock clean
 
 help:
 	@echo "make demo | make test | make lint | make unit | make integration | make cluster | make down | make audit | make bench"
@@ -28,20 +28,25 @@ $(VENV)/.installed: pyproject.toml testbed/pyproject.toml | $(BIN)/python
 
 venv: $(VENV)/.installed
 
-# shellcheck (Debian package) lints the backup Job's program.
-lint: venv
-	@command -v shellcheck >/dev/null || { \
-	  echo "shellcheck missing: installing it"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null 2>&1 || { \
+# Debian tools the checks run: shellcheck lints the backup Job's program; lua5.1 (Argo CD's
+# dialect) and lua5.4 run the Argo CD health scripts in manifests/gitops/ (unit tests).
+TOOLS := shellcheck lua5.1 lua5.4
+tools:
+	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null 2>&1 || { \
 	    apt-get update -q >/dev/null && \
-	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q shellcheck >/dev/null; }; }
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; fi
+
+lint: venv tools
 	shellcheck operator/stronghold_operator/builders/jobs/*.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-unit: venv
+unit: venv tools
 	$(BIN)/pytest tests/unit -q
 
 # Services first (PostgreSQL, RabbitMQ, Memcached, Docker), then the cluster.
@@ -56,7 +61,7 @@ cluster: services
 WORKERS ?= 3
 PYTEST := $(BIN)/pytest -q -p no:cacheprovider
 
-integration: cluster
+integration: cluster tools
 	$(PYTEST) tests/integration -m "not serial" -n $(WORKERS) --dist loadfile
 	$(PYTEST) tests/integration -m serial
 

@@ -16,7 +16,7 @@ from stronghold_operator import metrics
 from stronghold_operator.conditions import utcnow
 from stronghold_operator.controllers.common import WATCHED, Services, services
 from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
-from stronghold_operator.platforms.kube import GROUP, Kube, list_objects
+from stronghold_operator.platforms.kube import GROUP, Kube, explicit_kubeconfig, list_objects
 
 PREFIX = GROUP  # annotations: ops.stronghold.io/<handler-id>
 FINALIZER = f"{GROUP}/finalizer"
@@ -64,7 +64,8 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     host = os.environ.get("KUBERNETES_SERVICE_HOST")
     port = os.environ.get("KUBERNETES_SERVICE_PORT")
     token = SERVICE_ACCOUNT / "token"
-    if not (host and port and token.exists()):
+    if explicit_kubeconfig() is not None or not (host and port and token.exists()):
+        # `stronghold run --kubeconfig F` also sets $KUBECONFIG (cli/connection.py).
         return kopf.login_with_kubeconfig(**kwargs)
     namespace = SERVICE_ACCOUNT / "namespace"
     return kopf.ConnectionInfo(

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from stronghold_testbed import demo_state, operator_image, paths, procs, progress, services
 from stronghold_testbed.kubectl import run as kubectl_run
@@ -161,16 +161,21 @@ def up() -> int:
     return 0
 
 
+STATUS_COMMAND = f"kubectl stronghold status -n {DEMO_NS}"
+
+
 def summary(console: Console | None = None) -> None:
-    """The example objects' state from their status, and what to try next."""
+    """The one-screen status of the demo namespace (``stronghold status``), and what to try."""
+    from stronghold_operator import cli
+
     console = console or Console()
-    table = Table(title=f"Stronghold demo (namespace {DEMO_NS})")
-    for col in ("kind", "name", "state", "detail"):
-        table.add_column(col)
-    for r in demo_state.rows(_items()):
-        table.add_row(r.kind, r.name, r.state, r.detail)
-    console.print(table)
+    cli.main(["status", "-n", DEMO_NS, "--kubeconfig", str(paths.admin_kubeconfig())])
     console.print(f"export KUBECONFIG={paths.admin_kubeconfig()}", markup=False)
+    console.print(
+        f"export PATH={Path(sys.executable).parent}:$PATH   # kubectl finds the plugin there",
+        markup=False,
+    )
+    console.print(f"This screen again: {STATUS_COMMAND}", markup=False, highlight=False)
     console.print("Try this next:", markup=False)
     for cmd, why in TRY_NEXT:
         console.print(f"  {cmd}\n      {why}", markup=False, highlight=False, soft_wrap=True)

@@ -183,8 +183,14 @@ def test_deployment_healthy_at_idle_critical_when_burning(
     # Load off: healthy again, the incident resolved with an Event.
     (switch / "burn").unlink()
     wait_check(ns, "web", lambda c: c.get("state") == "Healthy", "Healthy again", timeout=150)
-    reasons = [e["reason"] for e in kit.events_for(ns, "web")]
-    assert "IncidentOpened" in reasons and "IncidentResolved" in reasons
+
+    # Flap damping closes the incident after flapDamping.resolveAfter (2) quiet rounds.
+    def resolved() -> list[str] | None:
+        reasons = [e["reason"] for e in kit.events_for(ns, "web")]
+        return reasons if "IncidentResolved" in reasons else None
+
+    reasons = kit.wait_until("an IncidentResolved Event", resolved, timeout=60, interval=1)
+    assert "IncidentOpened" in reasons
 
 
 BAD_FOR_APISERVER = [

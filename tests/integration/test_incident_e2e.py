@@ -141,6 +141,8 @@ def test_outage_incident_evidence_ack_stops_escalation_resolve_and_retention(
         ],
         "alerting": {"escalation": [{"after": "4s", "level": 2}, {"after": "20s", "level": 3}]},
         "incidentHistory": {"count": 1, "maxAge": "1h"},
+        # The second outage below is a second incident, not this one re-opened.
+        "flapDamping": {"reopenWithin": "0s"},
     }
     kit.apply(
         {
@@ -301,17 +303,20 @@ def test_resolve_by_hand_while_still_failing_opens_a_new_incident(
 
     (ref,) = kit.wait_until("the Incident", open_ones)
     kit.kubectl("annotate", "incident", ref, "-n", namespace, "ops.stronghold.io/resolve=bob")
-    done = kit.wait_until(
-        "resolved by hand",
-        lambda: (o := incident(namespace, ref))["status"]["state"] == "Resolved" and o,
-    )
-    assert done["status"]["resolvedBy"] == "bob"
-    # The checks still fail: the policy closes that incident and opens a new one.
-    (new,) = kit.wait_until("a new incident", open_ones)
-    assert new != ref
-    kit.wait_until(
-        "the policy's recent incidents",
-        lambda: (
-            (hpol(namespace, "down")["status"].get("recentIncidents") or [{}])[0].get("id") == ref
-        ),
-    )
+
+    # Resolved by hand; the checks still fail, so the policy's flap damping re-opens the same
+    # incident, and its Incident with it; the spent annotation is removed.
+    def reopened() -> dict[str, Any] | None:
+        o = incident(namespace, ref)
+        types = [e["type"] for e in o["status"].get("timeline") or []]
+        notes = o["metadata"].get("annotations") or {}
+        done = o["status"]["state"] == "Open" and "ops.stronghold.io/resolve" not in notes
+        return o if done and types[-2:] == ["Resolved", "Reopened"] else None
+
+    back = kit.wait_until("resolved by hand, then re-opened", reopened)
+    resolved = [e for e in back["status"]["timeline"] if e["type"] == "Resolved"]
+    assert resolved[0]["message"] == "resolved by hand by bob"
+    assert "resolvedBy" not in back["status"]
+    assert open_ones() == [ref]  # still one Incident
+    policy = hpol(namespace, "down")["status"]
+    assert policy["incident"]["id"] == ref and policy["incident"]["reopened"] == 1

@@ -37,11 +37,37 @@ def test_only_a_freeze_wakes_a_scaling_pass_early() -> None:
     assert not loop.observe(body(annotations={KOPF_ANNOTATION: "{}"}))  # kopf's bookkeeping
     assert loop.observe(body(annotations={KOPF_ANNOTATION: "{}", MAINTENANCE_ANNOTATION: "w"}))
     assert loop.observe(body(annotations={MAINTENANCE_ANNOTATION: "w,x"}))  # another window
-    # A new spec or a lifted hold waits for the next pass, at the policy's own cadence (an
-    # unpaused policy does not act in the same breath; an HPA applied just before is known).
-    assert not loop.observe(body(generation=2, annotations={MAINTENANCE_ANNOTATION: "w,x"}))
+    # A lifted hold waits for the next pass, at the policy's own cadence (an unpaused
+    # policy does not act in the same breath; an HPA applied just before is known).
+    assert not loop.observe(body(annotations={}))
+    # A new spec wakes a pass that only acknowledges the generation (see below).
+    assert loop.observe(body(generation=2, annotations={MAINTENANCE_ANNOTATION: "w,x"}))
     assert not loop.observe(body(generation=2))
     assert loop.body["metadata"]["generation"] == 2  # the latest body is what a pass reads
+
+
+def test_a_new_scaling_spec_is_acknowledged_at_once_and_acted_on_at_the_cadence(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    loop = scaling.ScalingLoop(None, body(), None)  # type: ignore[arg-type]
+    calls: list[str] = []
+
+    async def full() -> Any:
+        calls.append("pass")
+        return None  # an invalid spec: IDLE_INTERVAL
+
+    async def ack() -> None:
+        calls.append("ack")
+
+    monkeypatch.setattr(loop, "reconcile_once", full)
+    monkeypatch.setattr(loop, "acknowledge", ack)
+    assert asyncio.run(loop.run()) == scaling.IDLE_INTERVAL  # the first pass is a full one
+    assert loop.observe(body(generation=2))
+    left = asyncio.run(loop.run())
+    assert calls == ["pass", "ack"] and 0 < left <= scaling.IDLE_INTERVAL  # cadence kept
+    loop._due = 0.0  # the full pass is due: it runs, with the new spec
+    asyncio.run(loop.run())
+    assert calls == ["pass", "ack", "pass"]
 
 
 def test_a_window_pass_is_woken_by_a_new_spec_or_a_manual_annotation() -> None:

@@ -335,7 +335,11 @@ def test_incident_open_escalate_resolve() -> None:
     status, ev = run(policy, status, bad, T0 + timedelta(minutes=61))
     assert [(n.kind, n.level) for n in ev.notifications] == [("Escalated", 3)]
 
+    # Flap damping: healthy again, the incident resolves after the second healthy round
+    # (resolveAfter 2), ending at the first.
     status, ev = run(policy, status, all_ok(), T0 + timedelta(minutes=75, seconds=30))
+    assert not ev.notifications and status["incident"]["healthyRounds"] == 1
+    status, ev = run(policy, status, all_ok(), T0 + timedelta(minutes=76))
     assert [n.kind for n in ev.notifications] == ["Resolved"]
     assert "INCIDENT RESOLVED - Duration: 1h 15m" in ev.notifications[0].message
     assert status["incident"] is None and ev.severity == "None"
@@ -345,7 +349,7 @@ def test_incident_open_escalate_resolve() -> None:
 
 
 def test_severity_change_is_notified_and_max_kept() -> None:
-    policy = stack()
+    policy = stack(flapDamping={"resolveAfter": 1})
     status, _ = run(policy, {}, all_ok() | {"cache": down()}, T0)
     assert status["incident"]["severity"] == "P2"
     status, ev = run(
@@ -359,7 +363,9 @@ def test_severity_change_is_notified_and_max_kept() -> None:
 
 
 def test_maintenance_marks_incident_expected_without_webhook() -> None:
-    policy = stack(alerting={"webhook": {"url": "http://hook:9000/"}})
+    policy = stack(
+        alerting={"webhook": {"url": "http://hook:9000/"}}, flapDamping={"resolveAfter": 1}
+    )
     status, ev = run(policy, {}, all_ok() | {"db": down()}, T0, maintenance="weekly")
     note = ev.notifications[0]
     assert note.expected and note.webhooks == ()
@@ -378,7 +384,7 @@ def test_maintenance_marks_incident_expected_without_webhook() -> None:
 
 
 def test_thresholds_delay_the_incident_and_keep_findings() -> None:
-    policy = stack(failureThreshold=2, successThreshold=2)
+    policy = stack(failureThreshold=2, successThreshold=2, flapDamping={"resolveAfter": 1})
     status, _ = run(policy, {}, all_ok(), T0 - timedelta(seconds=10))
     assert status["checks"][2]["state"] == "Unknown"  # 1 success < successThreshold
     status, _ = run(policy, status, all_ok(), T0)
@@ -420,7 +426,10 @@ def test_all_unknown_first_round() -> None:
 
 
 def test_webhook_bodies_generic_and_alertmanager() -> None:
-    policy = stack(alerting={"webhook": {"url": "http://hook/", "format": "alertmanager"}})
+    policy = stack(
+        alerting={"webhook": {"url": "http://hook/", "format": "alertmanager"}},
+        flapDamping={"resolveAfter": 1},
+    )
     status, ev = run(policy, {}, all_ok() | {"db": down()}, T0)
     note = ev.notifications[0]
     hook = note.webhooks[0]

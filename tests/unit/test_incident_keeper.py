@@ -79,7 +79,10 @@ class FakeKube:
     ) -> None:
         self.calls.append(("patch", kind.plural))
         obj = self.objects[(kind.plural, namespace, name)]
-        obj["status"] = cond.merge_patch(obj.get("status") or {}, body["status"])
+        if "status" in body:
+            obj["status"] = cond.merge_patch(obj.get("status") or {}, body["status"])
+        if "metadata" in body:
+            obj["metadata"] = cond.merge_patch(obj["metadata"], body["metadata"])
 
     async def delete(self, kind: Kind, name: str, namespace: str, **_: Any) -> None:
         self.calls.append(("delete", kind.plural))
@@ -240,3 +243,36 @@ async def test_retention_by_age_from_the_watch_without_a_list(
     assert [c for c in kube.calls if c[0] == "delete"] == [("delete", "incidents")]
     keeper.observe({"type": "DELETED"}, kube.objects.pop(("incidents", "shop", "new")))
     assert set(keeper.history[("shop", "stack")]) == {"open"}
+
+
+async def test_a_reopened_incident_reopens_its_incident_and_spends_the_hand_resolution() -> None:
+    kube = FakeKube()
+    keeper = IncidentKeeper(kube)  # type: ignore[arg-type]
+    port = keeper.port(POLICY)
+    port.record(note("Opened"), CHECKS, ["db"], [])
+    await settle(keeper)
+    obj = incident_of(kube)
+    obj["metadata"]["annotations"] = {"ops.stronghold.io/resolve": "bob"}
+    keeper.observe({"type": "MODIFIED"}, obj)
+    await settle(keeper)
+    assert incident_of(kube)["status"]["state"] == "Resolved"
+    assert port.hand("stack-20260101-120000") == li.Hand(resolved_by="bob")
+    port.record(note("Resolved"), CHECKS, [], [])  # the policy closes it at its next round
+    port.record(note("Opened", reopened=1), CHECKS, ["db"], [])  # ... and it comes back
+    assert port.hand("stack-20260101-120000") == li.Hand()  # spent at once
+    await settle(keeper)
+    status = incident_of(kube)["status"]
+    assert status["state"] == "Open" and "resolvedBy" not in status
+    assert [e["type"] for e in status["timeline"]] == ["Detected", "Resolved", "Reopened"]
+    # The spent annotation: ignored while its removal is on its way, then gone.
+    keeper.observe(
+        {"type": "MODIFIED"},
+        {
+            **obj,
+            "metadata": {**obj["metadata"], "annotations": {"ops.stronghold.io/resolve": "bob"}},
+        },
+    )
+    assert port.hand("stack-20260101-120000") is None
+    assert incident_of(kube)["metadata"]["annotations"] == {}
+    keeper.observe({"type": "MODIFIED"}, incident_of(kube))
+    assert port.hand("stack-20260101-120000") is None and keeper._consumed == {}

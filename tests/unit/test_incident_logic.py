@@ -382,12 +382,33 @@ async def test_the_round_names_the_incident_object_and_honours_ack_and_resolve()
     assert [n.kind for n in port.recorded] == ["Opened"]  # no escalation once acknowledged
     port.hands[name] = li.Hand("alice", "bob")
     status = await rounds(w, port, policy, status, T0 + timedelta(minutes=6))
-    # Closed by hand; the cache is still down, so a new incident opens.
+    # Closed by hand; the cache is still down, so flap damping re-opens the same incident.
     assert [n.kind for n in port.recorded] == ["Opened", "Resolved", "Opened"]
     assert "resolved by hand by bob" in port.recorded[1].message
-    assert status["recentIncidents"][0]["id"] == name
-    assert status["incident"]["incidentName"] != name
+    assert port.recorded[2].incident["reopened"] == 1
+    assert status["incident"]["id"] == name and status["incident"]["reopened"] == 1
     assert any(e[1] == "IncidentResolved" for e in w.events)
+    # Without flap damping's re-opening, a new incident opens instead.
+    w2, port2 = World(), FakeIncidents()
+    w2.prober.results = w.prober.results
+    plain = cache_policy(flapDamping={"reopenWithin": "0s"})
+    first = await rounds(w2, port2, plain, {}, T0)
+    port2.hands[first["incident"]["incidentName"]] = li.Hand(resolved_by="bob")
+    later = await rounds(w2, port2, plain, first, T0 + timedelta(minutes=1))
+    assert later["incident"]["incidentName"] != first["incident"]["incidentName"]
+    assert later["recentIncidents"][0]["id"] == first["incident"]["id"]
+
+
+def test_a_reopened_incident_is_open_again_with_its_resolution_cleared() -> None:
+    status = li.opened(news("Opened"), ["cache"], T0)
+    status |= li.by_hand(status, li.Hand("alice", "bob"), T0 + timedelta(minutes=2))
+    back = li.reopened(
+        status, news("Opened", reopened=1, severity="P1"), ["web"], T0 + timedelta(minutes=3)
+    )
+    assert back["state"] == "Acknowledged"  # it was acknowledged before
+    assert back["resolvedAt"] is None and back["resolvedBy"] is None and back["duration"] is None
+    assert back["maxSeverity"] == "P1" and back["affectedChecks"] == ["cache", "web"]
+    assert [e["type"] for e in back["timeline"]][-2:] == ["Resolved", "Reopened"]
 
 
 # --- properties ------------------------------------------------------------------------------

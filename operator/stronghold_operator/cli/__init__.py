@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,8 @@ _OPTIONAL = {
     "check": "stronghold_operator.cli.check",
     "backup": "stronghold_operator.cli.backup",
     "incident": "stronghold_operator.cli.incident",
+    "status": "stronghold_operator.cli.status",
+    "completion": "stronghold_operator.cli.completion",
 }
 
 
@@ -31,7 +34,17 @@ def add_command(sub: Any, name: str, help_text: str, doc: str | None) -> argpars
 
 
 def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="stronghold", description="Stronghold operator")
+    # Installed as kubectl-stronghold too: kubectl runs it as `kubectl stronghold ...`.
+    plugin = os.path.basename(sys.argv[0]).startswith("kubectl-")
+    prog = "kubectl stronghold" if plugin else "stronghold"
+    parser = argparse.ArgumentParser(prog=prog, description="Stronghold operator")
+    # Taken out of the command line before parsing (cli/connection.py); listed for --help.
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file, anywhere on the line (every command)"
+    )
+    parser.add_argument(
+        "--context", help="kubeconfig context, anywhere on the line (every command)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     wanted = argv[0] if argv else None
     modules = dict(_COMMANDS)
@@ -51,7 +64,13 @@ def build_parser(argv: Sequence[str]) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args_list = list(sys.argv[1:] if argv is None else argv)
+    from stronghold_operator.cli import connection
+
+    try:
+        args_list = connection.take(sys.argv[1:] if argv is None else argv)
+    except connection.UsageError as exc:
+        print(f"stronghold: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser(args_list)
     args = parser.parse_args(args_list)
     code: int = args.func(args)

@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
     ):
         a = actions.add_parser(action, help=text)
         a.add_argument("name", help="BackupSchedule name")
-        a.add_argument("-n", "--namespace", default="default")
+        a.add_argument("-n", "--namespace", help="default: the kubeconfig context's, else default")
         a.add_argument("--json", action="store_true", help="print JSON")
         if action != "list":
             a.add_argument("--wait", action="store_true", help="wait for the result")
@@ -55,6 +55,7 @@ async def _request(args: argparse.Namespace) -> int:
     from stronghold_operator.platforms.kube import ApiError, Kube, is_not_found, ours
 
     kube = Kube.connect()
+    args.namespace = args.namespace or kube.namespace  # as kubectl: the context's namespace
     kind = ours(PLURAL)
     try:
         try:

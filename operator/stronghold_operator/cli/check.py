@@ -267,7 +267,7 @@ async def _check_all(
         for name, namespace, policy, secrets in jobs:
             results = await prober.run(policy, secrets, namespace)
             known = [v for roles in secrets.values() for v in roles.values()]
-            ev = logic.evaluate(policy, name, {}, results, None, utcnow(), known)
+            ev = logic.evaluate(policy, name, {}, results, None, utcnow(), known, one_shot=True)
             checks = ev.status["checks"]
             states = {c["state"] for c in checks}
             code = (

@@ -3,7 +3,7 @@
 ``ack`` and ``resolve`` set the annotations the operator honours
 (``ops.stronghold.io/ack=<who>``, ``ops.stronghold.io/resolve=<who>``; ``kubectl annotate``
 does the same): an acknowledged incident stops escalating; one resolved by hand is closed
-(if its checks still fail, the policy opens a new one). ``postmortem`` prints the
+(if its checks still fail, the policy re-opens it, or opens a new one). ``postmortem`` prints the
 operations guide's post-mortem template in Markdown, filled from the Incident.
 Exit codes: 0 done, 2 not found, access denied or the API server unreachable (one line).
 """

@@ -42,7 +42,7 @@ from stronghold_operator.platforms.backup import (
 )
 from stronghold_operator.runtime import events
 from stronghold_operator.runtime.scheduler import Scheduler
-from stronghold_operator.runtime.status import write_status
+from stronghold_operator.runtime.status import acknowledge, write_status
 from stronghold_operator.services import backup as service
 
 PLURAL = "backupschedules"
@@ -147,29 +147,36 @@ class BackupLoop:
     def obj(self) -> kopf.Body:
         return kopf.Body(cast(kopf.RawBody, self.body))
 
-    async def _write(self, status: BackupScheduleStatus, current: Mapping[str, Any]) -> None:
+    async def _write(
+        self, status: BackupScheduleStatus, current: Mapping[str, Any], body: kopf.Body
+    ) -> None:
+        # ``body`` is the pass's: its generation is the one the pass evaluated.
         self.current = await write_status(
-            self.svc.kube, PLURAL, self.obj, status, cond.utcnow(), current
+            self.svc.kube, PLURAL, body, status, cond.utcnow(), current
         )
 
     async def _pass(self) -> float:
-        meta = self.body["metadata"]
-        current = self.current if self.current is not None else dict(self.body.get("status") or {})
+        body = self.obj
+        meta = body["metadata"]
+        current = self.current if self.current is not None else dict(body.get("status") or {})
         if not current.get("conditions"):
-            await self._write(service.initial_status(), current)
+            await self._write(service.initial_status(), current, body)
             current = self.current or {}
+        acked = await acknowledge(self.svc.kube, PLURAL, body, current, cond.utcnow())
+        if acked is not None:
+            current = self.current = acked
         allowed = parse_allowance(os.getenv(ALLOW_PRIVILEGED_ENV, ""))  # set by `stronghold run`
         try:
-            compiled = service.compile_spec(self.body.get("spec") or {}, allowed)
+            compiled = service.compile_spec(body.get("spec") or {}, allowed)
         except InvalidSpec as exc:
             updates = invalid_conditions(str(exc), lb.CONDITION_TYPES)
-            await self._write(service.conditions_only(updates), current)
+            await self._write(service.conditions_only(updates), current, body)
             return INVALID_RECHECK
         result = await service.reconcile(compiled, meta, self.ports(), current)
-        await self._write(result.status, current)
+        await self._write(result.status, current, body)
         # Once status holds the results: a refused write repeats the pass, not its Events.
         for e in result.events:
-            events.post(self.obj, type=e.type, reason=e.reason, message=e.message)
+            events.post(body, type=e.type, reason=e.reason, message=e.message)
         record_metrics(meta["namespace"], meta["name"], result.finished)
         return next_delay(result)
 

@@ -48,6 +48,7 @@ from stronghold_operator.controllers.health_metrics import HealthCollector
 from stronghold_operator.controllers.incident import IncidentKeeper
 from stronghold_operator.controllers.incident import Policy as IncidentPolicy
 from stronghold_operator.logic import health as logic
+from stronghold_operator.logic import lifecycle
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.common import (
@@ -250,6 +251,7 @@ class PolicyLoop:
         maintenance = annotations.get(MAINTENANCE_ANNOTATION)
         placed = annotations.get(MAINTENANCE_WINDOWS_ANNOTATION)
         slim = self.body["metadata"]
+        renewed = generation != self._generation and self._generation is not _UNSEEN
         changed = generation != self._generation or maintenance != self.maintenance
         if maintenance != self.maintenance and self._generation is not _UNSEEN:
             self.writer.refresh_soon(HOLD_REFRESH_S, HOLD_FOLLOW_S)
@@ -266,6 +268,9 @@ class PolicyLoop:
             slim["annotations"] = {MAINTENANCE_ANNOTATION: maintenance}
             if placed is not None:  # which holders are windows (see maintenance_hold)
                 slim["annotations"][MAINTENANCE_WINDOWS_ANNOTATION] = placed
+        if renewed and self.writer.current.get("conditions"):
+            # observedGeneration now, not after a round that may be probing for seconds.
+            self.writer.update({}, lifecycle.acknowledge(generation))
         return changed
 
     @property
@@ -290,11 +295,15 @@ class PolicyLoop:
             if not self.writer.current.get("conditions"):
                 self.writer.update({}, cond.unknown_all(logic.CONDITION_TYPES))
         where = service.Where(self.meta["namespace"], self.meta["name"])
+        generation = self._generation
         r = await service.run_round(
             policy, self.writer.current, where, self.ports(), self.secret_misses
         )
         self.secret_misses = self.secret_misses + 1 if r.secret_missing else 0
-        self.writer.update(r.fields, r.conditions)
+        conditions = r.conditions
+        if self._generation != generation:  # the spec changed meantime: the next round tells
+            conditions = [*conditions, *lifecycle.acknowledge(self._generation)]
+        self.writer.update(r.fields, conditions)
         if r.evaluation is not None:
             ev = r.evaluation
             self.series.record(policy.checks, r.results, ev.status["checks"], ev.severity)

@@ -38,7 +38,7 @@ from stronghold_operator.models.incident import (
     RESOLVE_ANNOTATION,
 )
 from stronghold_operator.platforms import incidents as api
-from stronghold_operator.platforms.kube import GROUP, VERSION, Kube, is_not_found
+from stronghold_operator.platforms.kube import GROUP, VERSION, Kube, is_not_found, ours
 from stronghold_operator.runtime import events
 from stronghold_operator.runtime.budget import budget, retryable
 from stronghold_operator.runtime.status import StatusWriter
@@ -108,6 +108,7 @@ class IncidentKeeper:
         # the watch and our own writes: retention needs no LIST.
         self.history: dict[Key, dict[str, tuple[str, str]]] = {}
         self._tidied: dict[Key, float] = {}  # (namespace, policy) -> monotonic of the last tidy
+        self._consumed: dict[Key, str] = {}  # a resolve annotation already acted on
 
     async def settle(self, within: float = 5.0) -> None:
         """The operator is stopping: let the work in progress and the last writes land."""
@@ -152,6 +153,12 @@ class IncidentKeeper:
     ) -> None:
         key = (policy.namespace, logic.object_name(str(news.incident.get("id", ""))))
         now = cond.utcnow()
+        hand = self.hands.get(key)
+        if news.kind == "Opened" and news.incident.get("reopened") and hand and hand.resolved_by:
+            # Re-opened after a resolution by hand: that resolution is spent (its annotation
+            # is removed), or the next round would resolve it again, and again.
+            self._consumed[key] = hand.resolved_by
+            self.hands[key] = logic.Hand(hand.acknowledged_by)
         if news.kind == "Opened" and key not in self.writers and key not in self._chains:
             self._chain(key, self._open(policy, key, news, checks, affected, secrets, now))
         else:
@@ -245,11 +252,15 @@ class IncidentKeeper:
     ) -> None:
         writer = self.writers.get(key)
         if writer is None:
-            writer, missing = await self._adopt(key)
+            obj, missing = await self._read(key)
             if missing and create and news.kind != "Resolved":
                 # Its creation failed earlier (RBAC, an outage) or someone deleted it.
                 await self._open(policy, key, news, checks, affected, secrets, now)
                 return
+            if obj is not None and news.kind == "Opened" and news.incident.get("reopened"):
+                await self._reopen(policy, key, obj, news, affected, now)
+                return
+            writer = None if obj is None else self._writer_of(obj)
         if writer is not None:
             fields = logic.updated(writer.current, news, affected, now)
             if fields:
@@ -262,18 +273,44 @@ class IncidentKeeper:
         if news.kind == "Resolved":
             await self._prune(policy)
 
-    async def _adopt(self, key: Key) -> tuple[StatusWriter | None, bool]:
-        """The writer of an Incident this process has not seen yet (a restart): None if it
-        is resolved or cannot be read; and whether it does not exist."""
+    async def _read(self, key: Key) -> tuple[dict[str, Any] | None, bool]:
+        """An Incident this process holds no writer for (a restart, a resolved one): None
+        if it cannot be read; and whether it does not exist."""
         ns, name = key
         try:
-            obj = await api.get(self.kube, ns, name)
+            return await api.get(self.kube, ns, name), False
         except (ApiError, ConnectionError) as exc:
             if is_not_found(exc):
                 return None, True
             log.warning("%s/%s: cannot read the Incident: %s", ns, name, exc)
             return None, False
-        return self._writer_of(obj), False
+
+    async def _reopen(
+        self,
+        policy: Policy,
+        key: Key,
+        obj: Mapping[str, Any],
+        news: logic.News,
+        affected: Sequence[str],
+        now: datetime,
+    ) -> None:
+        """The policy re-opened a resolved incident (flap damping): so does its Incident."""
+        ns, name = key
+        meta = obj.get("metadata") or {}
+        ref = _ref(ns, name, str(meta.get("uid") or ""))
+        writer = self.writers[key] = StatusWriter(self.kube, PLURAL, ref, obj.get("status") or {})
+        writer.update(logic.reopened(writer.current, news, affected, now), [], now)
+        self._event(writer, "Warning", "IncidentReopened", news.message)
+        self._remember(policy, name, "Open", cond.rfc3339(now))
+        if RESOLVE_ANNOTATION in (meta.get("annotations") or {}):
+            spent = {"metadata": {"annotations": {RESOLVE_ANNOTATION: None}}}
+            try:
+                await budget().send(
+                    ratelimit.ROUTINE,
+                    functools.partial(self.kube.patch, ours(PLURAL), name, ns, spent),
+                )
+            except (ApiError, ConnectionError) as exc:
+                log.warning("%s/%s: cannot remove the spent resolve annotation: %s", ns, name, exc)
 
     def _writer_of(self, obj: Mapping[str, Any]) -> StatusWriter | None:
         meta = obj.get("metadata") or {}
@@ -354,11 +391,16 @@ class IncidentKeeper:
         self._index(event, body, key)
         if event.get("type") == "DELETED":
             self.hands.pop(key, None)
+            self._consumed.pop(key, None)
             writer = self.writers.pop(key, None)
             if writer is not None:
                 writer.close()
             return
         hand = logic.hand_of(meta.get("annotations"), ACK_ANNOTATION, RESOLVE_ANNOTATION)
+        if hand.resolved_by is None:
+            self._consumed.pop(key, None)
+        elif self._consumed.get(key) == hand.resolved_by:
+            hand = logic.Hand(hand.acknowledged_by)  # spent (re-opened since): removal pending
         if hand.acknowledged_by is None and hand.resolved_by is None:
             self.hands.pop(key, None)
             return

@@ -36,7 +36,7 @@ from stronghold_operator.platforms.maintenance import (
 from stronghold_operator.probes.pages import HttpPages
 from stronghold_operator.runtime import events as posting
 from stronghold_operator.runtime.scheduler import Scheduler
-from stronghold_operator.runtime.status import write_status
+from stronghold_operator.runtime.status import acknowledge, write_status
 from stronghold_operator.services import maintenance as service
 
 PLURAL = "maintenancewindows"
@@ -156,12 +156,15 @@ class WindowLoop:
             offload=_offload,
         )
 
-    async def write(self, status: MaintenanceWindowStatus, now: datetime) -> None:
+    async def write(
+        self, status: MaintenanceWindowStatus, now: datetime, body: kopf.Body | None = None
+    ) -> None:
         # Only Ready's transitions become Events here; the service reports every step itself.
+        # ``body``: the pass's, whose generation the pass evaluated.
         self.state.status = await write_status(
             self.svc.kube,
             PLURAL,
-            self.body,
+            self.body if body is None else body,
             status,
             now,
             self.state.status,
@@ -173,10 +176,13 @@ class WindowLoop:
         body = self.body
         meta = body["metadata"]
         if not self.state.status.get("conditions"):
-            await self.write(service.initial_status(), cond.utcnow())
+            await self.write(service.initial_status(), cond.utcnow(), body)
+        acked = await acknowledge(self.svc.kube, PLURAL, body, self.state.status, cond.utcnow())
+        if acked is not None:
+            self.state.status = acked
         result = await service.reconcile(meta, body.get("spec") or {}, self.ports(), self.state)
         _emit(body, result.events)
-        await self.write(result.status, result.now)
+        await self.write(result.status, result.now, body)
         _record_metrics(meta["namespace"], meta["name"], result)
         return result.interval
 

@@ -9,6 +9,7 @@ actions and the Prometheus series are recorded here from the service's outcome.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, cast
 
@@ -27,7 +28,7 @@ from stronghold_operator.platforms.indexes import IndexedAutoscalers
 from stronghold_operator.platforms.workloads import KubeWorkload
 from stronghold_operator.runtime import events as posting
 from stronghold_operator.runtime.scheduler import Scheduler
-from stronghold_operator.runtime.status import write_status
+from stronghold_operator.runtime.status import acknowledge, write_status
 from stronghold_operator.services import scaling as service
 
 PLURAL = "scalingpolicies"
@@ -111,17 +112,44 @@ class ScalingLoop:
         self.autoscalers = autoscalers
         self.memory = service.Memory.from_status(body.get("status") or {})
         self._hold = _hold(body)
+        self._ack_only = False  # the next pass only acknowledges a new generation
+        self._due = 0.0  # monotonic time of the next full pass
 
     def observe(self, body: Mapping[str, Any]) -> bool:
-        """Only a freeze wakes a pass early (holding is never wrong); anything else, a new
-        spec or a lifted hold, is read at the next pass, at the policy's own cadence."""
+        """Only a freeze wakes a full pass early (holding is never wrong); a new spec or a
+        lifted hold is acted on at the next pass, at the policy's own cadence (an unpaused
+        policy does not act in the same breath; an HPA applied just before is known). A new
+        spec generation wakes a pass that only writes its observedGeneration (GitOps tools
+        wait for it) and keeps the cadence."""
+        generation = (self.body.get("metadata") or {}).get("generation")
         self.body = cast(kopf.Body, body)  # feed() hands on kopf's body of the event
         before, self._hold = self._hold, _hold(body)
-        return bool(self._hold) and self._hold != before
+        frozen = bool(self._hold) and self._hold != before
+        renewed = (body.get("metadata") or {}).get("generation") != generation
+        self._ack_only = (self._ack_only or renewed) and not frozen
+        return renewed or frozen
 
     async def run(self) -> float:
+        left = self._due - time.monotonic()
+        if self._ack_only and left > 0:
+            self._ack_only = False
+            await self.acknowledge()
+            return left
+        self._ack_only = False
         policy = await self.reconcile_once()
-        return IDLE_INTERVAL if policy is None else policy.interval.total_seconds()
+        interval = IDLE_INTERVAL if policy is None else policy.interval.total_seconds()
+        self._due = time.monotonic() + interval
+        return interval
+
+    async def acknowledge(self) -> None:
+        """Write the new generation as observed and Reconciling=True until the next full
+        pass acts on it. An invalid spec is the validate handler's to report (Stalled)."""
+        body = self.body
+        try:
+            parse(ScalingPolicySpec, body.get("spec") or {})
+        except InvalidSpec:
+            return
+        await acknowledge(self.svc.kube, PLURAL, body, body.get("status") or {}, cond.utcnow())
 
     def close(self) -> None:
         meta = self.body["metadata"]
@@ -153,6 +181,7 @@ class ScalingLoop:
             status = await write_status(
                 kube, PLURAL, body, service.initial_status(), cond.utcnow(), status
             )
+        status = await acknowledge(kube, PLURAL, body, status, cond.utcnow()) or status
         ports = self.ports(policy)
         result = await service.reconcile(policy, body["metadata"], ports, self.memory, status)
         self.report(result, status.get("lastDecision") or {})

@@ -163,6 +163,29 @@ def updated(
     return out
 
 
+def reopened(
+    status: Mapping[str, Any], news: News, affected: Sequence[str], now: datetime
+) -> dict[str, Any]:
+    """A resolved Incident whose incident came back (the policy's flap damping re-opened
+    it): open again (acknowledged, if it was), its resolution cleared, a Reopened entry."""
+    inc = news.incident
+    seen_worst = [status.get("maxSeverity"), inc.get("maxSeverity"), inc.get("severity")]
+    seen = list(status.get("affectedChecks") or [])
+    return {
+        "state": "Acknowledged" if status.get("acknowledgedBy") else "Open",
+        "resolvedAt": None,
+        "resolvedBy": None,
+        "durationSeconds": None,
+        "duration": None,
+        "severity": inc.get("severity", status.get("severity")),
+        "maxSeverity": min((str(s) for s in seen_worst if s in SEVERITIES), default=None),
+        "rootCause": inc.get("rootCause", status.get("rootCause")),
+        "summary": str(inc.get("summary", status.get("summary", "")))[:1000],
+        "affectedChecks": (seen + [a for a in affected if a not in seen])[:50],
+        "timeline": add(status.get("timeline") or [], "Reopened", news.message, now),
+    }
+
+
 # --- by hand ---------------------------------------------------------------------------------
 
 

@@ -306,6 +306,9 @@ class MemcachedCheck(SpecModel):
         default_factory=shared(UpperBands(warning=100, critical=1000)),
     )
     memory: UpperBands | None = None
+    # Fewer gets in the interval than this and the hit ratio is not judged (None: the
+    # policy's minSample).
+    min_gets: int | None = Field(default=None, alias="minGets", ge=1, le=1_000_000_000)
 
     @field_validator("address")
     @classmethod
@@ -526,6 +529,18 @@ class IncidentHistory(SpecModel):
     max_age: Duration = Field(default=timedelta(days=30), alias="maxAge")
 
 
+class FlapDamping(SpecModel):
+    """One incident for a check that oscillates, instead of one per swing."""
+
+    # Consecutive rounds with nothing to report before the incident is resolved.
+    resolve_after: int = Field(default=2, alias="resolveAfter", ge=1, le=100)
+    # A new incident with the same root cause this soon after one was resolved re-opens it
+    # (0s: never).
+    reopen_within: Annotated[Duration, within(timedelta(0), MAX_INTERVAL)] = Field(
+        default=timedelta(minutes=5), alias="reopenWithin"
+    )
+
+
 class HealthPolicySpec(SpecModel):
     """The whole spec of a HealthPolicy."""
 
@@ -538,6 +553,10 @@ class HealthPolicySpec(SpecModel):
         default_factory=shared(IncidentRules()), alias="incidentRules"
     )
     alerting: Alerting = Field(default_factory=shared(Alerting()))
+    # A ratio of requests (the cache hit ratio) is judged only on an interval with at
+    # least this many requests (docs/healthpolicy.md: minimum sample).
+    min_sample: int = Field(default=100, alias="minSample", ge=1, le=1_000_000_000)
+    flap_damping: FlapDamping = Field(default_factory=shared(FlapDamping()), alias="flapDamping")
     suspend: bool = False
     incident_history: IncidentHistory = Field(
         default_factory=shared(IncidentHistory()), alias="incidentHistory"
@@ -622,6 +641,9 @@ class IncidentStatus(StatusModel):
     maintenance_window: str | None = Field(default=None, alias="maintenanceWindow")
     incident_name: str | None = Field(default=None, alias="incidentName")
     acknowledged_by: str | None = Field(default=None, alias="acknowledgedBy")
+    recovering_since: Timestamp | None = Field(default=None, alias="recoveringSince")
+    healthy_rounds: int | None = Field(default=None, alias="healthyRounds")
+    reopened: int | None = None
 
 
 class HealthPolicyStatus(StatusModel):

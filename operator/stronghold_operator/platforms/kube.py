@@ -10,7 +10,9 @@ apiserver answered) or :class:`ApiUnreachable` (it did not), whatever the librar
 
 Credentials: in a pod the ServiceAccount (its token file is read again when the apiserver
 answers 401, so a rotated token is picked up, as client-go does), else ``$KUBECONFIG`` or
-``~/.kube/config`` (client certificates, tokens, exec plugins).
+``~/.kube/config`` (client certificates, tokens, exec plugins). The command line's
+``--kubeconfig``/``--context`` (cli/connection.py) reach every command through
+:func:`use_kubeconfig`: a kubeconfig named there wins over the ServiceAccount, as in kubectl.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -182,6 +185,43 @@ def label_selector(selector: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return pairs
 
 
+@dataclass
+class _Override:
+    kubeconfig: str | None = None
+    context: str | None = None
+
+
+_OVERRIDE = _Override()
+
+
+def use_kubeconfig(kubeconfig: str | None = None, context: str | None = None) -> None:
+    """Make every later :meth:`Kube.connect` use this kubeconfig file and/or context (the
+    command line's ``--kubeconfig``/``--context``); None keeps the default."""
+    _OVERRIDE.kubeconfig, _OVERRIDE.context = kubeconfig, context
+
+
+def explicit_kubeconfig() -> str | None:
+    """The kubeconfig named on the command line (``--kubeconfig``), if any: it wins over a
+    pod's ServiceAccount, for kopf's login too (settings.login)."""
+    return _OVERRIDE.kubeconfig
+
+
+def client_config() -> lightkube.KubeConfig | SingleConfig:
+    """What :meth:`Kube.connect` connects with (raises lightkube's ConfigError when none)."""
+    if _OVERRIDE.kubeconfig is None and _OVERRIDE.context is None:
+        return lightkube.KubeConfig.from_env()
+    path = _OVERRIDE.kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    # KUBECONFIG may list several files; like kopf's login, the first one is used.
+    first = os.path.expanduser(path.split(os.pathsep)[0])
+    config = lightkube.KubeConfig.from_file(first)
+    if _OVERRIDE.context is None:
+        return config
+    single = config.get(context_name=_OVERRIDE.context)
+    if single is None:  # get() raises for an unknown context; None only with a default
+        raise ValueError(f"context {_OVERRIDE.context!r} not found")
+    return single
+
+
 class Kube:
     """The operator's Kubernetes client, created once at startup and kept in kopf's memo."""
 
@@ -193,8 +233,15 @@ class Kube:
 
     @classmethod
     def connect(cls) -> Kube:
-        """In a pod its ServiceAccount, else ``$KUBECONFIG`` or ``~/.kube/config``."""
-        return cls(lightkube.KubeConfig.from_env())
+        """In a pod its ServiceAccount, else ``$KUBECONFIG`` or ``~/.kube/config``; the
+        command line's ``--kubeconfig``/``--context`` first (:func:`use_kubeconfig`)."""
+        return cls(client_config())
+
+    @property
+    def namespace(self) -> str:
+        """The context's namespace (a pod's own), else ``default``: a command's default -n."""
+        single = self.config if isinstance(self.config, SingleConfig) else self.config.get()
+        return single.namespace if single is not None else "default"
 
     @functools.cached_property
     def metrics_client(self) -> lightkube.AsyncClient:

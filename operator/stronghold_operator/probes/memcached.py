@@ -26,6 +26,9 @@ _NUMBERS = {
     "limit_maxbytes": "limitMaxBytes",
     "curr_items": "currItems",
     "uptime": "uptimeSeconds",
+    # The server's clock: with uptime, its start time (a restart between probes is a
+    # counter reset even when the new counters are above the old ones).
+    "time": "sampledAt",
 }
 MAX_STATS = 64 * 1024
 

@@ -9,6 +9,8 @@ values and namespace), it waits for that probe's answer instead of sending anoth
 Nothing is cached past the moment the answer arrives, so every policy still gets a fresh
 measurement each round; what it saves is a thousand policies queueing a hundred identical
 ``stats`` commands or catalogue queries a second at the same Memcached or PostgreSQL.
+Counter deltas (a cache's hit ratio over the interval) stay per policy, each from its own
+previous probe (logic/health/samples.py says why).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from prometheus_client import Histogram
 
+from stronghold_operator.logic.lifecycle import unobserved
 from stronghold_operator.logic.schedule import Schedule
 from stronghold_operator.metrics import registry
 
@@ -100,8 +101,10 @@ class Scheduler(Generic[L]):
         deleted: bool = False,
     ) -> L | None:
         """Take in one watch event: a new object gets a loop (``make``) and a first pass
-        soon; a change its loop cares about moves its pass to now; a delete (``deleted``,
-        or a deletionTimestamp) forgets it. Returns the object's loop (None once gone)."""
+        soon (at once when its spec generation is not in its status yet: a GitOps tool
+        waits for that; the spread is for a restart, when every object has its status);
+        a change its loop cares about moves its pass to now; a delete (``deleted``, or a
+        deletionTimestamp) forgets it. Returns the object's loop (None once gone)."""
         if deleted or (body.get("metadata") or {}).get("deletionTimestamp") is not None:
             self.forget(uid)
             return None
@@ -112,7 +115,8 @@ class Scheduler(Generic[L]):
         loop = self.loops.get(uid)
         if loop is None:
             loop = self.loops[uid] = make()
-            self.plan(uid, time.monotonic() + random.uniform(0, self.first_within))
+            spread = 0.0 if unobserved(body) else random.uniform(0, self.first_within)
+            self.plan(uid, time.monotonic() + spread)
         elif loop.observe(body):
             self.plan(uid, time.monotonic(), earliest=True)
         return loop

@@ -18,14 +18,15 @@ import contextlib
 import logging
 import random
 import time
+from collections import ChainMap
 from collections.abc import Awaitable, Callable, Collection, Hashable, Iterable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from stronghold_operator import conditions as cond
-from stronghold_operator.logic import ratelimit
+from stronghold_operator.logic import lifecycle, ratelimit
 from stronghold_operator.models import scaling
 from stronghold_operator.models.status import StatusModel
 from stronghold_operator.platforms.kube import ApiError, Kube, is_not_found, patch_status
@@ -41,7 +42,12 @@ PatchFn = Callable[[Kube, str, str, str, dict[str, Any]], Awaitable[None]]
 
 # Condition types that are bad when True (the rest are bad when False). Kinds with a typed
 # vocabulary contribute theirs; the others are listed until they move to one.
-_BAD_WHEN_TRUE = {"Degraded", "IncidentOpen", "BackupStale"} | scaling.VOCABULARY.bad_when_true
+_BAD_WHEN_TRUE = {
+    "Degraded",
+    "IncidentOpen",
+    "BackupStale",
+    lifecycle.STALLED,
+} | scaling.VOCABULARY.bad_when_true
 
 
 def is_bad(t: cond.Transition) -> bool:
@@ -63,6 +69,9 @@ def compute_status(
     """
     generation = body.get("metadata", {}).get("generation")
     before = list(status.get("conditions") or [])
+    updates = lifecycle.complete(
+        body.get("kind"), before, updates, ChainMap(dict(desired), dict(status))
+    )
     merged = cond.upsert(before, updates, generation, now)
     full = dict(desired)
     full["conditions"] = merged
@@ -72,10 +81,11 @@ def compute_status(
 
 def announce(body: Mapping[str, Any], moved: Iterable[cond.Transition]) -> None:
     """One Event per condition transition a human cares about (aggregated and rate-limited
-    by runtime/events)."""
+    by runtime/events). Reconciling and Stalled restate other conditions (logic/lifecycle):
+    their transitions are told by those."""
     for t in moved:
         # A condition's first value (from nothing) is not news; Unknown -> X after that is.
-        if t.old is None:
+        if t.old is None or t.type in lifecycle.DERIVED:
             continue
         kind = "Warning" if is_bad(t) else "Normal"
         events.post(body, type=kind, reason=t.reason, message=f"{t.type}={t.new}: {t.message}")
@@ -109,6 +119,23 @@ async def write_status(
     newsworthy = None if events_for is None else (lambda t: t.type in events_for)
     writer = StatusWriter(kube, plural, body, before, newsworthy=newsworthy)
     return await writer.write(fields, wanted, now)
+
+
+async def acknowledge(
+    kube: Kube, plural: str, body: kopf.Body, current: Mapping[str, Any], now: datetime
+) -> dict[str, Any] | None:
+    """A pass's first write when the spec generation is new to the status (and the status
+    has conditions: a first status sets it anyway): ``observedGeneration`` and
+    ``Reconciling=True``, so GitOps tools read InProgress while the pass runs, not the
+    previous generation's verdict. Returns the new status, or None when there was nothing
+    to acknowledge."""
+    meta = body.get("metadata") or {}
+    if not current.get("conditions") or not lifecycle.unobserved(
+        {"metadata": meta, "status": current}
+    ):
+        return None
+    writer = StatusWriter(kube, plural, body, current, newsworthy=lambda _t: False)
+    return await writer.write({}, lifecycle.acknowledge(meta.get("generation")), now)
 
 
 class StatusWriter:
@@ -197,7 +224,7 @@ class StatusWriter:
         """Merge a pass's status fields and conditions; write in the background when
         something changed (with a ``signature``: when it moved). Transitions are announced
         now, once."""
-        updates = list(updates)
+        updates = self._complete(desired, updates)
         if self.signature is not None and self._skip(desired, updates):
             self._refresh_if_due()
             return
@@ -261,7 +288,7 @@ class StatusWriter:
         while self.writing is not None:  # one write in flight: merge patches arrive in order
             await asyncio.wait({self.writing})
         first = not self.written
-        delta, moved = self._merge(desired, list(updates), now)
+        delta, moved = self._merge(desired, self._complete(desired, updates), now)
         before = self.written, self._written_sig
         self._remember_written()
         priority = ratelimit.SIGNIFICANT
@@ -296,6 +323,18 @@ class StatusWriter:
         events.forget(self.body)
 
     # --- diff and merge -----------------------------------------------------------------
+
+    def _complete(
+        self, desired: Mapping[str, Any], updates: Iterable[cond.Condition]
+    ) -> list[cond.Condition]:
+        """The pass's conditions plus Reconciling and Stalled (logic/lifecycle), read from
+        the conditions and fields as this write leaves them."""
+        return lifecycle.complete(
+            self.body.get("kind"),
+            self.current.get("conditions"),
+            updates,
+            ChainMap(cast(dict[str, Any], desired), self.current),
+        )
 
     def _sig(self, status: Mapping[str, Any]) -> int:
         # 64 bits of the signature: a collision only puts a change off to the next one.

@@ -185,7 +185,8 @@ def honour_hand(
 ) -> tuple[Mapping[str, Any], list[logic.Notification]]:
     """The status a round continues from, with what people asked of the open incident's
     Incident object: acknowledged (escalation stops), or resolved by hand (the incident is
-    closed now; if its checks still fail, this round opens a new one)."""
+    closed now; if its checks still fail, this round re-opens it (flap damping's
+    reopenWithin) or opens a new one)."""
     incident = current.get("incident")
     if port is None or not isinstance(incident, Mapping) or not incident.get("id"):
         return current, []
@@ -194,7 +195,11 @@ def honour_hand(
         return current, []
     if hand.resolved_by:
         recent = list(current.get("recentIncidents") or ())
-        step = logic.step_incident(policy, name, incident, recent, None, maintenance, now)
+        # A person's word is final: no flap damping's quiet rounds before it is resolved.
+        now_policy = policy.model_copy(
+            update={"flap_damping": policy.flap_damping.model_copy(update={"resolve_after": 1})}
+        )
+        step = logic.step_incident(now_policy, name, incident, recent, None, maintenance, now)
         notes = [
             dataclasses.replace(n, message=f"{n.message} (resolved by hand by {hand.resolved_by})")
             for n in step.notifications

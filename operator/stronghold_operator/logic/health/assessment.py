@@ -8,6 +8,7 @@ from typing import Any
 
 from stronghold_operator.logic.health import checks
 from stronghold_operator.logic.health.findings import Finding
+from stronghold_operator.logic.health.samples import SampleRule
 from stronghold_operator.logic.health.vocabulary import REASON_RATE_LIMITED
 from stronghold_operator.models.health import (
     Check,
@@ -87,7 +88,8 @@ def _no_answer(result: ProbeResult, latency: float | None) -> Assessment:
 def _down(failure: Finding, previous: Mapping[str, Any], latency: float | None) -> Assessment:
     """The target did not answer at all: Critical."""
     # Keep the counters of the last good probe so deltas survive an outage.
-    kept = {k: v for k, v in previous.items() if k in ("getHits", "cmdGet", "evictionsTotal")}
+    # (A baseline kept too long is stale by then: samples.window starts afresh.)
+    kept = {k: v for k, v in previous.items() if k in checks.BASELINE}
     return Assessment("Critical", (failure,), failure.message, failure.code, kept, latency)
 
 
@@ -135,8 +137,19 @@ def _assess_resources_check(spec: ResourcesCheck, result: ProbeResult) -> Assess
     return _judged(findings, m, healthy, None)
 
 
-def assess(check: Check, result: ProbeResult, previous: Mapping[str, Any] | None) -> Assessment:
-    """Apply the check's bands to one probe result (``previous``: the check's last status)."""
+def _cache_healthy(m: Mapping[str, Any]) -> str:
+    note = m.get("hitRatioNote")
+    return f"cache answering; hit ratio not judged ({note})" if note else "cache answering"
+
+
+def assess(
+    check: Check,
+    result: ProbeResult,
+    previous: Mapping[str, Any] | None,
+    rule: SampleRule | None = None,
+) -> Assessment:
+    """Apply the check's bands to one probe result (``previous``: the check's last status;
+    ``rule``: how ratios are judged, samples.SampleRule)."""
     prev = dict((previous or {}).get("measurements") or {})
     # Reading metrics is not a service's response time: keep it out of worstLatency.
     latency = None if check.resources is not None else result.latency_ms
@@ -151,8 +164,8 @@ def assess(check: Check, result: ProbeResult, previous: Mapping[str, Any] | None
         findings, m = checks.assess_postgres(check.postgres, result, prev)
         return _judged(findings, m, "database answering", latency)
     if check.memcached is not None:
-        findings, m = checks.assess_memcached(check.memcached, result, prev)
-        return _judged(findings, m, "cache answering", latency)
+        findings, m = checks.assess_memcached(check.memcached, result, prev, rule)
+        return _judged(findings, m, _cache_healthy(m), latency)
     if check.prometheus is not None:
         return _assess_prometheus_check(check.prometheus, result, latency)
     if check.resources is not None:

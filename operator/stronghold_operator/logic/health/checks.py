@@ -12,6 +12,7 @@ from stronghold_operator.logic.health.findings import (
     band_upper,
     latency_finding,
 )
+from stronghold_operator.logic.health.samples import Ratio, SampleRule, Window, ratio, window
 from stronghold_operator.logic.scaling import utilisation
 from stronghold_operator.models.health import (
     HttpCheck,
@@ -22,14 +23,6 @@ from stronghold_operator.models.health import (
     ResourcesCheck,
 )
 from stronghold_operator.probes.base import ProbeResult, UrlResult
-
-
-def _counter_delta(now_value: Any, before: Any) -> float | None:
-    """Increase of a monotonic counter since the previous probe; None after a reset/no data."""
-    if not isinstance(now_value, int | float) or not isinstance(before, int | float):
-        return None
-    delta = float(now_value) - float(before)
-    return delta if delta >= 0 else None
 
 
 def assess_http(spec: HttpCheck, result: ProbeResult) -> tuple[list[Finding], dict[str, Any]]:
@@ -185,46 +178,78 @@ def assess_postgres(
     return findings, m
 
 
+_COUNTERS = ("getHits", "cmdGet", "evictionsTotal")
+# Kept in the measurements as the next probe's baseline (samples.window).
+BASELINE = (*_COUNTERS, "uptimeSeconds", "sampledAt")
+
+
 def _hit_ratio(
-    n: Mapping[str, Any], previous: Mapping[str, Any], m: dict[str, Any]
-) -> float | None:
-    """The hit ratio to judge (since the previous probe when known, else since start);
-    writes both ratios into ``m``."""
+    spec: MemcachedCheck,
+    n: Mapping[str, Any],
+    previous: Mapping[str, Any],
+    rule: SampleRule,
+    m: dict[str, Any],
+) -> tuple[Ratio | None, Window | None]:
+    """The hit ratio to judge, on the interval's gets (samples.py), and the interval's
+    counter window; writes the ratios, the sample and why it is not judged into ``m``."""
     hits, gets = n.get("getHits"), n.get("cmdGet")
-    ratio: float | None = None
     if isinstance(hits, int | float) and isinstance(gets, int | float) and gets > 0:
-        m["hitRatio"] = round(100.0 * hits / gets, 2)
-        ratio = float(m["hitRatio"])
-    d_hits = _counter_delta(hits, previous.get("getHits"))
-    d_gets = _counter_delta(gets, previous.get("cmdGet"))
-    if d_hits is not None and d_gets is not None and d_gets > 0 and d_hits <= d_gets:
-        # Since the previous probe: what the cache does now, not since it started.
-        m["intervalHitRatio"] = round(100.0 * d_hits / d_gets, 2)
-        ratio = float(m["intervalHitRatio"])
-    return ratio
+        m["hitRatio"] = round(100.0 * hits / gets, 2)  # since start: the guide's formula
+    minimum = spec.min_gets or rule.min_sample
+    counters = [k for k in _COUNTERS if k in n]
+    w = window(n, previous, counters, rule.max_age_s)
+    r: Ratio | None = None
+    if isinstance(w, Window) and "getHits" in w.deltas and "cmdGet" in w.deltas:
+        d_hits, d_gets = w.deltas["getHits"], w.deltas["cmdGet"]
+        if d_hits <= d_gets:
+            r = ratio(d_hits, d_gets, minimum, "gets", " in the interval")
+            if r.percent is not None:
+                m["intervalHitRatio"] = r.percent
+            m["intervalGets"] = r.sample
+    elif rule.one_shot and w == "no baseline" and isinstance(gets, int | float):
+        # One probe by design (stronghold check): since start, with the same minimum.
+        r = ratio(float(hits or 0), float(gets), minimum, "gets", " since start")
+    if r is None:
+        why = w if isinstance(w, str) else "counters inconsistent"
+        m["hitRatioJudged"] = False
+        m["hitRatioNote"] = (
+            "no baseline: this probe is the baseline, judged from the next"
+            if why == "no baseline"
+            else f"{why}: a new baseline, judged from the next probe"
+        )
+    else:
+        m["hitRatioJudged"] = r.judged
+        if not r.judged:
+            m["hitRatioNote"] = r.note
+    return r, w if isinstance(w, Window) else None
 
 
 def assess_memcached(
-    spec: MemcachedCheck, result: ProbeResult, previous: Mapping[str, Any]
+    spec: MemcachedCheck,
+    result: ProbeResult,
+    previous: Mapping[str, Any],
+    rule: SampleRule | None = None,
 ) -> tuple[list[Finding], dict[str, Any]]:
     n = result.numbers
     findings: list[Finding] = []
     m: dict[str, Any] = {}
-    for key in ("getHits", "cmdGet", "evictionsTotal", "currConnections", "bytes", "limitMaxBytes"):
+    for key in (*BASELINE, "currConnections", "bytes", "limitMaxBytes"):
         if key in n:
             m[key] = int(n[key])
-    ratio = _hit_ratio(n, previous, m)
-    if ratio is not None:
-        level = band_lower(ratio, spec.hit_ratio)
+    r, w = _hit_ratio(spec, n, previous, rule or SampleRule(), m)
+    if r is not None and r.judged and r.percent is not None:
+        level = band_lower(r.percent, spec.hit_ratio)
         if level:
+            bands = spec.hit_ratio
+            below = bands.critical_below if level == "critical" else bands.warning_below
             findings.append(
                 Finding(
                     "HitRatioLow",
                     level,
-                    f"hit ratio {ratio:.1f}% below {spec.hit_ratio.warning_below:g}%",
+                    f"hit ratio {r.percent:.1f}% below {below:g}% ({r.sample} gets)",
                 )
             )
-    evicted = _counter_delta(n.get("evictionsTotal"), previous.get("evictionsTotal"))
+    evicted = w.deltas.get("evictionsTotal") if w is not None else None
     if evicted is not None:
         m["evictionsPerInterval"] = int(evicted)
         level = band_upper(evicted, spec.evictions)

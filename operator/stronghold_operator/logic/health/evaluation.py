@@ -10,9 +10,11 @@ from typing import Any
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic.health.assessment import Assessment, assess
 from stronghold_operator.logic.health.classification import CheckVerdict, classify
+from stronghold_operator.logic.health.damping import recovery_note
 from stronghold_operator.logic.health.findings import Finding
 from stronghold_operator.logic.health.incidents import Notification, step_incident
 from stronghold_operator.logic.health.redaction import redactable, scrubbed
+from stronghold_operator.logic.health.samples import SampleRule
 from stronghold_operator.logic.health.thresholds import count
 from stronghold_operator.logic.health.vocabulary import (
     DEGRADED,
@@ -80,12 +82,23 @@ def _explained(
     return (), message, reason
 
 
+def sample_rule(policy: HealthPolicySpec, one_shot: bool = False) -> SampleRule:
+    """How this policy judges ratios: its minimum sample; a baseline older than three
+    intervals (at least a minute: rounds run late under load) is not the previous probe."""
+    max_age = max(3 * policy.interval.total_seconds(), 60.0)
+    return SampleRule(policy.min_sample, max_age, one_shot)
+
+
 def _fold_check(
-    policy: HealthPolicySpec, check: Check, prev: Mapping[str, Any], result: ProbeResult
+    policy: HealthPolicySpec,
+    check: Check,
+    prev: Mapping[str, Any],
+    result: ProbeResult,
+    rule: SampleRule,
 ) -> tuple[dict[str, Any], CheckVerdict, float | None]:
     """One check's status entry, its verdict and its latency: the probe result assessed
     and counted against the thresholds (``prev``: the check's last status entry)."""
-    a = assess(check, result, prev)
+    a = assess(check, result, prev, rule)
     counted = count(
         _state(prev.get("state")),
         int(prev.get("consecutiveSuccesses", 0) or 0),
@@ -121,20 +134,25 @@ def evaluate(
     maintenance: str | None,
     now: datetime,
     secrets: Iterable[str] = (),
+    *,
+    one_shot: bool = False,
 ) -> Evaluation:
     """Fold one round of probe results into the policy's status.
 
     ``secrets``: values (passwords, URLs with credentials) replaced by ``***`` wherever a
     probe's words carry them into the status; conditions and notifications are redacted by
-    the caller, which words them.
+    the caller, which words them. ``one_shot``: a single probe by design (``stronghold
+    check``), so ratios are judged since the target started (samples.SampleRule).
     """
     before = _previous_checks(previous_status)
+    rule = sample_rule(policy, one_shot)
     checks_status: list[dict[str, Any]] = []
     verdicts: list[CheckVerdict] = []
     worst_latency: float | None = None
     for check in policy.checks:
         result = results.get(check.name) or ProbeResult.failed("Error", "not probed")
-        entry, verdict, latency = _fold_check(policy, check, before.get(check.name, {}), result)
+        prev = before.get(check.name, {})
+        entry, verdict, latency = _fold_check(policy, check, prev, result, rule)
         checks_status.append(entry)
         verdicts.append(verdict)
         if latency is not None:
@@ -218,11 +236,12 @@ def policy_conditions(
             if (incident.get("expected"))
             else ""
         )
+        recovering = recovery_note(incident, policy)
         open_ = cond.Condition(
             INCIDENT_OPEN,
             "True",
             reason,
-            f"{incident.get('id')} {sev}{window}: {incident.get('summary', '')}"[:1000],
+            f"{incident.get('id')} {sev}{window}{recovering}: {incident.get('summary', '')}"[:1000],
         )
     else:
         open_ = cond.Condition(INCIDENT_OPEN, "False", "NoIncident", "no open incident")

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from stronghold_operator import conditions as cond
+from stronghold_operator.logic.health import damping
 from stronghold_operator.logic.health.classification import Classification, severity_rank
 from stronghold_operator.logic.health.vocabulary import SEVERITY_TEXT
 from stronghold_operator.models.health import SEVERITIES, HealthPolicySpec, Webhook
@@ -99,17 +100,22 @@ def _resolved(
 ) -> IncidentStep:
     """Close the incident: it moves to the front of the recent list."""
     started = cond.parse_rfc3339(previous.get("startedAt")) or now
-    seconds = max(0.0, (now - started).total_seconds())
+    ended = damping.resolved_at(previous, now)
+    seconds = max(0.0, (ended - started).total_seconds())
     closed = {
         "id": previous.get("id", ""),
         "severity": previous.get("maxSeverity", previous.get("severity", "P4")),
         "rootCause": previous.get("rootCause", ""),
         "summary": previous.get("summary", ""),
         "startedAt": previous.get("startedAt", cond.rfc3339(now)),
-        "endedAt": cond.rfc3339(now),
+        "endedAt": cond.rfc3339(ended),
         "durationSeconds": int(seconds),
         "expected": bool(previous.get("expected", False)),
+        # What a re-opening (damping.reopened) continues from.
+        "escalationLevel": int(previous.get("escalationLevel", 1)),
     }
+    if previous.get("reopened"):
+        closed["reopened"] = previous["reopened"]
     history = [closed, *history][:MAX_RECENT_INCIDENTS]
     was_expected = bool(previous.get("expected", False)) or expected
     sev = str(previous.get("severity", "P4"))
@@ -153,6 +159,25 @@ def _opened(
     )
     note = _news(policy, "Opened", incident, message, expected, 1)
     return incident, note
+
+
+def _reopened(
+    policy: HealthPolicySpec,
+    closed: Mapping[str, Any],
+    found: Classification,
+    maintenance: str | None,
+    now: datetime,
+) -> tuple[dict[str, Any], Notification]:
+    """The last resolved incident open again (damping.reopenable) and its announcement."""
+    incident = damping.reopened(closed, found, maintenance)
+    ended = cond.parse_rfc3339(closed.get("endedAt")) or now
+    ago = _duration_text(max(0.0, (now - ended).total_seconds()))
+    message = (
+        f"INCIDENT REOPENED - {found.severity} ({SEVERITY_TEXT[found.severity]}):"
+        f" root cause {found.summary} ({incident['id']} resolved {ago} ago,"
+        f" reopened {incident['reopened']} time(s))"
+    )
+    return incident, _news(policy, "Opened", incident, message, maintenance is not None, 1)
 
 
 def _updated(
@@ -236,11 +261,18 @@ def step_incident(
     if found is None:
         if previous is None:
             return IncidentStep(None, history)
+        held = damping.recovering(previous, policy.flap_damping, now)
+        if held is not None:  # flap damping: resolved only after resolveAfter quiet rounds
+            return IncidentStep(held, history)
         return _resolved(policy, previous, history, expected, now)
     if previous is None:
+        last = damping.reopenable(history, found, policy.flap_damping, now)
+        if last is not None:  # flap damping: the same incident coming back
+            incident, note = _reopened(policy, last, found, maintenance, now)
+            return IncidentStep(incident, history[1:], [note])
         incident, note = _opened(policy, policy_name, found, maintenance, now)
         return IncidentStep(incident, history, [note])
-    incident, notes = _updated(policy, previous, found, maintenance)
+    incident, notes = _updated(policy, damping.relapsed(previous), found, maintenance)
     escalation = _escalated(policy, incident, found, expected, now)
     if escalation is not None:
         notes.append(escalation)
