@@ -196,6 +196,11 @@ TRY_NEXT = (
         f"stronghold backup now nightly -n {DEMO_NS} --wait",
         "take a verified backup now and wait for its result",
     ),
+    (
+        f"stronghold window start weekly -n {DEMO_NS} --for 10m --wait",
+        "open the maintenance window now: pre-checks (a fresh verified backup, a snapshot), "
+        "then incidents, scaling and the nightly backup are held for 10 minutes",
+    ),
 )
 
 

@@ -101,7 +101,7 @@ def test_demo_up_down_up_settles_and_leaves_nothing_terminating(
     assert gap <= 10, out
 
     # The "try this next" commands, exactly as printed.
-    (break_cache, heal_cache, backup_now) = (c for c, _ in demo.TRY_NEXT)
+    (break_cache, heal_cache, backup_now, window_start) = (c for c, _ in demo.TRY_NEXT)
     _run(break_cache, timeout=60)
     incident = kit.wait_until(
         "an incident with root cause cache",
@@ -118,6 +118,9 @@ def test_demo_up_down_up_settles_and_leaves_nothing_terminating(
         interval=3,
     )
     _run(backup_now, timeout=900)
+    _run(window_start, timeout=900)
+    window = kit.kubectl_json("get", "maintenancewindow", "weekly", "-n", demo.DEMO_NS)
+    assert window["status"]["currentWindow"]["trigger"], window["status"]
 
     _run("stronghold-testbed demo down", timeout=600)
     assert _terminating() == []

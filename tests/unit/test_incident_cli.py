@@ -48,6 +48,10 @@ class FakeKube:
     async def aclose(self) -> None:
         pass
 
+    @property
+    def namespace(self) -> str:
+        return "from-context"
+
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> FakeKube:
@@ -109,3 +113,8 @@ def test_errors_are_one_line_and_exit_2(
     captured = capsys.readouterr()
     assert words in captured.err and len(captured.err.strip().splitlines()) == 1
     assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_the_namespace_defaults_to_the_contexts(fake: FakeKube, capsys: Any) -> None:
+    assert main(["incident", "ack", "x", "--by", "alice"]) == 0
+    assert "incident from-context/x" in capsys.readouterr().out

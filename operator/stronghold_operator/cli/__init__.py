@@ -22,6 +22,8 @@ _OPTIONAL = {
     "incident": "stronghold_operator.cli.incident",
     "status": "stronghold_operator.cli.status",
     "completion": "stronghold_operator.cli.completion",
+    "scaling": "stronghold_operator.cli.scaling",
+    "window": "stronghold_operator.cli.window",
 }
 
 

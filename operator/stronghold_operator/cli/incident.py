@@ -38,7 +38,7 @@ def register(sub: Any) -> None:
         a = actions.add_parser(action, help=text)
         if action != "list":
             a.add_argument("name", help="Incident name")
-        a.add_argument("-n", "--namespace", default="default")
+        a.add_argument("-n", "--namespace", help="namespace (default: the kubeconfig's)")
         if action == "list":
             a.add_argument("-A", "--all-namespaces", action="store_true")
         if action in ("list", "show"):
@@ -62,6 +62,7 @@ async def _main(args: argparse.Namespace) -> int:
         print(f"stronghold incident: cannot reach Kubernetes: {exc}", file=sys.stderr)
         return EXIT_ERROR
     try:
+        args.namespace = args.namespace or kube.namespace  # as kubectl: the context's
         return await _act(kube, args)
     except ApiError as exc:
         what = f"Incident {args.namespace}/{getattr(args, 'name', '')}".rstrip("/")

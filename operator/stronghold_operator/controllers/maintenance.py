@@ -23,6 +23,8 @@ from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.maintenance import (
     END_NOW_ANNOTATION,
     PRECHECK_NOW_ANNOTATION,
+    SKIP_ANNOTATION,
+    START_NOW_ANNOTATION,
     MaintenanceWindowStatus,
 )
 from stronghold_operator.platforms.executors import OTHER, run_in
@@ -99,13 +101,16 @@ def _record_metrics(namespace: str, name: str, result: service.Pass) -> None:
 
 def _wakes(body: Mapping[str, Any]) -> tuple[Any, ...]:
     """What in an event deserves a pass now: a new spec or a manual annotation (end-now,
-    precheck-now). Not our own status writes (they would loop) nor kopf's bookkeeping."""
+    precheck-now, start-now, skip). Not our own status writes (they would loop) nor kopf's
+    bookkeeping."""
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     return (
         meta.get("generation"),
         annotations.get(END_NOW_ANNOTATION),
         annotations.get(PRECHECK_NOW_ANNOTATION),
+        annotations.get(START_NOW_ANNOTATION),
+        annotations.get(SKIP_ANNOTATION),
     )
 
 

@@ -22,7 +22,7 @@ from stronghold_operator.logic import scaling as engine
 from stronghold_operator.metrics import forget_object, per_object, registry
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION
-from stronghold_operator.models.scaling import ScalingPolicySpec
+from stronghold_operator.models.scaling import PAUSED_UNTIL_ANNOTATION, ScalingPolicySpec
 from stronghold_operator.platforms.compose import ComposeService, ComposeTarget
 from stronghold_operator.platforms.indexes import IndexedAutoscalers
 from stronghold_operator.platforms.workloads import KubeWorkload
@@ -96,9 +96,14 @@ def _announce_decision(body: kopf.Body, d: engine.Decision, previous: Mapping[st
         posting.post(body, type="Normal", reason="DryRun", message=d.message)
 
 
-def _hold(body: Mapping[str, Any]) -> str | None:
-    """The maintenance annotation of an event (the windows or humans freezing the policy)."""
-    return ((body.get("metadata") or {}).get("annotations") or {}).get(MAINTENANCE_ANNOTATION)
+def _annotation(body: Mapping[str, Any], key: str) -> str | None:
+    return ((body.get("metadata") or {}).get("annotations") or {}).get(key)
+
+
+def _hold(body: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """What holds the policy by annotation: the maintenance freeze (windows or humans) and
+    the paused-until request."""
+    return _annotation(body, MAINTENANCE_ANNOTATION), _annotation(body, PAUSED_UNTIL_ANNOTATION)
 
 
 class ScalingLoop:
@@ -116,15 +121,15 @@ class ScalingLoop:
         self._due = 0.0  # monotonic time of the next full pass
 
     def observe(self, body: Mapping[str, Any]) -> bool:
-        """Only a freeze wakes a full pass early (holding is never wrong); a new spec or a
-        lifted hold is acted on at the next pass, at the policy's own cadence (an unpaused
+        """Only a new freeze or pause wakes a full pass early (holding is never wrong); a new
+        spec or a lifted hold is acted on at the next pass, at the policy's cadence (an unpaused
         policy does not act in the same breath; an HPA applied just before is known). A new
         spec generation wakes a pass that only writes its observedGeneration (GitOps tools
         wait for it) and keeps the cadence."""
         generation = (self.body.get("metadata") or {}).get("generation")
         self.body = cast(kopf.Body, body)  # feed() hands on kopf's body of the event
         before, self._hold = self._hold, _hold(body)
-        frozen = bool(self._hold) and self._hold != before
+        frozen = any(now and now != then for now, then in zip(self._hold, before, strict=True))
         renewed = (body.get("metadata") or {}).get("generation") != generation
         self._ack_only = (self._ack_only or renewed) and not frozen
         return renewed or frozen
@@ -166,6 +171,7 @@ class ScalingLoop:
             clock=cond.utcnow,
             # The annotations of the latest event; a window gone without release holds no more.
             maintenance=lambda: maintenance_hold(self.svc, self.body["metadata"]),
+            paused=lambda: _annotation(self.body, PAUSED_UNTIL_ANNOTATION),
         )
 
     async def reconcile_once(self) -> ScalingPolicySpec | None:

@@ -4,7 +4,7 @@ Rules, in the order they are applied (the first that applies decides):
 
 1. another autoscaler manages the target      -> Hold, ConflictingAutoscaler
 2. the policy carries the maintenance annotation -> Hold, MaintenanceWindow
-3. ``paused`` or ``pausedUntil`` in the future   -> Hold, Paused
+3. ``paused``, ``pausedUntil`` or the paused-until annotation in the future -> Hold, Paused
 4. current replicas outside [min, max]           -> straight back into bounds (CappedByMax/AtMin)
 5. the newest observation is missing or stale    -> Hold, MetricsUnavailable (never scale down)
 6. CPU above its up-band OR memory above its band -> ScaleUp (unless at max, stabilizing,
@@ -25,7 +25,12 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Literal
 
-from stronghold_operator.models.scaling import ReplicaUsage, ScalingPolicySpec, Step
+from stronghold_operator.models.scaling import (
+    PAUSED_UNTIL_ANNOTATION,
+    ReplicaUsage,
+    ScalingPolicySpec,
+    Step,
+)
 
 Action = Literal["ScaleUp", "ScaleDown", "Hold"]
 SCALE_UP: Action = "ScaleUp"
@@ -228,6 +233,33 @@ def _fmt_td(td: timedelta) -> str:
     return out
 
 
+def pause_request(value: str | None) -> datetime | None:
+    """The paused-until annotation's time; None when absent. ``ValueError`` naming the
+    annotation when it is not an RFC 3339 time with an offset (a typo must not pause for ever
+    nor be silently ignored: the service reports it and holds)."""
+    if value is None or not value.strip():
+        return None
+    try:
+        when = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(
+            f"annotation {PAUSED_UNTIL_ANNOTATION}={value!r} is not an RFC 3339 time with an "
+            "offset, such as 2026-03-01T14:00:00Z"
+        )
+    return when
+
+
+def paused_until(
+    policy: ScalingPolicySpec, annotated: datetime | None, now: datetime
+) -> datetime | None:
+    """The end of the time-limited pause in force at ``now``: the later of spec.pausedUntil
+    and the annotation, if it is in the future (``spec.paused`` has no end)."""
+    ends = [t for t in (policy.paused_until, annotated) if t is not None and now < t]
+    return max(ends) if ends else None
+
+
 def decide(
     policy: ScalingPolicySpec,
     samples: Sequence[Sample],
@@ -237,10 +269,12 @@ def decide(
     *,
     maintenance: str | None = None,
     conflict: str | None = None,
+    paused: datetime | None = None,
 ) -> Decision:
-    """Decide what to do now. ``samples`` are oldest first; ``current`` the replicas now."""
+    """Decide what to do now. ``samples`` are oldest first; ``current`` the replicas now;
+    ``paused`` the time in the paused-until annotation (see :func:`pause_request`)."""
     turn = _Turn.observe(policy, samples, current, now, state or ScalingState())
-    held = _hold_by_request(turn, maintenance, conflict)
+    held = _hold_by_request(turn, maintenance, conflict, paused)
     if held is not None:
         return held
     lo, hi = policy.min_replicas, policy.max_replicas
@@ -329,7 +363,9 @@ class _Turn:
         )
 
 
-def _hold_by_request(turn: _Turn, maintenance: str | None, conflict: str | None) -> Decision | None:
+def _hold_by_request(
+    turn: _Turn, maintenance: str | None, conflict: str | None, paused: datetime | None
+) -> Decision | None:
     """Rules 1-3: someone asked the engine to keep its hands off."""
     policy, now = turn.policy, turn.now
     if conflict:
@@ -338,8 +374,10 @@ def _hold_by_request(turn: _Turn, maintenance: str | None, conflict: str | None)
         return turn.hold(MAINTENANCE, f"scaling frozen for maintenance window {maintenance!r}")
     if policy.paused:
         return turn.hold(PAUSED, "paused (spec.paused)")
-    if policy.paused_until is not None and now < policy.paused_until:
-        return turn.hold(PAUSED, f"paused until {policy.paused_until.isoformat()}")
+    until = paused_until(policy, paused, now)
+    if until is not None:
+        by = "annotation " + PAUSED_UNTIL_ANNOTATION if until == paused else "spec.pausedUntil"
+        return turn.hold(PAUSED, f"paused until {until.isoformat()} ({by})")
     return None
 
 

@@ -16,6 +16,8 @@ Life of one occurrence (no ``phase`` field: conditions tell the story)::
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -25,11 +27,16 @@ from zoneinfo import ZoneInfo
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic.recurrence import Occurrence, Recurrence
+from stronghold_operator.models.base import format_duration, parse_duration
 from stronghold_operator.models.maintenance import (
     ACTIVE,
+    MAX_DURATION,
+    MIN_DURATION,
     POST_CHECKS_PASSED,
     PRE_CHECKS_PASSED,
     SCHEDULED,
+    SKIP_ANNOTATION,
+    START_NOW_DURATION_ANNOTATION,
     VOCABULARY,
     MaintenanceWindowSpec,
     clean,
@@ -47,6 +54,7 @@ __all__ = [
     "Manual",
     "Progress",
     "Stage",
+    "StartNow",
     "backup_request_value",
     "clean",
     "decide",
@@ -57,7 +65,7 @@ __all__ = [
 CONDITION_TYPES = VOCABULARY.types
 
 StepState = Literal["Pending", "Running", "Passed", "Failed", "NotRequired"]
-EndReason = Literal["Scheduled", "EndNow"]
+EndReason = Literal["Scheduled", "EndNow", "SkipRequested"]
 Result = Literal["Succeeded", "Failed", "Skipped"]
 
 
@@ -113,6 +121,7 @@ class Progress:
     post_checks: StepState = "Pending"
     post_checks_started: datetime | None = None
     post_checks_message: str = ""
+    trigger: str | None = None  # the start-now value of an on-demand window
 
     @classmethod
     def begin(cls, occ: Occurrence) -> Progress:
@@ -128,6 +137,7 @@ class Progress:
 
     def to_status(self, tz: ZoneInfo) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, **window_times(self.occurrence, tz)}
+        out["trigger"] = self.trigger
         out["preChecks"] = {
             "state": self.pre_checks,
             "attempt": self.attempt,
@@ -179,6 +189,7 @@ class Progress:
             post_checks=post.get("state", "Pending"),
             post_checks_started=cond.parse_rfc3339(post.get("startedAt")),
             post_checks_message=str(post.get("message", "")),
+            trigger=data.get("trigger"),
         )
 
 
@@ -208,11 +219,13 @@ class HistoryEntry:
     backup: str | None = None
     snapshot: str | None = None
     message: str = ""
+    trigger: str | None = None  # the start-now value of an on-demand window
 
     def to_status(self) -> dict[str, Any]:
         return _drop_none(
             {
                 "id": self.id,
+                "trigger": self.trigger,
                 "start": cond.rfc3339(self.start),
                 "end": cond.rfc3339(self.end),
                 "endedAt": cond.rfc3339(self.ended_at),
@@ -243,6 +256,7 @@ class HistoryEntry:
             backup=data.get("backup"),
             snapshot=data.get("snapshotConfigMap"),
             message=str(data.get("message", "")),
+            trigger=data.get("trigger"),
         )
 
 
@@ -257,11 +271,25 @@ def history_from_status(items: Sequence[Mapping[str, Any]] | None) -> list[Histo
 
 
 @dataclass(frozen=True)
+class StartNow:
+    """A start-now request: its annotation value and the start-now-duration, if any."""
+
+    value: str
+    duration: str | None = None
+
+
+@dataclass(frozen=True)
 class Manual:
-    """Manual requests not handled yet (the handler compares annotation values with status)."""
+    """Manual requests not handled yet (the handler compares annotation values with status).
+
+    ``skip`` says the skip annotation has a value not seen before (its Event is due); what it
+    skips is decided from the annotation itself on every pass (``decide(skip=...)``).
+    """
 
     end_now: bool = False
     precheck_now: bool = False
+    start_now: StartNow | None = None
+    skip: bool = False
 
 
 @dataclass(frozen=True)
@@ -285,11 +313,15 @@ class Decision:
     events: tuple[Event, ...] = ()
     conditions: tuple[cond.Condition, ...] = ()
     wake_at: datetime | None = None  # the next instant at which the decision changes by itself
+    skipping: Occurrence | None = None  # a scheduled window the skip annotation cancels
+    skip_finished: HistoryEntry | None = None  # that window, recorded now its start is here
 
     @property
     def settled(self) -> bool:
         """Nothing left to do this tick except holding the freeze state."""
-        return not (self.run_pre_checks or self.run_post_checks or self.finished)
+        return not (
+            self.run_pre_checks or self.run_post_checks or self.finished or self.skip_finished
+        )
 
 
 def backup_request_value(window: str, progress: Progress) -> str:
@@ -329,6 +361,7 @@ def _finish(p: Progress) -> HistoryEntry:
         backup=p.backup,
         snapshot=p.snapshot,
         message=msg,
+        trigger=p.trigger,
     )
 
 
@@ -338,12 +371,14 @@ def _to_begin(
     now: datetime,
     done: set[str],
     upcoming: Occurrence | None,
+    skipping: Occurrence | None = None,
 ) -> Occurrence | None:
-    """The occurrence to start working on now, if any (never one already in history)."""
+    """The occurrence to start working on now, if any (never one already in history, nor
+    the one being skipped)."""
     if spec.suspend:
         return None
     cur = rec.current(now)
-    if cur is not None and cur.id not in done:
+    if cur is not None and cur.id not in done and cur != skipping:
         return cur
     if (
         upcoming is not None
@@ -362,40 +397,42 @@ def decide(
     history: Sequence[HistoryEntry] = (),
     manual: Manual = Manual(),
     window_name: str = "",
+    skip: str | None = None,
 ) -> Decision:
     """The state the window should be in at ``now``. Pure; call again after each step.
 
-    Requests first (precheck-now, end-now), then begin an occurrence if none is in progress,
-    then one step of the life of the occurrence: before its end or after it.
+    The skip annotation (``skip``, level-triggered) first, then the requests (precheck-now,
+    start-now, end-now), then begin an occurrence if none is in progress, then one step of
+    the life of the occurrence: before its end or after it.
     """
     now = now.astimezone(UTC)
     tz = rec.tz
     done = {h.id for h in history}
-    upcoming = rec.next_after(now)
     lead = _lead_time(spec)
-    p, events = _requests(rec, now, _follow_spec_edit(rec, progress), manual, done, upcoming)
-    if p is None and (occ := _to_begin(rec, spec, now, done, upcoming)) is not None:
+    skipped = _apply_skip(rec, now, _follow_spec_edit(rec, progress), done, skip, manual.skip)
+    if skipped.finished is not None:
+        done.add(skipped.finished.id)
+    upcoming = _next_window(rec, now, done, skipped.skipping)
+    p, events = _requests(rec, now, skipped.progress, manual, done, upcoming)
+    events[:0] = skipped.events
+    if p is None and (occ := _to_begin(rec, spec, now, done, upcoming, skipped.skipping)):
         p = Progress.begin(occ)
         events.append(_scheduled_event(occ, tz))
-    if p is not None and not p.ended and now >= p.end:
-        p = replace(p, ended_at=p.end, end_reason="Scheduled")
-
-    if p is None:
-        step = _Step(Stage.IDLE, None)
-    elif not p.ended:
-        step = _before_end(spec, p, now, lead, tz)
-    else:
-        step = _after_end(p)
+    step = _life(spec, p, now, lead, tz)
     p = step.progress
 
-    history_now = [step.finished, *history] if step.finished is not None else list(history)
+    history_now = [h for h in (step.finished, skipped.finished) if h is not None]
+    history_now += history
     nxt = upcoming
     if p is not None and not p.ended and now < p.start:
         nxt = p.occurrence  # the one being prepared is the next one
     conditions = [
         replace(c, message=c.message or c.reason)  # never "" (see clean())
-        for c in _conditions(spec, tz, p, step.stage, nxt, history_now, now)
+        for c in _conditions(spec, tz, p, step.stage, nxt, history_now, now, skipped.skipping)
     ]
+    wake = _wake_at(p, nxt, lead, now)
+    if skipped.skipping is not None:  # record the skipped window when its start comes
+        wake = min(wake or skipped.skipping.start, skipped.skipping.start)
     return Decision(
         stage=step.stage,
         progress=p,
@@ -406,8 +443,118 @@ def decide(
         next_window=nxt,
         events=(*events, *step.events),
         conditions=tuple(conditions),
-        wake_at=_wake_at(p, nxt, lead, now),
+        wake_at=wake,
+        skipping=skipped.skipping,
+        skip_finished=skipped.finished,
     )
+
+
+def _life(
+    spec: MaintenanceWindowSpec, p: Progress | None, now: datetime, lead: timedelta, tz: ZoneInfo
+) -> _Step:
+    """One step of the life of the occurrence in progress: before its end or after it."""
+    if p is not None and not p.ended and now >= p.end:
+        p = replace(p, ended_at=p.end, end_reason="Scheduled")
+    if p is None:
+        return _Step(Stage.IDLE, None)
+    if not p.ended:
+        return _before_end(spec, p, now, lead, tz)
+    return _after_end(p)
+
+
+def _next_window(
+    rec: Recurrence, now: datetime, done: set[str], skipping: Occurrence | None
+) -> Occurrence | None:
+    """The next scheduled window that will take place: not finished (an occurrence ended or
+    skipped before its start is in history) and not being skipped."""
+    cursor = now
+    for _ in range(8):
+        occ = rec.next_after(cursor)
+        if occ is None or (occ.id not in done and occ != skipping):
+            return occ
+        cursor = occ.start
+    return None
+
+
+def skip_time(value: str | None) -> datetime | None:
+    """The skip annotation's time (None when absent); ``ValueError`` naming the annotation
+    when it is not an RFC 3339 time with an offset."""
+    if value is None or not value.strip():
+        return None
+    try:
+        when: datetime | None = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        when = None
+    if when is None or when.utcoffset() is None:
+        raise ValueError(
+            f"annotation {SKIP_ANNOTATION}={value!r} is not an RFC 3339 time with an offset "
+            "(the start of a window, as status.nextWindow.start shows it)"
+        )
+    return when.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class _Skipped:
+    """What the skip annotation does this pass."""
+
+    progress: Progress | None  # the occurrence in progress (a skipped preparation dropped)
+    skipping: Occurrence | None = None  # skipped, its start still ahead
+    finished: HistoryEntry | None = None  # skipped, its start here: into history now
+    events: tuple[Event, ...] = ()
+
+
+def _apply_skip(
+    rec: Recurrence,
+    now: datetime,
+    p: Progress | None,
+    done: set[str],
+    value: str | None,
+    new: bool,
+) -> _Skipped:
+    """The scheduled window starting at the skip annotation's time does not take place.
+
+    Level-triggered: it holds while the annotation names a window that has not begun to
+    open (removing the annotation before then un-skips it); once that window is in history
+    the annotation no longer matters. ``new``: a value not seen before, answered by an Event.
+    """
+
+    def ignored(message: str) -> _Skipped:
+        return _Skipped(p, events=(Event("Warning", "SkipIgnored", message),) if new else ())
+
+    try:
+        at = skip_time(value)
+    except ValueError as exc:
+        return ignored(str(exc))
+    if at is None:
+        return _Skipped(p)
+    occ = rec.occurrence_at(at)
+    if occ is None:
+        return ignored(f"no window of this schedule starts at {cond.rfc3339(at)}")
+    if occ.id in done or now >= occ.end:
+        return ignored(f"window {occ.id} is over")
+    if p is not None and p.id == occ.id and (p.opened_at is not None or p.ended or p.skipped):
+        return ignored(f"window {occ.id} is already open or over: end it with end-now")
+    if p is not None and p.id == occ.id:
+        p = None  # its preparation is dropped; nothing was frozen yet
+    events = []
+    if new:
+        msg = f"window {occ.id} at {_local(occ.start, rec.tz)} will be skipped"
+        events.append(Event("Normal", "SkipRequested", msg))
+    if now < occ.start:
+        return _Skipped(p, occ, None, tuple(events))
+    entry = HistoryEntry(
+        id=occ.id,
+        start=occ.start,
+        end=occ.end,
+        ended_at=now,
+        end_reason="SkipRequested",
+        pre_checks="NotRun",
+        post_checks="NotRun",
+        result="Skipped",
+        message=f"skipped by request ({SKIP_ANNOTATION})",
+    )
+    events.append(Event("Normal", "WindowSkipped", f"window {occ.id}: Skipped by request"))
+    return _Skipped(p, None, entry, tuple(events))
 
 
 def _lead_time(spec: MaintenanceWindowSpec) -> timedelta:
@@ -417,8 +564,8 @@ def _lead_time(spec: MaintenanceWindowSpec) -> timedelta:
 
 def _follow_spec_edit(rec: Recurrence, p: Progress | None) -> Progress | None:
     """A spec edit that keeps this occurrence's start (say, a longer duration) applies to it."""
-    if p is None or p.ended:
-        return p
+    if p is None or p.ended or p.trigger is not None:
+        return p  # an on-demand window keeps the duration it was started with
     same = rec.occurrence_at(p.start)
     if same is not None and same.end != p.end:
         return replace(p, end=same.end)
@@ -433,10 +580,13 @@ def _requests(
     done: set[str],
     upcoming: Occurrence | None,
 ) -> tuple[Progress | None, list[Event]]:
-    """The manual requests, precheck-now before end-now: each is answered with one Event."""
+    """The manual requests, precheck-now, start-now, end-now: each answered with one Event."""
     events: list[Event] = []
     if manual.precheck_now:
         p, event = _precheck_now(rec, now, p, done, upcoming)
+        events.append(event)
+    if manual.start_now is not None:
+        p, event = _start_now(rec, now, p, done, manual.start_now)
         events.append(event)
     if manual.end_now:
         p, event = _end_now(p, now)
@@ -459,8 +609,51 @@ def _precheck_now(
         return p, Event("Warning", "PreCheckNowIgnored", "no upcoming window")
     attempt = p.attempt + 1 if p is not None else 1
     msg = f"pre-checks requested for the window at {_local(target.start, rec.tz)}"
-    p = replace(Progress.begin(target), attempt=attempt, manual=True)
+    fresh = Progress.begin(target)
+    if p is not None:  # the same occurrence (an on-demand one keeps its id and trigger)
+        fresh = replace(fresh, id=p.id, trigger=p.trigger)
+    p = replace(fresh, attempt=attempt, manual=True)
     return p, Event("Normal", "PreChecksRequested", msg)
+
+
+def start_now_id(value: str) -> str:
+    """The id of an on-demand window, from its request value: deterministic, so a pass
+    repeated after a failed status write asks for the same backup and snapshot; safe in
+    object names (the snapshot ConfigMap's)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")[:40].strip("-")
+    return f"now-{slug or hashlib.sha256(value.encode()).hexdigest()[:12]}"
+
+
+def _start_now(
+    rec: Recurrence, now: datetime, p: Progress | None, done: set[str], request: StartNow
+) -> tuple[Progress | None, Event]:
+    """The start-now request: an on-demand window from now, through the same pre-checks and
+    gating as a scheduled one. A window merely being prepared gives way (it is prepared
+    again at its lead time); one that has reached its start is not interrupted."""
+
+    def ignored(message: str) -> tuple[Progress | None, Event]:
+        return p, Event("Warning", "StartNowIgnored", message)
+
+    if p is not None and (p.opened_at is not None or p.ended or p.skipped or now >= p.start):
+        return ignored(f"window {p.id} is in progress: end it first (end-now)")
+    duration = rec.duration
+    if request.duration:
+        try:
+            duration = parse_duration(request.duration)
+        except ValueError as exc:
+            return ignored(f"annotation {START_NOW_DURATION_ANNOTATION}: {exc}")
+        if not MIN_DURATION <= duration <= MAX_DURATION:
+            return ignored(f"annotation {START_NOW_DURATION_ANNOTATION}: not within 1m to 744h")
+    pid = start_now_id(request.value)
+    if pid in done:
+        return ignored(f"request {request.value!r} was used before: set a new value")
+    started = Progress(id=pid, start=now, end=now + duration, trigger=request.value)
+    dropped = f"; the preparation of window {p.id} gives way" if p is not None else ""
+    msg = (
+        f"window {pid} requested now for {format_duration(duration)}, until "
+        f"{_local(started.end, rec.tz)}; it opens once its pre-checks pass{dropped}"
+    )
+    return started, Event("Normal", "StartNowRequested", msg)
 
 
 def _end_now(p: Progress | None, now: datetime) -> tuple[Progress | None, Event]:
@@ -539,7 +732,8 @@ def _open(p: Progress, now: datetime, tz: ZoneInfo, run_pre: bool, pre_ok: bool)
     if p.opened_at is None:
         p = replace(p, opened_at=now)
         note = "" if pre_ok else f" (pre-checks {p.pre_checks.lower()}, policy Proceed)"
-        msg = f"window {p.id} open until {_local(p.end, tz)}{note}"
+        by = " (started by request)" if p.trigger is not None else ""
+        msg = f"window {p.id} open until {_local(p.end, tz)}{by}{note}"
         events = (Event("Normal", "WindowOpened", msg),)
     return _Step(Stage.OPEN, p, freeze=True, run_pre=run_pre, events=events)
 
@@ -593,13 +787,14 @@ def _conditions(
     nxt: Occurrence | None,
     history: Sequence[HistoryEntry],
     now: datetime,
+    skipping: Occurrence | None = None,
 ) -> list[cond.Condition]:
     last = history[0] if history else None
     return [
         cond.Condition(
             cond.READY, "True", cond.REASON_RECONCILED, "Schedule and targets are valid"
         ),
-        _scheduled_condition(spec, tz, nxt),
+        _scheduled_condition(spec, tz, nxt, skipping),
         _pre_checks_condition(spec, tz, p, stage, last),
         _active_condition(tz, p, stage, now),
         _post_checks_condition(p, last),
@@ -607,15 +802,17 @@ def _conditions(
 
 
 def _scheduled_condition(
-    spec: MaintenanceWindowSpec, tz: ZoneInfo, nxt: Occurrence | None
+    spec: MaintenanceWindowSpec, tz: ZoneInfo, nxt: Occurrence | None, skipping: Occurrence | None
 ) -> cond.Condition:
     C = cond.Condition
+    note = f"; skipping {_local(skipping.start, tz)} by request" if skipping else ""
     if spec.suspend:
         return C(SCHEDULED, "False", cond.REASON_SUSPENDED, "spec.suspend is true")
     if nxt is None:
         msg = "no window ahead (schedule finished or every window excluded)"
-        return C(SCHEDULED, "False", "NoUpcomingWindow", msg)
-    return C(SCHEDULED, "True", "NextWindow", f"{_local(nxt.start, tz)} to {_local(nxt.end, tz)}")
+        return C(SCHEDULED, "False", "NoUpcomingWindow", msg + note)
+    msg = f"{_local(nxt.start, tz)} to {_local(nxt.end, tz)}{note}"
+    return C(SCHEDULED, "True", "NextWindow", msg)
 
 
 def _pre_checks_condition(

@@ -28,6 +28,12 @@ BACKUP_NOW_ANNOTATION = "ops.stronghold.io/backup-now"
 # Manual control of a window: a new value ends the open window now / runs pre-checks now.
 END_NOW_ANNOTATION = "ops.stronghold.io/end-now"
 PRECHECK_NOW_ANNOTATION = "ops.stronghold.io/precheck-now"
+# A new value starts an on-demand window now (through the spec's pre-checks), lasting the
+# schedule's duration or start-now-duration; ``stronghold window start`` writes both.
+START_NOW_ANNOTATION = "ops.stronghold.io/start-now"
+START_NOW_DURATION_ANNOTATION = "ops.stronghold.io/start-now-duration"
+# The RFC 3339 start of the one scheduled window not to hold (``stronghold window skip``).
+SKIP_ANNOTATION = "ops.stronghold.io/skip"
 
 PreCheckFailurePolicy = Literal["Skip", "Proceed"]
 EndBehavior = Literal["Release"]
@@ -391,10 +397,17 @@ class PostChecksProgress(StatusModel):
     message: str | None = None
 
 
+class SkippedWindow(WindowTimes):
+    """A scheduled window that the skip annotation cancels (until its start has passed)."""
+
+    id: str | None = None
+
+
 class CurrentWindow(WindowTimes):
     """The window being handled: the record that makes every step happen once."""
 
     id: str | None = None
+    trigger: str | None = None  # the start-now value of an on-demand window
     pre_checks: PreChecksProgress | None = Field(default=None, alias="preChecks")
     snapshot_config_map: str | None = Field(default=None, alias="snapshotConfigMap")
     opened_at: str | None = Field(default=None, alias="openedAt")
@@ -423,6 +436,7 @@ class CheckResult(StatusModel):
 
 class HistoryItem(StatusModel):
     id: str | None = None
+    trigger: str | None = None
     start: str | None = None
     end: str | None = None
     ended_at: str | None = Field(default=None, alias="endedAt")
@@ -450,6 +464,9 @@ class MaintenanceWindowStatus(StatusModel):
     last_result: str | None = Field(default=None, alias="lastResult")
     handled_end_now: str | None = Field(default=None, alias="handledEndNow")
     handled_precheck_now: str | None = Field(default=None, alias="handledPrecheckNow")
+    handled_start_now: str | None = Field(default=None, alias="handledStartNow")
+    handled_skip: str | None = Field(default=None, alias="handledSkip")
+    skipping: SkippedWindow | None = None
 
     def to_status(self) -> dict[str, Any]:
         # A field set to None at the top deletes it; inside a nested object None and ""

@@ -15,7 +15,9 @@ KUBERNETES_KINDS = ("Deployment", "StatefulSet")
 COMPOSE_KIND = "ComposeService"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
-# The annotation a MaintenanceWindow (or a human) puts on a policy to freeze it.
+# A human's time-limited pause (``stronghold scaling pause``): RFC 3339, honoured as well as
+# spec.pausedUntil. An annotation, not spec, so GitOps tools do not revert it as drift.
+PAUSED_UNTIL_ANNOTATION = "ops.stronghold.io/paused-until"
 
 # Bounds of the durations (docs/scalingpolicy.md). The floor of interval keeps a policy from
 # polling the metrics API in a loop; the e2e tests use 2s.
@@ -225,6 +227,7 @@ REASON_TARGET_NOT_FOUND = "TargetNotFound"
 REASON_MISSING_REQUESTS = "MissingRequests"
 REASON_MISSING_LIMITS = "MissingLimits"
 REASON_TARGET_UNREACHABLE = "TargetUnreachable"
+REASON_INVALID_ANNOTATION = "InvalidAnnotation"
 
 VOCABULARY = Vocabulary(
     types=(READY, SCALING_ACTIVE, SCALING_LIMITED, METRICS_AVAILABLE),
@@ -240,6 +243,7 @@ VOCABULARY = Vocabulary(
             REASON_MISSING_REQUESTS,
             REASON_MISSING_LIMITS,
             REASON_TARGET_UNREACHABLE,
+            REASON_INVALID_ANNOTATION,
             # The engine's gates and limits (logic/scaling.py) also name conditions.
             "ConflictingAutoscaler",
             "MaintenanceWindow",
@@ -287,3 +291,5 @@ class ScalingPolicyStatus(StatusModel):
     last_scale_up_time: Timestamp | None = Field(default=None, alias="lastScaleUpTime")
     last_scale_down_time: Timestamp | None = Field(default=None, alias="lastScaleDownTime")
     last_decision: LastDecision | None = Field(default=None, alias="lastDecision")
+    # The end of a pause in force now (spec.pausedUntil or the paused-until annotation).
+    paused_until: Timestamp | None = Field(default=None, alias="pausedUntil")

@@ -28,6 +28,9 @@ from stronghold_operator.models.maintenance import (
     BACKUP_NOW_ANNOTATION,
     END_NOW_ANNOTATION,
     PRECHECK_NOW_ANNOTATION,
+    SKIP_ANNOTATION,
+    START_NOW_ANNOTATION,
+    START_NOW_DURATION_ANNOTATION,
     VOCABULARY,
     HttpCheck,
     MaintenanceWindowSpec,
@@ -414,6 +417,8 @@ class State:
     handled_end_now: str | None
     handled_precheck_now: str | None
     status: dict[str, Any]
+    handled_start_now: str | None = None
+    handled_skip: str | None = None
     # The parsed spec and its recurrence (or why it is invalid), for the spec they came from:
     # the overlap check behind from_spec() is worth doing once per change, not every pass.
     compiled: tuple[str, MaintenanceWindowSpec | InvalidSpec, Recurrence | None] | None = None
@@ -426,6 +431,8 @@ class State:
             handled_end_now=status.get("handledEndNow"),
             handled_precheck_now=status.get("handledPrecheckNow"),
             status=dict(status),
+            handled_start_now=status.get("handledStartNow"),
+            handled_skip=status.get("handledSkip"),
         )
 
 
@@ -508,10 +515,12 @@ class _Run:
     results: list[str] = field(default_factory=list)
 
 
-async def _step(s: Step, state: State, rec: Recurrence, manual: win.Manual, run: _Run) -> bool:
+async def _step(
+    s: Step, state: State, rec: Recurrence, manual: win.Manual, run: _Run, skip: str | None
+) -> bool:
     """One decision and what it asks for; True when nothing moved (the pass is done)."""
     d = await s.ports.offload(
-        win.decide, s.spec, rec, s.now, state.progress, state.history, manual, s.window
+        win.decide, s.spec, rec, s.now, state.progress, state.history, manual, s.window, skip
     )
     run.decision = d
     run.events += d.events
@@ -522,32 +531,42 @@ async def _step(s: Step, state: State, rec: Recurrence, manual: win.Manual, run:
         s.tick.note("Normal", "Frozen", f"holding {', '.join(frozen)}")
     if released:
         s.tick.note("Normal", "Released", f"released {', '.join(released)}")
-    if d.finished is not None:
-        state.history = win.record_history(state.history, d.finished, s.spec.history_limit)
-        run.results.append(d.finished.result)
+    for finished in (d.skip_finished, d.finished):
+        if finished is not None:
+            state.history = win.record_history(state.history, finished, s.spec.history_limit)
+            run.results.append(finished.result)
     if d.run_pre_checks and p is not None:
         p = await run_pre_checks(s, p)
     if d.run_post_checks and p is not None:
         p = await run_post_checks(s, p)
-    settled = p == state.progress and d.finished is None
+    settled = p == state.progress and d.finished is None and d.skip_finished is None
     state.progress = p
     return settled
 
 
-def _manual(meta: Mapping[str, Any], state: State) -> tuple[win.Manual, str | None, str | None]:
-    """The manual annotations not handled yet, and the handled values after this pass."""
+def _manual(meta: Mapping[str, Any], state: State) -> win.Manual:
+    """The manual annotations not handled yet; ``state`` takes the handled values (written
+    with this pass's status)."""
     annotations = meta.get("annotations") or {}
     end_now = annotations.get(END_NOW_ANNOTATION)
     precheck_now = annotations.get(PRECHECK_NOW_ANNOTATION)
+    start_now = annotations.get(START_NOW_ANNOTATION)
+    skip = annotations.get(SKIP_ANNOTATION)
     manual = win.Manual(
         end_now=bool(end_now) and end_now != state.handled_end_now,
         precheck_now=bool(precheck_now) and precheck_now != state.handled_precheck_now,
+        start_now=(
+            win.StartNow(start_now, annotations.get(START_NOW_DURATION_ANNOTATION))
+            if start_now and start_now != state.handled_start_now
+            else None
+        ),
+        skip=bool(skip) and skip != state.handled_skip,
     )
-    return (
-        manual,
-        end_now if manual.end_now else state.handled_end_now,
-        precheck_now if manual.precheck_now else state.handled_precheck_now,
-    )
+    state.handled_end_now = end_now if manual.end_now else state.handled_end_now
+    state.handled_precheck_now = precheck_now if manual.precheck_now else state.handled_precheck_now
+    state.handled_start_now = start_now if manual.start_now else state.handled_start_now
+    state.handled_skip = skip if manual.skip else state.handled_skip
+    return manual
 
 
 async def reconcile(
@@ -559,16 +578,16 @@ async def reconcile(
         spec, rec = await compile_spec(state, raw_spec, now, ports.offload)
     except InvalidSpec as exc:
         return await _invalid(ports, window, exc, now)
-    manual, end_now, precheck_now = _manual(meta, state)
+    manual = _manual(meta, state)
+    skip = (meta.get("annotations") or {}).get(SKIP_ANNOTATION)
     step = Step(ports, window, spec, await observe(ports.covered, spec), now, Tick())
     run = _Run()
     for _ in range(8):  # a few steps may chain within one pass (pre-checks pass -> open)
-        settled = await _step(step, state, rec, manual, run)
+        settled = await _step(step, state, rec, manual, run, skip)
         manual = win.Manual()
         if settled:
             break
     assert run.decision is not None
-    state.handled_end_now, state.handled_precheck_now = end_now, precheck_now
     return Pass(
         status=desired_status(state, rec, run, step.tick),
         now=now,
@@ -597,6 +616,11 @@ def desired_status(state: State, rec: Recurrence, run: _Run, tick: Tick) -> Main
     fields: dict[str, Any] = {
         "handledEndNow": state.handled_end_now,
         "handledPrecheckNow": state.handled_precheck_now,
+        "handledStartNow": state.handled_start_now,
+        "handledSkip": state.handled_skip,
+        "skipping": (
+            {"id": d.skipping.id, **win.window_times(d.skipping, rec.tz)} if d.skipping else None
+        ),
         "nextWindow": win.window_times(d.next_window, rec.tz) if d.next_window else None,
         "currentWindow": p.to_status(rec.tz) if p else None,
         "frozenTargets": run.held,

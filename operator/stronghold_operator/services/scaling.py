@@ -18,6 +18,7 @@ from stronghold_operator.models.scaling import (
     METRICS_AVAILABLE,
     READY,
     REASON_ACTIVE,
+    REASON_INVALID_ANNOTATION,
     REASON_METRICS_REPORTED,
     REASON_MISSING_LIMITS,
     REASON_MISSING_REQUESTS,
@@ -68,6 +69,7 @@ class Ports:
     autoscalers: Autoscalers
     clock: Callable[[], datetime]
     maintenance: Callable[[], str | None]  # the windows (or humans) freezing the policy now
+    paused: Callable[[], str | None] = lambda: None  # the paused-until annotation's value
 
 
 # --- State and results ---------------------------------------------------------------------
@@ -97,6 +99,7 @@ class Outcome:
     decision: engine.Decision
     metrics_error: str | None = None
     touched: tuple[str, ...] = ()
+    paused_until: datetime | None = None  # the time-limited pause in force, if any
 
 
 @dataclass(frozen=True)
@@ -126,9 +129,19 @@ async def reconcile(
     """Observe, decide, act once; ``previous`` is the status as it stands."""
     now = ports.clock()
     try:
+        paused = engine.pause_request(ports.paused())
+    except ValueError as exc:
+        return Pass(failure_status(REASON_INVALID_ANNOTATION, str(exc)), now)
+    try:
         conflict = await find_conflict(ports.autoscalers, policy, meta)
         outcome = await evaluate(
-            policy, ports.target, memory, now, maintenance=ports.maintenance(), conflict=conflict
+            policy,
+            ports.target,
+            memory,
+            now,
+            maintenance=ports.maintenance(),
+            conflict=conflict,
+            paused=paused,
         )
     except TargetNotFound as exc:
         return Pass(failure_status(REASON_TARGET_NOT_FOUND, str(exc)), now)
@@ -149,6 +162,7 @@ async def evaluate(
     *,
     maintenance: str | None = None,
     conflict: str | None = None,
+    paused: datetime | None = None,
 ) -> Outcome:
     """Observe, decide, act once. Raises TargetNotFound / MissingBasis (no scaling then)."""
     current = await target.read_replicas()
@@ -171,12 +185,13 @@ async def evaluate(
         memory.state,
         maintenance=maintenance,
         conflict=conflict,
+        paused=paused,
     )
     touched: list[str] = []
     if decision.acts:
         touched = await target.scale(decision.to_replicas)
     memory.state = engine.next_state(memory.state, decision)
-    return Outcome(decision, error, tuple(touched))
+    return Outcome(decision, error, tuple(touched), engine.paused_until(policy, paused, now))
 
 
 async def find_conflict(
@@ -249,6 +264,7 @@ def desired_status(
         last_scale_up_time=state.last_scale_up,
         last_scale_down_time=state.last_scale_down,
         last_decision=_last_decision(d, previous_decision),
+        paused_until=outcome.paused_until,
     )
 
 
