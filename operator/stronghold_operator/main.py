@@ -4,6 +4,6 @@ Run with ``stronghold run`` or ``kopf run -m stronghold_operator.main``.
 """
 
 from stronghold_operator import settings
-from stronghold_operator.handlers import backup, health, maintenance, scaling
+from stronghold_operator.handlers import backup, health, incident, maintenance, scaling
 
-__all__ = ["backup", "health", "maintenance", "scaling", "settings"]
+__all__ = ["backup", "health", "incident", "maintenance", "scaling", "settings"]

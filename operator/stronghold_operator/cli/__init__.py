@@ -19,6 +19,7 @@ _COMMANDS: dict[str, str] = {
 _OPTIONAL = {
     "check": "stronghold_operator.cli.check",
     "backup": "stronghold_operator.cli.backup",
+    "incident": "stronghold_operator.cli.incident",
     "status": "stronghold_operator.cli.status",
     "completion": "stronghold_operator.cli.completion",
     "scaling": "stronghold_operator.cli.scaling",

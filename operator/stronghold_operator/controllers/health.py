@@ -45,6 +45,8 @@ from stronghold_operator.controllers.common import (
     track_watch,
 )
 from stronghold_operator.controllers.health_metrics import HealthCollector
+from stronghold_operator.controllers.incident import IncidentKeeper
+from stronghold_operator.controllers.incident import Policy as IncidentPolicy
 from stronghold_operator.logic import health as logic
 from stronghold_operator.logic import lifecycle
 from stronghold_operator.metrics import registry
@@ -112,6 +114,7 @@ class HealthRuntime:
     prober: Prober = field(default_factory=Prober)
     secrets: SecretCache | None = None  # created with the first policy (it needs the client)
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    keeper: IncidentKeeper | None = None  # the Incident objects (created with the first use)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background (kept referenced until it ends)."""
@@ -123,6 +126,11 @@ class HealthRuntime:
         if self.secrets is None:
             self.secrets = SecretCache(svc.kube)
         return self.secrets
+
+    def incidents(self, svc: Services) -> IncidentKeeper:
+        if self.keeper is None:
+            self.keeper = IncidentKeeper(svc.kube)
+        return self.keeper
 
     def prune_secrets(self, now: float) -> None:
         if self.secrets is not None:
@@ -169,6 +177,8 @@ async def stop(memo: kopf.Memo) -> None:
     rt = memo.get("health")
     if isinstance(rt, HealthRuntime):
         await rt.scheduler.stop()  # before its probes' clients close; stopping twice is harmless
+        if rt.keeper is not None:
+            await rt.keeper.settle()  # the Incidents' last writes, before the API client closes
         await rt.prober.close()
 
 
@@ -297,6 +307,8 @@ class PolicyLoop:
         if r.evaluation is not None:
             ev = r.evaluation
             self.series.record(policy.checks, r.results, ev.status["checks"], ev.severity)
+        if (mine := self.incident_policy()) is not None:
+            self.rt.incidents(self.svc).tidy(mine)  # retention by age, from memory
         return r.delay
 
     def ports(self) -> service.Ports:
@@ -309,7 +321,20 @@ class PolicyLoop:
             clock=cond.utcnow,
             maintenance=lambda: maintenance_hold(self.svc, self.meta),  # gone windows hold no more
             log=lambda line: log.info("%s: %s", self.ref, line),
+            incidents=self.incident_port(),
         )
+
+    def incident_policy(self) -> IncidentPolicy | None:
+        if self.spec is None:
+            return None
+        meta = self.meta
+        return IncidentPolicy(
+            str(meta["namespace"]), str(meta["name"]), self.uid, self.spec.incident_history
+        )
+
+    def incident_port(self) -> service.Incidents | None:
+        policy = self.incident_policy()
+        return None if policy is None else self.rt.incidents(self.svc).port(policy)
 
     def event(self, kind: str, reason: str, message: str) -> None:
         events.post(self.body, type=kind, reason=reason, message=message)
@@ -326,3 +351,10 @@ class PolicyLoop:
     async def settle(self) -> None:
         """Let the last status write land (the operator is stopping)."""
         await self.writer.settle()
+
+
+def track_incident(memo: kopf.Memo, event: Mapping[str, Any], body: kopf.Body) -> None:
+    """One watch event of an Incident: acknowledgement and resolution by hand
+    (controllers/incident.py)."""
+    rt, svc = runtime(memo), services(memo)
+    rt.incidents(svc).observe(event, body)

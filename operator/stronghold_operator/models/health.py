@@ -522,6 +522,13 @@ class Alerting(SpecModel):
         return value
 
 
+class IncidentHistory(SpecModel):
+    """Retention of the policy's resolved Incident objects: by count and by age."""
+
+    count: int = Field(default=20, ge=0, le=1000)
+    max_age: Duration = Field(default=timedelta(days=30), alias="maxAge")
+
+
 class FlapDamping(SpecModel):
     """One incident for a check that oscillates, instead of one per swing."""
 
@@ -551,6 +558,9 @@ class HealthPolicySpec(SpecModel):
     min_sample: int = Field(default=100, alias="minSample", ge=1, le=1_000_000_000)
     flap_damping: FlapDamping = Field(default_factory=shared(FlapDamping()), alias="flapDamping")
     suspend: bool = False
+    incident_history: IncidentHistory = Field(
+        default_factory=shared(IncidentHistory()), alias="incidentHistory"
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> HealthPolicySpec:
@@ -629,6 +639,8 @@ class IncidentStatus(StatusModel):
     escalation_level: int | None = Field(default=None, alias="escalationLevel")
     expected: bool | None = None
     maintenance_window: str | None = Field(default=None, alias="maintenanceWindow")
+    incident_name: str | None = Field(default=None, alias="incidentName")
+    acknowledged_by: str | None = Field(default=None, alias="acknowledgedBy")
     recovering_since: Timestamp | None = Field(default=None, alias="recoveringSince")
     healthy_rounds: int | None = Field(default=None, alias="healthyRounds")
     reopened: int | None = None

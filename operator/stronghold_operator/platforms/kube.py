@@ -81,8 +81,12 @@ DEPLOYMENTS = Kind("apps/v1", "Deployment", "deployments")
 STATEFULSETS = Kind("apps/v1", "StatefulSet", "statefulsets")
 JOBS = Kind("batch/v1", "Job", "jobs")
 POD_METRICS = Kind("metrics.k8s.io/v1beta1", "PodMetrics", "pods")
+REPLICASETS = Kind("apps/v1", "ReplicaSet", "replicasets")
+CONTROLLERREVISIONS = Kind("apps/v1", "ControllerRevision", "controllerrevisions")
+EVENTS = Kind("v1", "Event", "events")
 OUR_KINDS = {
     "healthpolicies": "HealthPolicy",
+    "incidents": "Incident",
     "scalingpolicies": "ScalingPolicy",
     "backupschedules": "BackupSchedule",
     "maintenancewindows": "MaintenanceWindow",
@@ -268,10 +272,14 @@ class Kube:
             listed = client.list(_resource(kind), namespace=where, labels=selector)
             return [_plain(o) async for o in listed]
 
-    async def create(self, kind: Kind, namespace: str | None, body: Mapping[str, Any]) -> None:
+    async def create(
+        self, kind: Kind, namespace: str | None, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Create the object; returns it as the apiserver stored it (uid, ...)."""
         obj = _object(kind, namespace, body)
         async with _translated(self._limit):
-            await self.client.create(obj)
+            created = await self.client.create(obj)
+        return _plain(created)
 
     async def replace(self, kind: Kind, namespace: str | None, body: Mapping[str, Any]) -> None:
         """PUT the whole object (named by its metadata; a stale resourceVersion is a 409)."""

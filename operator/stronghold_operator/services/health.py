@@ -10,6 +10,7 @@ fakes (tests/unit/test_health_service.py).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic import health as logic
+from stronghold_operator.logic import incident as incidents
 from stronghold_operator.models.common import SecretKeySelector
 from stronghold_operator.models.health import HealthPolicySpec, Webhook
 from stronghold_operator.models.outbound import Destination, secret_refusal
@@ -78,6 +80,21 @@ class Post(Protocol):
     ) -> Delivered: ...
 
 
+class Incidents(Protocol):
+    """The policy's Incident objects (controllers/incident.py): what people asked of one
+    (annotations), and news of the policy's incident to record on it."""
+
+    def hand(self, name: str) -> incidents.Hand | None: ...
+
+    def record(
+        self,
+        news: incidents.News,
+        checks: Sequence[Mapping[str, Any]],
+        affected: Sequence[str],
+        secrets: Sequence[str],
+    ) -> None: ...
+
+
 @dataclass(frozen=True)
 class Ports:
     secrets: Secrets
@@ -88,6 +105,7 @@ class Ports:
     clock: Callable[[], datetime]
     maintenance: Callable[[], str | None]  # the windows (or humans) holding the policy now
     log: Callable[[str], None] = lambda _: None  # a line for the operator's log
+    incidents: Incidents | None = None  # None: no Incident objects (stronghold check)
 
 
 @dataclass(frozen=True)
@@ -140,15 +158,66 @@ async def run_round(
     now = ports.clock()
     results = await ports.prober.run(policy, secrets, where.namespace, refused)
     known = [v for per_check in secrets.values() for v in per_check.values()]
-    ev = logic.evaluate(policy, where.name, current, results, ports.maintenance(), now, known)
+    maintenance = ports.maintenance()
+    current, by_hand = honour_hand(policy, where.name, current, ports.incidents, maintenance, now)
+    ev = logic.evaluate(policy, where.name, current, results, maintenance, now, known)
+    incident = ev.status.get("incident")
+    if incident and not incident.get("incidentName"):
+        incident["incidentName"] = incidents.object_name(str(incident["id"]))
     conditions = [
         cond.Condition(c.type, c.status, c.reason, logic.redact(c.message, known))
         for c in ev.conditions
     ]
     notice = Notice(policy, ev, known, where, ports)
-    for note in ev.notifications:
+    for note in [*by_hand, *ev.notifications]:
         notify(notice, note)
+        record(notice, note)
     return Round(ev.status, conditions, interval, evaluation=ev, results=results)
+
+
+def honour_hand(
+    policy: HealthPolicySpec,
+    name: str,
+    current: Mapping[str, Any],
+    port: Incidents | None,
+    maintenance: str | None,
+    now: datetime,
+) -> tuple[Mapping[str, Any], list[logic.Notification]]:
+    """The status a round continues from, with what people asked of the open incident's
+    Incident object: acknowledged (escalation stops), or resolved by hand (the incident is
+    closed now; if its checks still fail, this round re-opens it (flap damping's
+    reopenWithin) or opens a new one)."""
+    incident = current.get("incident")
+    if port is None or not isinstance(incident, Mapping) or not incident.get("id"):
+        return current, []
+    hand = port.hand(str(incident.get("incidentName") or incidents.object_name(incident["id"])))
+    if hand is None:
+        return current, []
+    if hand.resolved_by:
+        recent = list(current.get("recentIncidents") or ())
+        # A person's word is final: no flap damping's quiet rounds before it is resolved.
+        now_policy = policy.model_copy(
+            update={"flap_damping": policy.flap_damping.model_copy(update={"resolve_after": 1})}
+        )
+        step = logic.step_incident(now_policy, name, incident, recent, None, maintenance, now)
+        notes = [
+            dataclasses.replace(n, message=f"{n.message} (resolved by hand by {hand.resolved_by})")
+            for n in step.notifications
+        ]
+        return {**current, "incident": None, "recentIncidents": step.recent}, notes
+    if hand.acknowledged_by and incident.get("acknowledgedBy") != hand.acknowledged_by:
+        return {**current, "incident": {**incident, "acknowledgedBy": hand.acknowledged_by}}, []
+    return current, []
+
+
+def record(n: Notice, note: logic.Notification) -> None:
+    """Tell the policy's Incident objects (creation, timeline, resolution)."""
+    if n.ports.incidents is None:
+        return
+    affected = [v.name for v in n.ev.verdicts if v.state in ("Warning", "Critical")]
+    message = logic.redact(note.message, n.known)
+    news = incidents.News(note.kind, note.incident, message, note.level)
+    n.ports.incidents.record(news, n.ev.status.get("checks") or [], affected, n.known)
 
 
 def suspended() -> list[cond.Condition]:

@@ -228,6 +228,8 @@ def _escalated(
 ) -> Notification | None:
     """Raise ``incident``'s escalation level to the one its age has reached; the
     announcement, if the level rose."""
+    if incident.get("acknowledgedBy"):
+        return None  # acknowledged: a person has it; escalation stops (docs/incidents.md)
     started = cond.parse_rfc3339(incident.get("startedAt")) or now
     open_for = now - started
     level = 1
