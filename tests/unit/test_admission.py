@@ -241,3 +241,19 @@ def test_the_server_uses_the_mounted_certificate() -> None:
     assert (server.addr, server.port) == ("0.0.0.0", 9443)
     assert (server.certfile, server.pkeyfile) == ("/certs/tls.crt", "/certs/tls.key")
     assert server.file_check_interval == 5.0  # a renewed certificate is reloaded
+
+
+def test_the_testbed_certificate_has_the_secret_layout(tmp_path: Path) -> None:
+    from stronghold_testbed import pki
+
+    tls = pki.webhook_tls(tmp_path / "tls")
+    assert {"tls.crt", "tls.key", "ca.crt"} <= {p.name for p in tls.iterdir()}
+    first = (tls / "tls.crt").read_bytes()
+    assert pki.webhook_tls(tls) == tls and (tls / "tls.crt").read_bytes() == first  # reused
+    secret = pki.webhook_secret(tls)
+    assert secret["type"] == "kubernetes.io/tls"
+    assert set(secret["data"]) == {"tls.crt", "tls.key", "ca.crt"}
+    assert secret["metadata"] == {
+        "name": "stronghold-operator-webhook-tls",
+        "namespace": "stronghold-system",
+    }
