@@ -14,8 +14,10 @@ import kopf
 
 from stronghold_operator import metrics
 from stronghold_operator.conditions import utcnow
+from stronghold_operator.controllers import admission
 from stronghold_operator.controllers.common import WATCHED, Services, services
 from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
+from stronghold_operator.models.admission import WebhookSettings
 from stronghold_operator.platforms.kube import GROUP, Kube, explicit_kubeconfig, list_objects
 
 PREFIX = GROUP  # annotations: ops.stronghold.io/<handler-id>
@@ -113,6 +115,9 @@ def tune(settings: kopf.OperatorSettings) -> None:
     # Handler errors back off instead of retrying in a tight loop.
     settings.execution.max_workers = 20
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60, 120, 300]
+    webhook = WebhookSettings.from_env()
+    if webhook is not None:  # the admission webhook (main.py registers its handlers then)
+        settings.admission.server = admission.server(webhook)
 
 
 @kopf.on.cleanup()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 import tempfile
 from pathlib import Path
@@ -34,8 +35,8 @@ def _openssl(*args: str) -> None:
     procs.run(["openssl", *args])
 
 
-def _ca(name: str, cn: str) -> None:
-    d = paths.pki_dir()
+def _ca(name: str, cn: str, d: Path | None = None) -> None:
+    d = d or paths.pki_dir()
     if (d / f"{name}.crt").exists():
         return
     _openssl(
@@ -57,8 +58,8 @@ def _ca(name: str, cn: str) -> None:
     )
 
 
-def _leaf(name: str, ca: str, cn: str, sans: str | None, usage: str) -> None:
-    d = paths.pki_dir()
+def _leaf(name: str, ca: str, cn: str, sans: str | None, usage: str, d: Path | None = None) -> None:
+    d = d or paths.pki_dir()
     crt = d / f"{name}.crt"
     if crt.exists():
         if sans is None or _sans(crt) == set(sans.split(",")):
@@ -163,6 +164,41 @@ def write_kubeconfig(path: Path, config: dict[str, Any]) -> Path:
     tmp.chmod(0o600)
     tmp.rename(path)
     return path
+
+
+# The operator's admission webhook: loopback (the operator as a local process, the local
+# overlay's host network) and the Service of manifests/components/webhook.
+WEBHOOK_SANS = (
+    "IP:127.0.0.1,DNS:localhost,DNS:stronghold-operator-webhook.stronghold-system.svc,"
+    "DNS:stronghold-operator-webhook.stronghold-system.svc.cluster.local"
+)
+
+
+def webhook_tls(dest: Path, sans: str = WEBHOOK_SANS) -> Path:
+    """A CA of its own and the webhook's serving certificate in ``dest``, laid out as
+    cert-manager writes its Secret (tls.crt, tls.key, ca.crt; ca.key for nothing else)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    dest.chmod(0o700)
+    _ca("ca", "stronghold-webhook-ca", dest)
+    _leaf("tls", "ca", "stronghold-operator-webhook", sans, "serverAuth", dest)
+    return dest
+
+
+def webhook_secret(
+    dest: Path, name: str = "stronghold-operator-webhook-tls", namespace: str = "stronghold-system"
+) -> dict[str, Any]:
+    """The Secret manifests/components/webhook mounts, made from :func:`webhook_tls`'s files."""
+    data = {k: base64.b64encode((dest / k).read_bytes()).decode() for k in _SECRET_KEYS}
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": namespace},
+        "data": data,
+    }
+
+
+_SECRET_KEYS = ("tls.crt", "tls.key", "ca.crt")
 
 
 def ensure() -> dict[str, Path]:

@@ -80,3 +80,16 @@ def test_only_the_watch_handlers_routine_success_is_dropped() -> None:
     assert not _routine_success(record("Indexer 'maintenance_windows' succeeded."))
     assert _routine_success(record("Handler 'validate' succeeded."))
     assert _routine_success(record("Handler 'track' failed with an exception.", logging.ERROR))
+
+
+def test_a_refused_apply_is_logged_at_info() -> None:
+    from stronghold_operator.cli.run import _refusal_is_info
+
+    def record(msg: str, level: int = logging.ERROR) -> logging.LogRecord:
+        return logging.LogRecord("kopf.objects", level, __file__, 1, msg, None, None)
+
+    refused = record("Webhook 'validate-scalingpolicies' failed permanently: minReplicas (5) ...")
+    assert _refusal_is_info(refused)
+    assert (refused.levelno, refused.levelname) == (logging.INFO, "INFO")
+    other = record("Handler 'validate' failed permanently: boom")
+    assert _refusal_is_info(other) and other.levelno == logging.ERROR

@@ -111,3 +111,61 @@ def _check_described(node: dict[str, Any], where: str) -> None:
     if isinstance(items, dict) and items.get("properties"):
         for name, child in items["properties"].items():
             _check_described(child, f"{where}[].{name}")
+
+
+def test_webhook_overlay_keeps_the_pod_restricted() -> None:
+    (deploy,) = by_kind(render("manifests/overlays/webhook"), "Deployment")
+    assert violations(deploy["spec"]["template"]["spec"]) == []
+
+
+def test_webhook_component_matches_the_operator() -> None:
+    """The configuration calls each kind's handler, on the port the operator serves, with the
+    certificate the Deployment mounts, and cert-manager issues it for the Service's name."""
+    from stronghold_operator.models.admission import DEFAULT_CERT_DIR
+    from stronghold_operator.services.admission import CHECKS
+
+    docs = render("manifests/overlays/webhook")
+    (vwc,) = by_kind(docs, "ValidatingWebhookConfiguration")
+    (deploy,) = by_kind(docs, "Deployment")
+    (np,) = by_kind(docs, "NetworkPolicy")
+    service = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"].endswith("webhook"))
+    certs = {c["metadata"]["name"]: c for c in by_kind(docs, "Certificate")}
+    handlers = (REPO / "operator/stronghold_operator/handlers/admission.py").read_text()
+
+    paths = set()
+    for hook in vwc["webhooks"]:
+        assert hook["admissionReviewVersions"] == ["v1"]
+        assert hook["sideEffects"] == "None"  # so `kubectl apply --dry-run=server` calls it
+        assert hook["failurePolicy"] == "Fail"  # argued in docs/admission.md
+        assert hook["timeoutSeconds"] <= 5
+        (rule,) = hook["rules"]
+        assert rule["apiGroups"] == ["ops.stronghold.io"]
+        assert rule["operations"] == ["CREATE", "UPDATE"]  # never DELETE: no stuck deletes
+        (plural,) = rule["resources"]  # the object only: status writes never go through it
+        client = hook["clientConfig"]["service"]
+        assert client["path"] == f"/validate-{plural}"
+        assert f'id="validate-{plural}"' in handlers
+        assert (client["name"], client["port"]) == (service["metadata"]["name"], 443)
+        paths.add(plural)
+    assert paths == set(CHECKS)
+
+    pod = deploy["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--webhook-port=9443" in container["args"]
+    assert {"name": "webhook", "containerPort": 9443} in container["ports"]
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-tls")
+    assert mount["mountPath"] == DEFAULT_CERT_DIR and mount["readOnly"] is True
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
+    assert (
+        volume["secret"]["secretName"] == certs["stronghold-operator-webhook"]["spec"]["secretName"]
+    )
+    assert 9443 in [p["port"] for rule in np["spec"]["ingress"] for p in rule["ports"]]
+
+    svc = f"{service['metadata']['name']}.{service['metadata']['namespace']}.svc"
+    assert svc in certs["stronghold-operator-webhook"]["spec"]["dnsNames"]
+    annotation = vwc["metadata"]["annotations"]["cert-manager.io/inject-ca-from"]
+    assert annotation == "stronghold-system/stronghold-operator-webhook"
+    # The testbed's certificate (the local path) names the same Service.
+    from stronghold_testbed.pki import WEBHOOK_SANS
+
+    assert f"DNS:{svc}" in WEBHOOK_SANS.split(",")

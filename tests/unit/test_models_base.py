@@ -56,3 +56,9 @@ def test_secret_reference_uses_kubernetes_shape() -> None:
     assert s.interval == timedelta(seconds=10)
     assert s.password is not None
     assert (s.password.secret_key_ref.name, s.password.secret_key_ref.key) == ("db", "pw")
+
+
+def test_a_validators_own_words_come_without_pydantics_prefix() -> None:
+    with pytest.raises(InvalidSpec) as err:
+        parse(Sample, {"interval": "1d"})
+    assert str(err.value) == "spec.interval: '1d' is not a duration such as 30s, 5m or 1h30m"

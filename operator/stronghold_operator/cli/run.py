@@ -60,6 +60,7 @@ def register(sub: Any) -> None:
         " securityContext, podSecurityContext (docs/security.md)",
     )
     _add_budget_flags(p)
+    _add_webhook_flags(p)
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -95,6 +96,53 @@ def _add_budget_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         help="Events at once, operator-wide (default: $STRONGHOLD_EVENTS_BURST, else 30)",
     )
+
+
+def _add_webhook_flags(p: argparse.ArgumentParser) -> None:
+    """The validating admission webhook (docs/admission.md): off unless a port is given."""
+    hook = p.add_argument_group("admission webhook (docs/admission.md)")
+    hook.add_argument(
+        "--webhook-port",
+        type=int,
+        default=None,
+        help="serve the validating admission webhook (HTTPS) on this port (default: off,"
+        " or $STRONGHOLD_WEBHOOK_PORT)",
+    )
+    hook.add_argument(
+        "--webhook-address",
+        default=None,
+        help="address the webhook binds to (default: $STRONGHOLD_WEBHOOK_ADDRESS, else 0.0.0.0)",
+    )
+    hook.add_argument(
+        "--webhook-cert-dir",
+        default=None,
+        metavar="DIR",
+        help="directory with tls.crt and tls.key, e.g. a mounted cert-manager Secret"
+        " (default: $STRONGHOLD_WEBHOOK_CERT_DIR, else /etc/stronghold/webhook)",
+    )
+
+
+def _webhook(args: argparse.Namespace) -> None:
+    """Hand the webhook flags on as environment (main.py and settings.py read it) and check
+    the certificate is there: a missing file must stop the start, not fail every request."""
+    from stronghold_operator.models import admission
+
+    for value, env in (
+        (args.webhook_port, admission.PORT_ENV),
+        (args.webhook_address, admission.ADDRESS_ENV),
+        (args.webhook_cert_dir, admission.CERT_DIR_ENV),
+    ):
+        if value is not None:
+            os.environ[env] = str(value)
+    try:
+        config = admission.WebhookSettings.from_env()
+    except ValueError as exc:
+        raise SystemExit(f"stronghold run: {exc}") from None
+    if config is None:
+        return
+    for path in (config.certfile, config.keyfile):
+        if not os.path.isfile(path):
+            raise SystemExit(f"stronghold run: the webhook's certificate: no file {path}")
 
 
 def _positive(kind: type[float] | type[int]) -> Any:
@@ -206,6 +254,19 @@ def _routine_success(record: logging.LogRecord) -> bool:
     return not (isinstance(record.msg, str) and _ROUTINE.fullmatch(record.msg))
 
 
+# kopf's line for an admission handler that refused the request.
+_REFUSED = re.compile(r"Webhook 'validate-[a-z]+' failed permanently: .*", re.DOTALL)
+
+
+def _refusal_is_info(record: logging.LogRecord) -> bool:
+    """Log a refused apply (a user's invalid spec) at INFO, not kopf's ERROR: the webhook
+    did its job, and an alert on operator errors must not fire on someone's typo."""
+    msg = record.msg
+    if record.levelno == logging.ERROR and isinstance(msg, str) and _REFUSED.fullmatch(msg):
+        record.levelno, record.levelname = logging.INFO, "INFO"
+    return True
+
+
 # Kubernetes clients kopf imports when they are installed, for login and model checks the
 # operator never uses (its client is lightkube): the official one alone is ~19 MiB of RSS.
 # Hidden from the operator process so a dev install behaves like the image (which has none).
@@ -223,6 +284,7 @@ def _run(args: argparse.Namespace) -> int:
 
     _tune_malloc()
 
+    _webhook(args)  # before main: it registers the admission handlers only when configured
     from stronghold_operator import main, metrics
     from stronghold_operator.models.backup import ALLOW_PRIVILEGED_ENV
 
@@ -231,6 +293,7 @@ def _run(args: argparse.Namespace) -> int:
     kopf.configure(
         debug=args.debug, verbose=args.verbose, quiet=args.quiet, log_format=fmt[args.log_format]
     )
+    logging.getLogger("kopf.objects").addFilter(_refusal_is_info)
     if not (args.debug or args.verbose):
         logging.getLogger("kopf.objects").addFilter(_routine_success)
         # lightkube's HTTP client logs every request at INFO: 17 lines/s of status writes

@@ -74,7 +74,9 @@ def parse(model: type[M], spec: Mapping[str, Any]) -> M:
         return model.model_validate(dict(spec))
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
-        raise InvalidSpec(_location(tuple(err["loc"])), str(err["msg"])) from None
+        # pydantic prefixes a validator's own words with "Value error, ": noise to a user.
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise InvalidSpec(_location(tuple(err["loc"])), message) from None
     except Exception as exc:  # one odd spec must never crash a handler
         # pydantic wraps only ValueError/AssertionError; an OverflowError or TypeError from a
         # validator would otherwise escape and skip the InvalidSpec status.

@@ -465,6 +465,15 @@ def initial_status() -> MaintenanceWindowStatus:
     return MaintenanceWindowStatus(conditions=_typed(cond.unknown_all(VOCABULARY.types)))
 
 
+def check_spec(raw: Mapping[str, Any], now: datetime) -> tuple[MaintenanceWindowSpec, Recurrence]:
+    """The spec and its recurrence; :class:`InvalidSpec` naming the field if unusable.
+
+    The one check both a pass and the admission webhook (services/admission.py) run.
+    """
+    spec = parse(MaintenanceWindowSpec, raw)
+    return spec, from_spec(spec, now)
+
+
 async def compile_spec(
     state: State, raw: Mapping[str, Any], now: datetime, offload: Offload
 ) -> tuple[MaintenanceWindowSpec, Recurrence]:
@@ -472,8 +481,7 @@ async def compile_spec(
     key = json.dumps(raw, sort_keys=True, default=str)
     if state.compiled is None or state.compiled[0] != key:
         try:
-            spec = parse(MaintenanceWindowSpec, raw)
-            rec = await offload(from_spec, spec, now)
+            spec, rec = await offload(check_spec, raw, now)
             state.compiled = (key, spec, rec)
         except InvalidSpec as exc:
             state.compiled = (key, exc, None)
