@@ -247,7 +247,7 @@ def assert_argo_and_flux_agree(recorder: Recorder) -> int:
     with recorder.lock:
         versions = {s.obj["metadata"]["resourceVersion"]: s for s in recorder.seen}
     for s in versions.values():
-        argo, message = argo_health(s.kind, s.obj)
+        argo, message = argo_health(s.obj)
         flux = flux_states(s.kind, s.obj)
         where = (s.kind, s.name, s.kstatus, argo, message, flux)
         ready = kit.condition(s.obj, "Ready") or {}

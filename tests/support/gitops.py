@@ -18,18 +18,24 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 GITOPS = REPO / "manifests" / "gitops"
-ARGO = GITOPS / "argocd" / "resource_customizations" / "ops.stronghold.io"
-# Every kind the CRDs define: a new kind without its scripts and expressions fails the tests.
+# One Argo CD script for the whole group, in Argo CD's wildcard layout (a `_` directory is
+# the `*` of the argocd-cm key ops.stronghold.io/*).
+ARGO = GITOPS / "argocd" / "resource_customizations" / "ops.stronghold.io" / "_"
+SCRIPT = ARGO / "health.lua"
+WILDCARD = "ops.stronghold.io/*"
+# Every kind the CRDs define: a new kind without its fixtures and expressions fails the tests.
 # Kinds only the operator writes (Incident: never in Git, nothing for Argo CD or Flux to wait
-# for) carry the CRD label ops.stronghold.io/written-by=operator and are left out.
+# for) carry the CRD label ops.stronghold.io/written-by=operator: RECORD_KINDS, which the
+# wildcard matches too and the script reads as Healthy records.
 WRITTEN_BY = "ops.stronghold.io/written-by"
-KINDS = tuple(
-    sorted(
-        crd["spec"]["names"]["kind"]
-        for crd in (yaml.safe_load(p.read_text()) for p in (REPO / "crds").glob("*.yaml"))
-        if (crd["metadata"].get("labels") or {}).get(WRITTEN_BY) != "operator"
-    )
-)
+_CRDS = [yaml.safe_load(p.read_text()) for p in sorted((REPO / "crds").glob("*.yaml"))]
+_WRITTEN = {
+    crd["spec"]["names"]["kind"]: (crd["metadata"].get("labels") or {}).get(WRITTEN_BY)
+    for crd in _CRDS
+}
+KINDS = tuple(sorted(k for k, by in _WRITTEN.items() if by != "operator"))
+RECORD_KINDS = tuple(sorted(k for k, by in _WRITTEN.items() if by == "operator"))
+GROUPS = frozenset(crd["spec"]["group"] for crd in _CRDS)
 FLUX_STATES = ("current", "inProgress", "failed")
 
 
@@ -71,9 +77,9 @@ def run_lua(lua: str, script: Path, obj: Mapping[str, Any]) -> tuple[str, str]:
     return status, message
 
 
-def argo_health(kind: str, obj: Mapping[str, Any], lua: str = "lua5.4") -> tuple[str, str]:
-    """Argo CD's (status, message) for ``obj`` from the kind's health.lua."""
-    return run_lua(lua, ARGO / kind / "health.lua", obj)
+def argo_health(obj: Mapping[str, Any], lua: str = "lua5.4") -> tuple[str, str]:
+    """Argo CD's (status, message) for ``obj`` from the group's health.lua."""
+    return run_lua(lua, SCRIPT, obj)
 
 
 def flux_exprs() -> dict[str, dict[str, str]]:
