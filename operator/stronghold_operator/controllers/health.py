@@ -25,7 +25,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,8 @@ from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.platforms.webhook import post_json
 from stronghold_operator.probes.resources import ResourcesProbe
 from stronghold_operator.probes.runner import Prober
-from stronghold_operator.runtime import events
+from stronghold_operator.runtime import events, storms
+from stronghold_operator.runtime import load as operator_load
 from stronghold_operator.runtime.scheduler import Scheduler
 from stronghold_operator.runtime.status import StatusWriter
 from stronghold_operator.services import health as service
@@ -286,9 +287,14 @@ class PolicyLoop:
                 self.writer.update({}, cond.unknown_all(logic.CONDITION_TYPES))
         where = service.Where(self.meta["namespace"], self.meta["name"])
         generation = self._generation
-        r = await service.run_round(
-            policy, self.writer.current, where, self.ports(), self.secret_misses
-        )
+        # --- operator overload (storm): the round's lateness and loop stall, read after
+        # its probes; a slow result they explain is not the target's (runtime/load.py).
+        load = operator_load.RoundLoad()
+        ports = self.ports(load)
+        r = await service.run_round(policy, self.writer.current, where, ports, self.secret_misses)
+        discounted = len(r.evaluation.discounted) if r.evaluation is not None else 0
+        operator_load.note_round(load.seen, policy.interval.total_seconds(), discounted)
+        # --- end operator overload
         self.secret_misses = self.secret_misses + 1 if r.secret_missing else 0
         conditions = r.conditions
         if self._generation != generation:  # the spec changed meantime: the next round tells
@@ -299,7 +305,7 @@ class PolicyLoop:
             self.series.record(policy.checks, r.results, ev.status["checks"], ev.severity)
         return r.delay
 
-    def ports(self) -> service.Ports:
+    def ports(self, load: Callable[[], logic.Load] | None = None) -> service.Ports:
         return service.Ports(
             secrets=self.rt.secret_cache(self.svc),
             prober=self.rt.prober,
@@ -309,6 +315,8 @@ class PolicyLoop:
             clock=cond.utcnow,
             maintenance=lambda: maintenance_hold(self.svc, self.meta),  # gone windows hold no more
             log=lambda line: log.info("%s: %s", self.ref, line),
+            load=load,
+            shared=functools.partial(storms.report, self.body),  # one Event per shared target
         )
 
     def event(self, kind: str, reason: str, message: str) -> None:
@@ -317,6 +325,7 @@ class PolicyLoop:
     def close(self) -> None:
         """The policy is gone (or the operator stops): its writes, series and caches go."""
         self.writer.close()
+        storms.forget(self.body)
         self.svc.unfollow(self.uid)
         SERIES.forget(self.uid)
         if self.spec is not None:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic import health as logic
+from stronghold_operator.logic.health import storm
 from stronghold_operator.models.common import SecretKeySelector
 from stronghold_operator.models.health import HealthPolicySpec, Webhook
 from stronghold_operator.models.outbound import Destination, secret_refusal
@@ -88,6 +89,12 @@ class Ports:
     clock: Callable[[], datetime]
     maintenance: Callable[[], str | None]  # the windows (or humans) holding the policy now
     log: Callable[[str], None] = lambda _: None  # a line for the operator's log
+    # The operator's own lateness and loop stall during this round, read after its probes
+    # (a slow result they explain is not counted against the target: logic/health/overload).
+    load: Callable[[], logic.Load] | None = None
+    # A check on a shared target turned bad or healthy again: (target, direction), counted
+    # across policies for one summary Event (logic/health/storm.py, runtime/storms.py).
+    shared: Callable[[str, storm.Direction], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -140,11 +147,17 @@ async def run_round(
     now = ports.clock()
     results = await ports.prober.run(policy, secrets, where.namespace, refused)
     known = [v for per_check in secrets.values() for v in per_check.values()]
-    ev = logic.evaluate(policy, where.name, current, results, ports.maintenance(), now, known)
+    load = ports.load() if ports.load is not None else None
+    ev = logic.evaluate(
+        policy, where.name, current, results, ports.maintenance(), now, known, load=load
+    )
     conditions = [
         cond.Condition(c.type, c.status, c.reason, logic.redact(c.message, known))
         for c in ev.conditions
     ]
+    if ports.shared is not None:
+        for target, direction in storm.transitions(policy, current, ev.status["checks"]):
+            ports.shared(target, direction)
     notice = Notice(policy, ev, known, where, ports)
     for note in ev.notifications:
         notify(notice, note)
