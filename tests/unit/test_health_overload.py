@@ -257,3 +257,15 @@ async def test_a_round_reads_the_load_after_its_probes_and_reports_shared_target
     ports = replace(ports, load=lambda: QUIET)
     r = await service.run_round(p, healthy_status(p), WHERE, ports)
     assert shared == [("http://web:8000", "failing")]
+
+
+def test_the_operators_overload_is_not_an_event_per_policy() -> None:
+    from stronghold_operator import conditions as cond
+    from stronghold_operator.services import health as service
+
+    into = cond.Transition("Ready", "True", "True", "OperatorOverloaded", "", "Reconciled")
+    out = cond.Transition("Ready", "True", "True", "Reconciled", "", "OperatorOverloaded")
+    invalid = cond.Transition("Ready", "True", "False", "InvalidSpec", "", "Reconciled")
+    assert not service.newsworthy(into, lambda _t: False)
+    assert not service.newsworthy(out, lambda _t: False)
+    assert service.newsworthy(invalid, lambda _t: True)

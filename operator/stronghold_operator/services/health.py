@@ -178,6 +178,8 @@ def newsworthy(t: cond.Transition, bad: Callable[[cond.Transition], bool]) -> bo
     429s); bad news always is."""
     if t.type == logic.INCIDENT_OPEN:
         return False
+    if logic.REASON_OVERLOADED in (t.reason, t.old_reason):
+        return False  # the operator's state, not the policy's: one metric, not N Events
     return not (t.old_reason == cond.REASON_INITIALIZING and not bad(t))
 
 
