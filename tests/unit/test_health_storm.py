@@ -155,3 +155,29 @@ def test_a_round_reports_its_shared_targets() -> None:
     assert storm.transitions(p, first.status, second.status["checks"]) == [
         ("postgres db:5432", "failing")
     ]
+
+
+def test_the_closing_count_goes_out_when_the_window_ends() -> None:
+    sent: list[tuple[str, str, str]] = []
+
+    def send(body: Any, type_: str, reason: str, message: str) -> None:
+        sent.append((body["metadata"]["name"], reason, message))
+
+    events.configure(Limits(), send=send)
+    now = [0.0]
+    gate = storms.StormGate(storm.Storms(min_policies=3, window=60), clock=lambda: now[0])
+    try:
+        for i in range(7):
+            body = {"kind": "HealthPolicy", "metadata": {"namespace": "ns", "name": f"p{i}"}}
+            gate.report(body, "memcached cache:11211", "recovered")
+        gate.forget({"metadata": {"namespace": "ns", "name": "p6"}})  # deleted meanwhile
+        assert gate.flush() == 0
+        now[0] = 60.0
+        assert gate.flush() == 1
+    finally:
+        events._ONE.pop("gate", None)
+    assert [(name, reason) for name, reason, _ in sent] == [
+        ("p0", "TargetRecovered"),
+        ("p0", "TargetRecovered"),
+    ]
+    assert sent[1][2].startswith("memcached cache:11211: recovered for 6 HealthPolicies within 60s")

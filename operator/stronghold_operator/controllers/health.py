@@ -171,6 +171,8 @@ async def stop(memo: kopf.Memo) -> None:
     if isinstance(rt, HealthRuntime):
         await rt.scheduler.stop()  # before its probes' clients close; stopping twice is harmless
         await rt.prober.close()
+    await operator_load.monitor().stop()  # the lag timer and the shared-target flusher
+    await storms.gate().close()
 
 
 class PolicyLoop:
