@@ -52,10 +52,12 @@ class SlowProxy:
     async def _stop(self) -> None:
         if self._server is not None:
             self._server.close()
-            # Open relays end with their sockets; close_clients() is 3.13+, cancel instead.
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            # Open relays end with their sockets; close_clients() is 3.13+, cancel instead,
+            # and let them finish here, while the loop still runs their ``finally``.
+            relays = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in relays:
+                task.cancel()
+            await asyncio.gather(*relays, return_exceptions=True)
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1

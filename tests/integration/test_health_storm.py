@@ -11,7 +11,9 @@ fast again, every policy recovers and one ``TargetRecovered`` Event follows.
 from __future__ import annotations
 
 import json
+import signal
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +85,15 @@ def _events(ns: str, reason: str) -> list[dict[str, Any]]:
     return [e for e in items if e.get("reason") == reason]
 
 
+def _metrics(op: kit.OperatorProcess) -> dict[str, str]:
+    url = f"http://127.0.0.1:{op.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=15) as resp:
+        text = resp.read().decode()
+    return dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
+    )
+
+
 def test_one_slow_target_for_many_policies_is_one_finding(
     namespace: str,
     run_operator: Callable[..., kit.OperatorProcess],
@@ -123,13 +134,49 @@ def test_one_slow_target_for_many_policies_is_one_finding(
     assert len(_events(namespace, "TargetFailing")) == 1  # the window's closing count: later
 
     # The operator's own load is on /metrics: the loop lag was measured, no overload seen.
-    url = f"http://127.0.0.1:{op.metrics_port}/metrics"
-    with urllib.request.urlopen(url, timeout=15) as resp:
-        text = resp.read().decode()
-    lines = dict(
-        line.rsplit(" ", 1) for line in text.splitlines() if line and not line.startswith("#")
-    )
+    lines = _metrics(op)
     assert float(lines["stronghold_event_loop_lag_seconds_count"]) > 0
     assert float(lines["stronghold_operator_overloaded"]) == 0.0
     assert float(lines["stronghold_health_checks_discounted_total"]) == 0.0
     assert "Traceback" not in op.logs(), json.dumps(op.logs()[-2000:])
+
+
+def test_timeouts_while_the_operator_itself_was_stalled_are_not_held_against_the_target(
+    namespace: str,
+    run_operator: Callable[..., kit.OperatorProcess],
+    slow_target: SlowProxy,
+) -> None:
+    """The operator's process is really stopped (SIGSTOP: what a starved CPU or a paused VM
+    does to it) for longer than two intervals while the target turns slow. The rounds
+    that were due meanwhile start late, the probes in flight saw the stall: their timeouts
+    are not counted (the overload gauge and counter say so); the rounds after it, on time,
+    judge the same slow target Critical."""
+    for i in range(POLICIES):
+        kit.apply_in(namespace, _policy(f"p{i}", slow_target.url))
+    op = run_operator(namespace)
+    kit.wait_until("every policy Healthy", lambda: _all(namespace, "True"), timeout=120)
+    assert float(_metrics(op)["stronghold_health_checks_discounted_total"]) == 0.0
+
+    slow_target.delay = TIMEOUT + 2.0
+    op.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(2 * INTERVAL)  # the stall itself: this is what is measured
+    finally:
+        op.proc.send_signal(signal.SIGCONT)
+
+    def discounted() -> float | None:
+        value = float(_metrics(op)["stronghold_health_checks_discounted_total"])
+        return value if value > 0 else None
+
+    kit.wait_until("late rounds' timeouts discounted", discounted, timeout=30)
+    lines = _metrics(op)
+    assert float(lines["stronghold_operator_overloaded"]) == 1.0
+    # The stall itself is in the lag histogram: a wake-up more than 5 s late.
+    assert float(lines['stronghold_event_loop_lag_seconds_bucket{le="5.0"}']) < float(
+        lines["stronghold_event_loop_lag_seconds_count"]
+    )
+    # On-time rounds afterwards judge the slow target: every policy shows the outage.
+    down = kit.wait_until(
+        "every policy showing the outage", lambda: _all(namespace, "False"), timeout=60
+    )
+    assert all(p["status"]["checks"][0]["reason"] == "Timeout" for p in down)
