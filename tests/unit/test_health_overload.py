@@ -16,7 +16,7 @@ from stronghold_operator.logic import health as h
 from stronghold_operator.logic.health.findings import Finding
 from stronghold_operator.logic.health.overload import Load, discounted
 from stronghold_operator.models.base import parse
-from stronghold_operator.models.health import HealthPolicySpec
+from stronghold_operator.models.health import HealthPolicySpec, HealthPolicyStatus
 from stronghold_operator.probes.base import ProbeResult, UrlResult
 from stronghold_operator.runtime import load as runtime_load
 from stronghold_operator.runtime.scheduler import Scheduler, lateness
@@ -113,6 +113,7 @@ def test_an_overloaded_round_keeps_states_opens_nothing_and_says_why() -> None:
     assert (ready.type, ready.status, ready.reason) == ("Ready", "True", "OperatorOverloaded")
     assert "web not judged" in ready.message
     assert ev.conditions[1].status == "True"  # Healthy stays True
+    HealthPolicyStatus.model_validate(ev.status)  # what the CRD's status schema accepts
 
 
 def test_a_quiet_round_is_judged_as_before() -> None:
