@@ -1,6 +1,7 @@
 """HealthPolicy benchmark: one operator process, N policies x 4 checks every 10 s.
 
 Run: ``.venv/bin/python -m benchmarks.health [--policies 100,1000] [--duration 120]``
+(``--scenario storm``: every target slow for a minute, then healthy: benchmarks/health_storm.py)
 
 Targets (all real, on 127.0.0.1): the demo web app (``stronghold_testbed.webapp``)
 with its real dependencies (its ``/health/`` connects to PostgreSQL, Memcached and RabbitMQ
@@ -767,6 +768,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="operator environment"
     )
+    ap.add_argument(
+        "--scenario",
+        choices=("steady", "storm"),
+        default="steady",
+        help="steady: the window above; storm: every target slow, then healthy"
+        " (benchmarks/health_storm.py)",
+    )
+    ap.add_argument("--interval", type=float, default=10, help="storm: the policies' interval")
+    ap.add_argument("--timeout", type=float, default=5, help="storm: the probes' timeout")
+    ap.add_argument("--storm-seconds", type=float, default=60, help="storm: how long it lasts")
+    ap.add_argument(
+        "--storm-delay", type=float, default=0, help="storm: added delay (default timeout + 2 s)"
+    )
     args = ap.parse_args(argv)
     for item in args.env:
         key, _, value = item.partition("=")
@@ -774,7 +788,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ns_values = [int(x) for x in args.policies.split(",") if x]
 
     common.check_cluster("probe the policies too")
-    if not args.no_peers:
+    storm = args.scenario == "storm"
+    if not args.no_peers and not storm:
         packages.ensure(list(packages.BENCH))
     os.environ["KUBECONFIG"] = str(paths.admin_kubeconfig())
     workdir = Path(tempfile.mkdtemp(prefix="stronghold-bench-health-"))
@@ -792,6 +807,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         with webapp(t, workdir) as url:
             t.app_url = url
+            if storm:
+                from benchmarks import health_storm  # it imports this module
+
+                storms: list[health_storm.StormRun] = []
+                for n in ns_values:
+                    storms.append(health_storm.run_storm(n, args, t, sa, workdir))
+                    health_storm.report_storms(storms)
+                return
             for n in ns_values:
                 if not args.no_mixed:
                     runs.append(run_operator(n, False, args.duration, t, sa, workdir, args.keep))

@@ -327,7 +327,7 @@ def test_a_round_that_saw_the_old_spec_keeps_reconciling_true(
         return health_service.Round({}, [READY], 10.0)
 
     monkeypatch.setattr(health_service, "run_round", round_)
-    monkeypatch.setattr(health.PolicyLoop, "ports", lambda _: None)
+    monkeypatch.setattr(health.PolicyLoop, "ports", lambda *_: None)
     asyncio.run(loop.run())
     # The acknowledgement, then the old spec's round, still Reconciling for generation 2.
     assert updates[0] == lifecycle.acknowledge(2)

@@ -25,7 +25,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,8 @@ from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.platforms.webhook import post_json
 from stronghold_operator.probes.resources import ResourcesProbe
 from stronghold_operator.probes.runner import Prober
-from stronghold_operator.runtime import events
+from stronghold_operator.runtime import events, storms
+from stronghold_operator.runtime import load as operator_load
 from stronghold_operator.runtime.scheduler import Scheduler
 from stronghold_operator.runtime.status import StatusWriter
 from stronghold_operator.services import health as service
@@ -180,6 +181,8 @@ async def stop(memo: kopf.Memo) -> None:
         if rt.keeper is not None:
             await rt.keeper.settle()  # the Incidents' last writes, before the API client closes
         await rt.prober.close()
+    await operator_load.monitor().stop()  # the lag timer and the shared-target flusher
+    await storms.gate().close()
 
 
 class PolicyLoop:
@@ -296,9 +299,14 @@ class PolicyLoop:
                 self.writer.update({}, cond.unknown_all(logic.CONDITION_TYPES))
         where = service.Where(self.meta["namespace"], self.meta["name"])
         generation = self._generation
-        r = await service.run_round(
-            policy, self.writer.current, where, self.ports(), self.secret_misses
-        )
+        # --- operator overload (storm): the round's lateness and loop stall, read after
+        # its probes; a slow result they explain is not the target's (runtime/load.py).
+        load = operator_load.RoundLoad()
+        ports = self.ports(load)
+        r = await service.run_round(policy, self.writer.current, where, ports, self.secret_misses)
+        discounted = len(r.evaluation.discounted) if r.evaluation is not None else 0
+        operator_load.note_round(load.seen, policy.interval.total_seconds(), discounted)
+        # --- end operator overload
         self.secret_misses = self.secret_misses + 1 if r.secret_missing else 0
         conditions = r.conditions
         if self._generation != generation:  # the spec changed meantime: the next round tells
@@ -311,7 +319,7 @@ class PolicyLoop:
             self.rt.incidents(self.svc).tidy(mine)  # retention by age, from memory
         return r.delay
 
-    def ports(self) -> service.Ports:
+    def ports(self, load: Callable[[], logic.Load] | None = None) -> service.Ports:
         return service.Ports(
             secrets=self.rt.secret_cache(self.svc),
             prober=self.rt.prober,
@@ -322,6 +330,8 @@ class PolicyLoop:
             maintenance=lambda: maintenance_hold(self.svc, self.meta),  # gone windows hold no more
             log=lambda line: log.info("%s: %s", self.ref, line),
             incidents=self.incident_port(),
+            load=load,
+            shared=functools.partial(storms.report, self.body),  # one Event per shared target
         )
 
     def incident_policy(self) -> IncidentPolicy | None:
@@ -342,6 +352,7 @@ class PolicyLoop:
     def close(self) -> None:
         """The policy is gone (or the operator stops): its writes, series and caches go."""
         self.writer.close()
+        storms.forget(self.body)
         self.svc.unfollow(self.uid)
         SERIES.forget(self.uid)
         if self.spec is not None:

@@ -97,6 +97,12 @@ class EventGate:
             return
         self._deliver(body, type_, reason, message, "event")
 
+    def post_priority(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Post past the correlator and the operator-wide cap (still within the write
+        budget): for the few Events that stand for many, bounded by their caller
+        (runtime/storms.py: one per shared target and window)."""
+        self._deliver(_ref(body), type_, reason, message, "target")
+
     def _deliver(
         self, body: Mapping[str, Any], type_: str, reason: str, message: str, kind: str
     ) -> None:

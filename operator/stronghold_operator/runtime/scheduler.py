@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -34,6 +35,14 @@ LATENESS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 2, 5, 10),
     registry=registry,
 )
+# How late the pass running in this task started (each pass is its own task, so its own
+# context): a HealthPolicy round reads it to tell its own lateness from a slow target.
+_LATENESS: contextvars.ContextVar[float] = contextvars.ContextVar("lateness", default=0.0)
+
+
+def lateness() -> float:
+    """Seconds the current pass started after its scheduled time (0 outside a pass)."""
+    return _LATENESS.get()
 
 
 class Loop(Protocol):
@@ -179,16 +188,18 @@ class Scheduler(Generic[L]):
             if running is not None and not running.done():
                 self._again.add(uid)
                 continue
-            self._lateness.observe(max(0.0, now - due))
-            self._tasks[uid] = asyncio.create_task(self._one(uid, loop, now))
+            late = max(0.0, now - due)
+            self._lateness.observe(late)
+            self._tasks[uid] = asyncio.create_task(self._one(uid, loop, now, late))
         head = self.schedule.next_at()
         self._tick.clear()
         timeout = None if head is None else max(0.0, head - time.monotonic())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._tick.wait(), timeout)
 
-    async def _one(self, uid: str, loop: L, started: float) -> None:
+    async def _one(self, uid: str, loop: L, started: float, late: float = 0.0) -> None:
         """One pass of one object, then its next slot."""
+        _LATENESS.set(late)  # this task's own context
         try:
             delay = await loop.run()
         except asyncio.CancelledError:

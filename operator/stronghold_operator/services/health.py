@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic import health as logic
 from stronghold_operator.logic import incident as incidents
+from stronghold_operator.logic.health import storm
 from stronghold_operator.models.common import SecretKeySelector
 from stronghold_operator.models.health import HealthPolicySpec, Webhook
 from stronghold_operator.models.outbound import Destination, secret_refusal
@@ -106,6 +107,12 @@ class Ports:
     maintenance: Callable[[], str | None]  # the windows (or humans) holding the policy now
     log: Callable[[str], None] = lambda _: None  # a line for the operator's log
     incidents: Incidents | None = None  # None: no Incident objects (stronghold check)
+    # The operator's own lateness and loop stall during this round, read after its probes
+    # (a slow result they explain is not counted against the target: logic/health/overload).
+    load: Callable[[], logic.Load] | None = None
+    # A check on a shared target turned bad or healthy again: (target, direction), counted
+    # across policies for one summary Event (logic/health/storm.py, runtime/storms.py).
+    shared: Callable[[str, storm.Direction], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -160,7 +167,8 @@ async def run_round(
     known = [v for per_check in secrets.values() for v in per_check.values()]
     maintenance = ports.maintenance()
     current, by_hand = honour_hand(policy, where.name, current, ports.incidents, maintenance, now)
-    ev = logic.evaluate(policy, where.name, current, results, maintenance, now, known)
+    load = ports.load() if ports.load is not None else None
+    ev = logic.evaluate(policy, where.name, current, results, maintenance, now, known, load=load)
     incident = ev.status.get("incident")
     if incident and not incident.get("incidentName"):
         incident["incidentName"] = incidents.object_name(str(incident["id"]))
@@ -168,6 +176,9 @@ async def run_round(
         cond.Condition(c.type, c.status, c.reason, logic.redact(c.message, known))
         for c in ev.conditions
     ]
+    if ports.shared is not None:
+        for target, direction in storm.transitions(policy, current, ev.status["checks"]):
+            ports.shared(target, direction)
     notice = Notice(policy, ev, known, where, ports)
     for note in [*by_hand, *ev.notifications]:
         notify(notice, note)
@@ -234,6 +245,8 @@ def newsworthy(t: cond.Transition, bad: Callable[[cond.Transition], bool]) -> bo
     429s); bad news always is."""
     if t.type == logic.INCIDENT_OPEN:
         return False
+    if logic.REASON_OVERLOADED in (t.reason, t.old_reason):
+        return False  # the operator's state, not the policy's: one metric, not N Events
     return not (t.old_reason == cond.REASON_INITIALIZING and not bad(t))
 
 

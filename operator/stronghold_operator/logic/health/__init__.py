@@ -13,6 +13,7 @@ The code lives in one module per concern; this package only re-exports their pub
 - ``assessment``: one check's verdict on one probe result (``assess``)
 - ``thresholds``: consecutive-result counting (``count``)
 - ``classification``: severity P1-P4 and the dependency-aware root cause (``classify``)
+- ``overload``: when a slow result is the operator's own overload (``Load``, ``discounted``)
 - ``incidents``: the incident lifecycle and its notifications (``step_incident``)
 - ``evaluation``: one whole round -> status and conditions (``evaluate``)
 - ``redaction``: secret values out of status and messages
@@ -62,6 +63,7 @@ from stronghold_operator.logic.health.incidents import (
     step_incident,
 )
 from stronghold_operator.logic.health.notify import webhook_body
+from stronghold_operator.logic.health.overload import REASON_OVERLOADED, Load, discounted
 from stronghold_operator.logic.health.redaction import redact
 from stronghold_operator.logic.health.thresholds import Counted, count
 from stronghold_operator.logic.health.vocabulary import (
@@ -85,6 +87,7 @@ __all__ = [
     "MAX_RECENT_INCIDENTS",
     "NO_SEVERITY",
     "REASON_MAINTENANCE",
+    "REASON_OVERLOADED",
     "REASON_RATE_LIMITED",
     "SEVERITY_REASON",
     "SEVERITY_TEXT",
@@ -96,6 +99,7 @@ __all__ = [
     "Finding",
     "IncidentStep",
     "Level",
+    "Load",
     "Notification",
     "NotificationKind",
     "assess",
@@ -112,6 +116,7 @@ __all__ = [
     "component_check",
     "count",
     "dependencies",
+    "discounted",
     "evaluate",
     "format_latency",
     "incident_id",

@@ -13,6 +13,7 @@ from stronghold_operator.logic.health.classification import CheckVerdict, classi
 from stronghold_operator.logic.health.damping import recovery_note
 from stronghold_operator.logic.health.findings import Finding
 from stronghold_operator.logic.health.incidents import Notification, step_incident
+from stronghold_operator.logic.health.overload import REASON_OVERLOADED, Load, discounted
 from stronghold_operator.logic.health.redaction import redactable, scrubbed
 from stronghold_operator.logic.health.samples import SampleRule
 from stronghold_operator.logic.health.thresholds import count
@@ -37,6 +38,8 @@ class Evaluation:
     notifications: list[Notification]
     verdicts: list[CheckVerdict]
     severity: str
+    # Checks whose slow result was the operator's own overload, not counted (overload.py).
+    discounted: tuple[str, ...] = ()
 
 
 def _previous_checks(status: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
@@ -74,6 +77,9 @@ def _explained(
         findings = tuple(Finding.from_dict(f) for f in prev.get("findings") or ())
         message = f"{prev.get('message', '')} (now: {a.message})"
         return findings, message, str(prev.get("reason", a.reason))
+    if a.reason == REASON_OVERLOADED:  # not an observation of the target: no threshold is pending
+        same = _state(prev.get("state")) == state and prev.get("reason")
+        return (), a.message, str(prev["reason"]) if same else a.reason
     # The reason holds with the state until the threshold: a reason change is a status write
     # (the observation is in observedState and the message).
     message = f"{a.message} (pending threshold)"
@@ -95,10 +101,20 @@ def _fold_check(
     prev: Mapping[str, Any],
     result: ProbeResult,
     rule: SampleRule,
-) -> tuple[dict[str, Any], CheckVerdict, float | None]:
-    """One check's status entry, its verdict and its latency: the probe result assessed
-    and counted against the thresholds (``prev``: the check's last status entry)."""
+    load: Load | None = None,
+) -> tuple[dict[str, Any], CheckVerdict, float | None, bool]:
+    """One check's status entry, its verdict, its latency and whether the result was
+    discounted (the operator's overload): the probe result assessed
+    and counted against the thresholds (``prev``: the check's last status entry; ``load``:
+    the operator's own lateness and stall, which may discount a slow result)."""
     a = assess(check, result, prev, rule)
+    if load is not None:
+        timeout = policy.timeout_of(check).total_seconds()
+        interval = policy.interval.total_seconds()
+        why = discounted(result, a.findings, a.latency_ms, timeout, interval, load)
+        if why is not None:  # Unknown: counted as neither success nor failure
+            msg = f"{a.message}; {why}"
+            a = Assessment("Unknown", (), msg, REASON_OVERLOADED, a.measurements, a.latency_ms)
     counted = count(
         _state(prev.get("state")),
         int(prev.get("consecutiveSuccesses", 0) or 0),
@@ -123,7 +139,33 @@ def _fold_check(
     if a.latency_ms is not None:
         entry["latencyMs"] = round(a.latency_ms, 1)
     verdict = CheckVerdict(check.name, check.type, counted.state, findings, message[:300])
-    return entry, verdict, a.latency_ms
+    return entry, verdict, a.latency_ms, a.reason == REASON_OVERLOADED
+
+
+def _fold_checks(
+    policy: HealthPolicySpec,
+    before: Mapping[str, Mapping[str, Any]],
+    results: Mapping[str, ProbeResult],
+    rule: SampleRule,
+    load: Load | None,
+) -> tuple[list[dict[str, Any]], list[CheckVerdict], float | None, list[str]]:
+    """Every check folded: status entries, verdicts, the worst latency, and the checks
+    whose result was discounted (the operator's overload)."""
+    entries: list[dict[str, Any]] = []
+    verdicts: list[CheckVerdict] = []
+    worst: float | None = None
+    discounted_checks: list[str] = []
+    for check in policy.checks:
+        result = results.get(check.name) or ProbeResult.failed("Error", "not probed")
+        prev = before.get(check.name, {})
+        entry, verdict, latency, overloaded = _fold_check(policy, check, prev, result, rule, load)
+        if overloaded:
+            discounted_checks.append(check.name)
+        entries.append(entry)
+        verdicts.append(verdict)
+        if latency is not None:
+            worst = max(worst or 0.0, latency)
+    return entries, verdicts, worst, discounted_checks
 
 
 def evaluate(
@@ -136,6 +178,7 @@ def evaluate(
     secrets: Iterable[str] = (),
     *,
     one_shot: bool = False,
+    load: Load | None = None,
 ) -> Evaluation:
     """Fold one round of probe results into the policy's status.
 
@@ -143,20 +186,12 @@ def evaluate(
     probe's words carry them into the status; conditions and notifications are redacted by
     the caller, which words them. ``one_shot``: a single probe by design (``stronghold
     check``), so ratios are judged since the target started (samples.SampleRule).
+    ``load``: how late the round started and how long the operator's loop stalled during
+    it; a slow result it explains is not counted against the target (overload.py).
     """
-    before = _previous_checks(previous_status)
     rule = sample_rule(policy, one_shot)
-    checks_status: list[dict[str, Any]] = []
-    verdicts: list[CheckVerdict] = []
-    worst_latency: float | None = None
-    for check in policy.checks:
-        result = results.get(check.name) or ProbeResult.failed("Error", "not probed")
-        prev = before.get(check.name, {})
-        entry, verdict, latency = _fold_check(policy, check, prev, result, rule)
-        checks_status.append(entry)
-        verdicts.append(verdict)
-        if latency is not None:
-            worst_latency = max(worst_latency or 0.0, latency)
+    folded = _fold_checks(policy, _previous_checks(previous_status), results, rule, load)
+    checks_status, verdicts, worst_latency, discounted_checks = folded
     found = classify(policy, verdicts)
     prev_incident = previous_status.get("incident")
     step = step_incident(
@@ -184,7 +219,24 @@ def evaluate(
     if found is not None:
         verdicts.sort(key=lambda v: v.name != found.root_cause)
     conditions = policy_conditions(verdicts, step.incident, policy)
-    return Evaluation(status, conditions, step.notifications, verdicts, severity)
+    if discounted_checks:
+        conditions[0] = overloaded_ready(discounted_checks, load or Load())
+    return Evaluation(
+        status, conditions, step.notifications, verdicts, severity, tuple(discounted_checks)
+    )
+
+
+def overloaded_ready(names: Sequence[str], load: Load) -> cond.Condition:
+    """Ready on a round whose slow results were the operator's: still True (the policy is
+    reconciled; ``kubectl wait`` and GitOps health stay green), the reason says the round
+    did not judge those checks."""
+    return cond.Condition(
+        cond.READY,
+        "True",
+        REASON_OVERLOADED,
+        f"the operator was overloaded (round {load.lateness_s:.1f}s late, event loop stalled"
+        f" {load.lag_s:.2f}s): {', '.join(names)} not judged this round"[:1000],
+    )
 
 
 def policy_conditions(

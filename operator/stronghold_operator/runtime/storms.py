@@ -1,0 +1,99 @@
+"""One Event per shared target when many policies change on it together (issue 26).
+
+The decisions are :class:`stronghold_operator.logic.health.storm.Storms`'s; here they meet
+the clock and the Event gate. The summary is posted on the first policy that reported the
+target in the window: an Event needs an involved object, and that one exists without the
+downward API, lives in a namespace its owners can read (``kubectl get events -n``,
+``kubectl describe``), and needs no RBAC beyond what every policy's Events need. It goes
+past the operator-wide cap (not past the write budget): one per target and direction per
+window is bounded by the number of targets, and in a storm it is the Event worth reading,
+the one the cap would otherwise drop behind the first thirty policies' own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stronghold_operator.logic.health import storm as logic
+from stronghold_operator.runtime import events
+
+FLUSH_S = 10.0  # how often ended windows' closing counts go out
+
+
+class StormGate:
+    """The process's shared-cause summaries (see the module docstring)."""
+
+    def __init__(
+        self,
+        storms: logic.Storms | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.storms = storms or logic.Storms()
+        self.clock = clock
+        self._flusher: asyncio.Task[None] | None = None
+
+    def report(self, body: Mapping[str, Any], target: str, direction: logic.Direction) -> None:
+        """``body``'s policy has a check on ``target`` that changed in ``direction``."""
+        meta = body.get("metadata") or {}
+        key = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
+        name = f"{meta.get('namespace')}/{meta.get('name')}"
+        summary = self.storms.report(target, direction, key, name, body, self.clock())
+        if summary is not None:
+            self._post(summary)
+        self._flush_later()
+
+    def _post(self, s: logic.Summary) -> None:
+        type_ = "Warning" if s.direction == "failing" else "Normal"
+        events.gate().post_priority(s.ref, type_, s.reason, s.message)
+
+    def flush(self) -> int:
+        """Post the closing counts of ended windows; returns how many went out."""
+        out = self.storms.flush(self.clock())
+        for s in out:
+            self._post(s)
+        return len(out)
+
+    def forget(self, body: Mapping[str, Any]) -> None:
+        meta = body.get("metadata") or {}
+        self.storms.forget(str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"))
+
+    def _flush_later(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop (a test): flush() is called directly
+        if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
+            self._flusher = loop.create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while len(self.storms):
+            await asyncio.sleep(FLUSH_S)
+            self.flush()
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._flusher
+
+
+_ONE: dict[str, StormGate] = {}
+
+
+def gate() -> StormGate:
+    one = _ONE.get("gate")
+    if one is None:
+        one = _ONE["gate"] = StormGate()
+    return one
+
+
+def report(body: Mapping[str, Any], target: str, direction: logic.Direction) -> None:
+    gate().report(body, target, direction)
+
+
+def forget(body: Mapping[str, Any]) -> None:
+    gate().forget(body)
