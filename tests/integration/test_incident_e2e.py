@@ -209,6 +209,7 @@ def test_outage_incident_evidence_ack_stops_escalation_resolve_and_retention(
             (hpol(namespace, "stack").get("status", {}).get("incident") or {}).get("acknowledgedBy")
             == "alice"
         ),
+        timeout=120,  # seen past 60 s once with three test files and two helpers on 2 cores
     )
     # Past level 3's 20 s, with rounds run after it: still level 2.
     started = time.time()
