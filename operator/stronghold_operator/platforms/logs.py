@@ -12,9 +12,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from lightkube.resources import core_v1
-
-from stronghold_operator.models.errors import ApiError
 from stronghold_operator.models.health import ComposeLogSource, LogRead, LogsCheck, PodLogSource
 from stronghold_operator.models.logtime import split_stamp
 from stronghold_operator.models.scaling import TargetNotFound
@@ -126,25 +123,13 @@ def _since_time(since_s: float) -> str:
 async def _pod_log(
     kube: Kube, namespace: str, pod: str, container: str, since_s: float, limit: int
 ) -> list[bytes]:
-    # lightkube's own log() has neither limitBytes nor sinceTime: the same request, with them.
-    http = kube.client._client
-    br = http.prepare_request(
-        "get",
-        core_v1.PodLog,
-        name=pod,
-        namespace=namespace,
-        params={
-            "container": container,
-            "timestamps": True,
-            "sinceTime": _since_time(since_s),
-            "limitBytes": limit,
-            "follow": False,
-        },
-    )
-    resp = await http.send(http.build_adapter_request(br))  # type: ignore[no-untyped-call]
-    if resp.is_error:
-        raise ApiError(resp.status_code, resp.reason_phrase, "")
-    return [resp.content]
+    params = {
+        "container": container,
+        "timestamps": True,
+        "sinceTime": _since_time(since_s),
+        "limitBytes": limit,
+    }
+    return [await kube.pod_log(namespace, pod, params)]
 
 
 async def read_pod_logs(
