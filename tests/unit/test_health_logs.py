@@ -384,3 +384,34 @@ def test_status_timestamps_roundtrip() -> None:
 def test_models_refuse_unknown_fields() -> None:
     with pytest.raises(ValidationError):
         LogsCheck.model_validate({"compose": {"project": "p", "service": "s"}, "since": "1h"})
+
+
+def test_credentials_in_log_lines_never_reach_status_conditions_or_webhooks() -> None:
+    from stronghold_operator.logic.health import evaluate, webhook_body
+    from stronghold_operator.models.health import Webhook
+
+    logs_check = {
+        "compose": {"project": "shop", "service": "web"},
+        "rules": [{"name": "failed-logins", "above": 2}],
+    }
+    p = parse(
+        HealthPolicySpec,
+        {"failureThreshold": 1, "checks": [{"name": "web-logs", "logs": logs_check}]},
+    )
+    secret_lines = [
+        stamped(i, access(401, "/login?password=hunter2&sessionid=c00k1eV4l")) for i in range(5)
+    ] + [stamped(9, "login failed Cookie: sessionid=c00k1eV4l; Authorization: Basic aHVudGVyMg==")]
+    ev = evaluate(p, "sec", {}, {"web-logs": result(secret_lines)}, None, T0 + timedelta(minutes=2))
+    assert ev.severity == "P2" and ev.status["incident"]["rootCause"] == "web-logs/failed-logins"
+    hook = Webhook.model_validate({"url": "https://alerts.example.com/hook"})
+    bodies = [webhook_body(n, hook, "shop", "sec", ev.verdicts, T0) for n in ev.notifications] + [
+        webhook_body(
+            n, hook.model_copy(update={"format": "alertmanager"}), "shop", "sec", ev.verdicts, T0
+        )
+        for n in ev.notifications
+    ]
+    assert bodies
+    seen = json.dumps([ev.status, [c.message for c in ev.conditions], bodies])
+    for secret in ("hunter2", "c00k1eV4l", "aHVudGVyMg=="):
+        assert secret not in seen
+    assert "password=***" in seen
