@@ -20,7 +20,7 @@ from stronghold_operator.models.errors import ApiError
 from stronghold_operator.models.health import LogRead, LogsCheck
 from stronghold_operator.models.scaling import TargetNotFound
 from stronghold_operator.probes.base import ProbeResult
-from stronghold_operator.probes.resources import TARGET_NOT_FOUND, _describe
+from stronghold_operator.probes.resources import TARGET_NOT_FOUND, describe_error
 
 # (check, namespace of the policy, since in s since the epoch, byte cap) -> what was read.
 LogReader = Callable[[LogsCheck, str, float, int], Awaitable[LogRead]]
@@ -76,7 +76,7 @@ class LogsProbe:
             return ProbeResult.unavailable(TARGET_NOT_FOUND, str(exc), _ms(start))
         except (LookupError, OSError, ApiError, DockerException) as exc:
             return ProbeResult.unavailable(
-                LOGS_UNAVAILABLE, f"{where}: {_describe(exc)}", _ms(start)
+                LOGS_UNAVAILABLE, f"{where}: {describe_error(exc)}", _ms(start)
             )
         BYTES.labels(kind).inc(got.bytes_read)
         if got.dropped:
