@@ -45,6 +45,7 @@ class FakeProber:
     calls: list[tuple[Mapping[str, Mapping[str, str]], Mapping[str, str]]] = field(
         default_factory=list
     )
+    cursors: list[dict[str, float]] = field(default_factory=list)
 
     async def run(
         self,
@@ -52,8 +53,10 @@ class FakeProber:
         secrets: Mapping[str, Mapping[str, str]],
         namespace: str = "default",
         refused: Mapping[str, str] | None = None,
+        cursors: Mapping[str, float] | None = None,
     ) -> Mapping[str, ProbeResult]:
         self.calls.append((secrets, dict(refused or {})))
+        self.cursors.append(dict(cursors or {}))
         return self.results
 
 

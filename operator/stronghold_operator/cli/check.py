@@ -6,7 +6,8 @@ and logic, prints a table, and exits 0 healthy, 1 warning (or unknown), 2 critic
 
 Resources checks of a Compose service need only the Docker Engine; those of a Deployment or
 StatefulSet read metrics.k8s.io through the kubeconfig ($KUBECONFIG or ~/.kube/config), in
-the policy's metadata.namespace, else --namespace.
+the policy's metadata.namespace, else --namespace. Logs checks read the last window of
+their Compose service (Docker Engine) or pods (pods/log through the kubeconfig).
 """
 
 from __future__ import annotations
@@ -225,31 +226,41 @@ def _run(args: argparse.Namespace) -> int:
     return max((r["exitCode"] for r in reports), default=EXIT_OK)
 
 
-def _usage_reader() -> tuple[Any, Any]:
-    """A reader for resources checks that connects to Kubernetes only when one needs it,
-    and a function closing that connection."""
+def _readers() -> tuple[Any, Any, Any]:
+    """Readers for resources and logs checks that connect to Kubernetes only when one
+    needs it, and a function closing that connection."""
+    from stronghold_operator.models.health import LogRead, LogsCheck
     from stronghold_operator.models.scaling import MetricsUnavailableError, ReplicaUsage, TargetRef
     from stronghold_operator.platforms.kube import Kube
+    from stronghold_operator.platforms.logs import read_logs
     from stronghold_operator.platforms.usage import read_usage
 
     kube: list[Kube] = []
     lock = asyncio.Lock()
 
+    async def connect() -> Kube:
+        async with lock:
+            if not kube:
+                try:
+                    kube.append(await asyncio.to_thread(Kube.connect))
+                except Exception as exc:  # no kubeconfig, a broken one, ...
+                    raise MetricsUnavailableError(f"no Kubernetes access: {exc}") from None
+        return kube[0]
+
     async def read(ref: TargetRef, namespace: str) -> list[ReplicaUsage]:
-        if not ref.is_compose:
-            async with lock:
-                if not kube:
-                    try:
-                        kube.append(await asyncio.to_thread(Kube.connect))
-                    except Exception as exc:  # no kubeconfig, a broken one, ...
-                        raise MetricsUnavailableError(f"no Kubernetes access: {exc}") from None
-        return await read_usage(kube[0] if kube else None, namespace, ref)
+        client = None if ref.is_compose else await connect()
+        return await read_usage(client, namespace, ref)
+
+    async def read_log(spec: LogsCheck, namespace: str, since_s: float, cap: int) -> LogRead:
+        # One shot: the last window, as the guide's `logs --since=1h`.
+        client = None if spec.compose is not None else await connect()
+        return await read_logs(client, namespace, spec, since_s, cap)
 
     async def close() -> None:
         for k in kube:
             await k.aclose()
 
-    return read, close
+    return read, read_log, close
 
 
 async def _check_all(
@@ -257,11 +268,12 @@ async def _check_all(
 ) -> list[dict[str, Any]]:
     from stronghold_operator.conditions import utcnow
     from stronghold_operator.logic import health as logic
+    from stronghold_operator.probes.logs import LogsProbe
     from stronghold_operator.probes.resources import ResourcesProbe
     from stronghold_operator.probes.runner import Prober
 
-    reader, close_kube = _usage_reader()
-    prober = Prober(resources=ResourcesProbe(reader))
+    reader, log_reader, close_kube = _readers()
+    prober = Prober(resources=ResourcesProbe(reader), logs=LogsProbe(log_reader))
     reports: list[dict[str, Any]] = []
     try:
         for name, namespace, policy, secrets in jobs:

@@ -55,11 +55,13 @@ from stronghold_operator.models.common import (
     MAINTENANCE_ANNOTATION,
     MAINTENANCE_WINDOWS_ANNOTATION,
 )
-from stronghold_operator.models.health import HealthPolicySpec
+from stronghold_operator.models.health import HealthPolicySpec, LogRead, LogsCheck
 from stronghold_operator.models.scaling import ReplicaUsage, TargetRef
 from stronghold_operator.platforms.health import SecretCache
+from stronghold_operator.platforms.logs import read_logs
 from stronghold_operator.platforms.usage import read_usage
 from stronghold_operator.platforms.webhook import post_json
+from stronghold_operator.probes.logs import LogsProbe
 from stronghold_operator.probes.resources import ResourcesProbe
 from stronghold_operator.probes.runner import Prober
 from stronghold_operator.runtime import events, storms
@@ -148,7 +150,8 @@ def runtime(memo: kopf.Memo) -> HealthRuntime:
     rt = memo.get("health")
     if not isinstance(rt, HealthRuntime):
         schedule = services(memo).scheduler("HealthPolicy", new_scheduler)
-        rt = memo["health"] = HealthRuntime(schedule, Prober(resources=resources_probe(memo)))
+        prober = Prober(resources=resources_probe(memo), logs=logs_probe(memo))
+        rt = memo["health"] = HealthRuntime(schedule, prober)
     return rt
 
 
@@ -164,6 +167,15 @@ def resources_probe(memo: kopf.Memo) -> ResourcesProbe:
         return await read_usage(services(memo).kube, namespace, ref)
 
     return ResourcesProbe(read)
+
+
+def logs_probe(memo: kopf.Memo) -> LogsProbe:
+    """Logs checks read through the Docker Engine or the operator's API client (pods/log)."""
+
+    async def read(spec: LogsCheck, namespace: str, since_s: float, max_bytes: int) -> LogRead:
+        return await read_logs(services(memo).kube, namespace, spec, since_s, max_bytes)
+
+    return LogsProbe(read)
 
 
 def track(memo: kopf.Memo, event: Mapping[str, Any], body: kopf.Body, kwargs: Any) -> None:

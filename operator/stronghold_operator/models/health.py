@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -23,7 +24,7 @@ from stronghold_operator.models.scaling import TargetRef
 from stronghold_operator.models.status import Condition, StatusModel, Timestamp
 
 Severity = Literal["P1", "P2", "P3", "P4"]
-CheckType = Literal["http", "postgres", "memcached", "rabbitmq", "prometheus", "resources"]
+CheckType = Literal["http", "postgres", "memcached", "rabbitmq", "prometheus", "resources", "logs"]
 CheckState = Literal["Healthy", "Warning", "Critical", "Unknown"]
 
 SEVERITIES: tuple[Severity, ...] = ("P1", "P2", "P3", "P4")
@@ -64,6 +65,7 @@ FindingCode = Literal[
     "CpuCritical",
     "MemoryWarning",  # a workload's memory utilisation in its warning band
     "MemoryCritical",
+    "SecurityEvent",  # a logs check's rule counted more than its band allows (component: rule)
 ]
 FINDING_CODES: tuple[str, ...] = FindingCode.__args__  # type: ignore[attr-defined]
 
@@ -415,6 +417,205 @@ class ResourcesCheck(SpecModel):
         return value
 
 
+# --- logs checks: security events counted in access logs (docs/healthpolicy.md) -----------
+
+LogField = Literal["line", "status", "method", "path", "userAgent", "remoteAddr"]
+MIN_LOG_WINDOW = timedelta(minutes=1)
+MAX_LOG_WINDOW = timedelta(hours=24)
+_RULE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _compiles(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"{value!r} is not a regular expression: {exc}") from None
+    return value
+
+
+class LogRule(SpecModel):
+    """A named rule: a regex on the line, or a condition on one parsed access-log field,
+    counted over ``window``; more than ``above`` in the window is a finding of ``severity``.
+
+    A rule named like a default rule overrides only the fields it sets (``above: 100``
+    keeps the default's pattern); ``enabled: false`` turns a default off.
+    """
+
+    name: str = Field(min_length=1, max_length=63, pattern=_RULE_NAME)
+    regex: str | None = Field(default=None, min_length=1, max_length=1024)
+    field: LogField | None = None
+    status_in: list[int] | None = Field(default=None, alias="statusIn", min_length=1, max_length=50)
+    matches: str | None = Field(default=None, min_length=1, max_length=1024)
+    window: Annotated[Duration, within(MIN_LOG_WINDOW, MAX_LOG_WINDOW)] | None = None
+    above: int | None = Field(default=None, ge=0, le=1_000_000_000)
+    severity: Severity | None = None
+    enabled: bool | None = None
+
+    @field_validator("regex", "matches")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        return _compiles(value)
+
+    @field_validator("status_in")
+    @classmethod
+    def _codes(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(not 100 <= c <= 599 for c in value):
+            raise ValueError("status codes must be between 100 and 599")
+        return value
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> LogRule:
+        if self.status_in is not None and self.field not in (None, "status"):
+            raise ValueError("statusIn goes with field status")
+        if self.matches is not None and self.field in (None, "status"):
+            raise ValueError("matches needs a field other than status (or use regex)")
+        return self
+
+
+# The guide's security script (operations guide, Security Monitoring) as rules: failed
+# logins alert above 50 an hour; scanners, injection and privilege words are reported.
+DEFAULT_LOG_RULES: tuple[LogRule, ...] = (
+    LogRule(
+        name="failed-logins",
+        field="status",
+        status_in=[401, 403],
+        window=timedelta(hours=1),
+        above=50,
+        severity="P2",
+    ),
+    LogRule(
+        name="scanner-user-agent",
+        field="userAgent",
+        matches=r"(?i)sqlmap|nikto|nmap|masscan",
+        window=timedelta(hours=1),
+        above=0,
+        severity="P3",
+    ),
+    LogRule(
+        name="sql-injection",
+        field="path",
+        matches=(
+            r"(?i)\bunion\b.{0,40}\bselect\b|\bselect\b.{1,80}\bfrom\b|\binsert\s+into\b"
+            r"|\bdrop\s+(table|database)\b|\bdelete\s+from\b|'\s*or\s+'?1'?\s*=\s*'?1"
+        ),
+        window=timedelta(hours=1),
+        above=0,
+        severity="P3",
+    ),
+    LogRule(
+        name="privilege-words",
+        field="path",
+        matches=r"(?i)\b(admin|superuser|root)\b",
+        window=timedelta(hours=1),
+        above=0,
+        severity="P4",
+    ),
+)
+
+
+class ComposeLogSource(SpecModel):
+    """A Compose service's containers through the Docker Engine logs API."""
+
+    project: str = Field(min_length=1, max_length=253)
+    service: str = Field(min_length=1, max_length=253)
+    docker_host: str = Field(
+        default="unix:///var/run/docker.sock", alias="dockerHost", min_length=1, max_length=2048
+    )
+
+    @field_validator("docker_host")
+    @classmethod
+    def _docker_host(cls, value: str) -> str:
+        check_port(value)
+        host = urlsplit(value).hostname
+        why = forbidden_host(host) if host else None
+        if why:
+            raise ValueError(f"dockerHost: {why}")
+        return value
+
+
+class PodLogSource(SpecModel):
+    """The pods of a Deployment/StatefulSet of the policy's namespace (pods/log API)."""
+
+    target_ref: TargetRef = Field(alias="targetRef")
+    container: str | None = Field(default=None, min_length=1, max_length=63)
+
+    @field_validator("target_ref")
+    @classmethod
+    def _kubernetes(cls, value: TargetRef) -> TargetRef:
+        if value.is_compose:
+            raise ValueError("pods needs a Deployment or StatefulSet; use compose for Compose")
+        return value
+
+
+class LogsCheck(SpecModel):
+    """Security events in a workload's logs: the guide's rules (or yours) over a window."""
+
+    compose: ComposeLogSource | None = None
+    pods: PodLogSource | None = None
+    rules: list[LogRule] = Field(default_factory=list, max_length=50)
+    include_default_rules: bool = Field(default=True, alias="includeDefaultRules")
+    # Bytes read per round at most (all containers together); the rest waits for the next.
+    max_bytes: int = Field(default=1_048_576, alias="maxBytes", ge=1024, le=16_777_216)
+    samples: int = Field(default=5, ge=0, le=20)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> LogsCheck:
+        if (self.compose is None) == (self.pods is None):
+            raise ValueError("set exactly one of compose, pods")
+        names = [r.name for r in self.rules]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate rule names: {', '.join(dupes)}")
+        defaults = {r.name for r in DEFAULT_LOG_RULES} if self.include_default_rules else set()
+        for r in self.rules:
+            if r.name in defaults:
+                continue
+            if r.regex is None and r.field is None:
+                raise ValueError(f"rule {r.name!r}: set regex, or field with statusIn/matches")
+            if r.field is not None and r.status_in is None and r.matches is None:
+                raise ValueError(f"rule {r.name!r}: field needs statusIn or matches")
+            if r.severity is None:
+                raise ValueError(f"rule {r.name!r}: set severity")
+        if not self.effective_rules():
+            raise ValueError("no rule is enabled")
+        return self
+
+    def effective_rules(self) -> list[LogRule]:
+        """The defaults (unless excluded) with the spec's overrides, then the spec's own rules."""
+        own = {r.name: r for r in self.rules}
+        out: list[LogRule] = []
+        for d in DEFAULT_LOG_RULES if self.include_default_rules else ():
+            o = own.pop(d.name, None)
+            merged = d
+            if o is not None:
+                update = {k: getattr(o, k) for k in o.model_fields_set if k != "name"}
+                merged = d.model_copy(update=update)
+            out.append(merged)
+        out += own.values()
+        return [r for r in out if r.enabled is not False]
+
+    def describe(self) -> str:
+        if self.compose is not None:
+            return f"compose:{self.compose.project}/{self.compose.service}"
+        assert self.pods is not None
+        return self.pods.target_ref.describe()
+
+
+@dataclass(frozen=True)
+class LogRead:
+    """What a log reader got in one round: lines as ``"<RFC 3339> <line>"``, the bytes read,
+    lines dropped (cut at the byte cap, or too long), and ``limit_ns``: when a source was
+    cut at the cap, the newest timestamp up to which every source was read (later lines
+    are left for the next round)."""
+
+    lines: tuple[str, ...]
+    bytes_read: int
+    dropped: int = 0
+    truncated: bool = False
+    limit_ns: int | None = None
+
+
 class Check(SpecModel):
     """One named check with exactly one probe type."""
 
@@ -427,10 +628,11 @@ class Check(SpecModel):
     rabbitmq: RabbitmqCheck | None = None
     prometheus: PrometheusCheck | None = None
     resources: ResourcesCheck | None = None
+    logs: LogsCheck | None = None
 
     @model_validator(mode="after")
     def _one_type(self) -> Check:
-        kinds = ("http", "postgres", "memcached", "rabbitmq", "prometheus", "resources")
+        kinds = ("http", "postgres", "memcached", "rabbitmq", "prometheus", "resources", "logs")
         set_ = [t for t in kinds if getattr(self, t)]
         if len(set_) != 1:
             raise ValueError(f"set exactly one of {', '.join(kinds)}")
@@ -448,6 +650,8 @@ class Check(SpecModel):
             return "prometheus"
         if self.resources is not None:
             return "resources"
+        if self.logs is not None:
+            return "logs"
         return "rabbitmq"
 
 

@@ -31,6 +31,7 @@ import lightkube
 from lightkube import operators
 from lightkube.config.kubeconfig import SingleConfig
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
+from lightkube.resources import core_v1
 from lightkube.types import CascadeType, PatchType
 
 from stronghold_operator.models.errors import ApiError, ApiUnreachable
@@ -313,6 +314,19 @@ class Kube:
             await self.client.delete(
                 _resource(kind), name, namespace=namespace, cascade=CascadeType(propagation)
             )
+
+    async def pod_log(self, namespace: str, pod: str, params: Mapping[str, Any]) -> bytes:
+        """One pod container's log (GET pods/log, no follow) with ``params`` such as
+        ``container``, ``sinceTime``, ``limitBytes``, ``timestamps``."""
+        # lightkube's own log() takes neither limitBytes nor sinceTime: the same request, with them.
+        http = self.client._client
+        request = http.prepare_request(
+            "get", core_v1.PodLog, name=pod, namespace=namespace, params={**params, "follow": False}
+        )
+        async with _translated(self._limit):
+            resp = await http.send(http.build_adapter_request(request))  # type: ignore[no-untyped-call]
+            http.raise_for_status(resp)  # type: ignore[no-untyped-call]
+            return bytes(resp.content)
 
     async def aclose(self) -> None:
         await self.client.close()

@@ -96,6 +96,8 @@ class ProbeResult:
     retry_after_s: float | None = None
     # Resources checks: usage and basis of each running replica (pod or container).
     replicas: tuple[ReplicaUsage, ...] = ()
+    # Logs checks: the lines read this round, each "<RFC 3339 timestamp> <line>".
+    lines: tuple[str, ...] = ()
     # A CamelCase reason for a result without a usable answer, when ``failure`` is too coarse
     # (e.g. ``MetricsUnavailable``, ``TargetNotFound``); the check is then Unknown.
     reason: str | None = None

@@ -30,7 +30,7 @@ MISSING_REQUESTS = "MissingRequests"
 MISSING_LIMITS = "MissingLimits"
 
 
-def _describe(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     if isinstance(exc, ApiError):
         return f"Kubernetes API answered {exc.status} {exc.reason}".strip()
     text = str(exc).splitlines()[0] if str(exc) else ""
@@ -76,7 +76,7 @@ class ResourcesProbe:
         except (LookupError, OSError, ApiError, DockerException) as exc:
             # metrics.k8s.io not served, the apiserver or Docker Engine unreachable, no access.
             return ProbeResult.unavailable(
-                METRICS_UNAVAILABLE, f"{where}: {_describe(exc)}", _ms(start)
+                METRICS_UNAVAILABLE, f"{where}: {describe_error(exc)}", _ms(start)
             )
         if not replicas:
             return ProbeResult.unavailable(

@@ -28,6 +28,7 @@ from stronghold_operator.metrics import registry
 from stronghold_operator.models.health import Check, CheckType, HealthPolicySpec
 from stronghold_operator.probes.base import ProbeResult
 from stronghold_operator.probes.http import HttpProbe
+from stronghold_operator.probes.logs import LogsProbe
 from stronghold_operator.probes.memcached import MemcachedProbe
 from stronghold_operator.probes.postgres import PostgresProbe
 from stronghold_operator.probes.prometheus import PrometheusProbe
@@ -55,6 +56,7 @@ class Prober:
         http_per_target: int = 10,
         postgres_per_server: int = 4,
         resources: ResourcesProbe | None = None,
+        logs: LogsProbe | None = None,
     ) -> None:
         self.http = HttpProbe(per_target=http_per_target)
         self.postgres = PostgresProbe(per_server=postgres_per_server)
@@ -63,6 +65,7 @@ class Prober:
         self.prometheus = PrometheusProbe(self.http)
         # Without a reader (no platform access given), resources checks are Unknown.
         self.resources = resources or ResourcesProbe()
+        self.logs = logs or LogsProbe()
         self.coalesce = COALESCE
         self._inflight: dict[tuple[object, ...], asyncio.Future[ProbeResult]] = {}
         self._specs: dict[int, tuple[Check, bytes]] = {}  # id(check) -> (check, digest)
@@ -85,26 +88,42 @@ class Prober:
         timeout_s: float,
         secrets: Mapping[str, str],
         namespace: str = "default",
+        since_s: float | None = None,
     ) -> ProbeResult:
         """One check; never raises (an unexpected error is an ``Error`` result).
 
         ``namespace`` is the policy's: where a resources check's workload lives.
+        ``since_s``: where a logs check's reading starts (its cursor; None: its window ago).
         """
         # shield: one waiter stopping (its policy deleted) must not cancel the others' probe.
-        return await asyncio.shield(self.start(check, timeout_s, secrets, namespace))
+        return await asyncio.shield(self.start(check, timeout_s, secrets, namespace, since_s))
 
     def start(
-        self, check: Check, timeout_s: float, secrets: Mapping[str, str], namespace: str
+        self,
+        check: Check,
+        timeout_s: float,
+        secrets: Mapping[str, str],
+        namespace: str,
+        since_s: float | None = None,
     ) -> asyncio.Future[ProbeResult]:
         """The probe of ``check`` as a future: a new one, or the identical one in flight."""
+        # Only logs checks read from a point in time.
+        since_s = _since(check, since_s) if check.logs is not None else None
+        run = (check, timeout_s, secrets, namespace, since_s)
         if not self.coalesce:
             _SENT[check.type].inc()
-            return asyncio.ensure_future(self._run_check(check, timeout_s, secrets, namespace))
-        key = (self._spec_digest(check), timeout_s, namespace, tuple(sorted(secrets.items())))
+            return asyncio.ensure_future(self._run_check(*run))
+        key = (
+            self._spec_digest(check),
+            timeout_s,
+            namespace,
+            tuple(sorted(secrets.items())),
+            since_s,
+        )
         shared = self._inflight.get(key)
         if shared is None:
             _SENT[check.type].inc()
-            shared = asyncio.ensure_future(self._run_check(check, timeout_s, secrets, namespace))
+            shared = asyncio.ensure_future(self._run_check(*run))
             self._inflight[key] = shared
             shared.add_done_callback(lambda done: self._forget(key, done))
         else:
@@ -133,6 +152,7 @@ class Prober:
         timeout_s: float,
         secrets: Mapping[str, str],
         namespace: str,
+        since_s: float | None,
     ) -> ProbeResult:
         start = time.perf_counter()
         try:
@@ -155,6 +175,14 @@ class Prober:
                     return await self.resources.probe(
                         check.resources, timeout_s=timeout_s, secrets=secrets, namespace=namespace
                     )
+                if check.logs is not None:
+                    return await self.logs.probe(
+                        check.logs,
+                        timeout_s=timeout_s,
+                        secrets=secrets,
+                        namespace=namespace,
+                        since_s=since_s or 0.0,
+                    )
                 assert check.rabbitmq is not None
                 return await self.rabbitmq.probe(
                     check.rabbitmq, timeout_s=timeout_s, secrets=secrets
@@ -171,8 +199,10 @@ class Prober:
         secrets: Mapping[str, Mapping[str, str]],
         namespace: str = "default",
         refused: Mapping[str, str] | None = None,
+        cursors: Mapping[str, float] | None = None,
     ) -> dict[str, ProbeResult]:
-        """Every check of ``policy`` at once; ``secrets`` by check name, then by role.
+        """Every check of ``policy`` at once; ``secrets`` by check name, then by role;
+        ``cursors``: where each logs check's reading starts (by check name).
 
         A check in ``refused`` (its Secret may not go to its target: the message says why)
         is not probed: nothing is sent, and its result is ``Refused``.
@@ -182,7 +212,11 @@ class Prober:
             _done(ProbeResult(None, "Refused", why, reason="SecretNotAllowed"))
             if (why := (refused or {}).get(c.name))
             else self.start(
-                c, policy.timeout_of(c).total_seconds(), secrets.get(c.name, {}), namespace
+                c,
+                policy.timeout_of(c).total_seconds(),
+                secrets.get(c.name, {}),
+                namespace,
+                (cursors or {}).get(c.name),
             )
             for c in checks
         ]
@@ -190,6 +224,15 @@ class Prober:
         # other policies may be waiting for the same probes.
         await asyncio.wait(futures)
         return {c.name: f.result() for c, f in zip(checks, futures, strict=True)}
+
+
+def _since(check: Check, cursor: float | None) -> float:
+    """From the cursor, but never further back than the longest rule window (a first read,
+    or a cursor older than any window, starts one window ago)."""
+    assert check.logs is not None
+    windows = [r.window.total_seconds() for r in check.logs.effective_rules() if r.window]
+    oldest = time.time() - max(windows, default=3600.0)
+    return oldest if cursor is None else max(cursor, oldest)
 
 
 def _done(result: ProbeResult) -> asyncio.Future[ProbeResult]:

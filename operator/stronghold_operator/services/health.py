@@ -54,6 +54,7 @@ class Prober(Protocol):
         secrets: Mapping[str, Mapping[str, str]],
         namespace: str = "default",
         refused: Mapping[str, str] | None = None,
+        cursors: Mapping[str, float] | None = None,
     ) -> Mapping[str, ProbeResult]: ...
 
 
@@ -163,7 +164,8 @@ async def run_round(
         delay = logic.missing_secret_backoff(secret_misses, policy.interval)
         return Round({}, [missing], delay, secret_missing=True)
     now = ports.clock()
-    results = await ports.prober.run(policy, secrets, where.namespace, refused)
+    cursors = logic.log_cursors(policy, current)
+    results = await ports.prober.run(policy, secrets, where.namespace, refused, cursors)
     known = [v for per_check in secrets.values() for v in per_check.values()]
     maintenance = ports.maintenance()
     current, by_hand = honour_hand(policy, where.name, current, ports.incidents, maintenance, now)
@@ -443,6 +445,7 @@ def signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
                 for f in c.get("findings") or ()
                 if isinstance(f, dict)
             ),
+            _log_counts(c),
         )
         for c in status.get("checks") or ()
         if isinstance(c, dict)
@@ -461,6 +464,15 @@ def signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
         )
     )
     return conditions, checks, open_incident, rest
+
+
+def _log_counts(check: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A logs check's rule totals: written when they move, with the cursor they go with,
+    so a restarted operator resumes from counts and cursor that belong together."""
+    if check.get("type") != "logs":
+        return ()
+    rules = (check.get("measurements") or {}).get("rules") or {}
+    return tuple(sorted((name, r.get("total")) for name, r in rules.items() if isinstance(r, dict)))
 
 
 _SIGNED = {"conditions", "checks", "incident"}

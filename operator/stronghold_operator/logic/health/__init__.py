@@ -16,7 +16,8 @@ The code lives in one module per concern; this package only re-exports their pub
 - ``overload``: when a slow result is the operator's own overload (``Load``, ``discounted``)
 - ``incidents``: the incident lifecycle and its notifications (``step_incident``)
 - ``evaluation``: one whole round -> status and conditions (``evaluate``)
-- ``redaction``: secret values out of status and messages
+- ``logs``: access-log parsing, security rules over sliding windows (logs checks)
+- ``redaction``: secret values out of status and messages, credentials out of log lines
 - ``notify``: webhook bodies
 - ``backoff``: retry delays
 """
@@ -25,6 +26,7 @@ from stronghold_operator.logic.health.assessment import Assessment, assess
 from stronghold_operator.logic.health.backoff import missing_secret_backoff, retry_delays
 from stronghold_operator.logic.health.checks import (
     assess_http,
+    assess_logs,
     assess_memcached,
     assess_postgres,
     assess_prometheus,
@@ -62,6 +64,7 @@ from stronghold_operator.logic.health.incidents import (
     incident_id,
     step_incident,
 )
+from stronghold_operator.logic.health.logs import log_cursors
 from stronghold_operator.logic.health.notify import webhook_body
 from stronghold_operator.logic.health.overload import REASON_OVERLOADED, Load, discounted
 from stronghold_operator.logic.health.redaction import redact
@@ -104,6 +107,7 @@ __all__ = [
     "NotificationKind",
     "assess",
     "assess_http",
+    "assess_logs",
     "assess_memcached",
     "assess_postgres",
     "assess_prometheus",
@@ -120,6 +124,7 @@ __all__ = [
     "evaluate",
     "format_latency",
     "incident_id",
+    "log_cursors",
     "missing_secret_backoff",
     "policy_conditions",
     "redact",

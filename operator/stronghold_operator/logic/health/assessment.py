@@ -137,6 +137,19 @@ def _assess_resources_check(spec: ResourcesCheck, result: ProbeResult) -> Assess
     return _judged(findings, m, healthy, None)
 
 
+def _assess_logs_check(check: Check, result: ProbeResult, prev: Mapping[str, Any]) -> Assessment:
+    """A read that failed keeps the rules' state (counts, cursor): nothing is lost or
+    counted twice when the source answers again. No latency: reading is not serving."""
+    assert check.logs is not None
+    if result.failure is not None:
+        kept = {k: v for k, v in prev.items() if k in ("rules", "cursor", "seenAtCursor")}
+        reason = result.reason or _no_answer_reason(result.failure)
+        return Assessment("Unknown", (), result.message or reason, reason, kept, None)
+    findings, m = checks.assess_logs(check.logs, result, prev)
+    rules = len(m.get("rules") or {})
+    return _judged(findings, m, f"no rule above its band ({rules} rule(s))", None)
+
+
 def _cache_healthy(m: Mapping[str, Any]) -> str:
     note = m.get("hitRatioNote")
     return f"cache answering; hit ratio not judged ({note})" if note else "cache answering"
@@ -153,6 +166,8 @@ def assess(
     prev = dict((previous or {}).get("measurements") or {})
     # Reading metrics is not a service's response time: keep it out of worstLatency.
     latency = None if check.resources is not None else result.latency_ms
+    if check.logs is not None:
+        return _assess_logs_check(check, result, prev)
     if result.failure in _NO_ANSWER:
         return _no_answer(result, latency)
     failure = _failure_finding(result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from stronghold_operator.logic.health import logs
 from stronghold_operator.logic.health.findings import (
     Finding,
     Level,
@@ -16,6 +17,7 @@ from stronghold_operator.logic.health.samples import Ratio, SampleRule, Window, 
 from stronghold_operator.logic.scaling import utilisation
 from stronghold_operator.models.health import (
     HttpCheck,
+    LogsCheck,
     MemcachedCheck,
     PostgresCheck,
     PrometheusCheck,
@@ -416,4 +418,56 @@ def assess_resources(
                     f"{label} {value:.0f}% of {basis} >= {limit:g}% ({how})",
                 )
             )
+    return findings, m
+
+
+# The reader's own numbers a logs check shows beside the rules' state.
+LOG_READ_NUMBERS = ("bytesRead", "linesRead", "linesDropped", "truncated")
+
+
+def log_level(severity: str) -> Level:
+    """P1/P2 rules make the check Critical, P3/P4 a Warning."""
+    return "critical" if severity in ("P1", "P2") else "warning"
+
+
+def _window_words(seconds: int) -> str:
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600}h"
+    return f"{seconds // 60}m" if seconds % 60 == 0 else f"{seconds}s"
+
+
+def assess_logs(
+    spec: LogsCheck, result: ProbeResult, prev: Mapping[str, Any]
+) -> tuple[list[Finding], dict[str, Any]]:
+    """Count the round's lines into the rules' windows (state from ``prev``, the check's
+    last measurements) and raise a ``SecurityEvent`` per rule above its band."""
+    rules = logs.compile_rules(spec.effective_rules())
+    n = result.numbers
+    limit = n.get("limitNs")
+    st = logs.step(
+        rules,
+        logs.state_from(prev),
+        result.lines,
+        float(n.get("readAt", 0)),
+        max_samples=spec.samples,
+        limit_ns=int(limit) if limit is not None else None,
+    )
+    m = logs.to_measurements(st.state, st.counts)
+    m["source"] = spec.describe()
+    for k in LOG_READ_NUMBERS:
+        if k in n:
+            m[k] = int(n[k])
+    if st.untimed:
+        m["linesUntimed"] = st.untimed
+    findings = []
+    for r in rules:
+        count = st.counts[r.name]
+        if count <= r.above:
+            continue
+        samples = st.state.rules[r.name].samples
+        example = f"; e.g. {samples[-1][:160]}" if samples else ""
+        message = (
+            f"{r.name}: {count} in {_window_words(r.window_s)} > {r.above} ({r.severity}){example}"
+        )
+        findings.append(Finding("SecurityEvent", log_level(r.severity), message, component=r.name))
     return findings, m

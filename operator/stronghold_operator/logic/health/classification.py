@@ -73,6 +73,11 @@ def severity_of(finding: Finding, check: Check, rules: Sequence[IncidentRule]) -
         if rule.checks is not None and check.name not in rule.checks:
             continue
         return rule.severity
+    if check.logs is not None and finding.code == "SecurityEvent":
+        # The rule's own band says how bad it is (user incident rules above still win).
+        for r in check.logs.effective_rules():
+            if r.name == finding.component and r.severity is not None:
+                return r.severity
     return "P3" if finding.level == "critical" else "P4"
 
 
@@ -148,6 +153,20 @@ def classify(policy: HealthPolicySpec, verdicts: Sequence[CheckVerdict]) -> Clas
     severity = min(severities.values(), key=severity_rank)
     affected = tuple(n for n in severities if n != root)
     summary = f"{root}: {by_name[root].message}"
+    root_cause = _rule_of(policy, root, by_name[root].findings) or root
     if affected:
         summary += f"; also affected: {', '.join(affected)}"
-    return Classification(severity, root, summary, affected)
+    return Classification(severity, root_cause, summary, affected)
+
+
+def _rule_of(policy: HealthPolicySpec, name: str, findings: Sequence[Finding]) -> str | None:
+    """``check/rule`` for a logs check: a security incident's root cause is the rule."""
+    check = policy.check(name)
+    if check is None or check.logs is None:
+        return None
+    rules = check.logs.effective_rules()
+    order = {r.name: (severity_rank(r.severity or "P4"), i) for i, r in enumerate(rules)}
+    named = [f.component for f in findings if f.code == "SecurityEvent" and f.component]
+    if not named:
+        return None
+    return f"{name}/{min(named, key=lambda r: order.get(r, (9, 0)))}"

@@ -217,7 +217,7 @@ def evaluate(
     status = scrubbed(status, redactable(secrets))
     # The root cause first, so the Healthy/Degraded reasons name the cause, not a symptom.
     if found is not None:
-        verdicts.sort(key=lambda v: v.name != found.root_cause)
+        verdicts.sort(key=lambda v: v.name != found.root_cause.split("/")[0])
     conditions = policy_conditions(verdicts, step.incident, policy)
     if discounted_checks:
         conditions[0] = overloaded_ready(discounted_checks, load or Load())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -35,3 +36,25 @@ def scrubbed(value: Any, secrets: Sequence[str]) -> Any:
     if isinstance(value, list):
         return [scrubbed(v, secrets) for v in value]
     return value
+
+
+# What looks like a credential in a log line (samples kept as evidence): query or form
+# parameters, credential headers, cookies, bearer tokens and user:password@ in URLs.
+_SECRET_PARAM = re.compile(
+    r"(?i)\b((?:password|passwd|pwd|pass|token|access_token|refresh_token|id_token|api_?key"
+    r"|secret|client_secret|sessionid|session|sid|csrftoken|csrfmiddlewaretoken|auth)"
+    r"(?:=|%3D|\"?\s*:\s*\"?))[^&\s\"';,]+"
+)
+_SECRET_HEADER = re.compile(
+    r"(?i)\b((?:proxy-)?authorization|(?:set-)?cookie|x-api-key|x-auth-token)(\s*[:=]\s*)[^\"\r\n]+"
+)
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{6,}")
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@")
+
+
+def redact_credentials(text: str) -> str:
+    """``text`` with every value that looks like a credential or session cookie as ``***``."""
+    text = _URL_USERINFO.sub(r"\1***@", text)
+    text = _SECRET_HEADER.sub(r"\1\2***", text)
+    text = _BEARER.sub(r"\1 ***", text)
+    return _SECRET_PARAM.sub(r"\1***", text)
