@@ -17,8 +17,9 @@ Two identical Deployments in one fresh namespace, both min 1 / max 4, busybox po
   ServiceAccount and ClusterRole from ``manifests/``). ``sustainedFor`` is shortened from the
   guide's 30 min to 120 s (60 s with ``--quick``) and ``scaleDown.cooldown`` from 5 min to 30 s,
   or a 4 -> 1 scale-down (one pod per step) would not fit in the run; every other field is
-  the default (interval 15 s like HPA's sync period, scale-up cooldown 1 min, step 4 pods /
-  100 %; scale-down step 1 pod).
+  the default (interval 15 s like HPA's sync period, step 4 pods / 100 %, scale-up cooldown
+  1 min that ends once every new pod is measured — ``--full-cooldown`` waits it out, the
+  behaviour before issue 22; scale-down step 1 pod).
 
 Both read the same metrics.k8s.io API (the testbed's stand-in for metrics-server: pod CPU
 from Docker stats, sampled every 5 s).
@@ -62,7 +63,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,7 @@ class Settings:
     low_m: int
     sustained_for: int
     scale_down_cooldown: int
+    full_cooldown: bool = False  # scaleUp.fullCooldown: the pre-issue-22 fixed 1 min wait
 
     @classmethod
     def full(cls, load_m: int, low_m: int) -> Settings:
@@ -233,7 +235,11 @@ def scaling_policy(s: Settings) -> dict[str, Any]:
             "targetRef": {"kind": "Deployment", "name": SPOL},
             "minReplicas": MIN_REPLICAS,
             "maxReplicas": MAX_REPLICAS,
-            "scaleUp": {"cpuAbovePercent": 80, "memoryAbovePercent": 85},
+            "scaleUp": {
+                "cpuAbovePercent": 80,
+                "memoryAbovePercent": 85,
+                "fullCooldown": s.full_cooldown,
+            },
             "scaleDown": {
                 "cpuBelowPercent": 40,
                 "memoryBelowPercent": 50,
@@ -536,7 +542,8 @@ def print_settings(s: Settings, segs: Sequence[Segment]) -> None:
         [
             "fairness",
             f"HPA scaleDown window = sustainedFor = {s.sustained_for}s (guide: 30m); policy "
-            f"scaleDown.cooldown {s.scale_down_cooldown}s (default 5m); the rest defaults",
+            f"scaleDown.cooldown {s.scale_down_cooldown}s (default 5m); "
+            f"scaleUp.fullCooldown {str(s.full_cooldown).lower()}; the rest defaults",
         ],
         ["metrics", "metrics.k8s.io from the testbed server (Docker stats every 5 s)"],
     ]
@@ -569,8 +576,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--quick", action="store_true", help="shorter phases (a smoke run, ~8 min)")
     ap.add_argument("--load", type=int, default=300, help="total load L in millicores")
     ap.add_argument("--low", type=int, default=60, help="oscillation low load in millicores")
+    ap.add_argument(
+        "--full-cooldown",
+        action="store_true",
+        help="the policy waits its whole 1 min scale-up cooldown (scaleUp.fullCooldown: true)",
+    )
     args = ap.parse_args(argv)
     s = (Settings.quick if args.quick else Settings.full)(args.load, args.low)
+    s = replace(s, full_cooldown=args.full_cooldown)
     segs = schedule(s)
 
     check_cluster()

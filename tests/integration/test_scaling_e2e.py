@@ -285,3 +285,51 @@ def test_compose_target_through_the_operator(
         timeout=180,
     )
     assert "ScaledDown" in reasons(ns, "compose")
+
+
+def test_proportional_steps_do_not_wait_out_the_cooldown(
+    namespace: str, switch: Path, metrics_api: None, run_operator: Any
+) -> None:
+    """Issue 22: the default step jumps to what the load needs (1 -> 3 on 200 % of the
+    request), and the next step follows once the 3 pods are measured, long before the 10 min
+    scale-up cooldown would end."""
+    ns = namespace
+    deploy(ns, burning_deployment("web", switch))
+    op = run_operator(ns)
+    # A dry run first, until it sees the whole load (the first samples of a warming pod are
+    # partial): then the first real decision is made on 200 %.
+    kit.apply_in(
+        ns,
+        scaling_policy(
+            "web", "web", maxReplicas=4, interval="3s", dryRun=True, scaleUp={"cooldown": "10m"}
+        ),
+    )
+    (switch / "burn").touch()
+    status_when(
+        ns,
+        "web",
+        lambda s: "would scale up 1 -> 3" in s.get("lastDecision", {}).get("message", ""),
+        "a dry run that sees the whole load",
+    )
+    kit.kubectl(
+        "patch", "scalingpolicy", "web", "-n", ns, "--type=merge", "-p", '{"spec":{"dryRun":false}}'
+    )
+    kit.wait_until("the jump to 3", lambda: spec_replicas(ns, "web") >= 3, timeout=120)
+    kit.wait_until("4 replicas", lambda: spec_replicas(ns, "web") == 4, timeout=180)
+    ups = [e for e in kit.events_for(ns, "web") if e["reason"] == "ScaledUp"]
+    msgs = [e["message"] for e in ups]
+    assert len(ups) == 2, msgs
+    assert any("scale up 1 -> 3: CPU" in m for m in msgs), msgs
+    second = next(e for e in ups if "scale up 3 -> 4" in e["message"])
+    assert "3 replicas measured since the last scale-up, cooldown ended" in second["message"]
+
+    def at(e: dict[str, Any]) -> datetime:
+        return datetime.fromisoformat(e["firstTimestamp"].replace("Z", "+00:00"))
+
+    gap = at(second) - min(at(e) for e in ups)
+    assert timedelta(seconds=3) <= gap < timedelta(minutes=3), gap
+    st = decided(ns, "web", "CappedByMax")
+    assert st["currentReplicas"] == 4 and cond(st, "ScalingLimited")["status"] == "True"
+    (switch / "burn").unlink()
+    logs = op.logs()
+    assert "scaling pass failed" not in logs and "Traceback" not in logs, logs[-3000:]

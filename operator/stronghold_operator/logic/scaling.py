@@ -8,7 +8,8 @@ Rules, in the order they are applied (the first that applies decides):
 4. current replicas outside [min, max]           -> straight back into bounds (CappedByMax/AtMin)
 5. the newest observation is missing or stale    -> Hold, MetricsUnavailable (never scale down)
 6. CPU above its up-band OR memory above its band -> ScaleUp (unless at max, stabilizing,
-   cooling down); proportionally, capped by the step and by max
+   cooling down); proportionally, capped by the step and by max. The up-cooldown ends early
+   once every replica of the last scale-up has been measured (unless ``fullCooldown``)
 7. CPU below its down-band AND memory below its band, both for the whole ``sustainedFor``
    without a gap in the observations -> ScaleDown by at most the step (unless at min, cooling
    down)
@@ -76,6 +77,8 @@ class Sample:
     time: datetime
     cpu_percent: float | None
     memory_percent: float | None
+    # How many replicas reported usage (0: unknown, which never ends a cooldown early).
+    replicas: int = 0
 
     @property
     def complete(self) -> bool:
@@ -138,7 +141,7 @@ def utilisation(replicas: Sequence[ReplicaUsage], now: datetime) -> Sample:
         return Sample(now, None, None)
     cpu = 100.0 * sum(r.cpu_cores for r in replicas) / cpu_basis
     mem = 100.0 * sum(r.memory_bytes for r in replicas) / mem_basis
-    return Sample(min(now, *(r.timestamp for r in replicas)), cpu, mem)
+    return Sample(min(now, *(r.timestamp for r in replicas)), cpu, mem, len(replicas))
 
 
 def is_above(policy: ScalingPolicySpec, s: Sample) -> bool:
@@ -300,6 +303,7 @@ class _Turn:
     policy: ScalingPolicySpec
     state: ScalingState
     base: Decision
+    latest: Sample | None = None
 
     @classmethod
     def observe(
@@ -331,7 +335,7 @@ class _Turn:
             metrics_available=fresh,
             above_since=above_since(policy, samples, state) if fresh else None,
         )
-        return cls(policy, state, base)
+        return cls(policy, state, base, latest if fresh else None)
 
     @property
     def current(self) -> int:
@@ -390,6 +394,24 @@ def _stale(latest: Sample | None, now: datetime) -> str:
     return f"newest observation is {_fmt_td(now - latest.time)} old"
 
 
+def measured_since(
+    policy: ScalingPolicySpec, latest: Sample | None, current: int, last_up: datetime
+) -> bool:
+    """Whether ``latest`` already shows the size the last scale-up made: every one of
+    ``current`` replicas reported, all measured one ``interval`` or more after it.
+
+    Then the load still above the band is a fact about the new size, and waiting out the rest
+    of ``scaleUp.cooldown`` only delays capacity (HPA acts every 15 s). Flapping is prevented
+    on the way down (``sustainedFor``), not here.
+    """
+    return (
+        not policy.scale_up.full_cooldown
+        and latest is not None
+        and latest.replicas >= current
+        and latest.time - last_up >= policy.interval
+    )
+
+
 def _scale_up(turn: _Turn) -> Decision:
     """Rule 6: a metric is above its up-band."""
     up, hi, current, now = turn.policy.scale_up, turn.policy.max_replicas, turn.current, turn.now
@@ -411,8 +433,10 @@ def _scale_up(turn: _Turn) -> Decision:
         )
     last_up = turn.state.last_scale_up
     if last_up is not None and now - last_up < up.cooldown:
-        left = up.cooldown - (now - last_up)
-        return turn.hold(COOLING_DOWN, f"{why}; scale-up cooldown has {_fmt_td(left)} left")
+        if not measured_since(turn.policy, turn.latest, current, last_up):
+            left = up.cooldown - (now - last_up)
+            return turn.hold(COOLING_DOWN, f"{why}; scale-up cooldown has {_fmt_td(left)} left")
+        why += f"; all {current} replicas measured since the last scale-up, cooldown ended"
     # Enough replicas to bring the hotter metric back to its band, as HPA sizes.
     wanted = max(current + 1, math.ceil(current * max(cpu_ratio, mem_ratio) - 1e-9))
     stepped = min(wanted, current + step_size(up.max_step, current))

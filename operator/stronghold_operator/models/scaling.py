@@ -106,6 +106,8 @@ class ScaleUp(SpecModel):
     cooldown: Annotated[Duration, within(timedelta(0), MAX_COOLDOWN)] = Field(
         default=timedelta(minutes=1)
     )
+    # False: the cooldown ends early once every new replica is measured (logic/scaling.py).
+    full_cooldown: bool = Field(default=False, alias="fullCooldown")
 
 
 class ScaleDown(SpecModel):
