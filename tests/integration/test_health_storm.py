@@ -5,12 +5,15 @@ The target is a real HTTP server on 127.0.0.1 behind the benchmark's slow TCP pr
 the proxy holds every answer past the probes' timeout, every policy must show the outage
 (the operator is idle: a slow target is the target's fault, not discounted), and the
 namespace must get one ``TargetFailing`` Event naming the shared target; when the proxy is
-fast again, every policy recovers and one ``TargetRecovered`` Event follows.
+fast again, every policy recovers and one ``TargetRecovered`` Event follows. From the third
+policy on, the policies' own Events about the target are folded into those (their status
+still tells each one's story), and the closing ``TargetFailing`` Event counts them.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import threading
 import time
@@ -28,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 POLICIES = 4
 INTERVAL, TIMEOUT = 3, 2  # seconds; the proxy's delay (4 s) is beyond the timeout
+FOLDED = re.compile(r"; (\d+) of their own Events folded into this one")
 
 
 class _Ok(BaseHTTPRequestHandler):
@@ -133,8 +137,34 @@ def test_one_slow_target_for_many_policies_is_one_finding(
     assert recovered[0]["message"].startswith(f"{target}: recovered for 3 HealthPolicies")
     assert len(_events(namespace, "TargetFailing")) == 1  # the window's closing count: later
 
+    # Every policy's status told its own story (an incident opened and resolved), but only
+    # the first two policies, before the storm was known, posted their own Events about it.
+    kit.wait_until(
+        "every policy's incident resolved in its status",
+        lambda: all(p["status"].get("recentIncidents") for p in _policies(namespace)),
+        timeout=30,
+    )
+    for reason in ("IncidentOpened", "IncidentResolved"):
+        for kind in ("HealthPolicy", "Incident"):  # the policy's Event, its Incident's
+            told = {
+                e["involvedObject"]["name"]
+                for e in _events(namespace, reason)
+                if e["involvedObject"]["kind"] == kind
+            }
+            assert len(told) <= 2, (reason, kind, told)
+    closing = kit.wait_until(
+        "the closing TargetFailing Event with the folded count",
+        lambda: [e for e in _events(namespace, "TargetFailing") if FOLDED.search(e["message"])],
+        timeout=90,
+    )
+    message = closing[0]["message"]
+    assert message.startswith(f"{target}: failing for {POLICIES} HealthPolicies within 60s")
+    found = FOLDED.search(message)
+    assert found is not None and int(found.group(1)) >= 2, message
+
     # The operator's own load is on /metrics: the loop lag was measured, no overload seen.
     lines = _metrics(op)
+    assert float(lines['stronghold_events_dropped_total{why="shared"}']) >= 2
     assert float(lines["stronghold_event_loop_lag_seconds_count"]) > 0
     assert float(lines["stronghold_operator_overloaded"]) == 0.0
     assert float(lines["stronghold_health_checks_discounted_total"]) == 0.0

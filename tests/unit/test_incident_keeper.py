@@ -276,3 +276,19 @@ async def test_a_reopened_incident_reopens_its_incident_and_spends_the_hand_reso
     assert incident_of(kube)["metadata"]["annotations"] == {}
     keeper.observe({"type": "MODIFIED"}, incident_of(kube))
     assert port.hand("stack-20260101-120000") is None and keeper._consumed == {}
+
+
+async def test_folded_news_moves_the_incident_but_posts_no_event() -> None:
+    """A shared target's storm tells it (logic/health/storm.py): counted, not posted."""
+    import dataclasses
+
+    kube = FakeKube()
+    keeper = IncidentKeeper(kube)  # type: ignore[arg-type]
+    port = keeper.port(POLICY)
+    counted: list[str] = []
+    for kind in ("Opened", "Resolved"):
+        news = dataclasses.replace(note(kind), folded=lambda k=kind: counted.append(k))
+        port.record(news, CHECKS, ["db"] if kind == "Opened" else [], [])
+        await settle(keeper)
+    assert incident_of(kube)["status"]["state"] == "Resolved"  # its status told the story
+    assert counted == ["Opened", "Resolved"] and POSTED == []

@@ -345,3 +345,17 @@ async def test_write_status_keeps_its_signature_and_raises_on_failure(
     down = Status(conditions=[Condition(type="Ready", status="False", reason="Down")])
     await write_status(KUBE, "things", obj, down, NOW, current=after, events_for=())
     assert events == []  # events_for names no type: no Events
+
+
+async def test_folded_transitions_are_counted_not_posted(events: list[tuple[str, str]]) -> None:
+    """A shared target's storm tells them (runtime/storms.py): the status still moves."""
+    api = FakeApi()
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api)
+    w.update({}, [READY, cond.Condition("Degraded", "False", "Fine", "")], NOW)
+    counted: list[int] = []
+    w.update(
+        {}, [NOT_READY, cond.Condition("Degraded", "True", "Slow", "")], NOW, folded=counted.append
+    )
+    await drained(w)
+    assert events == [] and counted == [2]  # the first values were never news
+    assert w.current["conditions"][0]["reason"] == "TargetDown"

@@ -323,7 +323,11 @@ class PolicyLoop:
         conditions = r.conditions
         if self._generation != generation:  # the spec changed meantime: the next round tells
             conditions = [*conditions, *lifecycle.acknowledge(self._generation)]
-        self.writer.update(r.fields, conditions)
+        if r.fold is None:
+            self.writer.update(r.fields, conditions)
+        else:  # a shared target's storm tells this round's Events (runtime/storms.py)
+            fold = functools.partial(storms.fold, *r.fold)
+            self.writer.update(r.fields, conditions, folded=fold)
         if r.evaluation is not None:
             ev = r.evaluation
             self.series.record(policy.checks, r.results, ev.status["checks"], ev.severity)
@@ -344,6 +348,8 @@ class PolicyLoop:
             incidents=self.incident_port(),
             load=load,
             shared=functools.partial(storms.report, self.body),  # one Event per shared target
+            covered=functools.partial(storms.covered, self.body),  # ... which folds the policies'
+            fold=storms.fold,  # own Events about it (counted into its closing Event)
         )
 
     def incident_policy(self) -> IncidentPolicy | None:

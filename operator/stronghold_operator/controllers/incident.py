@@ -208,7 +208,7 @@ class IncidentKeeper:
         status = logic.opened(news, affected, now, evidence)
         writer.update(scrubbed(status, redactable(secrets)), [], now)
         expected = bool(news.incident.get("expected"))  # during maintenance: not alarming
-        self._event(writer, "Normal" if expected else "Warning", "IncidentOpened", news.message)
+        self._event(writer, "Normal" if expected else "Warning", "IncidentOpened", news)
         await self._prune(policy)
 
     async def _raw(self, namespace: str) -> api.Raw:
@@ -266,7 +266,7 @@ class IncidentKeeper:
             if fields:
                 writer.update(scrubbed(fields, redactable(secrets)), [], now)
                 kind = "Normal" if news.kind == "Resolved" else "Warning"
-                self._event(writer, kind, f"Incident{news.kind}", news.message)
+                self._event(writer, kind, f"Incident{news.kind}", news)
             if fields.get("state") == "Resolved":
                 self._resolved(key, writer)
                 self._remember(policy, key[1], "Resolved", str(fields["resolvedAt"]))
@@ -300,7 +300,7 @@ class IncidentKeeper:
         ref = _ref(ns, name, str(meta.get("uid") or ""))
         writer = self.writers[key] = StatusWriter(self.kube, PLURAL, ref, obj.get("status") or {})
         writer.update(logic.reopened(writer.current, news, affected, now), [], now)
-        self._event(writer, "Warning", "IncidentReopened", news.message)
+        self._event(writer, "Warning", "IncidentReopened", news)
         self._remember(policy, name, "Open", cond.rfc3339(now))
         if RESOLVE_ANNOTATION in (meta.get("annotations") or {}):
             spent = {"metadata": {"annotations": {RESOLVE_ANNOTATION: None}}}
@@ -375,7 +375,14 @@ class IncidentKeeper:
                     continue
             self.history.get((policy.namespace, policy.name), {}).pop(name, None)
 
-    def _event(self, writer: StatusWriter, type_: str, reason: str, message: str) -> None:
+    def _event(
+        self, writer: StatusWriter, type_: str, reason: str, message: str | logic.News
+    ) -> None:
+        if isinstance(message, logic.News):
+            if message.folded is not None:  # a shared target's storm tells it
+                message.folded()
+                return
+            message = message.message
         try:
             events.post(writer.body, type=type_, reason=reason, message=message[:1000])
         except Exception:  # an Event is a courtesy: never at the cost of the status

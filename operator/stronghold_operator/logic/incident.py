@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -87,6 +87,9 @@ class News:
     incident: Mapping[str, Any]  # the policy's incident entry (or the closed one)
     message: str
     level: int = 1
+    # Set: the Incident's Event about this news is not posted but counted by this (a shared
+    # target's storm tells it: logic/health/storm.py); the Incident's status still moves.
+    folded: Callable[[], None] | None = None
 
 
 def opened(

@@ -45,7 +45,8 @@ POSTED = Counter(
 DROPPED = Counter(
     "stronghold_events_dropped_total",
     "Events not posted: counted into a summary (aggregated), over an object's spam"
-    " filter (spam) or over the operator-wide cap (cap)",
+    " filter (spam), over the operator-wide cap (cap), or folded into a shared target's"
+    " Event (shared)",
     ["why"],
     registry=registry,
 )
@@ -204,3 +205,8 @@ def post(body: Mapping[str, Any], *, type: str, reason: str, message: str) -> No
 
 def forget(body: Mapping[str, Any]) -> None:
     gate().forget(body)
+
+
+def folded(n: int) -> None:
+    """``n`` Events were folded into a shared target's Event (runtime/storms.py)."""
+    DROPPED.labels("shared").inc(n)

@@ -79,14 +79,17 @@ def compute_status(
     return cond.status_delta(status, full), cond.transitions(before, merged)
 
 
+def told(moved: Iterable[cond.Transition]) -> list[cond.Transition]:
+    """The transitions :func:`announce` makes Events of. Reconciling and Stalled restate
+    other conditions (logic/lifecycle): their transitions are told by those. A condition's
+    first value (from nothing) is not news; Unknown -> X after that is."""
+    return [t for t in moved if t.old is not None and t.type not in lifecycle.DERIVED]
+
+
 def announce(body: Mapping[str, Any], moved: Iterable[cond.Transition]) -> None:
     """One Event per condition transition a human cares about (aggregated and rate-limited
-    by runtime/events). Reconciling and Stalled restate other conditions (logic/lifecycle):
-    their transitions are told by those."""
-    for t in moved:
-        # A condition's first value (from nothing) is not news; Unknown -> X after that is.
-        if t.old is None or t.type in lifecycle.DERIVED:
-            continue
+    by runtime/events)."""
+    for t in told(moved):
         kind = "Warning" if is_bad(t) else "Normal"
         events.post(body, type=kind, reason=t.reason, message=f"{t.type}={t.new}: {t.message}")
 
@@ -220,10 +223,13 @@ class StatusWriter:
         desired: Mapping[str, Any],
         updates: Iterable[cond.Condition],
         now: datetime | None = None,
+        *,
+        folded: Callable[[int], None] | None = None,
     ) -> None:
         """Merge a pass's status fields and conditions; write in the background when
         something changed (with a ``signature``: when it moved). Transitions are announced
-        now, once."""
+        now, once; with ``folded``, not posted but counted to it (a shared target's Event
+        tells them: runtime/storms.py)."""
         updates = self._complete(desired, updates)
         if self.signature is not None and self._skip(desired, updates):
             self._refresh_if_due()
@@ -239,7 +245,7 @@ class StatusWriter:
             self._start(delta, urgent)
         else:
             self._refresh_if_due()
-        self._announce(moved)
+        self._announce(moved, folded)
 
     def _start(self, delta: dict[str, Any], urgent: bool) -> None:
         if self.writing is None:
@@ -379,9 +385,13 @@ class StatusWriter:
         self.current = cond.merge_patch(base, delta)
         return delta, cond.transitions(before, merged)
 
-    def _announce(self, moved: list[cond.Transition]) -> None:
+    def _announce(
+        self, moved: list[cond.Transition], folded: Callable[[int], None] | None = None
+    ) -> None:
         news = moved if self.newsworthy is None else [t for t in moved if self.newsworthy(t)]
-        if news:
+        if news and folded is not None:
+            folded(len(told(news)))
+        elif news:
             announce(self.body, news)
 
     # --- writing ------------------------------------------------------------------------

@@ -7,7 +7,9 @@ downward API, lives in a namespace its owners can read (``kubectl get events -n`
 ``kubectl describe``), and needs no RBAC beyond what every policy's Events need. It goes
 past the operator-wide cap (not past the write budget): one per target and direction per
 window is bounded by the number of targets, and in a storm it is the Event worth reading,
-the one the cap would otherwise drop behind the first thirty policies' own.
+the one the cap would otherwise drop behind the first thirty policies' own. Once it is
+posted, the policies' own Events about that target fold into it (:meth:`StormGate.fold`:
+counted as ``stronghold_events_dropped_total{why="shared"}`` and in its closing count).
 """
 
 from __future__ import annotations
@@ -22,6 +24,11 @@ from stronghold_operator.logic.health import storm as logic
 from stronghold_operator.runtime import events
 
 FLUSH_S = 10.0  # how often ended windows' closing counts go out
+
+
+def _key(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
 
 
 class StormGate:
@@ -39,12 +46,22 @@ class StormGate:
     def report(self, body: Mapping[str, Any], target: str, direction: logic.Direction) -> None:
         """``body``'s policy has a check on ``target`` that changed in ``direction``."""
         meta = body.get("metadata") or {}
-        key = str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}")
         name = f"{meta.get('namespace')}/{meta.get('name')}"
-        summary = self.storms.report(target, direction, key, name, body, self.clock())
+        summary = self.storms.report(target, direction, _key(body), name, body, self.clock())
         if summary is not None:
             self._post(summary)
         self._flush_later()
+
+    def covered(self, body: Mapping[str, Any], target: str, direction: logic.Direction) -> bool:
+        """An announced storm on ``target`` counted ``body``'s policy: its Events fold."""
+        return self.storms.covered(target, direction, _key(body), self.clock())
+
+    def fold(self, target: str, direction: logic.Direction, n: int) -> None:
+        """``n`` of a policy's own Events were not posted: the storm's closing Event
+        counts them."""
+        if n > 0:
+            self.storms.fold(target, direction, n)
+            events.folded(n)
 
     def _post(self, s: logic.Summary) -> None:
         type_ = "Warning" if s.direction == "failing" else "Normal"
@@ -58,8 +75,7 @@ class StormGate:
         return len(out)
 
     def forget(self, body: Mapping[str, Any]) -> None:
-        meta = body.get("metadata") or {}
-        self.storms.forget(str(meta.get("uid") or f"{meta.get('namespace')}/{meta.get('name')}"))
+        self.storms.forget(_key(body))
 
     def _flush_later(self) -> None:
         try:
@@ -93,6 +109,14 @@ def gate() -> StormGate:
 
 def report(body: Mapping[str, Any], target: str, direction: logic.Direction) -> None:
     gate().report(body, target, direction)
+
+
+def covered(body: Mapping[str, Any], target: str, direction: logic.Direction) -> bool:
+    return gate().covered(body, target, direction)
+
+
+def fold(target: str, direction: logic.Direction, n: int) -> None:
+    gate().fold(target, direction, n)
 
 
 def forget(body: Mapping[str, Any]) -> None:

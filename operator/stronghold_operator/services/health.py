@@ -11,6 +11,7 @@ fakes (tests/unit/test_health_service.py).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,6 +115,11 @@ class Ports:
     # A check on a shared target turned bad or healthy again: (target, direction), counted
     # across policies for one summary Event (logic/health/storm.py, runtime/storms.py).
     shared: Callable[[str, storm.Direction], None] | None = None
+    # Whether an announced storm on (target, direction) counted this policy: the round's
+    # own Events about it fold into that storm's Event (logic/health/storm.folded_into).
+    covered: storm.Covered | None = None
+    # ``n`` of the policy's own Events were not posted: that storm's closing Event counts them.
+    fold: Callable[[str, storm.Direction, int], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,9 @@ class Round:
     secret_missing: bool = False
     evaluation: logic.Evaluation | None = None  # None: nothing was probed
     results: Mapping[str, ProbeResult] = field(default_factory=dict)
+    # The shared target's storm this round's own Events fold into (None: they are posted;
+    # the incident Events are folded here, the caller folds the condition transitions).
+    fold: tuple[str, storm.Direction] | None = None
 
 
 class SecretNotAllowed(Exception):
@@ -181,11 +190,17 @@ async def run_round(
     if ports.shared is not None:
         for target, direction in storm.transitions(policy, current, ev.status["checks"]):
             ports.shared(target, direction)
+    fold = None
+    if ports.covered is not None and ports.fold is not None:
+        fold = storm.folded_into(policy, current, ev.status["checks"], ports.covered)
     notice = Notice(policy, ev, known, where, ports)
-    for note in [*by_hand, *ev.notifications]:
+    for note in by_hand:  # what people did is their news, never a target's
         notify(notice, note)
         record(notice, note)
-    return Round(ev.status, conditions, interval, evaluation=ev, results=results)
+    for note in ev.notifications:
+        notify(notice, note, fold)
+        record(notice, note, fold)
+    return Round(ev.status, conditions, interval, evaluation=ev, results=results, fold=fold)
 
 
 def honour_hand(
@@ -223,13 +238,19 @@ def honour_hand(
     return current, []
 
 
-def record(n: Notice, note: logic.Notification) -> None:
-    """Tell the policy's Incident objects (creation, timeline, resolution)."""
+def record(
+    n: Notice, note: logic.Notification, fold: tuple[str, storm.Direction] | None = None
+) -> None:
+    """Tell the policy's Incident objects (creation, timeline, resolution); with ``fold``,
+    the Incident's Event about it is counted to that shared target's storm instead."""
     if n.ports.incidents is None:
         return
     affected = [v.name for v in n.ev.verdicts if v.state in ("Warning", "Critical")]
     message = logic.redact(note.message, n.known)
-    news = incidents.News(note.kind, note.incident, message, note.level)
+    folded = None
+    if fold is not None and n.ports.fold is not None:
+        folded = functools.partial(n.ports.fold, *fold, 1)
+    news = incidents.News(note.kind, note.incident, message, note.level, folded)
     n.ports.incidents.record(news, n.ev.status.get("checks") or [], affected, n.known)
 
 
@@ -355,12 +376,18 @@ class Notice:
     ports: Ports
 
 
-def notify(n: Notice, note: logic.Notification) -> None:
-    """An Event always; webhooks (unless expected) in the background."""
-    expected = " [expected: maintenance in progress, no webhook sent]" if note.expected else ""
-    kind = "Normal" if note.kind == "Resolved" or note.expected else "Warning"
-    message = logic.redact(note.message, n.known) + expected
-    n.ports.event(kind, note.reason, message[:1000])
+def notify(
+    n: Notice, note: logic.Notification, fold: tuple[str, storm.Direction] | None = None
+) -> None:
+    """An Event (with ``fold``: counted to that shared target's storm instead); webhooks
+    (unless expected) in the background."""
+    if fold is not None and n.ports.fold is not None:
+        n.ports.fold(*fold, 1)
+    else:
+        expected = " [expected: maintenance in progress, no webhook sent]" if note.expected else ""
+        kind = "Normal" if note.kind == "Resolved" or note.expected else "Warning"
+        message = logic.redact(note.message, n.known) + expected
+        n.ports.event(kind, note.reason, message[:1000])
     for hook in note.webhooks:
         n.ports.spawn(send(n, note, hook))
 
