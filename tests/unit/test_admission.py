@@ -222,7 +222,11 @@ def test_run_stops_when_the_certificate_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for env in (settings.PORT_ENV, settings.ADDRESS_ENV, settings.CERT_DIR_ENV):
-        monkeypatch.delenv(env, raising=False)
+        # setenv first: monkeypatch then restores (removes) what _webhook sets. A bare delenv
+        # of an unset name records nothing, and the leaked port armed the webhook in every
+        # operator later tests of the same worker started (CI, 14 failures).
+        monkeypatch.setenv(env, "")
+        monkeypatch.delenv(env)
     args = argparse.Namespace(
         webhook_port=9443, webhook_address="127.0.0.1", webhook_cert_dir=str(tmp_path)
     )
