@@ -56,6 +56,9 @@ class OwnOperator:
             res = [r for r in rule["resources"] if r != STATUS_RULE]
             if res:
                 rules.append({**rule, "resources": res})
+        # The Incident kind's rules are their own Role (manifests/rbac/namespaced/incidents.yaml);
+        # without them kopf's watch of incidents is forbidden and the operator stops.
+        rules += _manifest("manifests/rbac/namespaced/incidents.yaml", "Role")["rules"]
         kit.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": self._meta(SA)})
         self._role(SA, rules)
         self._role(
