@@ -85,7 +85,7 @@ class EventGate:
         self.correlator = logic.Correlator(limits, clock())
         self._send = send
         self._tasks: set[asyncio.Task[None]] = set()
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = Flusher(lambda: len(self.correlator), self.flush)
 
     def post(self, body: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Post an Event on ``body``'s object, unless the correlator says otherwise."""
@@ -94,7 +94,7 @@ class EventGate:
         if verdict != "post":
             DROPPED.labels(verdict).inc()
             if verdict == "aggregated":
-                self._flush_later()
+                self._flusher.start()
             return
         self._deliver(body, type_, reason, message, "event")
 
@@ -135,19 +135,6 @@ class EventGate:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _flush_later(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop (a test): flush() is called directly
-        if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
-            self._flusher = loop.create_task(self._flush_loop())
-
-    async def _flush_loop(self) -> None:
-        while len(self.correlator):
-            await asyncio.sleep(FLUSH_S)
-            self.flush()
-
     def flush(self) -> int:
         """Post the summaries of ended windows; returns how many went out."""
         now, posted = self.clock(), 0
@@ -167,10 +154,39 @@ class EventGate:
         self.correlator.forget(_key(body))
 
     async def close(self) -> None:
-        for task in [*self._tasks, *([self._flusher] if self._flusher else [])]:
+        for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._flusher.close()
+
+
+class Flusher:
+    """Calls ``flush`` every FLUSH_S while ``pending()``: one task, started on demand in the
+    running loop (none without a loop: a test calls flush itself)."""
+
+    def __init__(self, pending: Callable[[], int], flush: Callable[[], object]) -> None:
+        self._pending, self._flush = pending, flush
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._task = loop.create_task(self._run())
+
+    async def _run(self) -> None:
+        while self._pending():
+            await asyncio.sleep(FLUSH_S)
+            self._flush()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
 
 
 def _limits() -> logic.Limits:

@@ -14,16 +14,12 @@ counted as ``stronghold_events_dropped_total{why="shared"}`` and in its closing 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from stronghold_operator.logic.health import storm as logic
 from stronghold_operator.runtime import events
-
-FLUSH_S = 10.0  # how often ended windows' closing counts go out
 
 
 def _key(body: Mapping[str, Any]) -> str:
@@ -41,7 +37,7 @@ class StormGate:
     ) -> None:
         self.storms = storms or logic.Storms()
         self.clock = clock
-        self._flusher: asyncio.Task[None] | None = None
+        self._flusher = events.Flusher(lambda: len(self.storms), self.flush)
 
     def report(self, body: Mapping[str, Any], target: str, direction: logic.Direction) -> None:
         """``body``'s policy has a check on ``target`` that changed in ``direction``."""
@@ -50,7 +46,7 @@ class StormGate:
         summary = self.storms.report(target, direction, _key(body), name, body, self.clock())
         if summary is not None:
             self._post(summary)
-        self._flush_later()
+        self._flusher.start()
 
     def covered(self, body: Mapping[str, Any], target: str, direction: logic.Direction) -> bool:
         """An announced storm on ``target`` counted ``body``'s policy: its Events fold."""
@@ -77,24 +73,8 @@ class StormGate:
     def forget(self, body: Mapping[str, Any]) -> None:
         self.storms.forget(_key(body))
 
-    def _flush_later(self) -> None:
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return  # no loop (a test): flush() is called directly
-        if self._flusher is None or self._flusher.done() or self._flusher.get_loop() is not loop:
-            self._flusher = loop.create_task(self._flush_loop())
-
-    async def _flush_loop(self) -> None:
-        while len(self.storms):
-            await asyncio.sleep(FLUSH_S)
-            self.flush()
-
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._flusher
+        await self._flusher.close()
 
 
 _ONE: dict[str, StormGate] = {}
