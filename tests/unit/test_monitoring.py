@@ -179,3 +179,16 @@ def test_promql_names_come_from_the_parser_not_from_words() -> None:
     assert promql.source_metrics("stronghold:x:y * 2", {"stronghold:x:y": "max(z)"}) == {"z"}
     with pytest.raises(ValueError):
         promql.metric_names("sum(")
+
+
+def test_the_demo_target_is_the_local_overlays_metrics_port() -> None:
+    """demo up writes this address into Prometheus's targets: the port the overlay serves."""
+    from stronghold_testbed import demo
+
+    overlay = yaml.safe_load(
+        (promql.REPO / "manifests/overlays/local/kustomization.yaml").read_text()
+    )
+    ops = yaml.safe_load(overlay["patches"][0]["patch"])
+    (args,) = [op["value"] for op in ops if op["path"].endswith("/args")]
+    host, _, port = demo.DEMO_METRICS.partition(":")
+    assert f"--metrics-port={port}" in args and f"--metrics-address={host}" in args
