@@ -1,7 +1,8 @@
 """History on the testbed's real Prometheus (``stronghold-testbed services up``): it scrapes
 this test's real operator, found through a file_sd targets file, while the operator probes
-real PostgreSQL, RabbitMQ and Memcached for a HealthPolicy. Every metric the Grafana
-dashboard queries is in that scrape, and every rule of manifests/monitoring evaluates on it.
+real PostgreSQL, RabbitMQ and Memcached for a HealthPolicy and decides for a ScalingPolicy.
+Every metric the Grafana dashboard queries is in that scrape, and every rule of
+manifests/monitoring evaluates on it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from stronghold_operator.models.outbound import ALLOWED_DESTINATIONS
 from stronghold_testbed import prometheus
 from tests.integration import health_kit as hk
 from tests.integration import kit
-from tests.support import promql
+from tests.support import promql, workloads
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -35,7 +36,10 @@ FED = {
     "stronghold_health_probe_duration_seconds_count",
     "stronghold_health_incident_severity",
     "stronghold_api_writes_total",
+    "stronghold_scaling_replicas",
+    "stronghold_scaling_decisions_total",
 }
+MAX_REPLICAS = 4
 
 
 def api(path: str, **params: str) -> Any:
@@ -138,6 +142,21 @@ def scraped(
             },
         }
     )
+    # The web tier: one replica under a dry-run ScalingPolicy (it decides, never scales).
+    kit.apply_in(namespace, workloads.busybox_deployment("web", resources=workloads.SMALL))
+    kit.apply(
+        {
+            "apiVersion": "ops.stronghold.io/v1alpha1",
+            "kind": "ScalingPolicy",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {
+                "targetRef": {"kind": "Deployment", "name": "web"},
+                "maxReplicas": MAX_REPLICAS,
+                "interval": "2s",
+                "dryRun": True,
+            },
+        }
+    )
     op = run_operator(namespace)
     instance = f"127.0.0.1:{op.metrics_port}"
     prometheus.write_targets(f"test-{namespace}", [instance], {"test_namespace": namespace})
@@ -210,6 +229,7 @@ def test_every_rule_evaluates_on_the_real_prometheus(scraped: str, namespace: st
             "stronghold:db_size_bytes:max",
             "stronghold:db_connections_used:ratio",
             "stronghold:queue_depth:max",
+            "stronghold:scaling_replicas:ratio_of_max",
         ):
             result = query(f"{name}{{{ns}}}")
             if not result:
@@ -225,6 +245,7 @@ def test_every_rule_evaluates_on_the_real_prometheus(scraped: str, namespace: st
     assert abs(values["stronghold:db_size_bytes:max"] - size) / size < 0.05
     assert 0 < values["stronghold:db_connections_used:ratio"] <= 1
     assert values["stronghold:queue_depth:max"] == MESSAGES
+    assert values["stronghold:scaling_replicas:ratio_of_max"] == 1 / MAX_REPLICAS
     # Recorded without job/instance: history continues when the operator moves.
     (series,) = query(f"stronghold:queue_depth:max{{{ns}}}")
     assert "instance" not in series["metric"] and series["metric"]["queue"].startswith("hist-")
