@@ -62,6 +62,16 @@ def test_the_rules_do_what_they_say_on_synthetic_series() -> None:
     """promtool's rule tests: recorded values and alerts firing (or not) at set times."""
     proc = promtool("test", "rules", "stronghold.rules.test.yml", cwd=promql.RULES.parent)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # Every alert is exercised, and the trend rules' values are checked.
+    cases = yaml.safe_load((promql.RULES.parent / "stronghold.rules.test.yml").read_text())
+    tested = {a["alertname"] for t in cases["tests"] for a in t.get("alert_rule_test", ())}
+    assert tested == set(promql.alerting_rules())
+    exprs = " ".join(e["expr"] for t in cases["tests"] for e in t.get("promql_expr_test", ()))
+    for name in (
+        "stronghold:db_size_bytes_per_day:deriv6h",
+        "stronghold:queue_depth_per_hour:deriv1h",
+    ):
+        assert name in exprs
 
 
 def test_rule_names_read_only_operator_metrics_and_are_documented() -> None:
