@@ -14,8 +14,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,27 @@ def _ready() -> bool:
         return int(resp.status) == 200
 
 
+def _reload_state() -> dict[str, float]:
+    with urllib.request.urlopen(f"{URL}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r"^(prometheus_config_last_reload_\w+) (\S+)$", text, re.M)
+    }
+
+
+def _reloaded_since(asked: int) -> bool:
+    """True once a reload after ``asked`` succeeded; a refused config or rule file fails
+    loudly (Prometheus would go on with the old ones)."""
+    state = _reload_state()
+    if state.get("prometheus_config_last_reload_successful") == 0:
+        raise TestbedError(
+            f"Prometheus refused {home() / 'prometheus.yml'} or its rules: see its log "
+            f"({paths.log_dir() / (PROC + '.log')})"
+        )
+    return state.get("prometheus_config_last_reload_success_timestamp_seconds", 0) >= asked
+
+
 def _configure() -> Path:
     home().mkdir(parents=True, exist_ok=True)
     targets_dir().mkdir(parents=True, exist_ok=True)
@@ -150,7 +173,13 @@ def _node_exporter() -> str:
 def _prometheus(config: Path) -> str:
     pid = procs.owned_pid(PROC)
     if pid is not None:
+        asked = int(time.time())
         os.kill(pid, signal.SIGHUP)  # re-read the config and the rules just written
+        deadline = time.monotonic() + 30
+        while not _reloaded_since(asked):
+            if time.monotonic() > deadline:
+                raise TestbedError(f"Prometheus (pid {pid}) did not reload within 30 s")
+            time.sleep(0.2)
         return "reused (reloaded)"
     if procs.port_open(PORT):
         raise TestbedError(f"port {PORT} is taken by a process stronghold did not start")
