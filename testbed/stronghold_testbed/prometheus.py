@@ -147,14 +147,26 @@ def _reloaded_since(asked: int) -> bool:
     return state.get("prometheus_config_last_reload_success_timestamp_seconds", 0) >= asked
 
 
-def _configure() -> Path:
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Write ``text`` whole (temporary file, rename: a reload never reads half a file), only
+    when it differs; returns whether it did. Test workers run ``up`` side by side."""
+    if path.exists() and path.read_text() == text:
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return True
+
+
+def _configure() -> tuple[Path, bool]:
+    """Write the config and the rules; whether either changed."""
     home().mkdir(parents=True, exist_ok=True)
     targets_dir().mkdir(parents=True, exist_ok=True)
     rules = home() / "stronghold.rules.yml"
-    shutil.copyfile(RULES, rules)
     config = home() / "prometheus.yml"
-    config.write_text(yaml.safe_dump(render_config(rules), sort_keys=False))
-    return config
+    changed = _write_if_changed(rules, RULES.read_text())
+    rendered = yaml.safe_dump(render_config(rules), sort_keys=False)
+    return config, _write_if_changed(config, rendered) or changed
 
 
 def _node_exporter() -> str:
@@ -170,8 +182,10 @@ def _node_exporter() -> str:
     return "started"
 
 
-def _prometheus(config: Path) -> str:
+def _prometheus(config: Path, changed: bool) -> str:
     pid = procs.owned_pid(PROC)
+    if pid is not None and not changed:
+        return "reused"
     if pid is not None:
         asked = int(time.time())
         os.kill(pid, signal.SIGHUP)  # re-read the config and the rules just written
@@ -199,12 +213,13 @@ def _prometheus(config: Path) -> str:
 
 
 def up() -> str:
-    """Node exporter and Prometheus on 127.0.0.1, started when absent (ours: reloaded)."""
+    """Node exporter and Prometheus on 127.0.0.1, started when absent; ours is reloaded when
+    the config or the rules changed."""
     if shutil.which("prometheus") is None or shutil.which("prometheus-node-exporter") is None:
         packages.ensure(["prometheus", "prometheus-node-exporter"])
-    config = _configure()
+    config, changed = _configure()
     exporter = _node_exporter()
-    return f"{_prometheus(config)}; node exporter {exporter}"
+    return f"{_prometheus(config, changed)}; node exporter {exporter}"
 
 
 def status() -> dict[str, str]:

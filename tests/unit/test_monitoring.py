@@ -202,3 +202,24 @@ def test_the_demo_target_is_the_local_overlays_metrics_port() -> None:
     (args,) = [op["value"] for op in ops if op["path"].endswith("/args")]
     host, _, port = demo.DEMO_METRICS.partition(":")
     assert f"--metrics-port={port}" in args and f"--metrics-address={host}" in args
+
+
+def test_the_testbed_config_is_rewritten_only_when_it_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``up`` reloads a running Prometheus only for a change (test workers run it side by
+    side; an unchanged file is not rewritten under a reload)."""
+    monkeypatch.setenv("STRONGHOLD_CACHE", str(tmp_path))
+    config, changed = prometheus._configure()
+    assert changed and yaml.safe_load(config.read_text())["rule_files"] == [
+        str(tmp_path / "prometheus/stronghold.rules.yml")
+    ]
+    assert (tmp_path / "prometheus/stronghold.rules.yml").read_text() == promql.RULES.read_text()
+    assert prometheus._configure() == (config, False)
+    (tmp_path / "prometheus/stronghold.rules.yml").write_text("groups: []\n")  # an older tree's
+    assert prometheus._configure() == (config, True)
+    assert sorted(p.name for p in config.parent.iterdir()) == [
+        "prometheus.yml",
+        "stronghold.rules.yml",
+        "targets",
+    ]
