@@ -135,11 +135,12 @@ def _reload_state() -> dict[str, float]:
     }
 
 
-def _reloaded_since(asked: int) -> bool:
+def _reloaded_since(asked: int, failed_before: bool) -> bool:
     """True once a reload after ``asked`` succeeded; a refused config or rule file fails
-    loudly (Prometheus would go on with the old ones)."""
+    loudly (Prometheus would go on with the old ones). After an earlier refusal the flag
+    reads 0 until this reload, so only the deadline can tell."""
     state = _reload_state()
-    if state.get("prometheus_config_last_reload_successful") == 0:
+    if state.get("prometheus_config_last_reload_successful") == 0 and not failed_before:
         raise TestbedError(
             f"Prometheus refused {home() / 'prometheus.yml'} or its rules: see its log "
             f"({paths.log_dir() / (PROC + '.log')})"
@@ -184,15 +185,19 @@ def _node_exporter() -> str:
 
 def _prometheus(config: Path, changed: bool) -> str:
     pid = procs.owned_pid(PROC)
-    if pid is not None and not changed:
-        return "reused"
     if pid is not None:
+        failed_before = _reload_state().get("prometheus_config_last_reload_successful") == 0
+        if not changed and not failed_before:
+            return "reused"
         asked = int(time.time())
         os.kill(pid, signal.SIGHUP)  # re-read the config and the rules just written
         deadline = time.monotonic() + 30
-        while not _reloaded_since(asked):
+        while not _reloaded_since(asked, failed_before):
             if time.monotonic() > deadline:
-                raise TestbedError(f"Prometheus (pid {pid}) did not reload within 30 s")
+                raise TestbedError(
+                    f"Prometheus (pid {pid}) did not reload within 30 s: see its log "
+                    f"({paths.log_dir() / (PROC + '.log')})"
+                )
             time.sleep(0.2)
         return "reused (reloaded)"
     if procs.port_open(PORT):
