@@ -215,11 +215,15 @@ def history(
         )
 
 
-def report(*args: str, url: str | None) -> subprocess.CompletedProcess[str]:
+def report(
+    *args: str, url: str | None, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "stronghold_operator.cli", "capacity", "report", *args]
     if url is not None:
         cmd += ["--prometheus", url]
-    env = {k: v for k, v in os.environ.items() if k != "STRONGHOLD_PROMETHEUS_URL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRONGHOLD_PROMETHEUS_")}
+    if token is not None:
+        env["STRONGHOLD_PROMETHEUS_TOKEN"] = token
     return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -306,6 +310,47 @@ def test_untrustworthy_reports_exit_2(history: History, tmp_path: Path) -> None:
     assert refused.returncode == 2
     assert "bad_data" in refused.stderr  # Prometheus's parse error, passed on
     assert report(url=None).returncode == 2  # no URL at all
+
+
+async def test_bearer_token_passes_an_auth_proxy(history: History) -> None:
+    """A Prometheus behind an auth proxy (ours, on 127.0.0.1, forwarding to the real one)."""
+    from aiohttp import web
+
+    secret = uuid.uuid4().hex
+    seen: list[str] = []
+
+    async def forward(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization", ""))
+        if request.headers.get("Authorization") != f"Bearer {secret}":
+            return web.Response(status=401, text="unauthorized")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{history.url}{request.path}", data=await request.post()) as r,
+        ):
+            return web.Response(
+                status=r.status, body=await r.read(), content_type="application/json"
+            )
+
+    app = web.Application()
+    app.router.add_post("/{tail:.*}", forward)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = kit.free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        proxy = f"http://127.0.0.1:{port}"
+        ok = await asyncio.to_thread(report, "--only", "db_size", url=proxy, token=secret)
+        assert ok.returncode == 1, ok.stdout + ok.stderr  # the history, through the proxy
+        assert "| db_size | critical |" in ok.stdout
+        assert secret not in ok.stdout + ok.stderr
+        wrong = f"not-{secret}"
+        denied = await asyncio.to_thread(report, "--only", "db_size", url=proxy, token=wrong)
+        assert denied.returncode == 2
+        assert "HTTP 401" in denied.stderr
+        assert wrong not in denied.stdout + denied.stderr  # never echoed
+    finally:
+        await runner.cleanup()
+    assert f"Bearer {secret}" in seen and f"Bearer not-{secret}" in seen
 
 
 # -- the HTML report in a real browser ---------------------------------------------------

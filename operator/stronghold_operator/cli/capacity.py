@@ -9,7 +9,8 @@ plot per series, --json the numbers.
 
 The queries use raw metric names (postgres_exporter, kubelet, the operator's /metrics,
 RabbitMQ's prometheus plugin); --config FILE (YAML, a list of resources) changes or adds
-them, --limit NAME=VALUE sets a limit (100Gi, 500).
+them, --limit NAME=VALUE sets a limit (100Gi, 500). $STRONGHOLD_PROMETHEUS_TOKEN, when set,
+is sent as a bearer token.
 
 Exit codes: 0 nothing crosses its band within --horizon, 1 something does (or is over it
 already), 2 the report is not to be trusted: Prometheus unreachable, a query refused, bad
@@ -36,6 +37,9 @@ if TYPE_CHECKING:  # imported when run: a command loads only what it needs
 
 EXIT_OK, EXIT_AT_RISK, EXIT_ERROR = 0, 1, 2
 ENV_URL = "STRONGHOLD_PROMETHEUS_URL"
+# A bearer token for a Prometheus behind an auth proxy: from the environment (a Secret in the
+# CronJob), never an argument, which would show in the Job's spec and `ps`.
+ENV_TOKEN = "STRONGHOLD_PROMETHEUS_TOKEN"
 MAX_POINTS = 2000  # per series: Prometheus refuses more than 11,000; 2,000 fit well enough
 
 
@@ -90,7 +94,6 @@ def register(sub: Any) -> None:
         help="write the numbers as JSON here ('-': stdout, instead of the summary)",
     )
     r.add_argument("--timeout", type=float, default=30.0, help="seconds per query (default 30)")
-    r.add_argument("--now", type=float, help=argparse.SUPPRESS)  # tests: the report's 'now'
     r.set_defaults(func=_run)
 
 
@@ -168,7 +171,7 @@ def _run(args: argparse.Namespace) -> int:
     except (ValueError, UsageError) as exc:
         _error(str(exc))
         return EXIT_ERROR
-    now = args.now if args.now is not None else time.time()
+    now = time.time()
     start = now - history.total_seconds()
     if step is None:
         step = max(60.0, history.total_seconds() / 720)
@@ -226,7 +229,9 @@ async def collect(
 
     errors: list[str] = []
     assessments: list[Assessment] = []
-    async with Prometheus(args.prometheus, timeout_s=args.timeout) as prom:
+    token = os.environ.get(ENV_TOKEN)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with Prometheus(args.prometheus, timeout_s=args.timeout, headers=headers) as prom:
         results = await asyncio.gather(
             *(_one(prom, r, args, start, now, step, horizon) for r in chosen),
             return_exceptions=True,
