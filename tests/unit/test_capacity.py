@@ -227,6 +227,11 @@ def test_cli_resources_limits_config_and_only(tmp_path: Path) -> None:
     cfg.write_text("- name: new\n  limit: 3\n")
     with pytest.raises(cli.UsageError, match="needs a query"):
         cli.resources(_args(config=str(cfg)))
+    cfg.write_text("- name: web_cpu\n  critical: 90\n")  # a percentage where a fraction goes
+    with pytest.raises(cli.UsageError, match="fraction"):
+        cli.resources(_args(config=str(cfg)))
+    with pytest.raises(cli.UsageError, match="positive"):
+        cli.resources(_args(limit=["db_size=0"]))
 
 
 def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -264,3 +269,21 @@ def test_the_docs_list_every_default_resource_and_query() -> None:
     text = (REPO / "docs/capacity.md").read_text()
     for r in cap.DEFAULT_RESOURCES:
         assert f"| `{r.name}` | `{r.query}`" in text, r.name
+
+
+def test_default_queries_name_the_operators_own_metrics() -> None:
+    from prometheus_client import REGISTRY
+
+    from stronghold_operator.controllers import scaling  # registers the scaling metrics
+
+    labels = {
+        "stronghold_scaling_replicas": scaling.REPLICAS._labelnames,
+        "stronghold_scaling_utilisation_percent": scaling.UTILISATION._labelnames,
+    }
+    assert set(labels) <= set(REGISTRY._names_to_collectors)
+    queries = {r.name: r.query for r in cap.DEFAULT_RESOURCES}
+    assert queries["replicas"] == 'stronghold_scaling_replicas{kind="current"}'
+    assert "kind" in labels["stronghold_scaling_replicas"]
+    assert "resource" in labels["stronghold_scaling_utilisation_percent"]
+    # the series carry what the maxReplicas lookup matches on
+    assert {"namespace", "policy"} <= set(labels["stronghold_scaling_replicas"])

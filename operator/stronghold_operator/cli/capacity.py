@@ -103,37 +103,12 @@ def _error(message: str) -> None:
 
 def resources(args: argparse.Namespace) -> list[Resource]:
     """The default resources, changed by --config, --limit and --only."""
-    from stronghold_operator.logic.capacity import DEFAULT_RESOURCES, Resource
+    from stronghold_operator.logic.capacity import DEFAULT_RESOURCES
     from stronghold_operator.platforms.quantity import parse_quantity
 
     chosen = {r.name: r for r in DEFAULT_RESOURCES}
     if args.config:
-        import yaml
-
-        try:
-            doc = yaml.safe_load(Path(args.config).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise UsageError(f"--config: {exc}") from None
-        if not isinstance(doc, list):
-            raise UsageError("--config: expected a YAML list of resources")
-        fields = {f.name for f in dataclasses.fields(Resource)}
-        for i, item in enumerate(doc):
-            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
-                raise UsageError(f"--config: item {i} needs a name")
-            unknown = set(item) - fields
-            if unknown:
-                raise UsageError(f"--config: {item['name']}: unknown field(s) {sorted(unknown)}")
-            base = chosen.get(item["name"])
-            try:
-                merged = {**(dataclasses.asdict(base) if base else {}), **item}
-                if "limit" in item and item["limit"] is not None:
-                    merged["limit"] = parse_quantity(item["limit"])
-                merged.setdefault("title", item["name"])
-                if "query" not in merged:
-                    raise UsageError(f"--config: {item['name']}: a new resource needs a query")
-                chosen[item["name"]] = Resource(**merged)
-            except (TypeError, ValueError) as exc:
-                raise UsageError(f"--config: {item['name']}: {exc}") from None
+        chosen = _from_config(Path(args.config), chosen)
     for spec in args.limit:
         name, sep, value = spec.partition("=")
         if not sep or name not in chosen:
@@ -145,10 +120,53 @@ def resources(args: argparse.Namespace) -> list[Resource]:
         chosen[name] = dataclasses.replace(
             chosen[name], limit=limit, limit_query=None, limit_from=None
         )
+    for r in chosen.values():
+        # From YAML, a field may hold anything: check the type as well as the range.
+        critical: object = r.critical
+        top: object = r.limit
+        if not isinstance(critical, int | float) or not 0 < critical <= 1:
+            raise UsageError(f"{r.name}: critical is a fraction of the limit, in (0, 1]")
+        if top is not None and not (isinstance(top, int | float) and top > 0):
+            raise UsageError(f"{r.name}: the limit must be positive")
     for name in args.only:
         if name not in chosen:
             raise UsageError(f"--only {name}: not one of {sorted(chosen)}")
     return [r for n, r in chosen.items() if not args.only or n in args.only]
+
+
+def _from_config(path: Path, chosen: dict[str, Resource]) -> dict[str, Resource]:
+    """``chosen`` changed and extended by a YAML list of resources (fields as Resource's)."""
+    import yaml
+
+    from stronghold_operator.logic.capacity import Resource
+    from stronghold_operator.platforms.quantity import parse_quantity
+
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"--config: {exc}") from None
+    if not isinstance(doc, list):
+        raise UsageError("--config: expected a YAML list of resources")
+    fields = {f.name for f in dataclasses.fields(Resource)}
+    out = dict(chosen)
+    for i, item in enumerate(doc):
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise UsageError(f"--config: item {i} needs a name")
+        unknown = set(item) - fields
+        if unknown:
+            raise UsageError(f"--config: {item['name']}: unknown field(s) {sorted(unknown)}")
+        base = out.get(item["name"])
+        merged = {**(dataclasses.asdict(base) if base else {}), **item}
+        if "query" not in merged:
+            raise UsageError(f"--config: {item['name']}: a new resource needs a query")
+        merged.setdefault("title", item["name"])
+        try:
+            if item.get("limit") is not None:
+                merged["limit"] = parse_quantity(item["limit"])
+            out[item["name"]] = Resource(**merged)
+        except (TypeError, ValueError) as exc:
+            raise UsageError(f"--config: {item['name']}: {exc}") from None
+    return out
 
 
 def _run(args: argparse.Namespace) -> int:
