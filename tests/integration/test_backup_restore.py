@@ -9,6 +9,7 @@ refuses a non-empty one without --force (nothing changed), and --dry-run changes
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from stronghold_testbed import paths
+from stronghold_testbed import images, paths
 from tests.integration import kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -48,6 +49,13 @@ def admin() -> psycopg.Connection[Any]:
         return psycopg.connect(PG, autocommit=True)
     except psycopg.OperationalError as exc:
         pytest.fail(f"PostgreSQL on 127.0.0.1:5432 is needed: {exc}", pytrace=False)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def base_image(testbed: Path) -> None:
+    """The Job image of this checkout's recipe (with the PostgreSQL server): the cluster is
+    shared, and a checkout of another recipe may have re-tagged it (cached: seconds)."""
+    images.ensure([images.BASE])
 
 
 @pytest.fixture(scope="module")
@@ -216,6 +224,17 @@ class Watch:
                 time.sleep(0.02)
 
 
+def job_result(namespace: str, kind: str) -> dict[str, Any]:
+    """The termination message (JSON) of the schedule's one ``kind`` Job's container."""
+    pods = kit.kubectl_json(
+        "get", "pods", "-n", namespace, "-l", f"ops.stronghold.io/job-kind={kind}"
+    )["items"]
+    assert len(pods) == 1, pods
+    term = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    data: dict[str, Any] = json.loads(term["message"])
+    return data
+
+
 def pod_times(namespace: str, kind: str) -> tuple[float, float]:
     """(started, finished) of the container of the schedule's ``kind`` Job (1 s resolution)."""
     pods = kit.kubectl_json(
@@ -273,12 +292,19 @@ def test_restore_test_in_a_throwaway_server_without_createdb(site: Site) -> None
 
     last = st["lastRestoreTest"]
     assert last["result"] == "Passed", last
-    assert last["target"] == "throwaway" and last["server"].startswith("postgres (PostgreSQL)")
+    job = job_result(site.ns, "restore-test")  # what the Job itself reported
+    assert job["target"] == "throwaway" and job["rolesCreated"] >= 1, job
+    assert job["scratchDropped"] is True and job["serverStartSeconds"] > 0
+    # status.lastRestoreTest.target/.server are not read back here: other checkouts' test
+    # sessions re-apply their own CRDs to the shared cluster every few seconds, and the
+    # apiserver prunes fields their schema lacks (the model/CRD agreement is a unit test).
+    # The operator's Event is built from the same recorded entry.
     assert last["tablesCompared"] == 3 and last["rowsCompared"] == sum(ROWS.values())
     assert last["scratchDatabase"].startswith(f"{s.db}_restoretest_")
     assert condition(st, "RestoreTestPassed") == ("True", "RowCountsMatch")
     events = [e for e in kit.events_for(site.ns, "s") if e["reason"] == "RestoreTestPassed"]
-    assert events and "throwaway server" in events[-1]["message"]
+    assert events and "on a throwaway server" in events[-1]["message"], events
+    assert "throwaway server deleted" in events[-1]["message"]
 
     # Production was watched for the whole life of the restore test's container: no session
     # of the role, of its database or of the restore test, and no scratch database.
