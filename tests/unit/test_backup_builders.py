@@ -138,7 +138,7 @@ def test_script_is_strict_bash_and_never_names_the_password_in_env() -> None:
 # The Job runs the helper and the retention module with the Python of a user-chosen image.
 JOB_MODULES = ["stronghold_job.py", "retention.py", "throwaway_pg.py"]
 # Shipped beside the helper in the ConfigMap.
-OWN = {"stronghold_operator.logic.retention", "stronghold_operator.builders.jobs"}
+OWN = {"stronghold_operator.logic.retention", "stronghold_operator.builders.jobs", "throwaway_pg"}
 
 
 @pytest.mark.parametrize("key", JOB_MODULES)

@@ -41,7 +41,7 @@ _FILES = {
     ),
     "count-rows.sql": ("count-rows.sql", "stronghold_operator.builders.jobs", "count-rows.sql"),
     "throwaway_pg.py": (
-        "stronghold_operator/builders/jobs/throwaway_pg.py",
+        "throwaway_pg.py",
         "stronghold_operator.builders.jobs",
         "throwaway_pg.py",
     ),

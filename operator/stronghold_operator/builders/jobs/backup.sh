@@ -24,7 +24,8 @@ tmp=""
 # and one run must not mix two versions of the program.
 P=$(dirname "${BASH_SOURCE[0]}")
 mkdir -p "$W/program"
-cp -RL "$P/stronghold_job.py" "$P/count-rows.sql" "$P/stronghold_operator" "$W/program/"
+cp -RL "$P/stronghold_job.py" "$P/throwaway_pg.py" "$P/count-rows.sql" "$P/stronghold_operator" \
+  "$W/program/"
 export PYTHONDONTWRITEBYTECODE=1
 on_error() {
   code=$?

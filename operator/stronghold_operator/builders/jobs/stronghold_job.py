@@ -23,7 +23,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
-from stronghold_operator.builders.jobs import throwaway_pg
+try:  # in the Job: the file beside this one (an installed package must not shadow it)
+    import throwaway_pg  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # in the operator's package
+    from stronghold_operator.builders.jobs import throwaway_pg
 from stronghold_operator.logic.retention import Archive, file_time, plan_retention
 
 E = os.environ
