@@ -159,3 +159,44 @@ def test_restore_job_reads_backups_only_and_is_not_a_scheduled_run() -> None:
 def test_long_schedule_names_fit_a_job_name() -> None:
     name = restore_job_name("x" * 80, WHEN, "ab12c")
     assert len(name) <= 63 and name.endswith("-restore-20261206030405-ab12c")
+
+
+def test_restore_target_auto_falls_back_only_without_a_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    from stronghold_operator.builders.jobs import stronghold_job as helper
+
+    server = tmp_path / "bin"
+    server.mkdir()
+    (server / "initdb").write_text("")
+    monkeypatch.setattr(helper, "E", {"RESTORE_TARGET": "auto", "JOB_IMAGE": "pg:client"})
+    monkeypatch.setenv("STRONGHOLD_PG_BINDIR", str(server))
+    assert helper._restore_target() == ("throwaway", "")
+    helper.E["RESTORE_TARGET"] = "scratchDatabase"
+    assert helper._restore_target() == ("scratchDatabase", "")
+    monkeypatch.setenv("STRONGHOLD_PG_BINDIR", str(tmp_path / "none"))
+    helper.E["RESTORE_TARGET"] = "auto"
+    target, note = helper._restore_target()
+    assert target == "scratchDatabase" and "no PostgreSQL server" in note
+    helper.E["RESTORE_TARGET"] = "throwaway"
+    target, why = helper._restore_target()
+    assert target is None and "spec.verify.restoreTest.target" in why and "pg:client" in why
+
+
+def test_restore_plan_refuses_a_non_empty_target_unless_forced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stronghold_operator.builders.jobs import stronghold_job as helper
+
+    monkeypatch.setattr(helper, "E", {"PGUSER": "app"})
+    man = {"sha256": "ab" * 32, "tableCount": 3}
+    objects = [f"table public.t{i}" for i in range(7)]
+    refusal, plan = helper._restore_plan("f.sql.gz", man, "database x", objects, force=False)
+    assert "is not empty (7 objects: table public.t0" in refusal and "…" in refusal
+    assert "nothing was changed" in refusal and "--force" in refusal
+    refusal, plan = helper._restore_plan("f.sql.gz", man, "database x", objects, force=True)
+    assert refusal == "" and "first dropping what app owns there" in plan
+    refusal, plan = helper._restore_plan("f.sql.gz", man, "database x", [], force=False)
+    assert refusal == "" and "dropping" not in plan and "one transaction" in plan
+    assert helper._version("15.20 (Debian 15.20-0+deb12u1)") == (15, 20)
+    assert helper._version("postgres (PostgreSQL) 15.18") < helper._version("15.20")
