@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stronghold_operator.logic.health import logs
+from stronghold_operator.logic.health import insights, logs
 from stronghold_operator.logic.health.findings import (
     Finding,
     Level,
@@ -177,6 +177,9 @@ def assess_postgres(
     findings += _blocked_sessions(spec, result, m)
     findings += _long_running(spec, result, m)
     m.update(_slow_statements(result))
+    if spec.insights is not None and result.insights is not None:
+        # Insights are reading material, never findings: they do not change the state.
+        m["insights"] = insights.summarise(spec.insights, result.insights)
     return findings, m
 
 
