@@ -22,6 +22,7 @@ from stronghold_operator.probes.base import (
     StatementStat,
     TableScans,
 )
+from stronghold_operator.services.health import signature
 
 T0 = 1_780_000_000.0
 
@@ -262,3 +263,18 @@ def test_a_trailing_semicolon_is_fine_and_names_are_unique() -> None:
     assert ok.growth[0].query == "SELECT count(*) FROM auth_user"
     with pytest.raises(InvalidSpec):
         spec(growth=[{"name": "x", "query": "SELECT 1"}, {"name": "x", "query": "SELECT 2"}])
+
+
+def test_a_new_insights_read_is_written_and_nothing_else_of_it_is() -> None:
+    def status(collected: str, calls: int) -> dict[str, Any]:
+        m = {"insights": {"collectedAt": collected, "topByCalls": [{"calls": calls}]}}
+        return {
+            "checks": [{"name": "db", "type": "postgres", "state": "Healthy", "measurements": m}]
+        }
+
+    assert signature(status("2026-01-01T00:00:00Z", 1)) == signature(
+        status("2026-01-01T00:00:00Z", 2)
+    )
+    assert signature(status("2026-01-01T00:00:00Z", 1)) != signature(
+        status("2026-01-01T00:05:00Z", 1)
+    )
