@@ -288,6 +288,11 @@ def test_operator_reports_insights_in_status_and_growth_on_metrics(
     found = kit.wait_until("insights in the HealthPolicy status", insights, timeout=90)
     assert_all_three(found["app"])
     assert found["bare"]["statements"] == "PgStatStatementsMissing"
+    # The check's slow statements: this database's only, never a utility statement.
+    obj = kit.kubectl_json("get", "healthpolicy", "db-insights", "-n", namespace)
+    slow = [s["query"] for s in obj["status"]["checks"][0]["measurements"]["slowStatementsTop"]]
+    assert slow and slow[0] == "SELECT pg_sleep($1), $2", slow
+    assert not any(q.split()[0] in ("CREATE", "DROP", "ANALYZE") for q in slow), slow
     assert "pg_stat_statements" in found["bare"]["statementsMessage"]
 
     who = {"namespace": namespace, "policy": "db-insights"}

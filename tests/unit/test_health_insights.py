@@ -19,6 +19,7 @@ from stronghold_operator.probes.base import (
     GrowthValue,
     IndexStat,
     ProbeResult,
+    SlowStatement,
     StatementStat,
     TableScans,
 )
@@ -278,3 +279,23 @@ def test_a_new_insights_read_is_written_and_nothing_else_of_it_is() -> None:
     assert signature(status("2026-01-01T00:00:00Z", 1)) != signature(
         status("2026-01-01T00:05:00Z", 1)
     )
+
+
+def test_slow_statements_never_show_utility_statements_or_literals() -> None:
+    policy = parse(HealthPolicySpec, {"checks": [{"name": "db", "postgres": {"host": "h"}}]})
+    result = ProbeResult(
+        latency_ms=3.0,
+        slow_statements=(
+            SlowStatement("1", 900.0, 1, "ALTER ROLE app PASSWORD 'hunter2-secret'"),
+            SlowStatement("2", 300.0, 4, "SELECT * FROM t WHERE note = 'leaked' AND id = $1"),
+        ),
+    )
+    m = h.assess(policy.checks[0], result, None).measurements
+    assert m["slowStatementsTop"] == [
+        {
+            "queryId": "2",
+            "meanMs": 300.0,
+            "calls": 4,
+            "query": "SELECT * FROM t WHERE note = ? AND id = $1",
+        }
+    ]

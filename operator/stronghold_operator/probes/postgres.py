@@ -78,7 +78,10 @@ FROM pg_stat_activity WHERE pid = ANY(%s)
 _PGSS = """
 SELECT /* stronghold-operator */
   queryid::text, mean_exec_time, calls, left(regexp_replace(query, '\\s+', ' ', 'g'), 160)
-FROM pg_stat_statements WHERE mean_exec_time > %s ORDER BY mean_exec_time DESC LIMIT %s
+FROM pg_stat_statements
+WHERE mean_exec_time > %s AND query NOT LIKE %s
+  AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY mean_exec_time DESC LIMIT %s
 """
 
 # Insights (docs/healthpolicy.md#database-insights). Every statement of ours carries MARKER, so
@@ -493,9 +496,8 @@ class PostgresProbe:
         if spec.slow_statement_top == 0:
             return None
         try:
-            cur = await conn.execute(
-                _PGSS, (spec.slow_statement_mean.total_seconds() * 1000, spec.slow_statement_top)
-            )
+            mean_ms = spec.slow_statement_mean.total_seconds() * 1000
+            cur = await conn.execute(_PGSS, (mean_ms, f"%{MARKER}%", spec.slow_statement_top))
             rows = await cur.fetchall()
         except psycopg.Error:
             # Installed but not preloaded (shared_preload_libraries), or not readable.

@@ -144,6 +144,9 @@ def _long_running(spec: PostgresCheck, result: ProbeResult, m: dict[str, Any]) -
 def _slow_statements(result: ProbeResult) -> dict[str, Any]:
     if result.slow_statements is None:
         return {"slowStatements": "unavailable"}
+    # Utility statements are kept verbatim by pg_stat_statements (ALTER ROLE ... PASSWORD):
+    # only query statements are shown, literals masked (logic/health/insights.py).
+    shown = ((s, insights.statement_text(s.query, 160)) for s in result.slow_statements)
     return {
         "slowStatements": "available",
         "slowStatementsTop": [
@@ -151,9 +154,10 @@ def _slow_statements(result: ProbeResult) -> dict[str, Any]:
                 "queryId": s.query_id,
                 "meanMs": round(s.mean_ms, 1),
                 "calls": s.calls,
-                "query": s.query,
+                "query": text,
             }
-            for s in result.slow_statements
+            for s, text in shown
+            if text is not None
         ],
     }
 
