@@ -171,6 +171,7 @@ async def test_growth_queries_run_read_only_with_their_timeout(insights_db: str)
         {"name": "many_rows", "query": "SELECT g FROM generate_series(1, 1000000) g"},
         {"name": "not_a_number", "query": "SELECT 'abc'"},
         {"name": "broken", "query": "SELECT count(*) FROM no_such_table"},
+        {"name": "leaky", "query": "SELECT note::int FROM accounts WHERE id = 7"},
     ]
     spec = parse(
         HealthPolicySpec,
@@ -188,6 +189,8 @@ async def test_growth_queries_run_read_only_with_their_timeout(insights_db: str)
     assert errors["many_rows"] == "expected one row of one column, got 2 row(s) of 1"
     assert errors["not_a_number"] == "not a number (str)"
     assert "no_such_table" in errors["broken"]
+    # The failing value ('n7', a row's data) is not quoted into status.
+    assert errors["leaky"] == "data exception 22P02: InvalidTextRepresentation"
     assert result.insights is not None and all(g.value is None for g in result.insights.growth)
     with psycopg.connect(ADMIN.replace("dbname=postgres", f"dbname={insights_db}")) as conn:
         row = conn.execute("SELECT is_called FROM ticket").fetchone()

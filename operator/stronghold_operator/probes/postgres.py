@@ -581,6 +581,9 @@ async def _growth(conn: AsyncConnection[Any], g: GrowthQuery) -> GrowthValue:
     except psycopg.errors.ReadOnlySqlTransaction:
         return GrowthValue(g.name, None, "the query tried to write (it runs read-only)")
     except psycopg.Error as exc:
+        if (exc.sqlstate or "").startswith("22"):
+            # A data exception quotes the offending value (a row's data): name the kind only.
+            return GrowthValue(g.name, None, f"data exception {exc.sqlstate}: {type(exc).__name__}")
         return GrowthValue(g.name, None, _first_line(exc))
     if len(rows) != 1 or len(rows[0]) != 1:
         width = len(rows[0]) if rows else 0
