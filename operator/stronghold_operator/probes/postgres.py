@@ -155,6 +155,9 @@ class _Server:
     blockers: dict[Key, tuple[float, tuple[Blocker, ...]]] = field(default_factory=dict)
     # Insights by (key, insights spec): when read and what (probes/postgres.py#insights).
     insights: dict[tuple[Key, str], tuple[float, DatabaseInsights]] = field(default_factory=dict)
+    # One insights read at a time per server: a slow growth query holds one connection of
+    # ``per_server``, never all of them (probes keep the rest).
+    reading: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(1))
 
 
 class PostgresProbe:
@@ -383,12 +386,11 @@ class PostgresProbe:
         conn: AsyncConnection[Any] | None = None
         budget = 4 * timeout_s + sum(g.timeout.total_seconds() for g in ins.growth)
         try:
-            async with asyncio.timeout(budget):
-                async with server.sem:
-                    conn, _ = await self._checkout(spec, server, key, password, timeout_s)
-                    found = await read_insights(conn, ins)
-                    server.idle.append(_Idle(conn, key, time.monotonic()))
-                    conn = None
+            async with server.reading, asyncio.timeout(budget), server.sem:
+                conn, _ = await self._checkout(spec, server, key, password, timeout_s)
+                found = await read_insights(conn, ins)
+                server.idle.append(_Idle(conn, key, time.monotonic()))
+                conn = None
         except TimeoutError:
             found = DatabaseInsights(time.time(), "Unread", f"not read within {budget:g}s")
         except psycopg.Error as exc:
