@@ -265,6 +265,58 @@ class HttpCheck(SpecModel):
         return ([self.url] if self.url else []) + list(self.urls)
 
 
+class GrowthQuery(SpecModel):
+    """A read-only SQL returning one number (e.g. new users in the last day), exported as
+    ``stronghold_postgres_growth_value{name=...}``."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_]*$")
+    query: str = Field(min_length=1, max_length=4000)
+    timeout: Annotated[Duration, within(timedelta(milliseconds=100), timedelta(minutes=5))] = Field(
+        default=timedelta(seconds=5)
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _one_statement(cls, value: str) -> str:
+        # One statement: a second one could end the read-only transaction (COMMIT; ...).
+        if ";" in value.strip().rstrip(";"):
+            raise ValueError("one statement only (no ';' inside the query)")
+        return value.strip().rstrip(";")
+
+
+class SeqScanRule(SpecModel):
+    """Tables whose sequential scans are far above their index scans."""
+
+    min_ratio: float = Field(default=10.0, alias="minRatio", gt=0, le=1e9)
+    min_seq_scans: int = Field(default=100, alias="minSeqScans", ge=0)
+    # Small tables are read sequentially by design (the planner prefers it): not a finding.
+    min_table_bytes: int = Field(default=8 * 1024 * 1024, alias="minTableBytes", ge=0)
+
+
+class PostgresInsights(SpecModel):
+    """Opt-in database insights: pg_stat_statements tops, unused indexes, seq-scan-heavy
+    tables and growth queries, gathered every ``interval`` (heavier than the probe)."""
+
+    interval: Annotated[Duration, within(timedelta(seconds=10), MAX_INTERVAL)] = Field(
+        default=timedelta(minutes=5)
+    )
+    top: int = Field(default=5, ge=1, le=20)  # entries per list in status
+    limit: int = Field(default=50, ge=1, le=200)  # entries per list on /metrics
+    statement_chars: int = Field(default=120, alias="statementChars", ge=20, le=1000)
+    min_rows_per_call: float = Field(default=1000, alias="minRowsPerCall", ge=0)
+    unused_index_min_bytes: int = Field(default=0, alias="unusedIndexMinBytes", ge=0)
+    seq_scans: SeqScanRule = Field(default_factory=shared(SeqScanRule()), alias="seqScans")
+    growth: list[GrowthQuery] = Field(default_factory=list, max_length=10)
+
+    @field_validator("growth")
+    @classmethod
+    def _unique_names(cls, value: list[GrowthQuery]) -> list[GrowthQuery]:
+        names = [g.name for g in value]
+        if len(set(names)) != len(names):
+            raise ValueError("growth query names must be unique")
+        return value
+
+
 class PostgresCheck(SpecModel):
     """A PostgreSQL server: latency, connections, sessions, locks, slow statements, size."""
 
@@ -287,6 +339,7 @@ class PostgresCheck(SpecModel):
     blocking_check_interval: Annotated[Duration, within(MIN_INTERVAL, MAX_INTERVAL)] = Field(
         default=timedelta(seconds=60), alias="blockingCheckInterval"
     )
+    insights: PostgresInsights | None = None
 
     @field_validator("host")
     @classmethod

@@ -473,6 +473,7 @@ def signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
                 if isinstance(f, dict)
             ),
             _log_counts(c),
+            _insights_read(c),
         )
         for c in status.get("checks") or ()
         if isinstance(c, dict)
@@ -500,6 +501,13 @@ def _log_counts(check: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
         return ()
     rules = (check.get("measurements") or {}).get("rules") or {}
     return tuple(sorted((name, r.get("total")) for name, r in rules.items() if isinstance(r, dict)))
+
+
+def _insights_read(check: Mapping[str, Any]) -> Any:
+    """When a postgres check's insights were read: a new read is written (at most once per
+    ``insights.interval``), or its lists would wait for the next state change."""
+    insights = (check.get("measurements") or {}).get("insights")
+    return insights.get("collectedAt") if isinstance(insights, dict) else None
 
 
 _SIGNED = {"conditions", "checks", "incident"}
