@@ -98,6 +98,11 @@ class Remedies:
                 )
                 if not done.terminated:
                     raise PermissionError(out)
+            if done.hidden:
+                out += (
+                    f"; {done.hidden} session(s) of other roles not visible (the role needs"
+                    " pg_read_all_stats to see them)"
+                )
             return out
         assert check.memcached is not None
         await act.flush_memcached(check.memcached, timeout)

@@ -683,6 +683,17 @@ class Webhook(SpecModel):
     retries: int = Field(default=3, ge=0, le=10)
     authorization: SecretKeySelector | None = None
     min_severity: Severity = Field(default="P4", alias="minSeverity")
+    # Extra Alertmanager labels of this receiver's alerts (route a level to its team); the
+    # operator's own labels win on a clash.
+    labels: dict[str, str] = Field(default_factory=dict, max_length=10)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for k, v in value.items():
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]{0,62}", k) or len(v) > 253:
+                raise ValueError(f"label {k[:63]!r}: a Prometheus label name, value <= 253 chars")
+        return value
 
     @model_validator(mode="after")
     def _target(self) -> Webhook:

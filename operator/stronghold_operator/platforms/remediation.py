@@ -28,6 +28,12 @@ _LONG_RUNNING = sql.SQL(
     " AND query_start < clock_timestamp() - make_interval(secs => %s)"
     " ORDER BY query_start LIMIT 100"
 )
+# Sessions of other roles whose state this role may not read (without pg_read_all_stats
+# their query, state and start are NULL): candidates it cannot judge.
+_HIDDEN = sql.SQL(
+    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+    " AND state IS NULL AND pid <> pg_backend_pid()"
+)
 
 
 async def rollout_restart(kube: Kube, namespace: str, kind: str, name: str, at: str) -> None:
@@ -42,6 +48,7 @@ class Terminated:
     terminated: list[int]
     refused: list[int]  # not ours to signal: needs pg_signal_backend or the same role
     gone: list[int]  # ended by themselves meanwhile
+    hidden: int = 0  # other roles' sessions this role cannot see (needs pg_read_all_stats)
 
 
 async def terminate_queries(
@@ -63,6 +70,7 @@ async def terminate_queries(
     if password:
         kwargs["password"] = password
     out = Terminated([], [], [])
+    hidden = 0
     async with asyncio.timeout(timeout_s * 3):
         conn = await AsyncConnection.connect(**kwargs)
         try:
@@ -75,9 +83,11 @@ async def terminate_queries(
                     out.refused.append(int(pid))
                     continue
                 (out.terminated if row and row[0] else out.gone).append(int(pid))
+            counted = await (await conn.execute(_HIDDEN)).fetchone()
+            hidden = int(counted[0]) if counted else 0
         finally:
             await conn.close()
-    return out
+    return Terminated(out.terminated, out.refused, out.gone, hidden)
 
 
 async def flush_memcached(spec: MemcachedCheck, timeout_s: float) -> None:
