@@ -1,0 +1,303 @@
+"""Remediation with the real operator on the local cluster (docs/incidents.md#remediation).
+
+Deployments whose pods serve a health endpoint that fails (busybox httpd without the
+page: HTTP 404), each watched by its own HealthPolicy: one remediated by rollout restarts
+(at most maxAttempts, each on the Incident's timeline and as an Event), one in dry run
+(recorded, nothing touched), one held by an active MaintenanceWindow (nothing runs). And a
+real long-running query (`SELECT pg_sleep(600)` on a test-owned connection) terminated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from stronghold_operator import conditions as cond
+from tests.integration import health_kit as hk
+from tests.integration import kit
+from tests.integration.test_incident_e2e import incidents, probes_of
+from tests.support.workloads import busybox_deployment
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+
+
+@pytest.fixture(autouse=True)
+def kinds_and_rbac(apply_crds: list[str]) -> Iterator[None]:
+    """This checkout's CRDs and RBAC, and the optional remediation RBAC component."""
+    kit.apply_crds()
+    kit.kubectl("apply", "-k", str(kit.REPO / "manifests/rbac/cluster"))
+    kit.kubectl("apply", "-k", str(kit.REPO / "manifests/rbac/remediation"))
+    yield
+    kit.kubectl("delete", "-k", str(kit.REPO / "manifests/rbac/remediation"), check=False)
+
+
+def failing_web(name: str, port: int) -> dict[str, Any]:
+    """Pods that serve HTTP on 127.0.0.1:``port`` without a /healthz page (404)."""
+    d = busybox_deployment(name, f"mkdir -p /www && exec httpd -f -p 127.0.0.1:{port} -h /www")
+    d["spec"]["strategy"] = {"type": "Recreate"}  # one host port: never two pods at once
+    return d
+
+
+def policy(name: str, port: int, action: dict[str, Any], **remediation: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "ops.stronghold.io/v1alpha1",
+        "kind": "HealthPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "interval": "2s",
+            "timeout": "1s",
+            "failureThreshold": 1,
+            "checks": [{"name": "web", "http": {"url": f"http://127.0.0.1:{port}/healthz"}}],
+            "remediation": {"actions": [action], **remediation},
+        },
+    }
+
+
+def restart(name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "restart-web",
+        "when": {"checks": ["web"]},
+        "rolloutRestart": {"name": name},
+        **extra,
+    }
+
+
+def the_incident(namespace: str, policy_name: str) -> dict[str, Any] | None:
+    mine = [i for i in incidents(namespace) if i["spec"]["healthPolicy"] == policy_name]
+    return mine[0] if len(mine) == 1 else None
+
+
+def remediation_entries(incident: dict[str, Any]) -> list[str]:
+    timeline = incident.get("status", {}).get("timeline") or []
+    return [e["message"] for e in timeline if e["type"] == "Remediation"]
+
+
+def replicasets(namespace: str, app: str) -> int:
+    out = kit.kubectl_json("get", "replicasets", "-n", namespace, "-l", f"app={app}")
+    return len(out["items"])
+
+
+def restarted_at(namespace: str, name: str) -> str | None:
+    d = kit.get(namespace, "deployment", name)
+    annotations = d["spec"]["template"]["metadata"].get("annotations") or {}
+    return annotations.get(RESTARTED_AT)
+
+
+def test_rollout_restart_at_most_max_attempts_dry_run_and_maintenance(
+    namespace: str, run_operator: Callable[..., kit.OperatorProcess]
+) -> None:
+    ns = namespace
+    ports = {name: kit.free_port() for name in ("web", "dry", "held")}
+    for name, port in ports.items():
+        kit.apply_in(ns, failing_web(name, port))
+    kit.wait_until(
+        "the pods serving (HTTP 404)",
+        lambda: all(_status(p) == 404 for p in ports.values()),
+        timeout=120,
+    )
+    # An active MaintenanceWindow holding the "held" policy, before that policy exists.
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
+    kit.apply_in(
+        ns,
+        {
+            "apiVersion": "ops.stronghold.io/v1alpha1",
+            "kind": "MaintenanceWindow",
+            "metadata": {"name": "mw"},
+            "spec": {
+                "schedule": {"start": start.strftime("%Y-%m-%dT%H:%M:%SZ"), "duration": "20m"},
+                "targets": {"healthPolicies": {"names": ["held"]}},
+            },
+        },
+    )
+    op = run_operator(ns)
+    kit.wait_until(
+        "the window active",
+        lambda: (
+            (kit.condition(kit.get(ns, "maintenancewindow", "mw"), "Active") or {}).get("status")
+            == "True"
+        ),
+        timeout=90,
+    )
+    # The held policy's action waits until its incident is 8s old: the window's annotation
+    # lands well before that, so only the window can be why nothing ran.
+    kit.apply_in(ns, policy("held", ports["held"], restart("held", after="8s")))
+    kit.wait_until(
+        "the window's hold on the policy",
+        lambda: (
+            (kit.get(ns, "healthpolicy", "held")["metadata"].get("annotations") or {}).get(
+                "ops.stronghold.io/maintenance"
+            )
+            == "mw"
+        ),
+        timeout=60,
+    )
+    kit.apply_in(ns, policy("web", ports["web"], restart("web", maxAttempts=2, cooldown="4s")))
+    kit.apply_in(
+        ns, policy("dry", ports["dry"], restart("dry", maxAttempts=2, cooldown="2s"), dryRun=True)
+    )
+
+    # Two restarts, each on the timeline with its result, four seconds apart at least.
+    inc = kit.wait_until(
+        "two remediation entries",
+        lambda: (i := the_incident(ns, "web")) and len(remediation_entries(i)) >= 2 and i,
+        timeout=120,
+    )
+    first, second = remediation_entries(inc)
+    assert "restart-web (1/2): rollout restart of Deployment web" in first
+    assert "restart-web (2/2)" in second and "restarted" in second
+    assert restarted_at(ns, "web") is not None
+    times = [
+        cond.parse_rfc3339(e["time"])
+        for e in inc["status"]["timeline"]
+        if e["type"] == "Remediation"
+    ]
+    assert times[1] - times[0] >= timedelta(seconds=3)  # cooldown 4s (timeline has seconds)
+    reasons = [e["reason"] for e in kit.events_for(ns, inc["metadata"]["name"])]
+    assert reasons.count("Remediated") >= 1
+    kit.wait_until("three ReplicaSets (two restarts)", lambda: replicasets(ns, "web") == 3, 60)
+
+    # And no more: the budget is spent (and kept in the policy's status).
+    budget = kit.get(ns, "healthpolicy", "web")["status"]["incident"]["remediation"]
+    assert budget[0]["action"] == "restart-web" and budget[0]["attempts"] == 2
+    seen = probes_of(op, ns, "web")
+    kit.wait_until("five more rounds", lambda: probes_of(op, ns, "web") >= seen + 5, 60)
+    inc = the_incident(ns, "web")
+    assert inc is not None and len(remediation_entries(inc)) == 2
+    assert replicasets(ns, "web") == 3
+
+    # Dry run: recorded twice (its maxAttempts), nothing touched.
+    dry = kit.wait_until(
+        "two dry-run entries",
+        lambda: (i := the_incident(ns, "dry")) and len(remediation_entries(i)) >= 2 and i,
+        timeout=60,
+    )
+    for entry in remediation_entries(dry):
+        assert "dry run, would do a rollout restart of Deployment dry" in entry
+    assert restarted_at(ns, "dry") is None and replicasets(ns, "dry") == 1
+    dry_reasons = {e["reason"] for e in kit.events_for(ns, dry["metadata"]["name"])}
+    assert "RemediationDryRun" in dry_reasons and "Remediated" not in dry_reasons
+
+    # Held by the window: its incident (expected) is older than its action's `after`, and
+    # several rounds later nothing has run.
+    held = kit.wait_until("the held policy's Incident", lambda: the_incident(ns, "held"))
+    started = cond.parse_rfc3339(held["status"]["startedAt"])
+    assert started is not None and held["status"]["expected"] is True
+    kit.wait_until(
+        "the held incident 12s old",
+        lambda: datetime.now(UTC) - started > timedelta(seconds=12),
+        timeout=60,
+    )
+    seen = probes_of(op, ns, "held")
+    kit.wait_until("three more rounds", lambda: probes_of(op, ns, "held") >= seen + 3, 60)
+    held = the_incident(ns, "held")
+    assert held is not None and remediation_entries(held) == []
+    assert restarted_at(ns, "held") is None and replicasets(ns, "held") == 1
+    assert "remediation" not in kit.get(ns, "healthpolicy", "held")["status"]["incident"]
+
+
+def _status(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+class Sleeper:
+    """A test-owned session running ``SELECT pg_sleep(600)``."""
+
+    def __init__(self, database: str) -> None:
+        dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={database}"
+        self.conn = psycopg.connect(dsn, autocommit=True, application_name="report-job")
+        self.pid = self.conn.info.backend_pid
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.conn.execute("SELECT pg_sleep(600)")
+        except BaseException as exc:
+            self.error = exc
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.cancel_safe()
+        self.thread.join(timeout=10)
+        with contextlib.suppress(Exception):
+            self.conn.close()
+
+
+def test_a_long_running_query_is_terminated_and_recorded(
+    namespace: str, run_operator: Callable[..., kit.OperatorProcess]
+) -> None:
+    ns = namespace
+    with hk.scratch_database("remedy_e2e", "SELECT 1") as database:
+        sleeper = Sleeper(database)
+        try:
+            kit.apply_in(
+                ns,
+                {
+                    "apiVersion": "ops.stronghold.io/v1alpha1",
+                    "kind": "HealthPolicy",
+                    "metadata": {"name": "db"},
+                    "spec": {
+                        "interval": "2s",
+                        "timeout": "1s",
+                        "failureThreshold": 1,
+                        "checks": [
+                            {
+                                "name": "db",
+                                "postgres": {
+                                    "host": "127.0.0.1",
+                                    "database": database,
+                                    "longRunningAfter": "3s",
+                                    "maxBlockedSessions": 1000,  # other tests' lock waits
+                                },
+                            }
+                        ],
+                        "remediation": {
+                            "actions": [
+                                {
+                                    "name": "kill-long-queries",
+                                    "when": {"checks": ["db"]},
+                                    "terminateQueries": {"check": "db", "olderThan": "3s"},
+                                }
+                            ]
+                        },
+                    },
+                },
+            )
+            run_operator(ns)
+            inc = kit.wait_until(
+                "the termination on the timeline",
+                lambda: (i := the_incident(ns, "db")) and remediation_entries(i) and i,
+                timeout=120,
+            )
+            (entry,) = remediation_entries(inc)
+            assert f"terminated 1 session(s) (pids {sleeper.pid})" in entry
+            sleeper.thread.join(timeout=10)
+            assert isinstance(sleeper.error, psycopg.errors.AdminShutdown)
+            assert inc["status"]["rootCause"] == "db"
+            reasons = {e["reason"] for e in kit.events_for(ns, inc["metadata"]["name"])}
+            assert "Remediated" in reasons
+            # The query gone, the check recovers and the incident resolves.
+            kit.wait_until(
+                "the incident resolved",
+                lambda: (the_incident(ns, "db") or {}).get("status", {}).get("state") == "Resolved",
+                timeout=90,
+            )
+        finally:
+            sleeper.close()
