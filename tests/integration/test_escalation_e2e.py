@@ -1,6 +1,6 @@
 """Escalation routes with the real operator on the local cluster (docs/incidents.md#escalation).
 
-A check that keeps failing (HTTP to a port nothing listens on); each level its own receiver
+A check that keeps failing (the test's own endpoint answering 503); each level its own receiver
 on a real local HTTP server (the test's own, 127.0.0.1): level 2 (Alertmanager format with
 its team label), then level 3, with an operator restart between them that must not send
 level 2 again (the level reached is kept in status); acknowledged, no level 4 ever.
@@ -8,8 +8,10 @@ level 2 again (the level reached is kept in status); acknowledged, no level 4 ev
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -30,6 +32,26 @@ def kinds(apply_crds: list[str]) -> None:
     kit.kubectl("apply", "-k", str(kit.REPO / "manifests/rbac/cluster"))
 
 
+class _Unavailable(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.send_response(503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def failing_web() -> Iterator[str]:
+    """The test's own web endpoint that answers 503 (answered probes: countable rounds)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/health/"
+    server.shutdown()
+    server.server_close()
+
+
 @pytest.fixture
 def receiver() -> Iterator[hk.Receiver]:
     r = hk.Receiver()
@@ -45,6 +67,7 @@ def test_levels_reach_their_receivers_once_across_a_restart_and_ack_stops_them(
     namespace: str,
     run_operator: Callable[..., kit.OperatorProcess],
     receiver: hk.Receiver,
+    failing_web: str,
 ) -> None:
     ns = namespace
     base = receiver.url.rsplit("/", 1)[0]
@@ -58,9 +81,7 @@ def test_levels_reach_their_receivers_once_across_a_restart_and_ack_stops_them(
                 "interval": "2s",
                 "timeout": "1s",
                 "failureThreshold": 1,
-                "checks": [
-                    {"name": "web", "http": {"url": f"http://127.0.0.1:{hk.closed_port()}/"}}
-                ],
+                "checks": [{"name": "web", "http": {"url": failing_web}}],
                 "alerting": {
                     "escalation": [
                         {
