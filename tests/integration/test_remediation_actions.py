@@ -22,6 +22,8 @@ from stronghold_operator.models.health import HealthPolicySpec, MemcachedCheck, 
 from stronghold_operator.platforms import remediation as act
 from tests.integration import health_kit as hk
 from tests.integration import kit
+from tests.integration.conftest import DOCKER_SOCKET
+from tests.support.workloads import start_compose_container
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -198,3 +200,30 @@ async def test_an_unreachable_target_is_a_failed_result_not_an_exception() -> No
     action = policy.remediation.actions[0]  # type: ignore[union-attr]
     ok, detail = await Remedies(kube=None)(policy, action, "ns", {}, False)  # type: ignore[arg-type]
     assert not ok and "ConnectionRefusedError" in detail
+
+
+async def test_a_compose_service_is_restarted_container_by_container(
+    docker_client: Any, compose_project: tuple[str, Any]
+) -> None:
+    name, switch = compose_project
+    first = start_compose_container(docker_client, name, switch, limits=False)
+    first.reload()
+    started_before = first.attrs["State"]["StartedAt"]
+    policy = policy_with(
+        {"http": {"url": "http://127.0.0.1:1/"}},
+        {"composeRestart": {"project": name, "service": "web", "dockerHost": DOCKER_SOCKET}},
+    )
+    action = policy.remediation.actions[0]  # type: ignore[union-attr]
+    ok, detail = await Remedies(kube=None)(policy, action, "ns", {}, False)  # type: ignore[arg-type]
+    assert ok, detail
+    assert detail == f"restarted 1 container(s): {name}-web-1"
+    first.reload()
+    assert first.status == "running" and first.attrs["State"]["StartedAt"] != started_before
+
+    missing = policy_with(
+        {"http": {"url": "http://127.0.0.1:1/"}},
+        {"composeRestart": {"project": f"{name}-none", "service": "web"}},
+    )
+    action = missing.remediation.actions[0]  # type: ignore[union-attr]
+    ok, detail = await Remedies(kube=None)(missing, action, "ns", {}, False)  # type: ignore[arg-type]
+    assert not ok and "no container" in detail

@@ -239,3 +239,17 @@ async def test_during_maintenance_nothing_runs_and_nothing_is_spent() -> None:
     await w.background()
     assert remedy.calls == [] and notes == []
     assert "remediation" not in r.fields["incident"]
+
+
+def test_a_compose_restart_is_an_action_of_its_own() -> None:
+    compose = {
+        "name": "restart-compose",
+        "when": {"rootCauses": ["web"]},
+        "composeRestart": {"project": "stack", "service": "web"},
+    }
+    s = spec(compose).remediation
+    d = logic.due(s, incident(), [], None, T0)
+    assert d is not None and d.action.kind == "ComposeRestart"
+    assert d.what == "restart of Compose service stack/web"
+    with pytest.raises(InvalidSpec, match="exactly one"):
+        spec({**compose, "rolloutRestart": {"name": "web"}})

@@ -15,6 +15,7 @@ from stronghold_operator.metrics import registry
 from stronghold_operator.models.errors import ApiError
 from stronghold_operator.models.health import HealthPolicySpec, RemediationAction
 from stronghold_operator.platforms import remediation as act
+from stronghold_operator.platforms.compose import ComposeService, ComposeTarget
 from stronghold_operator.platforms.kube import Kube
 from stronghold_operator.runtime.budget import budget
 
@@ -79,6 +80,11 @@ class Remedies:
             )
             await budget().send(ratelimit.SIGNIFICANT, send)
             return "restarted (kubectl.kubernetes.io/restartedAt set)"
+        if action.compose_restart is not None:
+            c = action.compose_restart
+            target = ComposeService(ComposeTarget(c.project, c.service, c.docker_host))
+            names = await target.restart()
+            return f"restarted {len(names)} container(s): {', '.join(names[:10])}"
         check = policy.check(action.check_ref or "")
         assert check is not None  # the spec's validation holds references to its checks
         timeout = policy.timeout_of(check).total_seconds()

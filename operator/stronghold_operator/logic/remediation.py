@@ -35,6 +35,9 @@ class Decision:
             t = a.terminate_queries
             secs = int(t.older_than.total_seconds())
             return f"terminate queries of check {t.check} active longer than {secs}s"
+        if a.compose_restart is not None:
+            c = a.compose_restart
+            return f"restart of Compose service {c.project}/{c.service}"
         assert a.flush_memcached is not None
         return f"flush of the Memcached of check {a.flush_memcached.check}"
 

@@ -794,6 +794,10 @@ class FlushMemcached(SpecModel):
     check: str = Field(min_length=1, max_length=63)
 
 
+class ComposeRestart(ComposeLogSource):
+    """``docker compose restart`` of a Compose service, one container at a time."""
+
+
 class RemediationAction(SpecModel):
     """One opt-in action bound to findings, with its guard rails."""
 
@@ -802,6 +806,7 @@ class RemediationAction(SpecModel):
     rollout_restart: RolloutRestart | None = Field(default=None, alias="rolloutRestart")
     terminate_queries: TerminateQueries | None = Field(default=None, alias="terminateQueries")
     flush_memcached: FlushMemcached | None = Field(default=None, alias="flushMemcached")
+    compose_restart: ComposeRestart | None = Field(default=None, alias="composeRestart")
     # None: the remediation's dryRun.
     dry_run: bool | None = Field(default=None, alias="dryRun")
     max_attempts: int = Field(default=1, alias="maxAttempts", ge=1, le=10)
@@ -812,11 +817,14 @@ class RemediationAction(SpecModel):
 
     @model_validator(mode="after")
     def _one(self) -> RemediationAction:
-        set_ = [
-            a for a in (self.rollout_restart, self.terminate_queries, self.flush_memcached) if a
-        ]
-        if len(set_) != 1:
-            raise ValueError("set exactly one of rolloutRestart, terminateQueries, flushMemcached")
+        kinds = {
+            "rolloutRestart": self.rollout_restart,
+            "terminateQueries": self.terminate_queries,
+            "flushMemcached": self.flush_memcached,
+            "composeRestart": self.compose_restart,
+        }
+        if sum(v is not None for v in kinds.values()) != 1:
+            raise ValueError(f"set exactly one of {', '.join(kinds)}")
         return self
 
     @property
@@ -825,6 +833,8 @@ class RemediationAction(SpecModel):
             return "RolloutRestart"
         if self.terminate_queries is not None:
             return "TerminateQueries"
+        if self.compose_restart is not None:
+            return "ComposeRestart"
         return "FlushMemcached"
 
     @property
