@@ -20,6 +20,7 @@ from stronghold_operator import conditions as cond
 from tests.integration import health_kit as hk
 from tests.integration import kit
 from tests.integration.test_incident_e2e import incidents, probes_of
+from tests.integration.test_remediation_e2e import apply_policy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -71,7 +72,8 @@ def test_levels_reach_their_receivers_once_across_a_restart_and_ack_stops_them(
 ) -> None:
     ns = namespace
     base = receiver.url.rsplit("/", 1)[0]
-    kit.apply_in(
+    op = run_operator(ns)  # first: it takes the spec from the watch event at once
+    apply_policy(
         ns,
         {
             "apiVersion": "ops.stronghold.io/v1alpha1",
@@ -103,8 +105,8 @@ def test_levels_reach_their_receivers_once_across_a_restart_and_ack_stops_them(
                 },
             },
         },
+        lambda spec: "labels" in spec["alerting"]["escalation"][0]["webhook"],
     )
-    op = run_operator(ns)
 
     (l2,) = kit.wait_until("level 2 at its receiver", lambda: posts(receiver, "/l2"), 90)
     (alert,) = l2

@@ -10,6 +10,7 @@ real long-running query (`SELECT pg_sleep(600)` on a test-owned connection) term
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import urllib.error
 import urllib.request
@@ -29,6 +30,7 @@ from tests.support.workloads import busybox_deployment
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
+CRD = kit.REPO / "crds/healthpolicy.yaml"
 
 
 @pytest.fixture(autouse=True)
@@ -41,29 +43,62 @@ def kinds_and_rbac(apply_crds: list[str]) -> Iterator[None]:
     kit.kubectl("delete", "-k", str(kit.REPO / "manifests/rbac/remediation"), check=False)
 
 
-def apply_policy(namespace: str, obj: dict[str, Any]) -> None:
-    """This checkout's CRDs again (another checkout sharing the cluster may have replaced
-    them), then the object, server-side (kubectl's client-side validation reads the API
-    server's OpenAPI document, which trails a CRD change)."""
-    body = {**obj, "metadata": {**obj["metadata"], "namespace": namespace}}
+def apply_policy(
+    namespace: str,
+    obj: dict[str, Any],
+    present: Callable[[dict[str, Any]], bool] = lambda spec: "remediation" in spec,
+) -> None:
+    """Apply a policy whose spec uses a field of this checkout's CRD: other checkouts
+    sharing the cluster replace the CRD every few seconds (and the API server prunes a field
+    its current CRD lacks, silently). This CRD again, the object (no client-side validation:
+    kubectl's OpenAPI copy trails a CRD change), then read back until ``present(spec)``.
+    The operator must already run: it takes the spec from the watch event at once."""
+    name = obj["metadata"]["name"]
 
     def applied() -> bool:
-        kit.apply_crds()
-        try:
-            kit.apply(body, server_side=True)
-        except AssertionError as exc:
-            if "remediation" not in str(exc):
-                raise
-            return False  # replaced again between our apply and this one
-        return True
+        kit.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+        text = json.dumps(obj)
+        kit.kubectl("apply", "--validate=false", "-n", namespace, "-f", "-", input=text)
+        return present(kit.get(namespace, "healthpolicy", name)["spec"])
 
-    kit.wait_until("the policy applied with this checkout's CRD", applied, timeout=60)
+    kit.wait_until(f"{name} applied with this checkout's CRD", applied, timeout=120, interval=1)
+
+
+def applied_until(
+    namespace: str, obj: dict[str, Any], used: Callable[[], bool], within: float = 25
+) -> None:
+    """``apply_policy``, until ``used()`` shows the operator acts on the field: the watch
+    event it parsed may have been pruned by another checkout's CRD. Then the spec is
+    applied again with its interval spelt differently (same value, a new generation: the
+    operator parses it again)."""
+    spellings = ["2s", "2000ms"]
+    for attempt in range(4):
+        obj["spec"]["interval"] = spellings[attempt % 2]
+        apply_policy(namespace, obj)
+        try:
+            kit.wait_until(f"{obj['metadata']['name']} used", used, timeout=within)
+            return
+        except AssertionError:
+            continue
+    raise AssertionError(f"the operator never acted on {obj['metadata']['name']}'s remediation")
+
+
+def _quiet(probe: Callable[[str], Any], namespace: str) -> bool:
+    try:
+        return bool(probe(namespace))
+    except AssertionError:
+        return False
+
+
+def witnessed(namespace: str) -> bool:
+    inc = the_incident(namespace, "held")
+    return bool(inc and any("remediation witness" in m for m in remediation_entries(inc)))
 
 
 def policy_status(namespace: str, name: str) -> dict[str, Any]:
     """The policy's status as this checkout's CRD serves it (a replaced CRD without our
     fields prunes them from what the API server returns)."""
-    kit.apply_crds()
+    kit.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     status: dict[str, Any] = kit.get(namespace, "healthpolicy", name)["status"]
     return status
 
@@ -167,7 +202,18 @@ def test_rollout_restart_at_most_max_attempts_dry_run_and_maintenance(
     )
     # The held policy's action waits until its incident is 8s old: the window's annotation
     # lands well before that, so only the window can be why nothing ran.
-    apply_policy(ns, policy("held", ports["held"], restart("held", after="8s")))
+    held_policy = policy("held", ports["held"], restart("held", after="8s"))
+    # The witness: a dry run allowed during maintenance, so the timeline shows the operator
+    # has this policy's remediation while the restart, not allowed, never runs.
+    witness = {
+        "name": "witness",
+        "when": {"checks": ["web"]},
+        "rolloutRestart": {"name": "held"},
+        "dryRun": True,
+        "duringMaintenance": True,
+    }
+    held_policy["spec"]["remediation"]["actions"].append(witness)
+    applied_until(ns, held_policy, lambda: witnessed(ns))
     kit.wait_until(
         "the window's hold on the policy",
         lambda: (
@@ -178,9 +224,15 @@ def test_rollout_restart_at_most_max_attempts_dry_run_and_maintenance(
         ),
         timeout=60,
     )
-    apply_policy(ns, policy("web", ports["web"], restart("web", maxAttempts=2, cooldown="4s")))
-    apply_policy(
-        ns, policy("dry", ports["dry"], restart("dry", maxAttempts=2, cooldown="2s"), dryRun=True)
+    applied_until(
+        ns,
+        policy("web", ports["web"], restart("web", maxAttempts=2, cooldown="4s")),
+        lambda: bool((i := the_incident(ns, "web")) and remediation_entries(i)),
+    )
+    applied_until(
+        ns,
+        policy("dry", ports["dry"], restart("dry", maxAttempts=2, cooldown="2s"), dryRun=True),
+        lambda: bool((i := the_incident(ns, "dry")) and remediation_entries(i)),
     )
 
     # Two restarts, each on the timeline with its result, four seconds apart at least.
@@ -250,10 +302,13 @@ def test_rollout_restart_at_most_max_attempts_dry_run_and_maintenance(
     seen = probes_of(op, ns, "held")
     kit.wait_until("three more rounds", lambda: probes_of(op, ns, "held") >= seen + 3, 60)
     held = the_incident(ns, "held")
-    assert held is not None and remediation_entries(held) == []
+    assert held is not None
+    (only,) = remediation_entries(held)  # the witness; the restart never ran
+    assert "remediation witness (1/1): dry run, would do a rollout restart" in only
     assert restarted_at(ns, "held") is None and generation(ns, "held") == 1
     assert set(pods(ns, "held")) == set(originals["held"])
-    assert "remediation" not in policy_status(ns, "held")["incident"]
+    spent = policy_status(ns, "held")["incident"].get("remediation") or []
+    assert [e["action"] for e in spent] == ["witness"]
 
 
 def _status(port: int) -> int:
@@ -291,6 +346,17 @@ class Sleeper:
             self.conn.close()
 
 
+def terminated(namespace: str) -> dict[str, Any] | None:
+    """The Incident once it has a Remediation entry; otherwise says what there is."""
+    inc = the_incident(namespace, "db")
+    if inc is not None and remediation_entries(inc):
+        return inc
+    status = kit.get(namespace, "healthpolicy", "db").get("status", {})
+    checks = [(c.get("name"), c.get("state"), c.get("reason")) for c in status.get("checks", [])]
+    timeline = (inc or {}).get("status", {}).get("timeline")
+    raise AssertionError(f"checks {checks}, incident {status.get('incident')}, {timeline}")
+
+
 def test_a_long_running_query_is_terminated_and_recorded(
     namespace: str, run_operator: Callable[..., kit.OperatorProcess]
 ) -> None:
@@ -298,7 +364,8 @@ def test_a_long_running_query_is_terminated_and_recorded(
     with hk.scratch_database("remedy_e2e", "SELECT 1") as database:
         sleeper = Sleeper(database)
         try:
-            apply_policy(
+            run_operator(ns)  # first: it takes the spec from the watch event at once
+            applied_until(
                 ns,
                 {
                     "apiVersion": "ops.stronghold.io/v1alpha1",
@@ -330,12 +397,11 @@ def test_a_long_running_query_is_terminated_and_recorded(
                         },
                     },
                 },
+                lambda: _quiet(terminated, ns),
+                within=40,
             )
-            run_operator(ns)
             inc = kit.wait_until(
-                "the termination on the timeline",
-                lambda: (i := the_incident(ns, "db")) and remediation_entries(i) and i,
-                timeout=120,
+                "the termination on the timeline", lambda: terminated(ns), timeout=30
             )
             (entry,) = remediation_entries(inc)
             assert f"terminated 1 session(s) (pids {sleeper.pid})" in entry
