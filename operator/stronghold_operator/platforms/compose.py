@@ -243,6 +243,7 @@ class ComposeService:
         return await run_in(DOCKER, _with_client, self.target, lambda c, t: scale_to(c, t, wanted))
 
     async def restart(self) -> list[str]:
+        fence.check("restart")
         return await run_in(DOCKER, _with_client, self.target, restart)
 
 

@@ -12,6 +12,7 @@ import psycopg
 from psycopg import AsyncConnection, sql
 
 from stronghold_operator.models.health import MemcachedCheck, PostgresCheck
+from stronghold_operator.platforms import fence
 from stronghold_operator.platforms.kube import Kube, workload
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"  # what `kubectl rollout restart` sets
@@ -56,6 +57,7 @@ async def terminate_queries(
 ) -> Terminated:
     """``pg_terminate_backend`` for each long-running query, one by one (a refusal of one
     session stops none of the others)."""
+    fence.check("terminate queries")  # a deposed leader must not repeat it (docs/install.md)
     kwargs: dict[str, Any] = {
         "host": spec.host,
         "port": spec.port,
@@ -92,6 +94,7 @@ async def terminate_queries(
 
 async def flush_memcached(spec: MemcachedCheck, timeout_s: float) -> None:
     """``flush_all`` (every item invalidated; the cache refills from the database)."""
+    fence.check("flush Memcached")  # a deposed leader must not repeat it (docs/install.md)
     async with asyncio.timeout(timeout_s):
         reader, writer = await asyncio.open_connection(spec.host, spec.port)
         try:
