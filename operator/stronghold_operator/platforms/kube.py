@@ -85,6 +85,8 @@ POD_METRICS = Kind("metrics.k8s.io/v1beta1", "PodMetrics", "pods")
 REPLICASETS = Kind("apps/v1", "ReplicaSet", "replicasets")
 CONTROLLERREVISIONS = Kind("apps/v1", "ControllerRevision", "controllerrevisions")
 EVENTS = Kind("v1", "Event", "events")
+SERVICES = Kind("v1", "Service", "services")
+NODES = Kind("v1", "Node", "nodes", namespaced=False)
 OUR_KINDS = {
     "healthpolicies": "HealthPolicy",
     "incidents": "Incident",
