@@ -495,3 +495,31 @@ def test_a_capture_rbac_refuses_is_a_recorded_failure_not_a_retry_loop() -> None
         svc.capture(spec, "ns", ForbiddenSources({}, {}), datetime(2026, 1, 1, tzinfo=UTC))
     )
     assert isinstance(got, tuple) and got[0] == "CaptureForbidden" and "configmaps" in got[1]
+
+
+class FailingPut(FakeSources):
+    async def put_capture(self, manifest: Mapping[str, Any]) -> None:
+        raise OSError("apiserver unavailable")
+
+
+def test_a_job_whose_capture_cannot_be_created_is_deleted_and_started_again() -> None:
+    cluster = tbs.Cluster()
+
+    def ports(src: FakeSources) -> service.Ports:
+        return service.Ports(
+            jobs=cluster,
+            pods=tbs.Pods(cluster),
+            program=cluster,
+            preflight=tbs.Preflight(cluster),
+            clock=lambda: tbs.T0,
+            maintenance=lambda: None,
+            sources=src,
+        )
+
+    compiled = service.compile_spec({**tbs.spec(), "sources": {"systemState": {}}}, frozenset())
+    with pytest.raises(OSError, match="unavailable"):
+        asyncio.run(service.reconcile(compiled, tbs.meta(), ports(FailingPut({}, {})), {}))
+    assert cluster.created == [tbs.SLOT_JOB] and cluster.jobs == {}  # no Job left waiting
+    good = FakeSources({}, {})
+    asyncio.run(service.reconcile(compiled, tbs.meta(), ports(good), {}))
+    assert cluster.created == [tbs.SLOT_JOB, tbs.SLOT_JOB] and len(good.put) == 1

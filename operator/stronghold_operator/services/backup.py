@@ -426,7 +426,13 @@ async def _start(run: _Run, start: lb.Start, request: str | None) -> bool:
             await _put_capture(run, start.name, files)
         return adopted
     if files is not None:
-        await _put_capture(run, start.name, files)
+        try:
+            await _put_capture(run, start.name, files)
+        except Exception:
+            # Without its capture the pod would wait for the volume until the deadline: the
+            # Job goes, the pass fails, and the next pass starts the run again.
+            await run.ports.jobs.delete(start.name)
+            raise
     via = f", request {request}" if request else ""
     run.report.note(
         "Normal", f"{_STARTED[start.kind]}Started", f"Job {start.name} ({start.trigger}{via})"
