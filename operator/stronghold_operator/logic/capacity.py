@@ -57,8 +57,7 @@ class Resource:
     """One thing to project: its PromQL, its limit and the fraction of it that is critical.
 
     The limit is a number, or an instant query (``limit_query``) whose series are matched to
-    the usage series by their shared labels, or ``limit_from="scalingpolicy"``: each series'
-    ScalingPolicy (labels ``namespace`` and ``policy``) and its ``spec.maxReplicas``.
+    the usage series by their shared labels.
     """
 
     name: str
@@ -68,16 +67,18 @@ class Resource:
     critical: float = 1.0
     limit: float | None = None
     limit_query: str | None = None
-    limit_from: Literal["scalingpolicy"] | None = None
 
 
+# The shipped recording rules (manifests/monitoring/prometheus/stronghold.rules.yml): one
+# series per object without job/instance, continuous across operator restarts, with the
+# limit recorded beside the usage. Exporter metrics: --config (docs/capacity.md).
 # The guide's critical bands ("Key Metrics to Monitor": CPU 90 %, memory 95 %, disk 95 %,
 # database connections 95 %); replicas are critical at maxReplicas (no room left to scale).
 DEFAULT_RESOURCES: tuple[Resource, ...] = (
     Resource(
         "db_size",
         "Database size vs its volume",
-        "sum(pg_database_size_bytes)",
+        "stronghold:db_size_bytes:max",
         unit="bytes",
         critical=0.95,
         limit_query='sum(kubelet_volume_stats_capacity_bytes{persistentvolumeclaim=~".*(postgres|pgdata).*"})',
@@ -85,14 +86,14 @@ DEFAULT_RESOURCES: tuple[Resource, ...] = (
     Resource(
         "connections",
         "PostgreSQL connections vs max_connections",
-        "sum(pg_stat_activity_count)",
+        "stronghold:db_connections_used:max",
         critical=0.95,
-        limit_query="max(pg_settings_max_connections)",
+        limit_query="stronghold:db_max_connections:max",
     ),
     Resource(
         "web_cpu",
         "Web tier CPU (percent of requests)",
-        'stronghold_scaling_utilisation_percent{resource="cpu"}',
+        '100 * stronghold:web_utilisation:ratio{resource="cpu"}',
         unit="%",
         critical=0.90,
         limit=100.0,
@@ -100,7 +101,7 @@ DEFAULT_RESOURCES: tuple[Resource, ...] = (
     Resource(
         "web_memory",
         "Web tier memory (percent of requests)",
-        'stronghold_scaling_utilisation_percent{resource="memory"}',
+        '100 * stronghold:web_utilisation:ratio{resource="memory"}',
         unit="%",
         critical=0.95,
         limit=100.0,
@@ -108,14 +109,15 @@ DEFAULT_RESOURCES: tuple[Resource, ...] = (
     Resource(
         "replicas",
         "Web tier replicas vs the ScalingPolicy's maxReplicas",
-        'stronghold_scaling_replicas{kind="current"}',
+        # by (namespace, policy): the kind label would keep current from matching max
+        'max by (namespace, policy) (stronghold:scaling_replicas:max{kind="current"})',
         critical=1.0,
-        limit_from="scalingpolicy",
+        limit_query='max by (namespace, policy) (stronghold:scaling_replicas:max{kind="max"})',
     ),
     Resource(
         "queue_depth",
         "RabbitMQ queue depth",
-        "sum by (queue) (rabbitmq_queue_messages)",
+        "stronghold:queue_depth:max",
         unit="messages",
         critical=1.0,
         limit=10000.0,
