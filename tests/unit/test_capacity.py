@@ -312,3 +312,20 @@ def test_default_queries_read_the_shipped_recording_rules() -> None:
     assert queries["connections"].limit_query == "stronghold:db_max_connections:max"
     assert "by (namespace, policy)" in queries["replicas"].query
     assert "by (namespace, policy)" in (queries["replicas"].limit_query or "")
+
+
+def test_a_short_window_of_fast_growth_does_not_overflow() -> None:
+    """Three minutes of a table doubling every few minutes: ln(1 + growth) per day is far past
+    what math.exp takes; the fits, the JSON and the plot still come out."""
+    import json
+
+    times = [NOW - 180 + 5 * i for i in range(37)]
+    values = [8e6 * 2 ** ((t - times[0]) / 60) for t in times]
+    a = cap.assess(DB, {"check": "db"}, times, values, 100 * 2**30, now=NOW, horizon=HORIZON)
+    assert a.trend is not None and a.trend.growth == math.inf
+    assert a.trend.log_slope is not None and a.trend.log_slope > 700
+    assert a.growth_crossing is not None and a.verdict == "critical"
+    report = cap.Report(NOW, NOW - 180, HORIZON, "earliest", (a,))
+    doc = json.loads(json.dumps(report.to_json(), allow_nan=False))
+    assert doc["resources"][0]["growthPerDay"] is None
+    assert "<svg" in render.html_report(report)

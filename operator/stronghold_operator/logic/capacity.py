@@ -23,6 +23,7 @@ MIN_POINTS = 3  # below that a line through the points says nothing about a tren
 # A slope counts as growth only above this many standard errors (about 95 % one-sided).
 SIGNIFICANCE = 2.0
 ROUNDING = 1e-9
+MAX_EXP = 700.0  # math.exp overflows past ~709: a short window's growth rate can get there
 
 Model = Literal["linear", "growth", "earliest"]
 Verdict = Literal["crossed", "critical", "ok", "flat", "no-data", "no-limit"]
@@ -137,14 +138,16 @@ class Trend:
     growth: float | None = None  # log-linear: fractional growth per day (0.02 = 2 %/day)
     growth_stderr: float | None = None
     log_intercept: float | None = None
+    log_slope: float | None = None  # ln(1 + growth): finite where growth overflows
 
     def linear_at(self, t: float) -> float:
         return self.intercept + self.slope * (t - self.origin) / DAY
 
     def growth_at(self, t: float) -> float | None:
-        if self.growth is None or self.log_intercept is None:
+        if self.log_slope is None or self.log_intercept is None:
             return None
-        return math.exp(self.log_intercept + math.log1p(self.growth) * (t - self.origin) / DAY)
+        exponent = self.log_intercept + self.log_slope * (t - self.origin) / DAY
+        return math.inf if exponent > MAX_EXP else math.exp(exponent)
 
     @property
     def growing(self) -> bool:
@@ -180,11 +183,12 @@ def fit(times: Sequence[float], values: Sequence[float]) -> Trend | None:
     residual = y - (intercept + slope * x)
     total = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0
-    growth = growth_err = log_intercept = None
+    growth = growth_err = log_intercept = log_slope = None
     if bool(np.all(y > 0)):
         li, ls, lerr = _line(x, np.log(y))
         ls = 0.0 if abs(ls) * span <= ROUNDING else ls
-        log_intercept, growth = li, math.expm1(ls)
+        log_intercept, log_slope = li, ls
+        growth = math.expm1(ls) if ls <= MAX_EXP else math.inf
         growth_err = lerr if math.isfinite(lerr) else None
     return Trend(
         intercept=intercept,
@@ -195,6 +199,7 @@ def fit(times: Sequence[float], values: Sequence[float]) -> Trend | None:
         growth=growth,
         growth_stderr=growth_err,
         log_intercept=log_intercept,
+        log_slope=log_slope,
     )
 
 
@@ -211,11 +216,11 @@ def linear_crossing(trend: Trend, threshold: float, now: float) -> float | None:
 def growth_crossing(trend: Trend, threshold: float, now: float) -> float | None:
     """Epoch seconds the constant-growth-rate trend reaches ``threshold``; None without growth."""
     at_now = trend.growth_at(now)
-    if at_now is None or trend.log_intercept is None or trend.growth is None or threshold <= 0:
+    if at_now is None or trend.log_intercept is None or trend.log_slope is None or threshold <= 0:
         return None
     if at_now >= threshold:
         return now
-    rate = math.log1p(trend.growth)
+    rate = trend.log_slope
     # Same significance rule as the linear slope, on the log scale.
     if rate <= 0 or trend.growth_stderr is None or rate <= SIGNIFICANCE * trend.growth_stderr:
         return None
@@ -377,7 +382,10 @@ class Report:
                     "threshold": a.threshold,
                     "slopePerDay": a.trend.slope if a.trend else None,
                     "slopeStderr": a.trend.slope_stderr if a.trend else None,
-                    "growthPerDay": a.trend.growth if a.trend else None,
+                    # JSON has no Infinity: a growth too fast to write is left out
+                    "growthPerDay": a.trend.growth
+                    if a.trend and a.trend.growth is not None and math.isfinite(a.trend.growth)
+                    else None,
                     "r2": a.trend.r2 if a.trend else None,
                     "crossing": iso(a.crossing),
                     "linearCrossing": iso(a.linear_crossing),
