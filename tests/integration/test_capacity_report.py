@@ -1,8 +1,10 @@
 """``stronghold capacity report`` against our own real Prometheus holding 30 days of history.
 
-The history is a synthetic series with a known slope, backfilled into TSDB blocks with
-``promtool tsdb create-blocks-from openmetrics`` (Prometheus's own backfilling); the
-ScalingPolicy whose maxReplicas bounds the replica series is a real object in the cluster.
+The history is the operator's own raw metrics with known slopes, backfilled into TSDB blocks
+with ``promtool tsdb create-blocks-from openmetrics``; the shipped recording rules
+(manifests/monitoring/prometheus/stronghold.rules.yml) are then evaluated over that history
+by ``promtool tsdb create-blocks-from rules`` against the running Prometheus (Prometheus's
+own rule backfilling), and the report reads the recorded series, as it does by default.
 The HTML report is opened in headless Chromium over the DevTools protocol: screenshot,
 rendered SVG plots, no console errors.
 """
@@ -31,7 +33,9 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
+import yaml
 
+from stronghold_testbed import prometheus as testbed_prometheus
 from tests.integration import kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -40,9 +44,10 @@ DAY = 86400.0
 STEP = 240  # seconds between backfilled samples: inside Prometheus's 5-minute lookback
 HISTORY_DAYS = 30
 DB_NOW, DB_SLOPE, DB_LIMIT = 75e9, 1e9, 100e9  # bytes, bytes/day; critical at 95 %
-DB_OTHER = 8e6  # a second, constant database: the default query sums them
 # 15 one-replica steps: enough for a staircase's fitted slope to be the slope (within 0.5 %)
 REPLICAS_START, REPLICAS_SLOPE, MAX_REPLICAS = 2.0, 0.5, 40
+# The operator moved pods half-way: the raw series change instance, the recorded ones do not.
+INSTANCES = ("10.1.0.5:9090", "10.1.0.6:9090")
 
 
 def _binary(name: str, package: str) -> str:
@@ -61,9 +66,13 @@ class History:
     end: float  # the last backfilled sample
 
     @property
+    def db_row(self) -> str:
+        return f"db_size{{check=db,namespace={self.namespace},policy=platform}}"
+
+    @property
     def db_crossing(self) -> float:
-        """When sum(pg_database_size_bytes) reaches 95 % of the volume, by construction."""
-        return self.end + (0.95 * DB_LIMIT - DB_NOW - DB_OTHER) / DB_SLOPE * DAY
+        """When the database reaches 95 % of its volume, by construction."""
+        return self.end + (0.95 * DB_LIMIT - DB_NOW) / DB_SLOPE * DAY
 
     @property
     def replicas_crossing(self) -> float:
@@ -73,56 +82,61 @@ class History:
 
 
 def openmetrics(namespace: str, end: float) -> str:
-    """30 days of samples every STEP seconds; noise seeded, slopes known."""
+    """30 days of the operator's raw metrics every STEP seconds, as Prometheus would have
+    scraped them (job and instance); noise seeded, slopes known."""
     rng = np.random.default_rng(19)
     times = np.arange(end - HISTORY_DAYS * DAY, end + 1, STEP, dtype=float)
     ago = (end - times) / DAY  # days before the last sample
     since = HISTORY_DAYS - ago  # days after the first
+    n = len(times)
+    check = f'namespace="{namespace}",policy="platform",check="db"'
     pol = f'namespace="{namespace}",policy="web"'
     families: list[tuple[str, list[tuple[str, np.ndarray]]]] = [
         (
-            "pg_database_size_bytes",
-            [
-                ('datname="app"', DB_NOW - DB_SLOPE * ago + rng.normal(0, 1e8, len(times))),
-                ('datname="postgres"', np.full(len(times), DB_OTHER)),
-            ],
+            "stronghold_health_db_size_bytes",
+            [(check, DB_NOW - DB_SLOPE * ago + rng.normal(0, 1e8, n))],
         ),
         (
             "kubelet_volume_stats_capacity_bytes",
             [
                 (
                     f'namespace="{namespace}",persistentvolumeclaim="pgdata-db-0"',
-                    np.full(len(times), DB_LIMIT),
+                    np.full(n, DB_LIMIT),
                 )
             ],
         ),
         (
-            "pg_stat_activity_count",
-            [('datname="app",state="active"', np.round(40 + rng.normal(0, 3, len(times))))],
+            "stronghold_health_db_connections_used",
+            [(check, np.round(40 + rng.normal(0, 3, n)))],
         ),
-        ("pg_settings_max_connections", [('server="db:5432"', np.full(len(times), 100.0))]),
+        ("stronghold_health_db_max_connections", [(check, np.full(n, 100.0))]),
         (
             "stronghold_scaling_replicas",
             [
                 (pol + ',kind="current"', np.floor(REPLICAS_START + REPLICAS_SLOPE * since + 1e-9)),
-                (pol + ',kind="desired"', np.full(len(times), 3.0)),
+                (pol + ',kind="desired"', np.full(n, 3.0)),
+                (pol + ',kind="min"', np.full(n, 2.0)),
+                (pol + ',kind="max"', np.full(n, float(MAX_REPLICAS))),
             ],
         ),
         (
             "stronghold_scaling_utilisation_percent",
             [
-                (pol + ',resource="cpu"', 35 + 0.5 * since + rng.normal(0, 4, len(times))),
-                (pol + ',resource="memory"', 70 - 0.3 * since + rng.normal(0, 2, len(times))),
+                (pol + ',resource="cpu"', 35 + 0.5 * since + rng.normal(0, 4, n)),
+                (pol + ',resource="memory"', 70 - 0.3 * since + rng.normal(0, 2, n)),
             ],
         ),
     ]
+    half = end - HISTORY_DAYS * DAY / 2
     lines: list[str] = []
     for name, series in families:
         lines.append(f"# TYPE {name} gauge")
         for labels, values in series:
-            lines += [
-                f"{name}{{{labels}}} {v:.6g} {int(t)}" for t, v in zip(times, values, strict=True)
-            ]
+            for t, v in zip(times, values, strict=True):
+                scrape = f'job="stronghold-operator",instance="{INSTANCES[int(t >= half)]}"'
+                if name.startswith("kubelet_"):
+                    scrape = 'job="kubelet",instance="node-1"'
+                lines.append(f"{name}{{{labels},{scrape}}} {v:.6g} {int(t)}")
     lines.append("# EOF")
     return "\n".join(lines) + "\n"
 
@@ -132,87 +146,109 @@ def _get(url: str) -> Any:
         return json.loads(r.read())
 
 
-@pytest.fixture(scope="module")
-def history(
-    tmp_path_factory: pytest.TempPathFactory, testbed: Path, apply_crds: list[str]
-) -> Iterator[History]:
-    """A namespace with ScalingPolicy ``web`` (maxReplicas 40) and our own Prometheus whose
-    TSDB holds the backfilled history."""
-    prom_bin = _binary("prometheus", "prometheus")
-    promtool = _binary("promtool", "prometheus")
-    work = tmp_path_factory.mktemp("capacity")
-    namespace = f"cap-{uuid.uuid4().hex[:8]}"
-    kit.kubectl("create", "namespace", namespace)
-    kit.apply_in(
-        namespace,
-        {
-            "apiVersion": "ops.stronghold.io/v1alpha1",
-            "kind": "ScalingPolicy",
-            "metadata": {"name": "web"},
-            "spec": {
-                "targetRef": {"kind": "Deployment", "name": "web"},
-                "minReplicas": 2,
-                "maxReplicas": MAX_REPLICAS,
-                "paused": True,
-            },
-        },
-    )
-    end = float(int(time.time()) - 60)
-    source = work / "history.om"
-    source.write_text(openmetrics(namespace, end))
-    data = work / "data"
-    made = subprocess.run(
-        [promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(source), str(data)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert made.returncode == 0, made.stderr
-    config = work / "prometheus.yml"
-    config.write_text("global: {scrape_interval: 15s}\n")
-    port = kit.free_port()
-    log = (work / "log.txt").open("wb")
-    prom = subprocess.Popen(
-        [
-            prom_bin,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={data}",
-            "--storage.tsdb.retention.time=400d",  # the backfilled blocks are days old
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=log,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
+def _run(*cmd: str) -> None:
+    made = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=400)
+    assert made.returncode == 0, f"{cmd[:4]}: {made.stdout}{made.stderr}"
 
+
+class OwnPrometheus:
+    """Prometheus on a data directory, on 127.0.0.1; stopped by pid."""
+
+    def __init__(self, binary: str, work: Path, data: Path) -> None:
+        config = work / "prometheus.yml"
+        config.write_text("global: {scrape_interval: 15s}\n")
+        self.url = f"http://127.0.0.1:{kit.free_port()}"
+        self.log = (work / "log.txt").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data}",
+                "--storage.tsdb.retention.time=400d",  # the backfilled blocks are days old
+                f"--web.listen-address={self.url.removeprefix('http://')}",
+            ],
+            stdout=self.log,
+            stderr=self.log,
+        )
+
+    def wait_for(self, metric: str, at: float) -> None:
         def loaded() -> bool:
-            q = urllib.parse.quote("count(pg_database_size_bytes)")
+            q = urllib.parse.quote(f"count({metric})")
             try:
-                doc = _get(f"{url}/api/v1/query?query={q}&time={end - DAY}")
+                doc = _get(f"{self.url}/api/v1/query?query={q}&time={at}")
             except OSError:
                 return False  # not listening yet
             return bool(doc["data"]["result"])
 
-        kit.wait_until("Prometheus serving the backfilled history", loaded, timeout=120)
-        yield History(url, namespace, end)
-    finally:
-        prom.terminate()
-        prom.wait(timeout=30)
-        log.close()
-        kit.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        kit.kubectl(
-            "patch",
-            "scalingpolicy",
-            "web",
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            '{"metadata":{"finalizers":null}}',
-            check=False,
+        kit.wait_until(f"Prometheus serving the backfilled {metric}", loaded, timeout=120)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.log.close()
+
+
+def report_rules() -> dict[str, Any]:
+    """The shipped recording rules the default queries read, verbatim from the rules file."""
+    from stronghold_operator.logic.capacity import DEFAULT_RESOURCES
+    from tests.support import promql
+
+    wanted: set[str] = set()
+    for r in DEFAULT_RESOURCES:
+        for expr in filter(None, (r.query, r.limit_query)):
+            wanted |= promql.metric_names(expr)
+    groups = yaml.safe_load(testbed_prometheus.RULES.read_text())["groups"]
+    rules = [rule for g in groups for rule in g["rules"] if rule.get("record") in wanted]
+    assert {rule["record"] for rule in rules} == {w for w in wanted if ":" in w}
+    return {"groups": [{"name": "stronghold.capacity", "rules": rules}]}
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory, testbed: Path) -> Iterator[History]:
+    """Our own Prometheus whose TSDB holds the backfilled raw metrics and the recording
+    rules evaluated over them."""
+    prom_bin = _binary("prometheus", "prometheus")
+    promtool = _binary("promtool", "prometheus")
+    work = tmp_path_factory.mktemp("capacity")
+    namespace = f"cap-{uuid.uuid4().hex[:8]}"  # a label only: nothing in the cluster
+    end = float(int(time.time()) - 60)
+    start = end - HISTORY_DAYS * DAY
+    source = work / "history.om"
+    source.write_text(openmetrics(namespace, end))
+    data, recorded = work / "data", work / "recorded"
+    rules = work / "rules.yml"
+    rules.write_text(yaml.safe_dump(report_rules()))
+    _run(promtool, "tsdb", "create-blocks-from", "openmetrics", "-q", str(source), str(data))
+    raw = OwnPrometheus(prom_bin, work, data)
+    try:
+        raw.wait_for("stronghold_health_db_size_bytes", end - DAY)
+        # The shipped rules the report reads, evaluated by Prometheus's engine over the raw
+        # history (all 19 take minutes on the 2-core test machine; these few, seconds).
+        _run(
+            promtool,
+            "tsdb",
+            "create-blocks-from",
+            "rules",
+            "-q",
+            f"--url={raw.url}",
+            f"--start={int(start)}",
+            f"--end={int(end)}",
+            f"--eval-interval={STEP}s",
+            f"--output-dir={recorded}",
+            str(rules),
         )
+    finally:
+        raw.stop()
+    blocks = [b for b in recorded.iterdir() if (b / "meta.json").exists()]
+    assert blocks, "promtool wrote no blocks for the recording rules"
+    for block in blocks:
+        block.rename(data / block.name)
+    prom = OwnPrometheus(prom_bin, work, data)
+    try:
+        prom.wait_for("stronghold:db_size_bytes:max", end - DAY)
+        yield History(prom.url, namespace, end)
+    finally:
+        prom.stop()
 
 
 def report(
@@ -252,6 +288,7 @@ def test_report_finds_the_history_and_projects_the_known_slopes(
     got = by_resource(doc)
 
     db = got["db_size"]
+    assert db["labels"] == {"namespace": history.namespace, "policy": "platform", "check": "db"}
     assert db["verdict"] == "critical"
     assert db["points"] >= 700  # 30 days at the default 1 h step: the history was found
     assert db["limit"] == DB_LIMIT  # from kubelet_volume_stats_capacity_bytes
@@ -260,17 +297,13 @@ def test_report_finds_the_history_and_projects_the_known_slopes(
     assert db["daysLeft"] == pytest.approx(20, abs=0.5)
 
     replicas = got["replicas"]
-    assert replicas["labels"] == {
-        "namespace": history.namespace,
-        "policy": "web",
-        "kind": "current",
-    }
-    assert replicas["limit"] == MAX_REPLICAS  # read from the ScalingPolicy in the cluster
+    assert replicas["labels"] == {"namespace": history.namespace, "policy": "web"}
+    assert replicas["limit"] == MAX_REPLICAS  # the recorded kind="max" of the same policy
     assert replicas["verdict"] == "ok"  # ~47 days away: beyond the horizon
     assert abs(epoch(replicas["crossing"]) - history.replicas_crossing) < 2 * DAY
 
     assert got["connections"]["verdict"] == "flat"
-    assert got["connections"]["limit"] == 100
+    assert got["connections"]["limit"] == 100  # the same check's recorded max_connections
     assert got["web_memory"]["verdict"] == "flat"  # decreasing
     cpu = got["web_cpu"]
     assert cpu["verdict"] == "ok" and cpu["slopePerDay"] == pytest.approx(0.5, abs=0.05)
@@ -279,7 +312,20 @@ def test_report_finds_the_history_and_projects_the_known_slopes(
     summary = (tmp_path / "r.md").read_text()
     assert summary in out.stdout
     assert "1 resource(s) cross their critical band within 30 days" in summary
-    assert "| db_size | critical |" in summary
+    assert f"| {history.db_row} | critical |" in summary
+
+
+def test_recorded_series_continue_across_the_operators_move(history: History) -> None:
+    """The raw series are two (one per operator pod), the recorded one a single series."""
+
+    def count(expr: str) -> float:
+        q = urllib.parse.quote(f"count(last_over_time({expr}[31d]))")
+        doc = _get(f"{history.url}/api/v1/query?query={q}&time={history.end}")
+        return float(doc["data"]["result"][0]["value"][1])
+
+    ns = f'namespace="{history.namespace}"'
+    assert count(f"stronghold_health_db_size_bytes{{{ns}}}") == len(INSTANCES)
+    assert count(f"stronghold:db_size_bytes:max{{{ns}}}") == 1
 
 
 def test_exit_code_follows_the_horizon(history: History) -> None:
@@ -341,7 +387,7 @@ async def test_bearer_token_passes_an_auth_proxy(history: History) -> None:
         proxy = f"http://127.0.0.1:{port}"
         ok = await asyncio.to_thread(report, "--only", "db_size", url=proxy, token=secret)
         assert ok.returncode == 1, ok.stdout + ok.stderr  # the history, through the proxy
-        assert "| db_size | critical |" in ok.stdout
+        assert f"| {history.db_row} | critical |" in ok.stdout
         assert secret not in ok.stdout + ok.stderr
         wrong = f"not-{secret}"
         denied = await asyncio.to_thread(report, "--only", "db_size", url=proxy, token=wrong)

@@ -217,7 +217,9 @@ def test_cli_resources_limits_config_and_only(tmp_path: Path) -> None:
     )
     chosen = {r.name: r for r in cli.resources(_args(config=str(cfg), limit=["db_size=100Gi"]))}
     assert chosen["users"].limit == 1e6 and chosen["users"].critical == 0.8
-    assert chosen["queue_depth"].limit == 500 and chosen["queue_depth"].query.startswith("sum")
+    assert chosen["queue_depth"].limit == 500 and chosen["queue_depth"].query.startswith(
+        "stronghold:"
+    )
     assert chosen["db_size"].limit == 100 * 2**30 and chosen["db_size"].limit_query is None
     only = cli.resources(_args(only=["connections"]))
     assert [r.name for r in only] == ["connections"]
@@ -232,6 +234,22 @@ def test_cli_resources_limits_config_and_only(tmp_path: Path) -> None:
         cli.resources(_args(config=str(cfg)))
     with pytest.raises(cli.UsageError, match="positive"):
         cli.resources(_args(limit=["db_size=0"]))
+
+
+def test_the_documented_exporter_config_replaces_the_default_queries(tmp_path: Path) -> None:
+    """docs/capacity.md's --config example for postgres_exporter and RabbitMQ's plugin."""
+    from tests.support import promql
+
+    text = (REPO / "docs/capacity.md").read_text()
+    block = text.split("<!-- exporters -->\n```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = tmp_path / "exporters.yaml"
+    cfg.write_text(block)
+    chosen = {r.name: r for r in cli.resources(_args(config=str(cfg)))}
+    for name in ("db_size", "connections", "queue_depth"):
+        names = promql.metric_names(chosen[name].query)
+        assert not any(n.startswith("stronghold") for n in names), name
+    assert chosen["connections"].limit_query == "max(pg_settings_max_connections)"
+    assert chosen["replicas"] == next(r for r in cap.DEFAULT_RESOURCES if r.name == "replicas")
 
 
 def test_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -271,19 +289,43 @@ def test_the_docs_list_every_default_resource_and_query() -> None:
         assert f"| `{r.name}` | `{r.query}`" in text, r.name
 
 
-def test_default_queries_name_the_operators_own_metrics() -> None:
-    from prometheus_client import REGISTRY
+def test_default_queries_read_the_shipped_recording_rules() -> None:
+    """Every default query and limit query reads our recording rules (and the kubelet's
+    volume capacity), and those rules read only families the operator exposes."""
+    from tests.support import promql
+    from tests.unit.test_monitoring import operator_families
 
-    from stronghold_operator.controllers import scaling  # registers the scaling metrics
+    recorded = promql.recording_rules()
+    registered = operator_families()
+    for r in cap.DEFAULT_RESOURCES:
+        for expr in filter(None, (r.query, r.limit_query)):
+            names = promql.metric_names(expr)
+            ours = {n for n in names if n.startswith("stronghold:")}
+            assert ours <= set(recorded), (r.name, ours - set(recorded))
+            assert names - ours <= {"kubelet_volume_stats_capacity_bytes"}, r.name
+            sources = promql.source_metrics(expr, recorded) - names
+            assert all(promql.family(m, registered) for m in sources), (r.name, sources)
+            assert sources or not ours, r.name  # a recording rule reads the operator's
+    queries = {r.name: r for r in cap.DEFAULT_RESOURCES}
+    assert queries["db_size"].query == "stronghold:db_size_bytes:max"
+    # usage and limit carry the same labels, so match_limit pairs each policy with its own
+    assert queries["connections"].limit_query == "stronghold:db_max_connections:max"
+    assert "by (namespace, policy)" in queries["replicas"].query
+    assert "by (namespace, policy)" in (queries["replicas"].limit_query or "")
 
-    labels = {
-        "stronghold_scaling_replicas": scaling.REPLICAS._labelnames,
-        "stronghold_scaling_utilisation_percent": scaling.UTILISATION._labelnames,
-    }
-    assert set(labels) <= set(REGISTRY._names_to_collectors)
-    queries = {r.name: r.query for r in cap.DEFAULT_RESOURCES}
-    assert queries["replicas"] == 'stronghold_scaling_replicas{kind="current"}'
-    assert "kind" in labels["stronghold_scaling_replicas"]
-    assert "resource" in labels["stronghold_scaling_utilisation_percent"]
-    # the series carry what the maxReplicas lookup matches on
-    assert {"namespace", "policy"} <= set(labels["stronghold_scaling_replicas"])
+
+def test_a_short_window_of_fast_growth_does_not_overflow() -> None:
+    """Three minutes of a table doubling every few minutes: ln(1 + growth) per day is far past
+    what math.exp takes; the fits, the JSON and the plot still come out."""
+    import json
+
+    times = [NOW - 180 + 5 * i for i in range(37)]
+    values = [8e6 * 2 ** ((t - times[0]) / 60) for t in times]
+    a = cap.assess(DB, {"check": "db"}, times, values, 100 * 2**30, now=NOW, horizon=HORIZON)
+    assert a.trend is not None and a.trend.growth == math.inf
+    assert a.trend.log_slope is not None and a.trend.log_slope > 700
+    assert a.growth_crossing is not None and a.verdict == "critical"
+    report = cap.Report(NOW, NOW - 180, HORIZON, "earliest", (a,))
+    doc = json.loads(json.dumps(report.to_json(), allow_nan=False))
+    assert doc["resources"][0]["growthPerDay"] is None
+    assert "<svg" in render.html_report(report)

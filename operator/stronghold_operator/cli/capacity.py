@@ -7,10 +7,10 @@ web CPU 90 % / memory 95 % of requests, replicas at the ScalingPolicy's maxRepli
 depth at its limit. Prints a Markdown summary; --html writes a self-contained page with a
 plot per series, --json the numbers.
 
-The queries use raw metric names (postgres_exporter, kubelet, the operator's /metrics,
-RabbitMQ's prometheus plugin); --config FILE (YAML, a list of resources) changes or adds
-them, --limit NAME=VALUE sets a limit (100Gi, 500). $STRONGHOLD_PROMETHEUS_TOKEN, when set,
-is sent as a bearer token.
+The queries read the shipped recording rules (stronghold:*, over the operator's /metrics;
+the volume's capacity from the kubelet); --config FILE (YAML, a list of resources) changes
+or adds them (exporter metrics, say), --limit NAME=VALUE sets a limit (100Gi, 500).
+$STRONGHOLD_PROMETHEUS_TOKEN, when set, is sent as a bearer token.
 
 Exit codes: 0 nothing crosses its band within --horizon, 1 something does (or is over it
 already), 2 the report is not to be trusted: Prometheus unreachable, a query refused, bad
@@ -81,11 +81,6 @@ def register(sub: Any) -> None:
     r.add_argument(
         "--only", action="append", default=[], metavar="NAME", help="only these resources"
     )
-    r.add_argument(
-        "--no-kubernetes",
-        action="store_true",
-        help="do not read ScalingPolicies for maxReplicas (replicas: trend only)",
-    )
     r.add_argument("--html", help="write the HTML report here")
     r.add_argument("--markdown", help="write the Markdown summary here (it is printed anyway)")
     r.add_argument(
@@ -117,9 +112,7 @@ def resources(args: argparse.Namespace) -> list[Resource]:
             limit = parse_quantity(value)
         except ValueError as exc:
             raise UsageError(f"--limit {spec}: {exc}") from None
-        chosen[name] = dataclasses.replace(
-            chosen[name], limit=limit, limit_query=None, limit_from=None
-        )
+        chosen[name] = dataclasses.replace(chosen[name], limit=limit, limit_query=None)
     for r in chosen.values():
         # From YAML, a field may hold anything: check the type as well as the range.
         critical: object = r.critical
@@ -300,11 +293,14 @@ async def _one(
     if res.limit is not None:
         limits = [({}, res.limit)]
     elif res.limit_query:
-        limits = [(dict(s.labels), s.value) for s in await prom.query(res.limit_query, now)]
+        # At the last sample, not now: a limit is as fresh as the usage it bounds (a recorded
+        # series a few minutes stale is past Prometheus's lookback at ``now``).
+        last = max((s.times[-1] for s in series if s.times), default=now)
+        limits = [(dict(s.labels), s.value) for s in await prom.query(res.limit_query, last)]
         if not limits:
             note = f"no limit: {res.limit_query} returned nothing (set --limit {res.name}=...)"
-    elif res.limit_from == "scalingpolicy":
-        limits, note = await _max_replicas(series, args.no_kubernetes)
+        else:
+            note = f"no limit: no series of {res.limit_query} carries these labels"
     out = []
     for s in series:
         limit = match_limit(s.labels, limits) if limits else None
@@ -322,31 +318,3 @@ async def _one(
             )
         )
     return out
-
-
-async def _max_replicas(
-    series: Sequence[RangeSeries], skip: bool
-) -> tuple[list[tuple[dict[str, str], float]], str]:
-    """maxReplicas of each series' ScalingPolicy (labels namespace, policy), read as you."""
-    if skip:
-        return [], "maxReplicas not read (--no-kubernetes)"
-    from stronghold_operator.platforms.kube import Kube, ours
-
-    wanted = {(s.labels.get("namespace", ""), s.labels.get("policy", "")) for s in series}
-    try:
-        kube = Kube.connect()
-    except Exception as exc:  # no kubeconfig, a broken file: the trend is still worth showing
-        return [], f"maxReplicas unknown: cannot reach Kubernetes ({exc})"
-    limits: list[tuple[dict[str, str], float]] = []
-    try:
-        for ns in sorted({n for n, _ in wanted if n}):
-            for obj in await kube.list(ours("scalingpolicies"), ns):
-                name = obj.get("metadata", {}).get("name", "")
-                top = obj.get("spec", {}).get("maxReplicas")
-                if (ns, name) in wanted and isinstance(top, int | float):
-                    limits.append(({"namespace": ns, "policy": name}, float(top)))
-    except Exception as exc:  # forbidden, CRDs missing: say so beside the trend
-        return limits, f"maxReplicas unknown: {exc}"[:300]
-    finally:
-        await kube.aclose()
-    return limits, "" if limits else "maxReplicas unknown: no such ScalingPolicy"

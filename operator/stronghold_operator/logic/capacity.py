@@ -23,6 +23,7 @@ MIN_POINTS = 3  # below that a line through the points says nothing about a tren
 # A slope counts as growth only above this many standard errors (about 95 % one-sided).
 SIGNIFICANCE = 2.0
 ROUNDING = 1e-9
+MAX_EXP = 700.0  # math.exp overflows past ~709: a short window's growth rate can get there
 
 Model = Literal["linear", "growth", "earliest"]
 Verdict = Literal["crossed", "critical", "ok", "flat", "no-data", "no-limit"]
@@ -57,8 +58,7 @@ class Resource:
     """One thing to project: its PromQL, its limit and the fraction of it that is critical.
 
     The limit is a number, or an instant query (``limit_query``) whose series are matched to
-    the usage series by their shared labels, or ``limit_from="scalingpolicy"``: each series'
-    ScalingPolicy (labels ``namespace`` and ``policy``) and its ``spec.maxReplicas``.
+    the usage series by their shared labels.
     """
 
     name: str
@@ -68,16 +68,18 @@ class Resource:
     critical: float = 1.0
     limit: float | None = None
     limit_query: str | None = None
-    limit_from: Literal["scalingpolicy"] | None = None
 
 
+# The shipped recording rules (manifests/monitoring/prometheus/stronghold.rules.yml): one
+# series per object without job/instance, continuous across operator restarts, with the
+# limit recorded beside the usage. Exporter metrics: --config (docs/capacity.md).
 # The guide's critical bands ("Key Metrics to Monitor": CPU 90 %, memory 95 %, disk 95 %,
 # database connections 95 %); replicas are critical at maxReplicas (no room left to scale).
 DEFAULT_RESOURCES: tuple[Resource, ...] = (
     Resource(
         "db_size",
         "Database size vs its volume",
-        "sum(pg_database_size_bytes)",
+        "stronghold:db_size_bytes:max",
         unit="bytes",
         critical=0.95,
         limit_query='sum(kubelet_volume_stats_capacity_bytes{persistentvolumeclaim=~".*(postgres|pgdata).*"})',
@@ -85,14 +87,14 @@ DEFAULT_RESOURCES: tuple[Resource, ...] = (
     Resource(
         "connections",
         "PostgreSQL connections vs max_connections",
-        "sum(pg_stat_activity_count)",
+        "stronghold:db_connections_used:max",
         critical=0.95,
-        limit_query="max(pg_settings_max_connections)",
+        limit_query="stronghold:db_max_connections:max",
     ),
     Resource(
         "web_cpu",
         "Web tier CPU (percent of requests)",
-        'stronghold_scaling_utilisation_percent{resource="cpu"}',
+        '100 * stronghold:web_utilisation:ratio{resource="cpu"}',
         unit="%",
         critical=0.90,
         limit=100.0,
@@ -100,7 +102,7 @@ DEFAULT_RESOURCES: tuple[Resource, ...] = (
     Resource(
         "web_memory",
         "Web tier memory (percent of requests)",
-        'stronghold_scaling_utilisation_percent{resource="memory"}',
+        '100 * stronghold:web_utilisation:ratio{resource="memory"}',
         unit="%",
         critical=0.95,
         limit=100.0,
@@ -108,14 +110,15 @@ DEFAULT_RESOURCES: tuple[Resource, ...] = (
     Resource(
         "replicas",
         "Web tier replicas vs the ScalingPolicy's maxReplicas",
-        'stronghold_scaling_replicas{kind="current"}',
+        # by (namespace, policy): the kind label would keep current from matching max
+        'max by (namespace, policy) (stronghold:scaling_replicas:max{kind="current"})',
         critical=1.0,
-        limit_from="scalingpolicy",
+        limit_query='max by (namespace, policy) (stronghold:scaling_replicas:max{kind="max"})',
     ),
     Resource(
         "queue_depth",
         "RabbitMQ queue depth",
-        "sum by (queue) (rabbitmq_queue_messages)",
+        "stronghold:queue_depth:max",
         unit="messages",
         critical=1.0,
         limit=10000.0,
@@ -135,14 +138,16 @@ class Trend:
     growth: float | None = None  # log-linear: fractional growth per day (0.02 = 2 %/day)
     growth_stderr: float | None = None
     log_intercept: float | None = None
+    log_slope: float | None = None  # ln(1 + growth): finite where growth overflows
 
     def linear_at(self, t: float) -> float:
         return self.intercept + self.slope * (t - self.origin) / DAY
 
     def growth_at(self, t: float) -> float | None:
-        if self.growth is None or self.log_intercept is None:
+        if self.log_slope is None or self.log_intercept is None:
             return None
-        return math.exp(self.log_intercept + math.log1p(self.growth) * (t - self.origin) / DAY)
+        exponent = self.log_intercept + self.log_slope * (t - self.origin) / DAY
+        return math.inf if exponent > MAX_EXP else math.exp(exponent)
 
     @property
     def growing(self) -> bool:
@@ -178,11 +183,12 @@ def fit(times: Sequence[float], values: Sequence[float]) -> Trend | None:
     residual = y - (intercept + slope * x)
     total = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0
-    growth = growth_err = log_intercept = None
+    growth = growth_err = log_intercept = log_slope = None
     if bool(np.all(y > 0)):
         li, ls, lerr = _line(x, np.log(y))
         ls = 0.0 if abs(ls) * span <= ROUNDING else ls
-        log_intercept, growth = li, math.expm1(ls)
+        log_intercept, log_slope = li, ls
+        growth = math.expm1(ls) if ls <= MAX_EXP else math.inf
         growth_err = lerr if math.isfinite(lerr) else None
     return Trend(
         intercept=intercept,
@@ -193,6 +199,7 @@ def fit(times: Sequence[float], values: Sequence[float]) -> Trend | None:
         growth=growth,
         growth_stderr=growth_err,
         log_intercept=log_intercept,
+        log_slope=log_slope,
     )
 
 
@@ -209,11 +216,11 @@ def linear_crossing(trend: Trend, threshold: float, now: float) -> float | None:
 def growth_crossing(trend: Trend, threshold: float, now: float) -> float | None:
     """Epoch seconds the constant-growth-rate trend reaches ``threshold``; None without growth."""
     at_now = trend.growth_at(now)
-    if at_now is None or trend.log_intercept is None or trend.growth is None or threshold <= 0:
+    if at_now is None or trend.log_intercept is None or trend.log_slope is None or threshold <= 0:
         return None
     if at_now >= threshold:
         return now
-    rate = math.log1p(trend.growth)
+    rate = trend.log_slope
     # Same significance rule as the linear slope, on the log scale.
     if rate <= 0 or trend.growth_stderr is None or rate <= SIGNIFICANCE * trend.growth_stderr:
         return None
@@ -375,7 +382,10 @@ class Report:
                     "threshold": a.threshold,
                     "slopePerDay": a.trend.slope if a.trend else None,
                     "slopeStderr": a.trend.slope_stderr if a.trend else None,
-                    "growthPerDay": a.trend.growth if a.trend else None,
+                    # JSON has no Infinity: a growth too fast to write is left out
+                    "growthPerDay": a.trend.growth
+                    if a.trend and a.trend.growth is not None and math.isfinite(a.trend.growth)
+                    else None,
                     "r2": a.trend.r2 if a.trend else None,
                     "crossing": iso(a.crossing),
                     "linearCrossing": iso(a.linear_crossing),

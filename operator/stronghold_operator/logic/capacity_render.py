@@ -141,7 +141,7 @@ def plot_svg(a: Assessment, report: Report) -> str:
     unit, scale = ("GiB", float(2**30)) if a.resource.unit == "bytes" else (a.resource.unit, 1.0)
 
     def ys(vs: Sequence[float | None]) -> list[float]:
-        return [(v if v is not None else math.nan) / scale for v in vs]
+        return [v / scale if v is not None and math.isfinite(v) else math.nan for v in vs]
 
     # A Figure without pyplot: no global state, no GUI backend, safe in any thread.
     fig = Figure(figsize=(8, 3.2), dpi=96, layout="constrained")
@@ -156,7 +156,7 @@ def plot_svg(a: Assessment, report: Report) -> str:
         span = [a.times[0], end]
         ax.plot(
             days(span),
-            [a.trend.linear_at(t) for t in span],
+            ys([a.trend.linear_at(t) for t in span]),
             "-",
             color="#444",
             lw=1.2,
@@ -164,7 +164,8 @@ def plot_svg(a: Assessment, report: Report) -> str:
         )
         if a.trend.growth is not None:
             steps = [a.times[0] + (end - a.times[0]) * i / 60 for i in range(61)]
-            grown = ys([a.trend.growth_at(t) for t in steps])
+            top = 2 * max([*a.values, a.threshold or 0.0])  # past it: compounding explodes
+            grown = ys([None if (g := a.trend.growth_at(t)) and g > top else g for t in steps])
             ax.plot(days(steps), grown, "--", color="#9467bd", lw=1.0, label="growth-rate trend")
     if a.threshold is not None:
         ax.axhline(a.threshold / scale, color="#b00020", lw=1.0, ls=":", label="critical")
