@@ -40,6 +40,11 @@ _FILES = {
         "stronghold_job.py",
     ),
     "count-rows.sql": ("count-rows.sql", "stronghold_operator.builders.jobs", "count-rows.sql"),
+    "offsite.py": (
+        "stronghold_operator/builders/jobs/offsite.py",
+        "stronghold_operator.builders.jobs",
+        "offsite.py",
+    ),
     "retention.py": (
         "stronghold_operator/logic/retention.py",
         "stronghold_operator.logic",

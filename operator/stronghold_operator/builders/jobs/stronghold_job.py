@@ -22,6 +22,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+from stronghold_operator.builders.jobs import offsite
 from stronghold_operator.logic.retention import Archive, file_time, plan_retention
 
 E = os.environ
@@ -359,6 +360,23 @@ def prune_report() -> dict[str, Any]:
     return report
 
 
+def offsite_report() -> dict[str, Any]:
+    """The off-site copy of every verified archive (offsite.py), when spec.offsite is set.
+
+    After the local prune: what retention deleted here is not copied, and the bucket gets
+    the same rules. A failure is reported with the result, never raised: the local backup
+    stands, and the next Job copies what is missing.
+    """
+    if not offsite.configured():
+        return {}
+    verified = {}
+    for name, _ in archives():
+        man = load_manifest(name)
+        if man and man.get("verified") and man.get("sha256"):
+            verified[name] = str(man["sha256"])
+    return {"offsite": offsite.run(DEST, verified)}
+
+
 def terminate(data: dict[str, Any]) -> None:
     text = json.dumps(data, separators=(",", ":"), sort_keys=True)
     for key in ("passed", "pruned", "failed", "mismatches"):
@@ -534,6 +552,7 @@ def cmd_report_backup(final: str) -> None:
             "pgDump": man.get("pgDumpVersion"),
             "job": E.get("JOB_NAME", ""),
             **prune_report(),
+            **offsite_report(),
         }
     )
 
@@ -563,6 +582,7 @@ def cmd_verify(_count_sql: str = "") -> int:
             "job": E.get("JOB_NAME", ""),
             **report,
             "failed": failed + report["failed"],
+            **offsite_report(),
         }
     )
     return 0
