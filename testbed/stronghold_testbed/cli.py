@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     kc.set_defaults(func=_kubeconfig)
 
     s: argparse.ArgumentParser = sub.add_parser(
-        "services", help="PostgreSQL, RabbitMQ, Memcached, Docker, Prometheus on 127.0.0.1"
+        "services",
+        help="PostgreSQL, RabbitMQ, Memcached, an S3 object store, Docker, Prometheus on 127.0.0.1",
     )
     ss = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     ss.add_parser("up", help="start what is absent, reuse what runs").set_defaults(func=_svc_up)

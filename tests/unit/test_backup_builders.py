@@ -59,8 +59,19 @@ FULL: dict[str, Any] = MINIMAL | {
     },
 }
 
+OFFSITE: dict[str, Any] = MINIMAL | {
+    "offsite": {
+        "endpoint": "https://s3.example.net",
+        "bucket": "stronghold-backups",
+        "prefix": "prod/nightly",
+        "accessKeyId": {"secretKeyRef": {"name": "s3", "key": "access-key"}},
+        "secretAccessKey": {"secretKeyRef": {"name": "s3", "key": "secret-key"}},
+    }
+}
+
 CASES = {
     "backup-minimal": (MINIMAL, "backup", None),
+    "backup-offsite": (OFFSITE, "backup", None),
     "backup-full": (FULL, "backup", None),
     "verify-full": (FULL, "verify", None),
     "restoretest-full": (FULL, "restore-test", "db_backup_20260430_020000.dump"),
@@ -136,7 +147,13 @@ def test_script_is_strict_bash_and_never_names_the_password_in_env() -> None:
 
 
 # The Job runs the helper and the retention module with the Python of a user-chosen image.
-JOB_MODULES = ["stronghold_job.py", "retention.py", "throwaway_pg.py", "stronghold_runs.py"]
+JOB_MODULES = [
+    "stronghold_job.py",
+    "retention.py",
+    "throwaway_pg.py",
+    "stronghold_runs.py",
+    "offsite.py",
+]
 OWN = {
     "stronghold_operator.logic.retention",
     "stronghold_operator.builders.jobs",
@@ -177,6 +194,7 @@ def test_program_configmap_ships_every_file_with_its_hash() -> None:
         "retention.py",
         "throwaway_pg.py",
         "stronghold_runs.py",
+        "offsite.py",
     }
     pod = build(*CASES["backup-minimal"])["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "program")["configMap"]

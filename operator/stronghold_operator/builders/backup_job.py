@@ -30,7 +30,7 @@ from stronghold_operator.models.backup import (
     schedule_label,
 )
 
-__all__ = ["backup_job", "owner_reference"]
+__all__ = ["backup_job", "offsite_env", "offsite_volumes", "owner_reference"]
 
 Kind = Literal["backup", "verify", "restore-test"]
 
@@ -69,6 +69,45 @@ def _extra(ctx: ContainerSecurityContext | PodSecurityContext | None) -> dict[st
 
 def _rfc3339(t: datetime) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+OFFSITE_MOUNT = "/var/run/stronghold/offsite"
+
+
+def offsite_env(spec: BackupScheduleSpec) -> list[dict[str, Any]]:
+    """Where backup and verify Jobs copy verified archives (offsite.py): plain values only.
+
+    The keys are files of a Secret volume (:func:`offsite_volumes`), like the database
+    password: not environment variables, which pg_dump and every child would inherit.
+    """
+    o = spec.offsite
+    if o is None:
+        return []
+    return [
+        {"name": "OFFSITE_ENDPOINT", "value": o.endpoint},
+        {"name": "OFFSITE_BUCKET", "value": o.bucket},
+        {"name": "OFFSITE_PREFIX", "value": o.prefix},
+        {"name": "OFFSITE_REGION", "value": o.region},
+        {"name": "OFFSITE_KEYS", "value": OFFSITE_MOUNT},
+    ]
+
+
+def offsite_volumes(spec: BackupScheduleSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, mounts): the access key id and secret key as ``access-key-id`` and
+    ``secret-access-key`` under :data:`OFFSITE_MOUNT` (one projected volume, any Secrets)."""
+    o = spec.offsite
+    if o is None:
+        return [], []
+    sources = []
+    for sel, path in (
+        (o.access_key_id, "access-key-id"),
+        (o.secret_access_key, "secret-access-key"),
+    ):
+        ref = sel.secret_key_ref
+        item = {"key": ref.key, "path": path, "mode": 0o440}
+        sources.append({"secret": {"name": ref.name, "items": [item]}})
+    volume = {"name": "offsite", "projected": {"sources": sources, "defaultMode": 0o440}}
+    return [volume], [{"name": "offsite", "mountPath": OFFSITE_MOUNT, "readOnly": True}]
 
 
 # long: one Job manifest, read top to bottom like the YAML it becomes (golden-file tested).
@@ -126,6 +165,7 @@ def backup_job(
         env.append({"name": "RESTORE_TARGET", "value": rt.target if rt else "auto"})
         env.append({"name": "RESTORE_SCRATCH", "value": SCRATCH_MOUNT})
         env.append({"name": "JOB_IMAGE", "value": tpl.image})
+    env += offsite_env(spec) if kind != "restore-test" else []
     mounts: list[dict[str, Any]] = [
         {"name": "backups", "mountPath": BACKUP_MOUNT},
         {"name": "work", "mountPath": WORK_MOUNT},
@@ -155,6 +195,10 @@ def backup_job(
                 },
             }
         )
+    if kind != "restore-test":
+        extra_volumes, extra_mounts = offsite_volumes(spec)
+        volumes += extra_volumes
+        mounts += extra_mounts
     pod_security: dict[str, Any] = {
         "runAsNonRoot": True,
         "runAsUser": tpl.run_as_user,

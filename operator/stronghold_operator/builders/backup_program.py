@@ -45,6 +45,11 @@ _FILES = {
         "stronghold_operator.builders.jobs",
         "throwaway_pg.py",
     ),
+    "offsite.py": (
+        "stronghold_operator/builders/jobs/offsite.py",
+        "stronghold_operator.builders.jobs",
+        "offsite.py",
+    ),
     "retention.py": (
         "stronghold_operator/logic/retention.py",
         "stronghold_operator.logic",

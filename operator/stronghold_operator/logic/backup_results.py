@@ -13,6 +13,7 @@ from typing import Any
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic import backup as lb
+from stronghold_operator.logic.backup_offsite import apply_offsite, offsite_events
 from stronghold_operator.logic.backup_runs import last_run
 from stronghold_operator.models.backup import ANNOTATION_SLOT, ANNOTATION_TRIGGER, LABEL_KIND
 
@@ -213,6 +214,7 @@ def _record_backup(
     history = lb.merge_history(report.status.get("backups") or [], entry, limit)
     if result is not None:
         history = _apply_prune_report(report, history, result)
+        history = _apply_offsite(report, history, result.data, job.name)
     report.status["backups"] = history
     outcome = "Succeeded" if result is not None and result.ok else "Failed"
     if entry["result"] != "Succeeded":
@@ -256,6 +258,7 @@ def _record_verify(
         passed,
         [str(p) for p in data.get("pruned") or []],
     )
+    report.status["backups"] = _apply_offsite(report, report.status["backups"], data, job.name)
     ok_job = result is not None and result.ok
     error = result.message if result is not None else (failure or ("", ""))[1]
     report.status["lastVerification"] = {
@@ -332,6 +335,18 @@ def _apply_prune_report(
         report.note("Warning", "VerificationFailed", f"{f}: {reason}: {msg}")
     _note_pruned(report, data)
     return lb.apply_verification(history, failed, (), [str(p) for p in data.get("pruned") or []])
+
+
+def _apply_offsite(
+    report: Report, history: list[dict[str, Any]], data: Mapping[str, Any], job: str
+) -> list[dict[str, Any]]:
+    """The Job's off-site copies (spec.offsite) into the entries, and their Events."""
+    offsite = data.get("offsite")
+    if not isinstance(offsite, Mapping):
+        return history
+    for type_, reason, message in offsite_events(offsite, job):
+        report.note(type_, reason, message)
+    return apply_offsite(history, offsite)
 
 
 def _note_pruned(report: Report, data: Mapping[str, Any]) -> None:

@@ -27,6 +27,8 @@ __all__ = [
     "JobTemplateSpec",
     "LastRestoreTest",
     "LastVerification",
+    "OffsiteCopy",
+    "OffsiteSpec",
     "OnDemand",
     "PodSecurityContext",
     "RestoreTestSpec",
@@ -140,6 +142,54 @@ class RestoreTestSpec(SpecModel):
             if not _TABLE.match(t):
                 raise ValueError(f"{t!r} is not a table name (schema.table or table)")
         return [t if "." in t else f"public.{t}" for t in v]
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(:[0-9]{1,5})?(/[A-Za-z0-9._~\-/]*)?$")
+
+
+class OffsiteSpec(SpecModel):
+    """An S3-compatible bucket every verified backup is copied to (path-style requests).
+
+    The credentials are Secret key references only: the Job gets them as environment
+    variables from ``secretKeyRef``, never as values in the Job or the spec.
+    """
+
+    endpoint: str = Field(min_length=1, max_length=512)
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = Field(default="", max_length=512)
+    region: str = Field(default="us-east-1", min_length=1, max_length=64)
+    access_key_id: SecretKeySelector = Field(alias="accessKeyId")
+    secret_access_key: SecretKeySelector = Field(alias="secretAccessKey")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        if not _ENDPOINT.match(v):
+            raise ValueError(f"{v!r} is not an http(s) URL (scheme://host[:port][/path])")
+        return v.rstrip("/")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not _BUCKET.match(v) or ".." in v:
+            raise ValueError(f"{v!r} is not an S3 bucket name (3-63 of a-z 0-9 . -)")
+        return v
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        parts = [p for p in v.split("/") if p]
+        if any(p in (".", "..") for p in parts) or not re.fullmatch(r"[A-Za-z0-9_./\-]*", v):
+            raise ValueError("must be a plain key prefix (letters, digits, _ . - /; no '..')")
+        return "".join(p + "/" for p in parts)
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, v: str) -> str:
+        if not re.fullmatch(r"[a-z0-9\-]+", v):
+            raise ValueError(f"{v!r} is not a region name")
+        return v
 
 
 class VerifySpec(SpecModel):
@@ -374,6 +424,7 @@ class BackupScheduleSpec(SpecModel):
     storage: StorageSpec
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
     verify: VerifySpec = Field(default_factory=VerifySpec)
+    offsite: OffsiteSpec | None = None
     stale_after: Duration = Field(default=timedelta(hours=26), alias="staleAfter")
     history_limit: int = Field(default=10, alias="historyLimit", ge=1, le=100)
     during_maintenance: Literal["Defer", "Run"] = Field(default="Defer", alias="duringMaintenance")
@@ -399,6 +450,17 @@ class _Status(StatusModel):
     model_config = ConfigDict(alias_generator=to_camel)
 
 
+class OffsiteCopy(_Status):
+    """``status.backups[].offsite``: where the off-site copy lives, or why there is none."""
+
+    copied: bool = False
+    bucket: str = ""
+    key: str = ""
+    verified_at: str = ""
+    reason: str = ""
+    message: str = ""
+
+
 class BackupRecord(_Status):
     """One item of ``status.backups`` (newest first): a finished backup Job."""
 
@@ -419,6 +481,7 @@ class BackupRecord(_Status):
     result: str = ""
     reason: str = ""
     message: str = ""
+    offsite: OffsiteCopy | None = None
 
 
 class ActiveJob(_Status):

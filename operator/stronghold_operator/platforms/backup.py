@@ -98,6 +98,13 @@ class KubePreflight:
                 await read_secret_key(self.kube, ns, ref.name, ref.key)  # value discarded at once
             except LookupError as exc:
                 return "SecretMissing", str(exc)
+        if spec.offsite is not None:
+            for sel in (spec.offsite.access_key_id, spec.offsite.secret_access_key):
+                ref = sel.secret_key_ref
+                try:
+                    await read_secret_key(self.kube, ns, ref.name, ref.key)  # value discarded
+                except LookupError as exc:
+                    return "SecretMissing", f"spec.offsite: {exc}"
         claim = f"PersistentVolumeClaim {ns}/{spec.storage.claim_name}"
         try:
             pvc = await self.kube.get(PVCS, spec.storage.claim_name, ns)

@@ -24,6 +24,7 @@ from stronghold_operator.builders.backup_job import backup_job
 from stronghold_operator.builders.backup_program import ANNOTATION_PROGRAM, program_configmap
 from stronghold_operator.builders.backup_sources import capture_configmap, with_sources
 from stronghold_operator.logic import backup as lb
+from stronghold_operator.logic.backup_offsite import offsite_condition
 from stronghold_operator.logic.backup_results import (
     ANNOTATION_REQUEST,
     Event,
@@ -515,6 +516,9 @@ def desired_status(run: _Run, current: Mapping[str, Any]) -> BackupScheduleStatu
         fields["lastSuccessfulTime"] = good[0]["completedAt"]
     if last_verified is not None:
         fields["lastVerifiedTime"] = cond.rfc3339(last_verified)
+    backups = status.get("backups") or []
+    if run.spec.offsite is not None or any(b.get("offsite") for b in backups):
+        conds.append(offsite_condition(backups))
     out = BackupScheduleStatus.model_validate(fields)
     out.conditions = _conditions(conds)
     return out

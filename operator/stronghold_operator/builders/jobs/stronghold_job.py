@@ -27,6 +27,7 @@ try:  # in the Job: the file beside this one (an installed package must not shad
     import throwaway_pg  # type: ignore[import-not-found,unused-ignore]
 except ImportError:  # in the operator's package
     from stronghold_operator.builders.jobs import throwaway_pg
+from stronghold_operator.builders.jobs import offsite
 from stronghold_operator.logic.retention import Archive, file_time, plan_retention
 
 if __package__:  # imported by the operator's tests
@@ -375,6 +376,23 @@ def prune_report() -> dict[str, Any]:
     return report
 
 
+def offsite_report() -> dict[str, Any]:
+    """The off-site copy of every verified archive (offsite.py), when spec.offsite is set.
+
+    After the local prune: what retention deleted here is not copied, and the bucket gets
+    the same rules. A failure is reported with the result, never raised: the local backup
+    stands, and the next Job copies what is missing.
+    """
+    if not offsite.configured():
+        return {}
+    verified = {}
+    for name, _ in archives():
+        man = load_manifest(name)
+        if man and man.get("verified") and man.get("sha256"):
+            verified[name] = str(man["sha256"])
+    return {"offsite": offsite.run(DEST, verified)}
+
+
 def terminate(data: dict[str, Any]) -> None:
     text = json.dumps(data, separators=(",", ":"), sort_keys=True)
     for key in ("passed", "pruned", "failed", "mismatches"):
@@ -551,6 +569,7 @@ def cmd_report_backup(final: str) -> None:
             "job": E.get("JOB_NAME", ""),
             "run": runs.summary(DEST, final),
             **prune_report(),
+            **offsite_report(),
         }
     )
 
@@ -581,6 +600,7 @@ def cmd_verify(_count_sql: str = "") -> int:
             "run": runs.newest_summary(DEST),
             **report,
             "failed": failed + report["failed"],
+            **offsite_report(),
         }
     )
     return 0
