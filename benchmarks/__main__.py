@@ -5,6 +5,8 @@
     scaling  ScalingPolicy vs HPA under the same distributed load (benchmarks/scaling.py)
     backup   BackupSchedule Job vs the guide's pg_dump | gzip on ~1 GB (benchmarks/backup.py)
     kube_client  Kubernetes client libraries on the operator's hot calls (benchmarks/kube_client.py)
+    logs     HealthPolicy logs checks: N pods writing access logs, C checks, detection delay,
+             vs the guide's kubectl logs | grep pass (benchmarks/logs.py)
 
 Each needs the local cluster (`stronghold-testbed cluster up`); results are in docs/performance.md.
 """
@@ -14,7 +16,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-NAMES = ("health", "scaling", "backup", "kube_client")
+NAMES = ("health", "scaling", "backup", "kube_client", "logs")
 
 
 def main() -> int:
