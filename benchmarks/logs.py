@@ -540,7 +540,25 @@ def caught_up(ns: str, checks: int, op: bench.Operator, hostdir: Path, interval:
         f" pods writing {served / 1e6:.2f} MB/s (with timestamps)",
         flush=True,
     )
-    return m1.rounds >= 3 * checks and read < 1.5 * served and bench.statuses_written(ns, checks)
+    states = check_states(ns)
+    print(f"    checks: {states}", flush=True)
+    return (
+        m1.rounds >= 3 * checks
+        and 0.5 * served < read < 1.5 * served
+        and bench.statuses_written(ns, checks)
+    )
+
+
+def check_states(ns: str) -> dict[str, int]:
+    """How many logs checks are in each state (and why, when Unknown)."""
+    out: dict[str, int] = {}
+    for item in kit.kubectl_json("get", "healthpolicies", "-n", ns).get("items", []):
+        for c in (item.get("status") or {}).get("checks") or ():
+            key = str(c.get("state", "none"))
+            if key == "Unknown":
+                key += f" ({str(c.get('message', ''))[:120]})"
+            out[key] = out.get(key, 0) + 1
+    return out
 
 
 def measure(op: bench.Operator, hostdir: Path, pids: dict[str, list[int]], window: float) -> Steady:
@@ -808,6 +826,8 @@ def run(args: Any, workdir: Path) -> None:
                 print("note: the operator did not catch up; measuring anyway", flush=True)
                 break
         setup.warmup_s = time.monotonic() - t0
+        if scrape(op.metrics_url).lines == 0:
+            raise SystemExit(f"the operator read no log line; its checks: {check_states(ns)}")
         print(f"[{time.strftime('%H:%M:%S')}] measuring {args.window:g}s", flush=True)
         steady = measure(op, hostdir, pids, args.window)
         report(setup, steady, shots, guide)
