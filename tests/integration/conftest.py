@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +112,11 @@ def run_operator(
     kit.delete_incluster_operator()
     started: list[kit.OperatorProcess] = []
 
-    def factory(*namespaces: str, env: dict[str, str] | None = None) -> kit.OperatorProcess:
+    def factory(
+        *namespaces: str, env: dict[str, str] | None = None, args: Sequence[str] = ()
+    ) -> kit.OperatorProcess:
         log = tmp_path / f"operator-{len(started)}.log"
-        op = kit.start_operator(operator_kubeconfig, namespaces, log, env)
+        op = kit.start_operator(operator_kubeconfig, namespaces, log, env, args)
         started.append(op)
         return op
 

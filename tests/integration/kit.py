@@ -159,6 +159,7 @@ def start_operator(
     namespaces: Sequence[str],
     log: Path,
     env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
 ) -> OperatorProcess:
     liveness, metrics = free_port(), free_port()
     argv = [
@@ -173,6 +174,7 @@ def start_operator(
     ]
     for ns in namespaces:
         argv += ["-n", ns]
+    argv += args
     # The testbed has no pod network: backup Jobs need hostNetwork, which only the
     # operator's own setting allows (docs/security.md). A test's ``env`` may override it.
     testbed = {"STRONGHOLD_ALLOW_PRIVILEGED_JOBS": "hostNetwork"}

@@ -39,10 +39,45 @@ def test_operator_pod_is_restricted(variant: str) -> None:
     (container,) = pod["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
-    assert deploy["spec"]["replicas"] == 1
-    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert "memory" in container["resources"]["limits"]
+
+
+@pytest.mark.parametrize("variant", ["manifests", "manifests/overlays/namespaced"])
+def test_two_replicas_elect_a_leader_and_roll_without_a_gap(variant: str) -> None:
+    docs = render(variant)
+    (deploy,) = by_kind(docs, "Deployment")
+    assert deploy["spec"]["replicas"] == 2
+    assert deploy["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert "--leader-elect" in container["args"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in container["env"]}
+    assert env == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    # The Lease: its own namespace only, no list or watch.
+    (role,) = [r for r in by_kind(docs, "Role") if r["metadata"]["name"].endswith("-leader")]
+    assert role["metadata"]["namespace"] == deploy["metadata"]["namespace"]
+    assert role["rules"] == [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+
+
+def test_the_pdb_component_covers_the_operator_pods() -> None:
+    docs = render("examples/kustomize-pdb")
+    (pdb,) = by_kind(docs, "PodDisruptionBudget")
+    (deploy,) = by_kind(docs, "Deployment")
+    assert pdb["apiVersion"] == "policy/v1" and pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == deploy["spec"]["selector"]["matchLabels"]
+
+
+def test_local_overlay_is_one_replica_on_the_host_network() -> None:
+    (deploy,) = by_kind(render("manifests/overlays/local"), "Deployment")
+    assert deploy["spec"]["replicas"] == 1
+    assert deploy["spec"]["strategy"] == {"type": "Recreate"}
+    assert "--leader-elect" not in deploy["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_local_overlay_differs_only_by_host_network_and_loopback() -> None:

@@ -61,6 +61,7 @@ def register(sub: Any) -> None:
     )
     _add_budget_flags(p)
     _add_webhook_flags(p)
+    _add_leader_flags(p)
     p.add_argument("-v", "--verbose", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -119,6 +120,29 @@ def _add_webhook_flags(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="directory with tls.crt and tls.key, e.g. a mounted cert-manager Secret"
         " (default: $STRONGHOLD_WEBHOOK_CERT_DIR, else /etc/stronghold/webhook)",
+    )
+
+
+def _add_leader_flags(p: argparse.ArgumentParser) -> None:
+    """Two or more replicas, one active (runtime/leader.py, docs/install.md)."""
+    lead = p.add_argument_group("leader election (docs/install.md, High availability)")
+    lead.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="act only while holding a coordination.k8s.io Lease; followers wait and serve"
+        " liveness and /metrics",
+    )
+    lead.add_argument(
+        "--leader-elect-lease",
+        default="stronghold-operator",
+        metavar="NAME",
+        help="the Lease's name (default: stronghold-operator)",
+    )
+    lead.add_argument(
+        "--leader-elect-namespace",
+        default=None,
+        metavar="NS",
+        help="the Lease's namespace (default: $POD_NAMESPACE, else the kubeconfig's)",
     )
 
 
@@ -318,13 +342,21 @@ def _run(args: argparse.Namespace) -> int:
             os.environ[env] = str(getattr(args, flag))
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port, args.metrics_address)
-    kopf.run(
-        loop=_event_loop(),
-        standalone=args.standalone or None,
-        peering_name=args.peering,
-        priority=args.priority,
-        liveness_endpoint=args.liveness,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-    )
-    return 0
+    options: dict[str, Any] = {
+        "standalone": args.standalone or None,
+        "peering_name": args.peering,
+        "priority": args.priority,
+        "liveness_endpoint": args.liveness,
+        "clusterwide": not args.namespace,
+        "namespaces": args.namespace,
+    }
+    if not args.leader_elect:
+        kopf.run(loop=_event_loop(), **options)
+        return 0
+    from stronghold_operator.cli.leading import lead_then_run
+
+    loop = _event_loop()
+    try:
+        return loop.run_until_complete(lead_then_run(args, options))
+    finally:
+        loop.close()

@@ -15,6 +15,7 @@ from stronghold_operator.logic.watchdog import WatchTracker
 from stronghold_operator.models.base import InvalidSpec
 from stronghold_operator.models.common import MAINTENANCE_ANNOTATION, MAINTENANCE_WINDOWS_ANNOTATION
 from stronghold_operator.models.maintenance import holding
+from stronghold_operator.platforms import fence
 from stronghold_operator.platforms.kube import GROUP, VERSION, Kube
 from stronghold_operator.runtime.scheduler import Loop, Scheduler
 from stronghold_operator.runtime.status import announce, compute_status, is_bad
@@ -152,6 +153,8 @@ def write_status(
     now: datetime,
 ) -> list[cond.Transition]:
     """For kopf handlers that return: put the changed fields into kopf's patch, announce."""
+    # kopf writes this patch with its own client: the leader fence is checked here instead.
+    fence.check("status")
     delta, moved = compute_status(body, status, desired, updates, now)
     for key, value in delta.items():
         patch.status[key] = value

@@ -24,6 +24,7 @@ import docker
 from docker.errors import DockerException, NotFound
 
 from stronghold_operator.models.scaling import MissingBasis, ReplicaUsage, TargetNotFound
+from stronghold_operator.platforms import fence
 from stronghold_operator.platforms.executors import DOCKER, run_in
 
 PROJECT = "com.docker.compose.project"
@@ -223,6 +224,7 @@ class ComposeService:
         return await run_in(DOCKER, _with_client, self.target, usage)
 
     async def scale(self, wanted: int) -> list[str]:
+        fence.check("scale")
         return await run_in(DOCKER, _with_client, self.target, lambda c, t: scale_to(c, t, wanted))
 
 

@@ -40,6 +40,7 @@ from stronghold_operator.models.outbound import (
     Destination,
     parse_destinations,
 )
+from stronghold_operator.platforms import fence
 
 __all__ = ["ApiError", "ApiUnreachable"]  # raised by every call; defined in models/errors.py
 
@@ -85,6 +86,7 @@ POD_METRICS = Kind("metrics.k8s.io/v1beta1", "PodMetrics", "pods")
 REPLICASETS = Kind("apps/v1", "ReplicaSet", "replicasets")
 CONTROLLERREVISIONS = Kind("apps/v1", "ControllerRevision", "controllerrevisions")
 EVENTS = Kind("v1", "Event", "events")
+LEASES = Kind("coordination.k8s.io/v1", "Lease", "leases")
 OUR_KINDS = {
     "healthpolicies": "HealthPolicy",
     "incidents": "Incident",
@@ -141,6 +143,13 @@ async def _translated(limit: asyncio.Semaphore) -> AsyncIterator[None]:
             raise _api_error(exc) from None
         except httpx2.RequestError as exc:  # connect, read, timeouts, protocol
             raise ApiUnreachable(f"{type(exc).__name__}: {exc}") from None
+
+
+def _fenced(verb: str, kind: Kind) -> None:
+    """Every write but the Lease's own passes the leader fence (platforms/fence.py): a
+    replica that lost the Lease writes nothing, not a Job, a scale, a status or an Event."""
+    if kind != LEASES:
+        fence.check(f"{verb} {kind.kind}")
 
 
 @functools.cache
@@ -277,6 +286,7 @@ class Kube:
         self, kind: Kind, namespace: str | None, body: Mapping[str, Any]
     ) -> dict[str, Any]:
         """Create the object; returns it as the apiserver stored it (uid, ...)."""
+        _fenced("create", kind)
         obj = _object(kind, namespace, body)
         async with _translated(self._limit):
             created = await self.client.create(obj)
@@ -284,6 +294,7 @@ class Kube:
 
     async def replace(self, kind: Kind, namespace: str | None, body: Mapping[str, Any]) -> None:
         """PUT the whole object (named by its metadata; a stale resourceVersion is a 409)."""
+        _fenced("replace", kind)
         obj = _object(kind, namespace, body)
         async with _translated(self._limit):
             await self.client.replace(obj)
@@ -298,6 +309,7 @@ class Kube:
         subresource: str | None = None,
     ) -> None:
         """A JSON merge patch (RFC 7386) of the object or its ``status``/``scale``."""
+        _fenced("patch", kind)
         async with _translated(self._limit):
             await self.client.patch(
                 _addressed(kind, subresource),
@@ -310,6 +322,7 @@ class Kube:
     async def delete(
         self, kind: Kind, name: str, namespace: str | None, *, propagation: str = "Background"
     ) -> None:
+        _fenced("delete", kind)
         async with _translated(self._limit):
             await self.client.delete(
                 _resource(kind), name, namespace=namespace, cascade=CascadeType(propagation)

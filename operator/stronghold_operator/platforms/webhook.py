@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from stronghold_operator.platforms import fence
 from stronghold_operator.platforms.http import HttpClient, HttpError, HttpRefused, HttpTimeout
 
 
@@ -33,6 +34,7 @@ async def post_json(
     authorization: str | None = None,
 ) -> Delivery:
     """POST ``body``; retry after each delay in ``delays`` on errors, 429 and 5xx."""
+    fence.check("webhook")  # a deposed leader's notification would be a duplicate
     headers: dict[str, str] = {}
     if authorization:
         headers["Authorization"] = authorization
