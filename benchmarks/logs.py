@@ -593,6 +593,7 @@ def sample_check(ns: str, hostdir: Path) -> str:
     pod = running_pods(ns)[0]
     before = written(hostdir).per_pod[pod]["lines"]
     code, out, err = kubectl_run("logs", pod, "-n", ns)
+    time.sleep(1.5)  # the pod writes its count every second: one written after the read
     after = written(hostdir).per_pod[pod]["lines"]
     got = out.count("\n")
     if code != 0:
