@@ -9,6 +9,9 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
+# EXTRAS=capacity: the image of the capacity-report CronJob (numpy, matplotlib; from PyPI):
+#   docker build --build-arg EXTRAS=capacity -t stronghold/operator:0.1.0-capacity .
+ARG EXTRAS=""
 USER root
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
@@ -19,7 +22,7 @@ RUN python3 -m venv /opt/stronghold \
       /opt/stronghold/bin/pip install --no-index --find-links build/wheels \
         -c requirements.lock stronghold-operator; \
     else \
-      /opt/stronghold/bin/pip install -c requirements.lock /src; \
+      /opt/stronghold/bin/pip install -c requirements.lock "/src${EXTRAS:+[$EXTRAS]}"; \
     fi \
  && /opt/stronghold/bin/pip uninstall -y pip \
  && find /opt/stronghold -name '__pycache__' -prune -exec rm -rf {} +

@@ -29,8 +29,9 @@ $(VENV)/.installed: pyproject.toml testbed/pyproject.toml | $(BIN)/python
 venv: $(VENV)/.installed
 
 # Debian tools the checks run: shellcheck lints the backup Job's program; lua5.1 (Argo CD's
-# dialect) and lua5.4 run the Argo CD health scripts in manifests/gitops/ (unit tests).
-TOOLS := shellcheck lua5.1 lua5.4
+# dialect) and lua5.4 run the Argo CD health scripts in manifests/gitops/ (unit tests);
+# prometheus (with promtool) and chromium: the capacity report's integration tests.
+TOOLS := shellcheck lua5.1 lua5.4 prometheus chromium
 tools:
 	@missing=""; for t in $(TOOLS); do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
 	if [ -n "$$missing" ]; then \

@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     kc.set_defaults(func=_kubeconfig)
 
     s: argparse.ArgumentParser = sub.add_parser(
-        "services", help="PostgreSQL, RabbitMQ, Memcached, Docker on 127.0.0.1"
+        "services", help="PostgreSQL, RabbitMQ, Memcached, Docker, Prometheus on 127.0.0.1"
     )
     ss = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     ss.add_parser("up", help="start what is absent, reuse what runs").set_defaults(func=_svc_up)
@@ -64,6 +64,18 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_parser(
         "heal-cache", help="start the demo's Memcached again (the incident closes)"
     ).set_defaults(func=_demo_cache, heal=True)
+
+    m: argparse.ArgumentParser = sub.add_parser(
+        "monitoring", help="manifests/monitoring: generated files (the PrometheusRule)"
+    )
+    ms = m.add_subparsers(dest="action", required=True, metavar="ACTION")
+    render = ms.add_parser(
+        "render", help="write prometheusrule.yaml from prometheus/stronghold.rules.yml"
+    )
+    render.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 when the file is stale"
+    )
+    render.set_defaults(func=_monitoring_render)
 
     sub.add_parser(
         "image", help="build stronghold/operator:0.1.0 offline (host wheelhouse, local base)"
@@ -197,6 +209,23 @@ def _demo_cache(args: argparse.Namespace) -> int:
         return demo.heal_cache() if args.heal else demo.break_cache()
     except TestbedError as exc:
         return _fail(exc)
+
+
+def _monitoring_render(args: argparse.Namespace) -> int:
+    from stronghold_testbed import prometheus
+
+    text = prometheus.prometheus_rule_text()
+    path = prometheus.PROMETHEUS_RULE
+    current = path.read_text() if path.exists() else ""
+    if args.check:
+        if current != text:
+            print(f"{path} is stale: run `stronghold-testbed monitoring render`")
+            return 1
+        return 0
+    if current != text:
+        path.write_text(text)
+        print(f"wrote {path}")
+    return 0
 
 
 def _image(_: argparse.Namespace) -> int:

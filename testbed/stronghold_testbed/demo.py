@@ -18,7 +18,15 @@ from typing import Any
 
 from rich.console import Console
 
-from stronghold_testbed import demo_state, operator_image, paths, procs, progress, services
+from stronghold_testbed import (
+    demo_state,
+    operator_image,
+    paths,
+    procs,
+    progress,
+    prometheus,
+    services,
+)
 from stronghold_testbed.kubectl import run as kubectl_run
 from stronghold_testbed.procs import TestbedError
 
@@ -35,6 +43,9 @@ CACHE_PORT = 11212
 CACHE_PROC = "demo-memcached"
 KINDS = "healthpolicies,backupschedules,scalingpolicies,maintenancewindows"
 SETTLE_TIMEOUT = 420.0
+# manifests/overlays/local: the operator's /metrics on the host network, which the testbed's
+# Prometheus scrapes (file_sd target file "demo").
+DEMO_METRICS = "127.0.0.1:19090"
 
 
 def kubectl(*args: str, input: str | None = None, check: bool = True) -> str:
@@ -123,6 +134,7 @@ def _deploy_operator(p: progress.Progress) -> None:
             OPERATOR_NS,
             "--timeout=180s",
         )
+    prometheus.write_targets("demo", [DEMO_METRICS])
 
 
 def _platform() -> None:
@@ -289,5 +301,6 @@ def down() -> int:
         kubectl("delete", "-k", overlay, "--ignore-not-found", "--wait=true", "--timeout=120s")
     with p.step("stopping the demo's Memcached"):
         procs.stop(CACHE_PROC)
+        prometheus.remove_targets("demo")  # its history stays in Prometheus
     p.done()
     return 0

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from stronghold_testbed import docker_engine, packages, procs, progress
+from stronghold_testbed import docker_engine, packages, procs, progress, prometheus
 from stronghold_testbed.procs import TestbedError
 
 POSTGRES_PORT = 5432
@@ -96,7 +96,7 @@ def _user_exists(name: str) -> bool:
 
 def up(out: progress.Progress | None = None) -> dict[str, str]:
     """Ensure every service answers on 127.0.0.1; say for each whether it was reused."""
-    p = out or progress.Progress("services up", 5)
+    p = out or progress.Progress("services up", 6)
     with p.step("Debian packages (apt-get install what is missing)"):
         packages.ensure()
     states: dict[str, str] = {}
@@ -105,6 +105,7 @@ def up(out: progress.Progress | None = None) -> dict[str, str]:
         ("rabbitmq", _rabbitmq),
         ("memcached", _memcached),
         ("docker", docker_engine.ensure),
+        ("prometheus", prometheus.up),
     ):
         with p.step(name):
             states[name] = ensure()
@@ -123,10 +124,12 @@ def status() -> dict[str, str]:
         "rabbitmq-management": state(RABBITMQ_MGMT_PORT, "rabbitmq"),
         "memcached": state(MEMCACHED_PORT, "memcached"),
         "docker": "up" if docker_engine.running() else "down",
+        **prometheus.status(),
     }
 
 
 def down() -> list[str]:
-    """Stop only the services this module started (memcached); PostgreSQL and RabbitMQ are
-    machine services we never stop."""
-    return ["memcached"] if procs.stop("memcached") else []
+    """Stop only the services this module started (memcached, Prometheus, node exporter);
+    PostgreSQL and RabbitMQ are machine services we never stop."""
+    stopped = ["memcached"] if procs.stop("memcached") else []
+    return stopped + prometheus.down()

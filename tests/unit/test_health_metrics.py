@@ -51,6 +51,20 @@ def test_rounds_become_series_and_durations_add_up() -> None:
     assert got[("stronghold_health_incident_severity", severity)] == 0
 
 
+def test_database_size_and_connection_counts_are_exported() -> None:
+    """The numbers capacity planning trends (docs/capacity.md), beside the percentage."""
+    c = HealthCollector()
+    one_round(c, {"db": db_ok(dbSizeBytes=123_456_789, connectionsUsed=42, maxConnections=200)})
+    got = scrape(c)
+    assert got[("stronghold_health_db_size_bytes", labels("db"))] == 123_456_789
+    assert got[("stronghold_health_db_connections_used", labels("db"))] == 42
+    assert got[("stronghold_health_db_max_connections", labels("db"))] == 200
+    one_round(c, {"db": ProbeResult.failed("Unreachable", "connection refused", None)})
+    got = scrape(c)
+    assert ("stronghold_health_db_size_bytes", labels("db")) not in got
+    assert ("stronghold_health_db_connections_used", labels("db")) not in got
+
+
 def test_a_failed_probe_counts_no_duration_and_drops_its_numbers() -> None:
     c = HealthCollector()
     ok = {"web": web_ok(), "db": db_ok(), "cache": cache_ok(), "queue": queue_ok()}

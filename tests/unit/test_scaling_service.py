@@ -201,3 +201,28 @@ def test_every_condition_uses_the_vocabulary() -> None:
         result = run(p, ports(target, FakeClock(), hold=hold), service.Memory())
         for c in [*result.status.conditions, *service.initial_status().conditions]:
             assert c.type in VOCABULARY.types and c.reason in VOCABULARY.reasons, c
+
+
+def test_replica_series_carry_the_policy_bounds() -> None:
+    """current, desired, min and max side by side: "how close to maxReplicas" is one PromQL
+    division (the stronghold:scaling_replicas:ratio_of_max rule, docs/capacity.md)."""
+    from prometheus_client import REGISTRY
+
+    from stronghold_operator.controllers import scaling as controller
+
+    clock = FakeClock()
+    target = FakeTarget(cpu=50.0, clock=clock)
+    result = run(policy(minReplicas=2), ports(target, clock), service.Memory())
+    assert result.outcome is not None
+    controller._record_metrics("ns-bounds", "web", result.outcome.decision, policy(minReplicas=2))
+    try:
+        got = {
+            kind: REGISTRY.get_sample_value(
+                "stronghold_scaling_replicas",
+                {"namespace": "ns-bounds", "policy": "web", "kind": kind},
+            )
+            for kind in ("current", "desired", "min", "max")
+        }
+        assert got == {"current": 2.0, "desired": 2.0, "min": 2.0, "max": 5.0}
+    finally:
+        controller.forget_object(controller.PLURAL, "ns-bounds", "web")

@@ -24,6 +24,7 @@ _OPTIONAL = {
     "completion": "stronghold_operator.cli.completion",
     "scaling": "stronghold_operator.cli.scaling",
     "window": "stronghold_operator.cli.window",
+    "capacity": "stronghold_operator.cli.capacity",
 }
 
 

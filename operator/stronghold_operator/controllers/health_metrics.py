@@ -31,6 +31,9 @@ class CheckSeries:
     success: int = -1  # 1 Healthy, 0 Warning/Critical, -1 Unknown
     hit_ratio: float | None = None
     connections: float | None = None
+    connections_used: float | None = None
+    max_connections: float | None = None
+    db_size: float | None = None
     resources: dict[str, float] = field(default_factory=dict)
     queues: dict[str, float] = field(default_factory=dict)
 
@@ -66,8 +69,38 @@ class PolicySeries:
             m = entry["measurements"]
             s.hit_ratio = m.get("intervalHitRatio", m.get("hitRatio"))
             s.connections = m.get("connectionsPercent")
+            s.connections_used = m.get("connectionsUsed")
+            s.max_connections = m.get("maxConnections")
+            s.db_size = m.get("dbSizeBytes")
             s.resources = {r: m[f"{r}Percent"] for r in ("cpu", "memory") if f"{r}Percent" in m}
             s.queues = {q["name"]: q["messages"] for q in m.get("queues", ()) if "messages" in q}
+
+
+# Per-check gauges present when the last round measured them: (CheckSeries attribute, name, help).
+# The raw connection counts and the size are history for capacity planning (docs/capacity.md).
+_OPTIONAL_GAUGES = (
+    (
+        "hit_ratio",
+        "stronghold_health_cache_hit_ratio_percent",
+        "Memcached hit ratio (since the previous probe when known)",
+    ),
+    (
+        "connections",
+        "stronghold_health_db_connections_percent",
+        "PostgreSQL connections used as percent of max_connections",
+    ),
+    (
+        "connections_used",
+        "stronghold_health_db_connections_used",
+        "PostgreSQL connections in use (server-wide)",
+    ),
+    ("max_connections", "stronghold_health_db_max_connections", "PostgreSQL max_connections"),
+    (
+        "db_size",
+        "stronghold_health_db_size_bytes",
+        "Size of the checked PostgreSQL database (pg_database_size)",
+    ),
+)
 
 
 class HealthCollector(Collector):
@@ -105,16 +138,10 @@ class HealthCollector(Collector):
             "Severity of a HealthPolicy's open incident: 1..4 for P1..P4, 0 for none",
             labels=["namespace", "policy"],
         )
-        hit_ratio = GaugeMetricFamily(
-            "stronghold_health_cache_hit_ratio_percent",
-            "Memcached hit ratio (since the previous probe when known)",
-            labels=_LABELS,
-        )
-        connections = GaugeMetricFamily(
-            "stronghold_health_db_connections_percent",
-            "PostgreSQL connections used as percent of max_connections",
-            labels=_LABELS,
-        )
+        optional = {
+            attr: GaugeMetricFamily(name, help_text, labels=_LABELS)
+            for attr, name, help_text in _OPTIONAL_GAUGES
+        }
         depth = GaugeMetricFamily(
             "stronghold_health_queue_depth",
             "RabbitMQ ready messages per queue",
@@ -134,12 +161,12 @@ class HealthCollector(Collector):
                 labels = [p.namespace, p.policy, name]
                 duration.add_metric([*labels, c.type], c.count, c.seconds)
                 success.add_metric(labels, c.success)
-                if c.hit_ratio is not None:
-                    hit_ratio.add_metric(labels, c.hit_ratio)
-                if c.connections is not None:
-                    connections.add_metric(labels, c.connections)
+                for attr, family in optional.items():
+                    value = getattr(c, attr)
+                    if value is not None:
+                        family.add_metric(labels, value)
                 for resource, value in list(c.resources.items()):
                     utilisation.add_metric([*labels, resource], value)
                 for queue, messages in list(c.queues.items()):
                     depth.add_metric([*labels, queue], messages)
-        yield from (duration, success, severity, hit_ratio, connections, depth, utilisation)
+        yield from (duration, success, severity, *optional.values(), depth, utilisation)

@@ -40,7 +40,8 @@ log = logging.getLogger("stronghold.scaling")
 
 REPLICAS = Gauge(
     "stronghold_scaling_replicas",
-    "Replicas of a ScalingPolicy's target: current, and desired by the last decision",
+    "Replicas of a ScalingPolicy's target: current, desired by the last decision, and the"
+    " policy's min and max",
     ["namespace", "policy", "kind"],
     registry=registry,
 )
@@ -72,10 +73,13 @@ def make_target(policy: ScalingPolicySpec, namespace: str, svc: Services) -> ser
     return KubeWorkload(svc.kube, namespace, ref.kind, ref.name or "")
 
 
-def _record_metrics(ns: str, name: str, d: engine.Decision) -> None:
+def _record_metrics(ns: str, name: str, d: engine.Decision, policy: ScalingPolicySpec) -> None:
     current = d.to_replicas if d.acts else d.from_replicas
     REPLICAS.labels(ns, name, "current").set(current)
     REPLICAS.labels(ns, name, "desired").set(d.to_replicas)
+    # The bounds beside the counts: "how close to maxReplicas" is one division in PromQL.
+    REPLICAS.labels(ns, name, "min").set(policy.min_replicas)
+    REPLICAS.labels(ns, name, "max").set(policy.max_replicas)
     for resource, value in (("cpu", d.cpu_percent), ("memory", d.memory_percent)):
         if value is not None:
             UTILISATION.labels(ns, name, resource).set(value)
@@ -190,11 +194,13 @@ class ScalingLoop:
         status = await acknowledge(kube, PLURAL, body, status, cond.utcnow()) or status
         ports = self.ports(policy)
         result = await service.reconcile(policy, body["metadata"], ports, self.memory, status)
-        self.report(result, status.get("lastDecision") or {})
+        self.report(result, status.get("lastDecision") or {}, policy)
         await write_status(kube, PLURAL, body, result.status, result.now, status)
         return policy
 
-    def report(self, result: service.Pass, previous: Mapping[str, Any]) -> None:
+    def report(
+        self, result: service.Pass, previous: Mapping[str, Any], policy: ScalingPolicySpec
+    ) -> None:
         """Log, Event and Prometheus series for an evaluated pass (nothing when it failed)."""
         if result.outcome is None:
             return
@@ -208,7 +214,7 @@ class ScalingLoop:
                 ", ".join(result.outcome.touched),
             )
         _announce_decision(self.body, d, previous)
-        _record_metrics(meta["namespace"], meta["name"], d)
+        _record_metrics(meta["namespace"], meta["name"], d, policy)
 
 
 def new_scheduler() -> Scheduler[ScalingLoop]:
