@@ -14,9 +14,13 @@ One run, the same ~1 GB pgbench database (``pgbench -i -s 70``, made once and re
   two ways: the Job's own duration (its manifest, from the script's first line) and end to
   end (annotation -> the new backup in status, which adds Job scheduling and the operator
   noticing the finished Job);
-- restore test: ``ops.stronghold.io/restore-test-now`` -> status.lastRestoreTest.
+- restore test: ``ops.stronghold.io/restore-test-now`` -> status.lastRestoreTest, in a
+  throwaway server inside the Job (``verify.restoreTest.target: throwaway``: initdb, restore,
+  count, delete) and in a scratch database on the production server (``scratchDatabase``),
+  against the hand-made way, ``createdb`` + ``pg_dump DB | psql scratch`` on the host, on the
+  same data in the same run (``--repeat`` rounds, interleaved).
 
-    .venv/bin/python -m benchmarks.backup [--scale 70] [--repeat 3]
+    .venv/bin/python -m benchmarks.backup [--scale 70] [--repeat 3] [--database NAME]
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from benchmarks.common import table
 from stronghold_testbed import cluster, packages
 
 DB = "bench_pgbench"
+CRD = kit.REPO / "crds" / "backupschedule.yaml"
 PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qtA", "-v", "ON_ERROR_STOP=1"]
 
 
@@ -191,11 +196,102 @@ def restore_test(ns: str) -> dict[str, Any]:
     }
 
 
+def dump_into_scratch() -> float:
+    """The hand-made restore test: createdb, ``pg_dump DB | psql scratch``, dropdb (wall time
+    of the pipe)."""
+    scratch = f"{DB}_scratch_{uuid.uuid4().hex[:6]}"
+    subprocess.run([*PSQL, "-c", f"CREATE DATABASE {scratch}"], check=True)
+    try:
+        t0 = time.monotonic()
+        subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"set -o pipefail; pg_dump -h 127.0.0.1 -U postgres {DB} | "
+                f"psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -U postgres -d {scratch}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+        return time.monotonic() - t0
+    finally:
+        subprocess.run([*PSQL, "-c", f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"], check=True)
+
+
+def restore_test_with(ns: str, target: str) -> dict[str, Any]:
+    """One restore test with ``verify.restoreTest.target`` set to ``target``.
+
+    What ran is read from the Job's own result (its termination message): on a shared
+    cluster another checkout's CRD may prune a new field from the object meanwhile.
+    """
+    kit.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    patch = {"spec": {"verify": {"restoreTest": {"target": target}}}}
+    kit.kubectl(
+        "patch", "backupschedule", "bench", "-n", ns, "--type", "merge", "-p", json.dumps(patch)
+    )
+    rt = restore_test(ns)
+    job = (_status(ns).get("status", {}).get("lastRestoreTest") or {}).get("job")
+    pods = kit.kubectl_json("get", "pods", "-n", ns, "-l", f"job-name={job}")["items"]
+    term = pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]
+    result = json.loads(term["message"])
+    if not result.get("ok") or result.get("target") != target:
+        raise SystemExit(f"restore test ({target}) did not pass as asked: {result}")
+    return {**rt, "restore": float(result.get("restoreSeconds") or 0)}
+
+
+def restore_rounds(ns: str, repeat: int) -> list[dict[str, float]]:
+    """Interleaved rounds: throwaway, scratch database, ``pg_dump | psql``."""
+    out = []
+    for i in range(repeat):
+        t = restore_test_with(ns, "throwaway")
+        sd = restore_test_with(ns, "scratchDatabase")
+        out.append(
+            {
+                "throwaway": t["seconds"],
+                "throwaway_restore": t["restore"],
+                "throwaway_e2e": t["end_to_end"],
+                "scratch": sd["seconds"],
+                "scratch_restore": sd["restore"],
+                "dump_psql": dump_into_scratch(),
+            }
+        )
+        print(f"restore round {i + 1}: {out[-1]}", flush=True)
+    return out
+
+
+def restore_table(rounds: list[dict[str, float]], guide_dump: float, title: str) -> None:
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    def spread(key: str) -> str:
+        return " ".join(f"{r[key]:.2f}" for r in rounds)
+
+    base = med("dump_psql")
+    measured = [
+        ("pg_dump | psql into a scratch database (host)", "dump_psql", True),
+        ("restore test, throwaway server: Job duration", "throwaway", True),
+        ("  of which the restore (psql/pg_restore)", "throwaway_restore", False),
+        ("  annotation -> status", "throwaway_e2e", True),
+        ("restore test, scratch database on production: Job", "scratch", True),
+        ("  of which the restore", "scratch_restore", False),
+    ]
+    rows = [[what, med(k), spread(k) if runs else "", med(k) / base] for what, k, runs in measured]
+    table(
+        f"Restore test: throwaway server vs pg_dump | psql ({title}; guide's dump "
+        f"{guide_dump:.2f}s: throwaway Job / dump = {med('throwaway') / guide_dump:.2f})",
+        ["what", "seconds (median)", "runs", "ratio to pg_dump | psql"],
+        rows,
+    )
+
+
 def main() -> None:
+    global DB  # noqa: PLW0603 (--database names the benchmark's database for every step)
     p = argparse.ArgumentParser()
     p.add_argument("--scale", type=int, default=70, help="pgbench scale (70 = about 1 GB)")
     p.add_argument("--repeat", type=int, default=3, help="backups (and guide runs) to take")
+    p.add_argument("--database", default=DB, help=f"database to create and reuse (default {DB})")
     args = p.parse_args()
+    DB = args.database
     if not cluster.is_up():
         raise SystemExit("the local cluster is not up: run `stronghold-testbed cluster up`")
     packages.ensure(["pigz"])  # the guide's pipeline with the Job's compressor
@@ -229,6 +325,7 @@ def main() -> None:
                 runs.append({"guide": g, "guide_pigz": gp, **job})
                 print(f"run {i + 1}: {runs[-1]}", flush=True)
             rt = restore_test(ns)
+            restores = restore_rounds(ns, args.repeat)
         finally:
             op.kill(sig=15)
             kit.kubectl("delete", "namespace", ns, "--wait=false", check=False)
@@ -272,7 +369,12 @@ def main() -> None:
             ["restore test, annotation -> status", rt["end_to_end"], "", "", ""],
         ],
     )
-    print(json.dumps({"runs": runs, "restore_test": rt, "ratio": med("job") / g}))
+    restore_table(restores, g, f"pgbench scale {args.scale}, median of {args.repeat}")
+    print(
+        json.dumps(
+            {"runs": runs, "restore_test": rt, "restores": restores, "ratio": med("job") / g}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -24,10 +24,16 @@ BASE = "stronghold/base:bookworm"
 # The base image serves backup/restore Jobs (postgresql-client 15) and the demo web app
 # (python3). It runs as an unprivileged user by default (restricted Pod Security profile).
 # pigz: the backup Job compresses with all cores in the same gzip format (gzip otherwise).
+# postgresql-15 (the server): the restore test starts a throwaway server inside its own Job.
 BASE_PACKAGES = (
-    "python3,python3-venv,postgresql-client,ca-certificates,gzip,pigz,zstd,bash,coreutils"
+    "python3,python3-venv,postgresql-client,ca-certificates,gzip,pigz,zstd,bash,coreutils,"
+    "postgresql-15"
 )
 UNPRIVILEGED_UID = 999
+# Debian's security suite on top of the release: the restore test's throwaway server must be
+# as new as the production server (a 15.20 server's dump does not load into 15.18), and a
+# PostgreSQL image without security updates is no image to recommend.
+BASE_UPDATES = "bookworm-security"
 
 
 def images_dir() -> Path:
@@ -37,7 +43,7 @@ def images_dir() -> Path:
 def recipe_id(tag: str) -> str:
     """Changes when what goes into an image changes, so a stale image or tarball is rebuilt."""
     name, _, changes = _RECIPES[tag]
-    content = BASE_PACKAGES if tag == BASE else ""
+    content = f"{BASE_PACKAGES} {BASE_UPDATES}" if tag == BASE else ""
     return hashlib.sha256(repr((name, changes, content)).encode()).hexdigest()[:12]
 
 
@@ -125,6 +131,7 @@ def _build_base(tar: Path) -> None:
                 "http://deb.debian.org/debian",
             ]
         )
+        _upgrade(root)
         with (root / "etc/passwd").open("a") as f:
             f.write(f"stronghold:x:{UNPRIVILEGED_UID}:{UNPRIVILEGED_UID}::/tmp:/bin/bash\n")
         with (root / "etc/group").open("a") as f:
@@ -137,6 +144,17 @@ def _build_base(tar: Path) -> None:
             shutil.rmtree(root / junk, ignore_errors=True)
         procs.run(["tar", "-C", str(root), "-cf", str(tar.with_suffix(".tmp")), "."])
         tar.with_suffix(".tmp").rename(tar)
+
+
+def _upgrade(root: Path) -> None:
+    """Apply the updates of :data:`BASE_UPDATES` inside the new root (chroot apt-get)."""
+    (root / "etc/apt/sources.list.d/updates.list").write_text(
+        f"deb http://deb.debian.org/debian-security {BASE_UPDATES} main\n"
+    )
+    env = ["env", "DEBIAN_FRONTEND=noninteractive", "PATH=/usr/sbin:/usr/bin:/sbin:/bin"]
+    procs.run(["chroot", str(root), *env, "apt-get", "update", "-q"])
+    procs.run(["chroot", str(root), *env, "apt-get", "upgrade", "-y", "-q"])
+    procs.run(["chroot", str(root), *env, "apt-get", "clean"])
 
 
 _RECIPES: dict[str, tuple[str, Callable[[Path], None], list[str]]] = {

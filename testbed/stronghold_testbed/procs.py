@@ -60,6 +60,12 @@ def start(name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> 
     return proc.pid
 
 
+def adopt(name: str, pid: int, exe: str) -> None:
+    """Record a daemon we started through a launcher that forked it (e.g. pg_ctl)."""
+    paths.pid_dir().mkdir(parents=True, exist_ok=True)
+    _pidfile(name).write_text(f"{pid}\n{exe}\n")
+
+
 def stop(name: str, timeout: float = 20.0) -> bool:
     """SIGTERM (then SIGKILL) a daemon we started. Returns whether one was running."""
     pid = owned_pid(name)

@@ -5,14 +5,21 @@ Only what this module started is ever stopped (by pid).
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 from stronghold_testbed import docker_engine, packages, procs, progress, prometheus
 from stronghold_testbed.procs import TestbedError
 
 POSTGRES_PORT = 5432
+# Our own PostgreSQL with pg_stat_statements preloaded (the machine's is never restarted).
+INSIGHTS_PORT = 5433
+INSIGHTS_NAME = "postgresql-insights"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
 AMQP_PORT = 5672
 RABBITMQ_MGMT_PORT = 15672
 MEMCACHED_PORT = 11211
@@ -31,6 +38,94 @@ def _postgres() -> str:
     procs.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"])
     procs.wait_for("PostgreSQL", lambda: procs.port_open(POSTGRES_PORT), 60)
     return "started"
+
+
+def insights_data_dir() -> Path:
+    """The insights PostgreSQL's data directory. Not under the cache: PostgreSQL refuses to
+    run as root, and the ``postgres`` user cannot enter root's home (0700) where it lives."""
+    return Path(os.environ.get("STRONGHOLD_PG_INSIGHTS_DIR", "/var/lib/stronghold-testbed/pg15"))
+
+
+def insights_log() -> Path:
+    return insights_data_dir().parent / f"{insights_data_dir().name}.log"
+
+
+def _insights_postgres() -> str:
+    """A PostgreSQL 15 of ours on 127.0.0.1:5433, shared_preload_libraries=pg_stat_statements,
+    trust for 127.0.0.1 only; data kept across runs, stopped by ``services down`` (by pid)."""
+    if procs.port_open(INSIGHTS_PORT):
+        return "reused"
+    if not (PG_BIN / "initdb").exists():
+        packages.ensure(["postgresql-15"])
+    data = insights_data_dir()
+    as_postgres = ["runuser", "-u", "postgres", "--"]
+    if not (data / "PG_VERSION").exists():
+        data.mkdir(parents=True, exist_ok=True)
+        shutil.chown(data, "postgres", "postgres")
+        data.chmod(0o700)
+        procs.run(
+            [
+                *as_postgres,
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "--auth=trust",
+                "--username=postgres",
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+            ]
+        )
+        # initdb's trust also covers local sockets and ::1: keep only 127.0.0.1.
+        (data / "pg_hba.conf").write_text(
+            "# stronghold testbed: trust on 127.0.0.1 only\nhost all all 127.0.0.1/32 trust\n"
+        )
+    # Given on the command line (not in postgresql.conf), so they hold whatever the data holds.
+    options = " ".join(
+        (
+            "-c listen_addresses=127.0.0.1",
+            f"-c port={INSIGHTS_PORT}",
+            f"-c unix_socket_directories={data}",
+            "-c shared_preload_libraries=pg_stat_statements",
+            "-c pg_stat_statements.track=top",
+            "-c compute_query_id=on",
+        )
+    )
+    log = insights_log()
+    log.touch()
+    shutil.chown(log, "postgres", "postgres")  # pg_ctl writes it as postgres
+    procs.run(
+        [
+            *as_postgres,
+            str(PG_BIN / "pg_ctl"),
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-o",
+            options,
+        ]
+    )
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    procs.adopt(INSIGHTS_NAME, pid, str(PG_BIN / "postgres"))
+    procs.wait_for("PostgreSQL (insights)", lambda: procs.port_open(INSIGHTS_PORT), 60)
+    return "started"
+
+
+def _stop_insights_postgres() -> bool:
+    """Fast shutdown (SIGINT: clients disconnected) of the instance we started, by pid."""
+    pid = procs.owned_pid(INSIGHTS_NAME)
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.2)
+    procs.stop(INSIGHTS_NAME)  # SIGTERM/SIGKILL if it is still there; forgets the pid
+    return True
 
 
 def _rabbitmq() -> str:
@@ -96,12 +191,13 @@ def _user_exists(name: str) -> bool:
 
 def up(out: progress.Progress | None = None) -> dict[str, str]:
     """Ensure every service answers on 127.0.0.1; say for each whether it was reused."""
-    p = out or progress.Progress("services up", 6)
+    p = out or progress.Progress("services up", 7)
     with p.step("Debian packages (apt-get install what is missing)"):
         packages.ensure()
     states: dict[str, str] = {}
     for name, ensure in (
         ("postgresql", _postgres),
+        ("postgresql-insights", _insights_postgres),
         ("rabbitmq", _rabbitmq),
         ("memcached", _memcached),
         ("docker", docker_engine.ensure),
@@ -120,6 +216,7 @@ def status() -> dict[str, str]:
 
     return {
         "postgresql": state(POSTGRES_PORT, "postgresql"),
+        "postgresql-insights": state(INSIGHTS_PORT, INSIGHTS_NAME),
         "rabbitmq": state(AMQP_PORT, "rabbitmq"),
         "rabbitmq-management": state(RABBITMQ_MGMT_PORT, "rabbitmq"),
         "memcached": state(MEMCACHED_PORT, "memcached"),
@@ -129,7 +226,9 @@ def status() -> dict[str, str]:
 
 
 def down() -> list[str]:
-    """Stop only the services this module started (memcached, Prometheus, node exporter);
-    PostgreSQL and RabbitMQ are machine services we never stop."""
+    """Stop only the services this module started (memcached, the insights PostgreSQL,
+    Prometheus, node exporter); the machine's PostgreSQL and RabbitMQ are never stopped."""
     stopped = ["memcached"] if procs.stop("memcached") else []
+    if _stop_insights_postgres():
+        stopped.append(INSIGHTS_NAME)
     return stopped + prometheus.down()

@@ -477,4 +477,4 @@ def test_kubectl_completes_the_plugin(plugin_path: dict[str, str]) -> None:
 
     assert complete("st") == ["status", ":4"]
     assert complete("status", "-o", "") == ["table", "json", "yaml", ":4"]
-    assert complete("backup", "") == ["now", "verify", "restore-test", "list", ":4"]
+    assert complete("backup", "") == ["now", "verify", "restore-test", "list", "restore", ":4"]

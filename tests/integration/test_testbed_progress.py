@@ -16,7 +16,7 @@ import pytest
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
 ENV = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-STEPS = {"services up": 6, "cluster up": 7}
+STEPS = {"services up": 7, "cluster up": 7}
 
 
 @pytest.mark.parametrize("command", list(STEPS))

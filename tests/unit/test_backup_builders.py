@@ -136,8 +136,9 @@ def test_script_is_strict_bash_and_never_names_the_password_in_env() -> None:
 
 
 # The Job runs the helper and the retention module with the Python of a user-chosen image.
-JOB_MODULES = ["stronghold_job.py", "retention.py"]
-OWN = {"stronghold_operator.logic.retention"}  # shipped beside the helper in the ConfigMap
+JOB_MODULES = ["stronghold_job.py", "retention.py", "throwaway_pg.py"]
+# Shipped beside the helper in the ConfigMap.
+OWN = {"stronghold_operator.logic.retention", "stronghold_operator.builders.jobs", "throwaway_pg"}
 
 
 @pytest.mark.parametrize("key", JOB_MODULES)
@@ -165,7 +166,13 @@ def test_program_configmap_ships_every_file_with_its_hash() -> None:
     assert cm["metadata"]["annotations"] == {
         backup_program.ANNOTATION_PROGRAM: backup_program.program_hash()
     }
-    assert set(cm["data"]) == {"backup.sh", "stronghold_job.py", "count-rows.sql", "retention.py"}
+    assert set(cm["data"]) == {
+        "backup.sh",
+        "stronghold_job.py",
+        "count-rows.sql",
+        "retention.py",
+        "throwaway_pg.py",
+    }
     pod = build(*CASES["backup-minimal"])["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "program")["configMap"]
     assert volume["name"] == cm["metadata"]["name"]

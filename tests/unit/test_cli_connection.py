@@ -152,7 +152,7 @@ def test_bash_completes_commands_and_flags(tmp_path: Path) -> None:
     ("words", "expected", "directive"),
     [
         (["st"], ["status"], 4),
-        (["backup", ""], ["now", "verify", "restore-test", "list"], 4),
+        (["backup", ""], ["now", "verify", "restore-test", "list", "restore"], 4),
         (["status", "-o", "j"], ["json"], 4),
         (["status", "-A", "--context=x", "-o", ""], ["table", "json", "yaml"], 4),
         (["backup", "now", "db", "--wa"], ["--wait"], 4),

@@ -517,3 +517,58 @@ def test_secrets_in_probe_words_are_redacted_from_the_status() -> None:
     assert "no table ab" in json.dumps(short.status)
     clean = h.evaluate(policy, "stack", {}, all_ok(), None, T0, ["s3cret-pw"])
     assert clean.status == h.evaluate(policy, "stack", {}, all_ok(), None, T0).status
+
+
+def test_each_escalation_level_has_its_own_receiver_and_alertmanager_labels() -> None:
+    policy = stack(
+        alerting={
+            "webhook": {"url": "http://hook:9000/"},
+            "escalation": [
+                {
+                    "after": "30m",
+                    "level": 2,
+                    "webhook": {
+                        "url": "http://l2:9000/",
+                        "format": "alertmanager",
+                        "labels": {"team": "seniors"},
+                    },
+                },
+                {
+                    "after": "1h",
+                    "level": 3,
+                    "webhook": {"url": "http://l3:9000/", "labels": {"team": "dev"}},
+                },
+                {"after": "4h", "level": 4, "webhook": {"url": "http://l4:9000/"}},
+            ],
+        }
+    )
+    bad = all_ok() | {"db": down()}
+    status, _ = run(policy, {}, all_ok(), T0)
+    status, ev = run(policy, status, bad, T0)
+    assert [h.url for h in ev.notifications[0].webhooks] == ["http://hook:9000/"]
+    status, ev = run(policy, status, bad, T0 + timedelta(minutes=30))
+    (note,) = ev.notifications
+    assert note.level == 2 and [w.url for w in note.webhooks] == [
+        "http://hook:9000/",
+        "http://l2:9000/",
+    ]
+    (alert,) = h.webhook_body(note, note.webhooks[1], "shop", "stack", ev.verdicts, T0)
+    assert (
+        alert["labels"]["team"] == "seniors"
+        and alert["labels"]["alertname"] == "StrongholdIncident"
+    )
+    assert alert["annotations"]["escalation_level"] == "2"
+    status, ev = run(policy, status, bad, T0 + timedelta(hours=1))
+    (note,) = ev.notifications
+    assert note.level == 3 and note.webhooks[-1].url == "http://l3:9000/"
+    generic = h.webhook_body(note, note.webhooks[-1], "shop", "stack", ev.verdicts, T0)
+    assert generic["labels"] == {"team": "dev"} and generic["escalationLevel"] == 3
+    # Acknowledged: no level 4, whatever its age.
+    status["incident"]["acknowledgedBy"] = "alice"
+    status, ev = run(policy, status, bad, T0 + timedelta(hours=5))
+    assert ev.notifications == [] and status["incident"]["escalationLevel"] == 3
+
+
+def test_webhook_labels_must_be_prometheus_label_names() -> None:
+    with pytest.raises(InvalidSpec, match="label"):
+        stack(alerting={"webhook": {"url": "http://hook:9000/", "labels": {"bad-name": "x"}}})

@@ -119,3 +119,17 @@ def test_an_open_incident_without_evidence_still_renders() -> None:
     assert "- Duration: still open" in text and "- (no timeline recorded)" in text
     for s in SECTIONS:
         assert s in text
+
+
+def test_remediation_steps_are_actions_taken() -> None:
+    inc = incident()
+    step = {
+        "time": "2026-01-01T12:09:00Z",
+        "type": "Remediation",
+        "message": "remediation restart-web (1/2): rollout restart of Deployment web for"
+        " incident x: restarted (kubectl.kubernetes.io/restartedAt set)",
+    }
+    inc["status"]["timeline"] = [*inc["status"]["timeline"], step]
+    text = postmortem.render(inc)
+    actions = text.split("## Actions Taken", 1)[1].split("## Impact", 1)[0]
+    assert "rollout restart of Deployment web" in actions

@@ -204,3 +204,24 @@ def test_webhook_component_matches_the_operator() -> None:
     from stronghold_testbed.pki import WEBHOOK_SANS
 
     assert f"DNS:{svc}" in WEBHOOK_SANS.split(",")
+
+
+@pytest.mark.parametrize(
+    "variant", ["manifests/rbac/remediation", "manifests/rbac/remediation-namespaced"]
+)
+def test_the_remediation_rbac_component_is_optional_and_only_patches_workloads(
+    variant: str,
+) -> None:
+    docs = render(variant)
+    (role,) = by_kind(docs, "ClusterRole") + by_kind(docs, "Role")
+    assert role["rules"] == [
+        {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets"], "verbs": ["patch"]}
+    ]
+    (binding,) = by_kind(docs, "ClusterRoleBinding") + by_kind(docs, "RoleBinding")
+    assert binding["subjects"][0]["name"] == "stronghold-operator"
+    # Not part of the default install: the operator's own roles never patch workloads.
+    for default in ("manifests", "manifests/overlays/namespaced"):
+        for r in by_kind(render(default), "ClusterRole") + by_kind(render(default), "Role"):
+            for rule in r["rules"]:
+                if {"deployments", "statefulsets"} & set(rule["resources"]):
+                    assert "patch" not in rule["verbs"], (r["metadata"]["name"], rule)

@@ -37,6 +37,7 @@ Kind = Literal["backup", "verify", "restore-test"]
 BACKUP_MOUNT = "/backups"
 WORK_MOUNT = "/var/run/stronghold/work"
 SECRET_MOUNT = "/var/run/stronghold/secret"
+SCRATCH_MOUNT = "/var/run/stronghold/scratch"
 
 
 def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,6 +123,9 @@ def backup_job(
         rt = spec.verify.restore_test
         env.append({"name": "RESTORE_FILE", "value": restore_file or ""})
         env.append({"name": "RESTORE_TABLES", "value": ",".join(rt.tables if rt else [])})
+        env.append({"name": "RESTORE_TARGET", "value": rt.target if rt else "auto"})
+        env.append({"name": "RESTORE_SCRATCH", "value": SCRATCH_MOUNT})
+        env.append({"name": "JOB_IMAGE", "value": tpl.image})
     mounts: list[dict[str, Any]] = [
         {"name": "backups", "mountPath": BACKUP_MOUNT},
         {"name": "work", "mountPath": WORK_MOUNT},
@@ -134,6 +138,10 @@ def backup_job(
         {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
         program_volume(schedule),
     ]
+    if kind == "restore-test":
+        # The throwaway server's data directory: on the node's disk, gone with the pod.
+        mounts.append({"name": "scratch", "mountPath": SCRATCH_MOUNT})
+        volumes.append({"name": "scratch", "emptyDir": {}})
     if db.password is not None:
         ref = db.password.secret_key_ref
         mounts.append({"name": "password", "mountPath": SECRET_MOUNT, "readOnly": True})

@@ -1,4 +1,4 @@
-"""``stronghold backup now|list|verify|restore-test``: BackupSchedule from the command line.
+"""``stronghold backup now|list|verify|restore-test|restore``: BackupSchedule from the CLI.
 
 ``now``, ``verify`` and ``restore-test`` set the BackupSchedule's request annotation to a new
 value (what a MaintenanceWindow does too) and, with ``--wait``, wait until the operator has
@@ -44,6 +44,9 @@ def register(sub: Any) -> None:
             a.add_argument("--wait", action="store_true", help="wait for the result")
             a.add_argument("--timeout", type=float, default=900, help="seconds (default 900)")
         a.set_defaults(func=_run)
+    from stronghold_operator.cli import backup_restore
+
+    backup_restore.register(actions)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -47,6 +47,7 @@ from stronghold_operator.controllers.common import (
 from stronghold_operator.controllers.health_metrics import HealthCollector
 from stronghold_operator.controllers.incident import IncidentKeeper
 from stronghold_operator.controllers.incident import Policy as IncidentPolicy
+from stronghold_operator.controllers.remediation import Remedies
 from stronghold_operator.logic import health as logic
 from stronghold_operator.logic import lifecycle
 from stronghold_operator.metrics import registry
@@ -118,6 +119,7 @@ class HealthRuntime:
     secrets: SecretCache | None = None  # created with the first policy (it needs the client)
     background: set[asyncio.Task[None]] = field(default_factory=set)
     keeper: IncidentKeeper | None = None  # the Incident objects (created with the first use)
+    remedies: Remedies | None = None  # remediation actions (created with the first use)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` in the background (kept referenced until it ends)."""
@@ -134,6 +136,11 @@ class HealthRuntime:
         if self.keeper is None:
             self.keeper = IncidentKeeper(svc.kube)
         return self.keeper
+
+    def remedy(self, svc: Services) -> Remedies:
+        if self.remedies is None:
+            self.remedies = Remedies(svc.kube)
+        return self.remedies
 
     def prune_secrets(self, now: float) -> None:
         if self.secrets is not None:
@@ -350,7 +357,13 @@ class PolicyLoop:
             shared=functools.partial(storms.report, self.body),  # one Event per shared target
             covered=functools.partial(storms.covered, self.body),  # ... which folds the policies'
             fold=storms.fold,  # own Events about it (counted into its closing Event)
+            remedy=self.rt.remedy(self.svc) if self.spec and self.spec.remediation else None,
+            note=self.incident_note,
         )
+
+    def incident_note(self, name: str, type_: str, reason: str, message: str) -> None:
+        keeper = self.rt.incidents(self.svc)
+        keeper.note(str(self.meta["namespace"]), name, type_, reason, message)
 
     def incident_policy(self) -> IncidentPolicy | None:
         if self.spec is None:

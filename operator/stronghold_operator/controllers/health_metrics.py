@@ -17,6 +17,8 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from stronghold_operator.logic.health.insights import InsightSeries
+from stronghold_operator.logic.health.insights import series as insight_series
 from stronghold_operator.models.health import SEVERITIES, Check
 from stronghold_operator.probes.base import ProbeResult
 
@@ -36,6 +38,7 @@ class CheckSeries:
     db_size: float | None = None
     resources: dict[str, float] = field(default_factory=dict)
     queues: dict[str, float] = field(default_factory=dict)
+    insights: InsightSeries | None = None  # postgres checks with insights: the last read
 
 
 @dataclass(slots=True)
@@ -74,6 +77,11 @@ class PolicySeries:
             s.db_size = m.get("dbSizeBytes")
             s.resources = {r: m[f"{r}Percent"] for r in ("cpu", "memory") if f"{r}Percent" in m}
             s.queues = {q["name"]: q["messages"] for q in m.get("queues", ()) if "messages" in q}
+            spec = check.postgres.insights if check.postgres is not None else None
+            if spec is None:
+                s.insights = None
+            elif result is not None and result.insights is not None:
+                s.insights = insight_series(spec, result.insights)
 
 
 # Per-check gauges present when the last round measured them: (CheckSeries attribute, name, help).
@@ -153,6 +161,7 @@ class HealthCollector(Collector):
             " limits)",
             labels=[*_LABELS, "resource"],
         )
+        pg = _PostgresFamilies()
         # The event loop changes these while the metrics server's thread reads them: list()
         # copies a dict without letting go of the GIL, so each copy is consistent.
         for p in list(self.policies.values()):
@@ -169,4 +178,81 @@ class HealthCollector(Collector):
                     utilisation.add_metric([*labels, resource], value)
                 for queue, messages in list(c.queues.items()):
                     depth.add_metric([*labels, queue], messages)
+                if c.insights is not None:
+                    pg.add(labels, c.insights)
         yield from (duration, success, severity, *optional.values(), depth, utilisation)
+        yield from pg.families()
+
+
+class _PostgresFamilies:
+    """The ``stronghold_postgres_*`` insights families (docs/healthpolicy.md)."""
+
+    def __init__(self) -> None:
+        self.available = GaugeMetricFamily(
+            "stronghold_postgres_statements_available",
+            "1 when pg_stat_statements answered the last insights read, 0 when not",
+            labels=_LABELS,
+        )
+        self.growth = GaugeMetricFamily(
+            "stronghold_postgres_growth_value",
+            "The number a growth query of a postgres check's insights returned",
+            labels=[*_LABELS, "name"],
+        )
+        self.growth_ok = GaugeMetricFamily(
+            "stronghold_postgres_growth_success",
+            "1 when the growth query answered with one number, 0 when it failed",
+            labels=[*_LABELS, "name"],
+        )
+        q = [*_LABELS, "queryid"]
+        self.mean = GaugeMetricFamily(
+            "stronghold_postgres_statement_mean_seconds",
+            "Mean execution time of a statement (pg_stat_statements, top by any list)",
+            labels=q,
+        )
+        self.calls = GaugeMetricFamily(
+            "stronghold_postgres_statement_calls",
+            "Calls of a statement since the statistics were reset (pg_stat_statements)",
+            labels=q,
+        )
+        self.rows = GaugeMetricFamily(
+            "stronghold_postgres_statement_rows_per_call",
+            "Rows per call of a statement (pg_stat_statements)",
+            labels=q,
+        )
+        self.unused = GaugeMetricFamily(
+            "stronghold_postgres_unused_index_bytes",
+            "Size of an index never scanned since the statistics were reset (not unique)",
+            labels=[*_LABELS, "schema", "table", "index"],
+        )
+        self.seq = GaugeMetricFamily(
+            "stronghold_postgres_table_seq_scan_ratio",
+            "Sequential scans per index scan of a seq-scan-heavy table (no index scan: 1)",
+            labels=[*_LABELS, "schema", "table"],
+        )
+
+    def add(self, labels: list[str], s: InsightSeries) -> None:
+        self.available.add_metric(labels, s.available)
+        for name, value in s.growth:
+            self.growth_ok.add_metric([*labels, name], 0 if value is None else 1)
+            if value is not None:
+                self.growth.add_metric([*labels, name], value)
+        for st in s.statements:
+            self.mean.add_metric([*labels, st.query_id], st.mean_ms / 1000.0)
+            self.calls.add_metric([*labels, st.query_id], st.calls)
+            self.rows.add_metric([*labels, st.query_id], st.rows / st.calls if st.calls else 0)
+        for schema, table, index, size in s.unused_indexes:
+            self.unused.add_metric([*labels, schema, table, index], size)
+        for schema, table, ratio in s.seq_scan_ratios:
+            self.seq.add_metric([*labels, schema, table], ratio)
+
+    def families(self) -> tuple[Metric, ...]:
+        return (
+            self.available,
+            self.growth,
+            self.growth_ok,
+            self.mean,
+            self.calls,
+            self.rows,
+            self.unused,
+            self.seq,
+        )

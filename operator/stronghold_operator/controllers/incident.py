@@ -211,6 +211,23 @@ class IncidentKeeper:
         self._event(writer, "Normal" if expected else "Warning", "IncidentOpened", news)
         await self._prune(policy)
 
+    def note(self, namespace: str, name: str, type_: str, reason: str, message: str) -> None:
+        """A remediation step and its result: a timeline entry and an Event on the Incident
+        (after the work already queued for it, so after its creation)."""
+        self._chain((namespace, name), self._note((namespace, name), type_, reason, message))
+
+    async def _note(self, key: Key, type_: str, reason: str, message: str) -> None:
+        writer = self.writers.get(key)
+        if writer is None:
+            obj, _ = await self._read(key)
+            writer = None if obj is None else self._writer_of(obj)
+        if writer is None:  # resolved meanwhile, or unreadable: the policy's Event tells it
+            return
+        now = cond.utcnow()
+        timeline = logic.add(writer.current.get("timeline") or [], "Remediation", message, now)
+        writer.update({"timeline": timeline}, [], now)
+        self._event(writer, type_, reason, message)
+
     async def _raw(self, namespace: str) -> api.Raw:
         """The namespace's evidence listings; incidents opening in one namespace within
         :data:`EVIDENCE_REUSE_S` share one read (one shared target down opens many)."""
@@ -478,3 +495,6 @@ class PolicyIncidents:
         secrets: Sequence[str],
     ) -> None:
         self.keeper.record(self.policy, news, checks, affected, secrets)
+
+    def note(self, name: str, type_: str, reason: str, message: str) -> None:
+        self.keeper.note(self.policy.namespace, name, type_, reason, message)

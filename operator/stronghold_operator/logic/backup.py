@@ -471,7 +471,8 @@ def _restore_test_condition(last: Mapping[str, Any] | None, configured: bool) ->
             "True",
             "RowCountsMatch",
             f"{last.get('backup')}: {last.get('tablesCompared')} tables, "
-            f"{last.get('rowsCompared')} rows match",
+            f"{last.get('rowsCompared')} rows match"
+            + (" (throwaway server)" if last.get("target") == "throwaway" else ""),
         )
     return cond.Condition(
         RESTORE_TEST_PASSED,

@@ -269,6 +269,8 @@ def _record_verify(
 _RESTORE_FIELDS = (
     "backup",
     "scratchDatabase",
+    "target",
+    "server",
     "durationSeconds",
     "restoreSeconds",
     "tablesCompared",
@@ -288,12 +290,15 @@ def _record_restore_test(
     }
     entry.update({k: data[k] for k in _RESTORE_FIELDS if data.get(k) is not None})
     if passed:
+        throwaway = entry.get("target") == "throwaway"
         report.note(
             "Normal",
             "RestoreTestPassed",
-            f"{entry.get('backup')} restored into {entry.get('scratchDatabase')} in "
+            f"{entry.get('backup')} restored into {entry.get('scratchDatabase')}"
+            f"{' on a throwaway server' if throwaway else ''} in "
             f"{entry.get('restoreSeconds')}s: {entry.get('tablesCompared')} tables, "
-            f"{entry.get('rowsCompared')} rows match (scratch database dropped)",
+            f"{entry.get('rowsCompared')} rows match "
+            f"({'throwaway server deleted' if throwaway else 'scratch database dropped'})",
         )
     else:
         if result is not None:

@@ -119,11 +119,18 @@ class RetentionSpec(SpecModel):
 
 
 class RestoreTestSpec(SpecModel):
-    """Restore the newest verified backup into a scratch database and compare row counts."""
+    """Restore the newest verified backup and compare row counts with the manifest.
+
+    ``target``: ``throwaway`` starts a PostgreSQL server inside the Job (no privilege on
+    production, no load on it); ``scratchDatabase`` creates ``<db>_restoretest_<ts>`` on the
+    production server (the role needs CREATEDB); ``auto`` is the throwaway server when the
+    Job image has one, else the scratch database (what specs without the field did).
+    """
 
     schedule: str = Field(default="0 3 1 * *", min_length=1, max_length=200)
     suspend: bool = False
     tables: list[str] = Field(default_factory=list, max_length=500)
+    target: Literal["auto", "throwaway", "scratchDatabase"] = "auto"
 
     @field_validator("tables")
     @classmethod
@@ -449,6 +456,8 @@ class LastRestoreTest(_Status):
     job: str = ""
     backup: str = ""
     scratch_database: str = ""
+    target: str = ""
+    server: str = ""
     duration_seconds: Number = 0
     restore_seconds: Number = 0
     tables_compared: int = 0

@@ -265,6 +265,58 @@ class HttpCheck(SpecModel):
         return ([self.url] if self.url else []) + list(self.urls)
 
 
+class GrowthQuery(SpecModel):
+    """A read-only SQL returning one number (e.g. new users in the last day), exported as
+    ``stronghold_postgres_growth_value{name=...}``."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_]*$")
+    query: str = Field(min_length=1, max_length=4000)
+    timeout: Annotated[Duration, within(timedelta(milliseconds=100), timedelta(minutes=5))] = Field(
+        default=timedelta(seconds=5)
+    )
+
+    @field_validator("query")
+    @classmethod
+    def _one_statement(cls, value: str) -> str:
+        # One statement: a second one could end the read-only transaction (COMMIT; ...).
+        if ";" in value.strip().rstrip(";"):
+            raise ValueError("one statement only (no ';' inside the query)")
+        return value.strip().rstrip(";")
+
+
+class SeqScanRule(SpecModel):
+    """Tables whose sequential scans are far above their index scans."""
+
+    min_ratio: float = Field(default=10.0, alias="minRatio", gt=0, le=1e9)
+    min_seq_scans: int = Field(default=100, alias="minSeqScans", ge=0)
+    # Small tables are read sequentially by design (the planner prefers it): not a finding.
+    min_table_bytes: int = Field(default=8 * 1024 * 1024, alias="minTableBytes", ge=0)
+
+
+class PostgresInsights(SpecModel):
+    """Opt-in database insights: pg_stat_statements tops, unused indexes, seq-scan-heavy
+    tables and growth queries, gathered every ``interval`` (heavier than the probe)."""
+
+    interval: Annotated[Duration, within(timedelta(seconds=10), MAX_INTERVAL)] = Field(
+        default=timedelta(minutes=5)
+    )
+    top: int = Field(default=5, ge=1, le=20)  # entries per list in status
+    limit: int = Field(default=50, ge=1, le=200)  # entries per list on /metrics
+    statement_chars: int = Field(default=120, alias="statementChars", ge=20, le=1000)
+    min_rows_per_call: float = Field(default=1000, alias="minRowsPerCall", ge=0)
+    unused_index_min_bytes: int = Field(default=0, alias="unusedIndexMinBytes", ge=0)
+    seq_scans: SeqScanRule = Field(default_factory=shared(SeqScanRule()), alias="seqScans")
+    growth: list[GrowthQuery] = Field(default_factory=list, max_length=10)
+
+    @field_validator("growth")
+    @classmethod
+    def _unique_names(cls, value: list[GrowthQuery]) -> list[GrowthQuery]:
+        names = [g.name for g in value]
+        if len(set(names)) != len(names):
+            raise ValueError("growth query names must be unique")
+        return value
+
+
 class PostgresCheck(SpecModel):
     """A PostgreSQL server: latency, connections, sessions, locks, slow statements, size."""
 
@@ -287,6 +339,7 @@ class PostgresCheck(SpecModel):
     blocking_check_interval: Annotated[Duration, within(MIN_INTERVAL, MAX_INTERVAL)] = Field(
         default=timedelta(seconds=60), alias="blockingCheckInterval"
     )
+    insights: PostgresInsights | None = None
 
     @field_validator("host")
     @classmethod
@@ -683,6 +736,17 @@ class Webhook(SpecModel):
     retries: int = Field(default=3, ge=0, le=10)
     authorization: SecretKeySelector | None = None
     min_severity: Severity = Field(default="P4", alias="minSeverity")
+    # Extra Alertmanager labels of this receiver's alerts (route a level to its team); the
+    # operator's own labels win on a clash.
+    labels: dict[str, str] = Field(default_factory=dict, max_length=10)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for k, v in value.items():
+            if not re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]{0,62}", k) or len(v) > 253:
+                raise ValueError(f"label {k[:63]!r}: a Prometheus label name, value <= 253 chars")
+        return value
 
     @model_validator(mode="after")
     def _target(self) -> Webhook:
@@ -745,6 +809,104 @@ class FlapDamping(SpecModel):
     )
 
 
+class RemediationWhen(SpecModel):
+    """The findings an action is bound to: any of ``checks`` failing (Warning or Critical),
+    or the incident's root cause being one of ``rootCauses``."""
+
+    checks: list[str] | None = Field(default=None, max_length=50)
+    root_causes: list[str] | None = Field(default=None, alias="rootCauses", max_length=50)
+
+    @model_validator(mode="after")
+    def _some(self) -> RemediationWhen:
+        if not self.checks and not self.root_causes:
+            raise ValueError("set checks or rootCauses")
+        return self
+
+
+class RolloutRestart(SpecModel):
+    """``kubectl rollout restart``: a new restartedAt annotation on the pod template; the
+    workload's own rolling update replaces the pods one batch at a time."""
+
+    kind: Literal["Deployment", "StatefulSet"] = "Deployment"
+    name: str = Field(min_length=1, max_length=253)
+
+
+class TerminateQueries(SpecModel):
+    """Terminate the sessions of the check's database whose query has been active longer
+    than ``olderThan`` (never the operator's own or replication sessions)."""
+
+    check: str = Field(min_length=1, max_length=63)
+    older_than: Annotated[Duration, within(timedelta(seconds=1), timedelta(days=1))] = Field(
+        default=timedelta(minutes=5), alias="olderThan"
+    )
+
+
+class FlushMemcached(SpecModel):
+    """``flush_all`` on the Memcached the check probes (the guide's "clear the cache")."""
+
+    check: str = Field(min_length=1, max_length=63)
+
+
+class ComposeRestart(ComposeLogSource):
+    """``docker compose restart`` of a Compose service, one container at a time."""
+
+
+class RemediationAction(SpecModel):
+    """One opt-in action bound to findings, with its guard rails."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    when: RemediationWhen
+    rollout_restart: RolloutRestart | None = Field(default=None, alias="rolloutRestart")
+    terminate_queries: TerminateQueries | None = Field(default=None, alias="terminateQueries")
+    flush_memcached: FlushMemcached | None = Field(default=None, alias="flushMemcached")
+    compose_restart: ComposeRestart | None = Field(default=None, alias="composeRestart")
+    # None: the remediation's dryRun.
+    dry_run: bool | None = Field(default=None, alias="dryRun")
+    max_attempts: int = Field(default=1, alias="maxAttempts", ge=1, le=10)
+    cooldown: Annotated[Duration, within(timedelta(0), timedelta(days=1))] = timedelta(minutes=5)
+    # Only once the incident is this old (the cause may go away by itself).
+    after: Annotated[Duration, within(timedelta(0), timedelta(days=1))] = timedelta(0)
+    during_maintenance: bool = Field(default=False, alias="duringMaintenance")
+
+    @model_validator(mode="after")
+    def _one(self) -> RemediationAction:
+        kinds = {
+            "rolloutRestart": self.rollout_restart,
+            "terminateQueries": self.terminate_queries,
+            "flushMemcached": self.flush_memcached,
+            "composeRestart": self.compose_restart,
+        }
+        if sum(v is not None for v in kinds.values()) != 1:
+            raise ValueError(f"set exactly one of {', '.join(kinds)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.rollout_restart is not None:
+            return "RolloutRestart"
+        if self.terminate_queries is not None:
+            return "TerminateQueries"
+        if self.compose_restart is not None:
+            return "ComposeRestart"
+        return "FlushMemcached"
+
+    @property
+    def check_ref(self) -> str | None:
+        """The check whose target the action works on (None: a workload)."""
+        if self.terminate_queries is not None:
+            return self.terminate_queries.check
+        if self.flush_memcached is not None:
+            return self.flush_memcached.check
+        return None
+
+
+class Remediation(SpecModel):
+    """Opt-in remediation actions (docs/incidents.md#remediation)."""
+
+    dry_run: bool = Field(default=False, alias="dryRun")
+    actions: list[RemediationAction] = Field(default_factory=list, max_length=10)
+
+
 class HealthPolicySpec(SpecModel):
     """The whole spec of a HealthPolicy."""
 
@@ -765,6 +927,7 @@ class HealthPolicySpec(SpecModel):
     incident_history: IncidentHistory = Field(
         default_factory=shared(IncidentHistory()), alias="incidentHistory"
     )
+    remediation: Remediation | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> HealthPolicySpec:
@@ -788,7 +951,25 @@ class HealthPolicySpec(SpecModel):
                 raise ValueError(f"check {c.name!r}: timeout must not exceed interval")
         if self.timeout is not None and self.timeout > self.interval:
             raise ValueError("timeout must not exceed interval")
+        self._remediation_refs(known)
         return self
+
+    def _remediation_refs(self, known: set[str]) -> None:
+        actions = self.remediation.actions if self.remediation else []
+        names = [a.name for a in actions]
+        if len(set(names)) != len(names):
+            raise ValueError("remediation.actions: duplicate names")
+        wanted = {"TerminateQueries": "postgres", "FlushMemcached": "memcached"}
+        for i, a in enumerate(actions):
+            at = f"remediation.actions[{i}]"
+            for ref in [*(a.when.checks or ()), *(a.when.root_causes or ())]:
+                if ref not in known:
+                    raise ValueError(f"{at}.when names unknown check {ref!r}")
+            ref = a.check_ref
+            if ref is not None:
+                target = self.check(ref)
+                if target is None or target.type != wanted[a.kind]:
+                    raise ValueError(f"{at}: {ref!r} is not a {wanted[a.kind]} check")
 
     def timeout_of(self, check: Check) -> timedelta:
         return check.timeout or self.timeout or min(timedelta(seconds=5), self.interval)
@@ -829,6 +1010,14 @@ class CheckStatus(StatusModel):
     measurements: dict[str, Any] = Field(default_factory=dict)
 
 
+class RemediationSpent(StatusModel):
+    """What one remediation action spent of its budget on the open incident."""
+
+    action: str
+    attempts: int
+    last_at: Timestamp | None = Field(default=None, alias="lastAt")
+
+
 class IncidentStatus(StatusModel):
     """The open incident (``status.incident``) or one of ``status.recentIncidents``."""
 
@@ -848,6 +1037,7 @@ class IncidentStatus(StatusModel):
     recovering_since: Timestamp | None = Field(default=None, alias="recoveringSince")
     healthy_rounds: int | None = Field(default=None, alias="healthyRounds")
     reopened: int | None = None
+    remediation: list[RemediationSpent] | None = None
 
 
 class HealthPolicyStatus(StatusModel):

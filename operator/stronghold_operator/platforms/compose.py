@@ -208,6 +208,21 @@ def scale_to(client: docker.DockerClient, target: ComposeTarget, wanted: int) ->
     return touched
 
 
+def restart(client: docker.DockerClient, target: ComposeTarget) -> list[str]:
+    """``docker compose restart SERVICE``, one container at a time (the guide's loop): each
+    stopped with its own stop timeout and started again before the next. Raises
+    :class:`TargetNotFound` when the service has no running container."""
+    running = containers(client, target, running=True)
+    if not running:
+        raise TargetNotFound(f"compose service {target.project}/{target.service}: no container")
+    done = []
+    for c in running:
+        stop = c.attrs.get("Config", {}).get("StopTimeout") or DEFAULT_STOP_TIMEOUT
+        c.restart(timeout=stop)
+        done.append(str(c.name))
+    return done
+
+
 # --- async façade used by the handler ---------------------------------------------------
 
 
@@ -226,6 +241,10 @@ class ComposeService:
     async def scale(self, wanted: int) -> list[str]:
         fence.check("scale")
         return await run_in(DOCKER, _with_client, self.target, lambda c, t: scale_to(c, t, wanted))
+
+    async def restart(self) -> list[str]:
+        fence.check("restart")
+        return await run_in(DOCKER, _with_client, self.target, restart)
 
 
 def _with_client(target: ComposeTarget, fn: Callable[[Any, ComposeTarget], T]) -> T:

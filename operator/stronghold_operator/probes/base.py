@@ -44,6 +44,70 @@ class SlowStatement:
 
 
 @dataclass(frozen=True)
+class StatementStat:
+    """One pg_stat_statements entry (this database, top-level statements)."""
+
+    query_id: str
+    calls: int
+    total_ms: float
+    mean_ms: float
+    rows: int
+    query: str  # as pg_stat_statements stored it (constants of DML are $n); redact before use
+
+
+@dataclass(frozen=True)
+class IndexStat:
+    """An index never scanned since the statistics were reset (not unique, not a key)."""
+
+    schema: str
+    table: str
+    index: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class TableScans:
+    schema: str
+    table: str
+    seq_scans: int
+    idx_scans: int | None  # None: the table has no index
+    seq_tuples_read: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class GrowthValue:
+    name: str
+    value: float | None  # None: the query failed or did not return one number
+    error: str = ""
+
+
+# Why the statement lists are empty: the extension is not created in the database, created
+# but not in shared_preload_libraries, or not readable by the probing role.
+StatementsState = Literal[
+    "Available",
+    "PgStatStatementsMissing",
+    "PgStatStatementsNotLoaded",
+    "PgStatStatementsError",
+    "Unread",  # the whole read failed (connection, timeout): the message says why
+]
+
+
+@dataclass(frozen=True)
+class DatabaseInsights:
+    """What one insights round read (bounded by the spec's ``limit`` per list)."""
+
+    collected_at: float  # wall clock, seconds since the epoch
+    statements_state: StatementsState
+    statements_message: str = ""
+    statements: tuple[StatementStat, ...] = ()
+    unused_indexes: tuple[IndexStat, ...] = ()
+    tables: tuple[TableScans, ...] = ()
+    growth: tuple[GrowthValue, ...] = ()
+    stats_reset: float | None = None  # when this database's statistics were last reset
+
+
+@dataclass(frozen=True)
 class QueueStats:
     name: str
     messages: int | None  # None: the queue does not exist
@@ -90,6 +154,7 @@ class ProbeResult:
     blockers: tuple[Blocker, ...] = ()
     long_queries: tuple[LongQuery, ...] = ()
     slow_statements: tuple[SlowStatement, ...] | None = None  # None: pg_stat_statements absent
+    insights: DatabaseInsights | None = None  # postgres checks with ``insights`` set
     queues: tuple[QueueStats, ...] = ()
     urls: tuple[UrlResult, ...] = ()
     series: tuple[Series, ...] = ()

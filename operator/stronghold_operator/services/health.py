@@ -22,9 +22,10 @@ from urllib.parse import urlsplit
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic import health as logic
 from stronghold_operator.logic import incident as incidents
+from stronghold_operator.logic import remediation as remedies
 from stronghold_operator.logic.health import storm
 from stronghold_operator.models.common import SecretKeySelector
-from stronghold_operator.models.health import HealthPolicySpec, Webhook
+from stronghold_operator.models.health import HealthPolicySpec, RemediationAction, Webhook
 from stronghold_operator.models.outbound import Destination, secret_refusal
 from stronghold_operator.probes.base import ProbeResult
 
@@ -98,6 +99,21 @@ class Incidents(Protocol):
     ) -> None: ...
 
 
+class Remedy(Protocol):
+    """Carries out one remediation action (controllers/remediation.py): (ok, what happened);
+    a failure is data, never an exception. ``secrets``: the Secret values of the check the
+    action works on (its password)."""
+
+    async def __call__(
+        self,
+        policy: HealthPolicySpec,
+        action: RemediationAction,
+        namespace: str,
+        secrets: Mapping[str, str],
+        dry_run: bool,
+    ) -> tuple[bool, str]: ...
+
+
 @dataclass(frozen=True)
 class Ports:
     secrets: Secrets
@@ -120,6 +136,10 @@ class Ports:
     covered: storm.Covered | None = None
     # ``n`` of the policy's own Events were not posted: that storm's closing Event counts them.
     fold: Callable[[str, storm.Direction, int], None] | None = None
+    # Remediation (spec.remediation): the actions, and a timeline entry with an Event on the
+    # Incident object: (incident object name, Event type, reason, message). None: none run.
+    remedy: Remedy | None = None
+    note: Callable[[str, str, str, str], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -194,6 +214,7 @@ async def run_round(
     if ports.covered is not None and ports.fold is not None:
         fold = storm.folded_into(policy, current, ev.status["checks"], ports.covered)
     notice = Notice(policy, ev, known, where, ports)
+    remediate(notice, incident, secrets, maintenance, now)
     for note in by_hand:  # what people did is their news, never a target's
         notify(notice, note)
         record(notice, note)
@@ -201,6 +222,46 @@ async def run_round(
         notify(notice, note, fold)
         record(notice, note, fold)
     return Round(ev.status, conditions, interval, evaluation=ev, results=results, fold=fold)
+
+
+def remediate(
+    n: Notice,
+    incident: dict[str, Any] | None,
+    secrets: Mapping[str, Mapping[str, str]],
+    maintenance: str | None,
+    now: datetime,
+) -> None:
+    """The remediation action due on the open incident, if any (logic/remediation.py): its
+    budget is spent in the status this round writes (a restart never repeats it), the
+    action runs in the background and tells its result on the Incident and as an Event."""
+    if n.ports.remedy is None or incident is None:
+        return
+    failing = remedies.failing(n.ev.status.get("checks") or [])
+    decision = remedies.due(n.policy.remediation, incident, failing, maintenance, now)
+    if decision is None:
+        return
+    incident["remediation"] = remedies.spend(incident, decision, now)
+    ref = decision.action.check_ref
+    n.ports.spawn(_remediate(n, decision, dict(incident), secrets.get(ref, {}) if ref else {}))
+
+
+async def _remediate(
+    n: Notice, decision: remedies.Decision, incident: Mapping[str, Any], secrets: Mapping[str, str]
+) -> None:
+    ports = n.ports
+    ok, detail = True, "dry run"
+    if ports.remedy is not None:
+        where, dry = n.where.namespace, decision.dry_run
+        ok, detail = await ports.remedy(n.policy, decision.action, where, secrets, dry)
+    message = logic.redact(remedies.message(decision, str(incident.get("id")), detail), n.known)
+    reason = (
+        "RemediationDryRun" if decision.dry_run else "Remediated" if ok else "RemediationFailed"
+    )
+    type_ = "Normal" if ok else "Warning"
+    ports.event(type_, reason, message[:1000])
+    name = str(incident.get("incidentName") or incidents.object_name(str(incident.get("id"))))
+    if ports.note is not None:
+        ports.note(name, type_, reason, message)
 
 
 def honour_hand(
@@ -473,6 +534,7 @@ def signature(status: Mapping[str, Any]) -> tuple[Any, ...]:
                 if isinstance(f, dict)
             ),
             _log_counts(c),
+            _insights_read(c),
         )
         for c in status.get("checks") or ()
         if isinstance(c, dict)
@@ -500,6 +562,13 @@ def _log_counts(check: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
         return ()
     rules = (check.get("measurements") or {}).get("rules") or {}
     return tuple(sorted((name, r.get("total")) for name, r in rules.items() if isinstance(r, dict)))
+
+
+def _insights_read(check: Mapping[str, Any]) -> Any:
+    """When a postgres check's insights were read: a new read is written (at most once per
+    ``insights.interval``), or its lists would wait for the next state change."""
+    insights = (check.get("measurements") or {}).get("insights")
+    return insights.get("collectedAt") if isinstance(insights, dict) else None
 
 
 _SIGNED = {"conditions", "checks", "incident"}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The backup Job's program: backup (the default), verify or restore-test, by $STRONGHOLD_MODE.
+# The backup Job's program: backup (the default), verify, restore-test or restore, by
+# $STRONGHOLD_MODE.
 # It reaches the pod in the BackupSchedule's program ConfigMap (builders/backup_program.py)
 # with stronghold_job.py, the Python helper it calls for what bash does badly.
 #
@@ -23,7 +24,8 @@ tmp=""
 # and one run must not mix two versions of the program.
 P=$(dirname "${BASH_SOURCE[0]}")
 mkdir -p "$W/program"
-cp -RL "$P/stronghold_job.py" "$P/count-rows.sql" "$P/stronghold_operator" "$W/program/"
+cp -RL "$P/stronghold_job.py" "$P/throwaway_pg.py" "$P/count-rows.sql" "$P/stronghold_operator" \
+  "$W/program/"
 export PYTHONDONTWRITEBYTECODE=1
 on_error() {
   code=$?
@@ -37,13 +39,16 @@ if [ -f "$W/.pgpass" ]; then export PGPASSFILE="$W/.pgpass"; fi
 export HOME="$W"
 stage=storage
 mkdir -p "$BACKUP_DIR" 2>>"$ERR"
-probe="$BACKUP_DIR/.stronghold-write-test.$$"
-: > "$probe" 2>>"$ERR"
-rm -f "$probe"
+# A restore (stronghold backup restore) mounts the backups read-only: it only reads them.
+if [ "$STRONGHOLD_MODE" != restore ]; then
+  probe="$BACKUP_DIR/.stronghold-write-test.$$"
+  : > "$probe" 2>>"$ERR"
+  rm -f "$probe"
+fi
 COUNT_SQL=$(cat "$W/program/count-rows.sql")
 
 case "$STRONGHOLD_MODE" in
-verify | restore-test)
+verify | restore-test | restore)
   # Exit 2: the helper ran and reported a failure itself; anything else non-zero crashed.
   stage=$STRONGHOLD_MODE
   rc=0

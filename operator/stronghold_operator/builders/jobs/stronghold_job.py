@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +23,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
+try:  # in the Job: the file beside this one (an installed package must not shadow it)
+    import throwaway_pg  # type: ignore[import-not-found,unused-ignore]
+except ImportError:  # in the operator's package
+    from stronghold_operator.builders.jobs import throwaway_pg
 from stronghold_operator.logic.retention import Archive, file_time, plan_retention
 
 E = os.environ
@@ -686,8 +691,17 @@ def cmd_restore_test(count_sql: str) -> int:
     suffix = "_restoretest_" + now().strftime("%Y%m%d%H%M%S")
     scratch = db[: 63 - len(suffix)] + suffix
     result: dict[str, Any] = {"kind": "restore-test", "backup": chosen, "scratchDatabase": scratch}
+    target, why = _restore_target()
+    if target is None:
+        return _restore_refused("setup", "ServerMissing", why, backup=chosen)
+    result["target"] = target
+    if why:
+        result["note"] = why
+    server = None
     created = False
     try:
+        if target == "throwaway":
+            server = _throwaway(os.path.join(DEST, chosen), result, man.get("serverVersion"))
         r = subprocess.run(
             ["createdb", "-w", "--maintenance-db=postgres", scratch],
             capture_output=True,
@@ -702,7 +716,7 @@ def cmd_restore_test(count_sql: str) -> int:
         result["restoreSeconds"] = round(time.monotonic() - t0, 3)
         result.update(_compared(expected, _count_rows(scratch, count_sql)))
     except RuntimeError as exc:
-        result.update({"ok": False, "stage": "restore", "error": scrub(str(exc))[-600:]})
+        _restore_failed(result, exc)
     finally:
         if created:
             d = subprocess.run(
@@ -712,10 +726,221 @@ def cmd_restore_test(count_sql: str) -> int:
                 check=False,
             )
             result["scratchDropped"] = d.returncode == 0
+        if server is not None:
+            server.stop()
+            result["scratchDropped"] = True  # with the whole throwaway server
         result["durationSeconds"] = round(time.monotonic() - start, 3)
         result["completed"] = iso(now())
     terminate(result)
     return 0 if result.get("ok") else 2
+
+
+def _restore_failed(result: dict[str, Any], exc: RuntimeError) -> None:
+    result.update({"ok": False, "stage": "restore", "error": scrub(str(exc))[-600:]})
+    if result.get("note"):
+        result["error"] = f"{result['error'][-300:]} ({result['note']})"
+    if isinstance(exc, throwaway_pg.ServerError):
+        result["reason"] = "ThrowawayServerFailed"
+
+
+def _restore_target() -> tuple[str | None, str]:
+    """(target, note): where the restore test restores; target None when it cannot.
+
+    ``auto`` (the default) is the throwaway server when the image has one, else the scratch
+    database on the production server (what specs written before ``target`` existed did).
+    """
+    wanted = E.get("RESTORE_TARGET") or "auto"
+    if wanted == "scratchDatabase":
+        return "scratchDatabase", ""
+    if throwaway_pg.bindir() is not None:
+        return "throwaway", ""
+    if wanted == "throwaway":
+        return None, (
+            "spec.verify.restoreTest.target is throwaway but the Job image "
+            f"{E.get('JOB_IMAGE', '')} has no PostgreSQL server (initdb): use an image with "
+            "the server package (stronghold/base:bookworm has it) or target scratchDatabase"
+        )
+    return "scratchDatabase", (
+        "the Job image has no PostgreSQL server: restored into a scratch database on the "
+        "production server (set jobTemplate.image to one with the server for a throwaway one)"
+    )
+
+
+def _version(text: Any) -> tuple[int, ...]:
+    m = re.search(r"(\d+)\.(\d+)", str(text or ""))
+    return (int(m.group(1)), int(m.group(2))) if m else ()
+
+
+def _throwaway(archive: str, result: dict[str, Any], production: Any) -> throwaway_pg.Server:
+    """Start the throwaway server, point libpq at it, create the roles the dump names.
+
+    From here on this process talks to the throwaway server only: PGHOST is its socket.
+    """
+    bin_dir = throwaway_pg.bindir() or ""
+    root = os.path.join(E.get("RESTORE_SCRATCH", "/var/run/stronghold/scratch"), "pg")
+    server = throwaway_pg.Server(root, bin_dir)
+    for key in ("PGPASSFILE", "PGSERVICE", "PGSSLROOTCERT", "PGHOSTADDR"):
+        E.pop(key, None)
+    try:
+        result["serverStartSeconds"] = round(server.start(), 3)
+        E.update(server.env())
+        result["server"] = server.version()
+        older = _version(result["server"]) < _version(production)
+        if older and _version(result["server"]):
+            # A newer server's dump may use what an older one refuses: say so up front.
+            result["note"] = (
+                f"the throwaway server ({result['server']}) is older than the server the "
+                f"backup came from ({production}): use a Job image at least as new"
+            )
+        t0 = time.monotonic()
+        roles = throwaway_pg.create_roles(
+            throwaway_pg.roles_in(throwaway_pg.dump_sql_lines(archive)), dict(E)
+        )
+        result["rolesCreated"] = len(roles)
+        result["rolesSeconds"] = round(time.monotonic() - t0, 3)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+# Relations, schemas and functions of the target's own: any of them makes it non-empty.
+_OBJECTS_SQL = r"""
+SELECT kind || ' ' || name FROM (
+  SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
+         WHEN 'm' THEN 'view' WHEN 'S' THEN 'sequence' ELSE 'relation' END AS kind,
+         format('%I.%I', n.nspname, c.relname) AS name
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname NOT LIKE 'pg\_%'
+  UNION ALL
+  SELECT 'schema', format('%I', nspname) FROM pg_namespace
+  WHERE nspname NOT IN ('public', 'pg_catalog', 'information_schema')
+    AND nspname NOT LIKE 'pg\_%'
+  UNION ALL
+  SELECT 'function', format('%I.%I', n.nspname, p.proname)
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.objid = p.oid AND d.deptype = 'e')
+) o ORDER BY 1
+"""
+
+
+def _target_objects(db: str) -> list[str]:
+    r = psql(db, _OBJECTS_SQL)
+    if r.returncode != 0:
+        raise RuntimeError("reading the target database: " + r.stderr.strip()[-300:])
+    return [ln for ln in r.stdout.splitlines() if ln.strip()]
+
+
+def _restore_into(path: str, db: str, force: bool) -> None:
+    """The archive into ``db`` in ONE transaction: a failure leaves the database as it was.
+
+    With ``force``, ``DROP OWNED BY CURRENT_USER`` runs first in the same transaction. A
+    custom archive is turned into SQL by pg_restore on the way, so both formats share it.
+    """
+    if path.endswith(".dump"):
+        source = ["pg_restore", "-f", "-", path]
+    else:
+        source = ["pigz" if shutil.which("pigz") else "gzip", "-dc", path]
+    argv = ["psql", "-X", "-w", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]
+    if force:
+        argv += ["-c", "DROP OWNED BY CURRENT_USER"]
+    src = subprocess.Popen(source, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    r = subprocess.run(
+        [*argv, "-f", "-", "-d", db],
+        stdin=src.stdout,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=False,
+    )
+    if src.stdout is not None:
+        src.stdout.close()
+    err = src.stderr.read().decode(errors="replace") if src.stderr is not None else ""
+    if src.wait() != 0:
+        # psql commits at the end of its input: a reader that failed half-way must not pass.
+        raise RuntimeError(f"{source[0]} failed: {err.strip()[-300:]}")
+    if r.returncode != 0:
+        raise RuntimeError("restore (rolled back, nothing changed): " + r.stderr.strip()[-400:])
+
+
+def _restore_plan(
+    chosen: str, man: dict[str, Any], where: str, objects: list[str], force: bool
+) -> tuple[str, str]:
+    """(refusal, plan): why a restore into this target is refused ("" if it is not), and
+    what it will do."""
+    shown = ", ".join(objects[:5]) + (" …" if len(objects) > 5 else "")
+    user = E.get("PGUSER")
+    refusal = ""
+    if objects and not force:
+        refusal = (
+            f"{where} is not empty ({len(objects)} objects: {shown}): nothing was changed; "
+            f"restore into an empty database, or pass --force to drop what {user} owns there "
+            "and restore in one transaction"
+        )
+    plan = (
+        f"restore {chosen} (sha256 {str(man.get('sha256'))[:12]}…, verified, "
+        f"{man.get('tableCount')} tables) into {where} in one transaction"
+        + (f", first dropping what {user} owns there ({shown})" if objects else "")
+        + ", then compare the row counts with the manifest"
+    )
+    return refusal, plan
+
+
+def cmd_restore(count_sql: str) -> int:
+    """``stronghold backup restore``: one archive into a database a person names.
+
+    Refuses a database that holds objects unless RESTORE_FORCE=1; RESTORE_DRY_RUN=1 checks
+    the archive and the target and changes nothing. The archive is only read.
+    """
+    start = time.monotonic()
+    chosen = E.get("RESTORE_FILE", "")
+    db = E.get("PGDATABASE", "")
+    force, dry = E.get("RESTORE_FORCE") == "1", E.get("RESTORE_DRY_RUN") == "1"
+    where = f"database {db} on {E.get('PGHOST')}:{E.get('PGPORT')} as {E.get('PGUSER')}"
+    base: dict[str, Any] = {"kind": "restore", "backup": chosen, "target": where, "dryRun": dry}
+    if not chosen or not os.path.exists(os.path.join(DEST, chosen)):
+        terminate({**base, "ok": False, "reason": "BackupNotFound", "error": f"no {chosen}"})
+        return 2
+    ok, reason, msg = check(chosen, full=False)
+    if not ok:
+        terminate({**base, "ok": False, "reason": reason, "error": f"{chosen}: {msg}"})
+        return 2
+    man = load_manifest(chosen) or {}
+    try:
+        objects = _target_objects(db)
+    except RuntimeError as exc:
+        terminate({**base, "ok": False, "reason": "TargetUnreachable", "error": scrub(str(exc))})
+        return 2
+    base.update({"sha256": man.get("sha256"), "targetObjects": len(objects)})
+    refusal, plan = _restore_plan(chosen, man, where, objects, force)
+    if dry:
+        terminate({**base, "ok": True, "wouldRefuse": bool(refusal), "plan": refusal or plan})
+        return 0
+    if refusal:
+        terminate({**base, "ok": False, "reason": "TargetNotEmpty", "error": refusal})
+        return 2
+    t0 = time.monotonic()
+    try:
+        _restore_into(os.path.join(DEST, chosen), db, force and bool(objects))
+        restored = round(time.monotonic() - t0, 3)
+        verdict = _compared(man.get("rowCounts") or {}, _count_rows(db, count_sql))
+    except RuntimeError as exc:
+        terminate({**base, "ok": False, "reason": "RestoreFailed", "error": scrub(str(exc))})
+        return 2
+    terminate(
+        {
+            **base,
+            **verdict,
+            "restoreSeconds": restored,
+            "durationSeconds": round(time.monotonic() - start, 3),
+            "completed": iso(now()),
+        }
+    )
+    return 0 if verdict["ok"] else 2
 
 
 def cmd_finish(*args: str) -> None:
@@ -733,6 +958,7 @@ COMMANDS: dict[str, Callable[..., int | None]] = {
     "finish": cmd_finish,
     "verify": cmd_verify,
     "restore-test": cmd_restore_test,
+    "restore": cmd_restore,
 }
 
 

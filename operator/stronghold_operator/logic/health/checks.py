@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stronghold_operator.logic.health import logs
+from stronghold_operator.logic.health import insights, logs
 from stronghold_operator.logic.health.findings import (
     Finding,
     Level,
@@ -144,6 +144,9 @@ def _long_running(spec: PostgresCheck, result: ProbeResult, m: dict[str, Any]) -
 def _slow_statements(result: ProbeResult) -> dict[str, Any]:
     if result.slow_statements is None:
         return {"slowStatements": "unavailable"}
+    # Utility statements are kept verbatim by pg_stat_statements (ALTER ROLE ... PASSWORD):
+    # only query statements are shown, literals masked (logic/health/insights.py).
+    shown = ((s, insights.statement_text(s.query, 160)) for s in result.slow_statements)
     return {
         "slowStatements": "available",
         "slowStatementsTop": [
@@ -151,9 +154,10 @@ def _slow_statements(result: ProbeResult) -> dict[str, Any]:
                 "queryId": s.query_id,
                 "meanMs": round(s.mean_ms, 1),
                 "calls": s.calls,
-                "query": s.query,
+                "query": text,
             }
-            for s in result.slow_statements
+            for s, text in shown
+            if text is not None
         ],
     }
 
@@ -177,6 +181,9 @@ def assess_postgres(
     findings += _blocked_sessions(spec, result, m)
     findings += _long_running(spec, result, m)
     m.update(_slow_statements(result))
+    if spec.insights is not None and result.insights is not None:
+        # Insights are reading material, never findings: they do not change the state.
+        m["insights"] = insights.summarise(spec.insights, result.insights)
     return findings, m
 
 

@@ -92,6 +92,8 @@ def reopened(
     }
     if maintenance:
         incident["maintenanceWindow"] = maintenance
+    if closed.get("remediation"):
+        incident["remediation"] = closed["remediation"]
     return incident
 
 

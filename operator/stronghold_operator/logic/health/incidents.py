@@ -116,6 +116,10 @@ def _resolved(
     }
     if previous.get("reopened"):
         closed["reopened"] = previous["reopened"]
+    if previous.get("remediation"):
+        # A re-opening continues its remediation budget: a flapping check must not buy
+        # a fresh maxAttempts per swing.
+        closed["remediation"] = previous["remediation"]
     history = [closed, *history][:MAX_RECENT_INCIDENTS]
     was_expected = bool(previous.get("expected", False)) or expected
     sev = str(previous.get("severity", "P4"))

@@ -31,6 +31,7 @@ def webhook_body(
     if webhook.format == "alertmanager":
         alert: dict[str, Any] = {
             "labels": {
+                **webhook.labels,
                 "alertname": "StrongholdIncident",
                 "severity": severity,
                 "namespace": namespace,
@@ -58,6 +59,8 @@ def webhook_body(
         "message": note.message,
         "checks": [{"name": v.name, "state": v.state, "message": v.message} for v in verdicts],
     }
+    if webhook.labels:
+        body["labels"] = dict(webhook.labels)
     if note.duration_s is not None:
         body["durationSeconds"] = int(note.duration_s)
     return body
