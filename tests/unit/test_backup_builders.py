@@ -136,9 +136,13 @@ def test_script_is_strict_bash_and_never_names_the_password_in_env() -> None:
 
 
 # The Job runs the helper and the retention module with the Python of a user-chosen image.
-JOB_MODULES = ["stronghold_job.py", "retention.py", "throwaway_pg.py"]
-# Shipped beside the helper in the ConfigMap.
-OWN = {"stronghold_operator.logic.retention", "stronghold_operator.builders.jobs", "throwaway_pg"}
+JOB_MODULES = ["stronghold_job.py", "retention.py", "throwaway_pg.py", "stronghold_runs.py"]
+OWN = {
+    "stronghold_operator.logic.retention",
+    "stronghold_operator.builders.jobs",
+    "throwaway_pg",
+    "stronghold_runs",
+}  # shipped beside the helper in the ConfigMap
 
 
 @pytest.mark.parametrize("key", JOB_MODULES)
@@ -172,6 +176,7 @@ def test_program_configmap_ships_every_file_with_its_hash() -> None:
         "count-rows.sql",
         "retention.py",
         "throwaway_pg.py",
+        "stronghold_runs.py",
     }
     pod = build(*CASES["backup-minimal"])["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v["name"] == "program")["configMap"]

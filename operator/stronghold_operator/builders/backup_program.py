@@ -50,6 +50,12 @@ _FILES = {
         "stronghold_operator.logic",
         "retention.py",
     ),
+    # Runs (spec.sources): beside the helper, which imports it.
+    "stronghold_runs.py": (
+        "stronghold_runs.py",
+        "stronghold_operator.builders.jobs",
+        "stronghold_runs.py",
+    ),
 }
 
 

@@ -39,6 +39,7 @@ from stronghold_operator.platforms.backup import (
     KubeBackupPods,
     KubePreflight,
     KubeProgram,
+    KubeSources,
 )
 from stronghold_operator.runtime import events
 from stronghold_operator.runtime.scheduler import Scheduler
@@ -189,6 +190,7 @@ class BackupLoop:
             pods=KubeBackupPods(jobs),
             program=KubeProgram(kube),
             preflight=KubePreflight(kube, ns),
+            sources=KubeSources(kube, ns),
             clock=cond.utcnow,
             # A window gone without release holds no more (read at each pass).
             maintenance=lambda: maintenance_hold(self.svc, self.body["metadata"]),

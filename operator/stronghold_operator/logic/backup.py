@@ -283,7 +283,7 @@ _CLASSES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
-_STORAGE_STAGES = {"storage", "dump", "verify", "checksum", "publish", "prune"}
+_STORAGE_STAGES = {"storage", "dump", "verify", "checksum", "sources", "publish", "prune"}
 
 
 def classify(stage: str, error: str) -> str:
@@ -302,6 +302,7 @@ def classify(stage: str, error: str) -> str:
         "counts": "RowCountFailed",
         "restore": "RestoreFailed",
         "prune": "PruneFailed",
+        "sources": "SourceFailed",
         "setup": "SetupFailed",
     }.get(stage, "JobFailed")
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from stronghold_operator import conditions as cond
 from stronghold_operator.logic import backup as lb
+from stronghold_operator.logic.backup_runs import last_run
 from stronghold_operator.models.backup import ANNOTATION_SLOT, ANNOTATION_TRIGGER, LABEL_KIND
 
 ANNOTATION_REQUEST = "ops.stronghold.io/request"
@@ -179,6 +180,7 @@ def record(report: Report, history_limit: int, job: JobView, result: lb.JobResul
     if result is not None and result.data.get("durationSeconds") is not None:
         duration = float(result.data["durationSeconds"])
     failure = job.failure if not job.succeeded else None
+    _record_run(report, result)
     if job.kind == "backup":
         _record_backup(report, history_limit, job, result, failure, duration)
         return
@@ -187,6 +189,15 @@ def record(report: Report, history_limit: int, job: JobView, result: lb.JobResul
         _record_verify(report, job, result, failure)
     else:
         _record_restore_test(report, job, result, failure)
+
+
+def _record_run(report: Report, result: lb.JobResult | None) -> None:
+    """``status.lastRun`` from the run summary a backup or verify Job reports."""
+    reported = result.data.get("run") if result is not None else None
+    if isinstance(reported, Mapping):
+        new = last_run(report.status.get("lastRun"), reported)
+        if new is not None:
+            report.status["lastRun"] = new
 
 
 def _record_backup(

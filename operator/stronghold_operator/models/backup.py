@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from stronghold_operator.models.backup_sources import LastRun, SourcesSpec
 from stronghold_operator.models.base import Duration, InvalidSpec, SpecModel
 from stronghold_operator.models.common import SecretKeySelector
 from stronghold_operator.models.status import Condition, StatusModel, Timestamp
@@ -377,6 +378,7 @@ class BackupScheduleSpec(SpecModel):
     history_limit: int = Field(default=10, alias="historyLimit", ge=1, le=100)
     during_maintenance: Literal["Defer", "Run"] = Field(default="Defer", alias="duringMaintenance")
     job_template: JobTemplateSpec = Field(default_factory=JobTemplateSpec, alias="jobTemplate")
+    sources: SourcesSpec = Field(default_factory=SourcesSpec)
 
     @property
     def deadline(self) -> timedelta | None:
@@ -487,3 +489,5 @@ class BackupScheduleStatus(_Status):
     last_verification: LastVerification | None = None
     last_restore_test_schedule_time: Timestamp | None = None
     last_restore_test: LastRestoreTest | None = None
+    # The newest run's artifacts when spec.sources adds any (models/backup_sources.py).
+    last_run: LastRun | None = None

@@ -7,15 +7,22 @@ Every Kubernetes call of the BackupSchedule kind is here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from stronghold_operator.models.backup import LABEL_SCHEDULE, BackupScheduleSpec, schedule_label
 from stronghold_operator.platforms.configmaps import ensure_configmap
 from stronghold_operator.platforms.kube import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
     JOBS,
+    NODES,
     PODS,
     PVCS,
+    SECRETS,
+    SERVICES,
+    STATEFULSETS,
     ApiError,
+    Kind,
     Kube,
     is_conflict,
     is_not_found,
@@ -102,4 +109,65 @@ class KubePreflight:
             raise
         if (pvc.get("status") or {}).get("phase") == "Lost":
             return "StorageMissing", f"{claim} is Lost"
+        for v in spec.sources.volumes:  # a missing source claim would leave the pod Pending
+            try:
+                await self.kube.get(PVCS, v.claim_name, ns)
+            except ApiError as exc:
+                if is_not_found(exc) or exc.status == 403:
+                    return "StorageMissing", (
+                        f"spec.sources.volumes[{v.name}]: PersistentVolumeClaim "
+                        f"{ns}/{v.claim_name} not found"
+                    )
+                raise
         return None
+
+
+class KubeSources:
+    """Reads of one namespace for a run's capture (services/backup_sources.py)."""
+
+    KINDS: ClassVar[dict[str, Kind]] = {
+        "ConfigMap": CONFIGMAPS,
+        "Deployment": DEPLOYMENTS,
+        "StatefulSet": STATEFULSETS,
+        "Service": SERVICES,
+        "Pod": PODS,
+    }
+
+    def __init__(self, kube: Kube, namespace: str) -> None:
+        self.kube = kube
+        self.namespace = namespace
+
+    async def objects(self, kind: str) -> list[Mapping[str, Any]]:
+        try:
+            return list(await self.kube.list(self.KINDS[kind], self.namespace))
+        except ApiError as exc:
+            if exc.status == 403:  # RBAC: a fact about the install, not worth a retry loop
+                raise PermissionError(
+                    f"the operator may not list {self.KINDS[kind].plural} in {self.namespace}"
+                ) from None
+            raise
+
+    async def nodes(self) -> list[Mapping[str, Any]] | None:
+        try:
+            return list(await self.kube.list(NODES))
+        except ApiError as exc:
+            if exc.status == 403:  # a namespaced install may not list nodes: say so, go on
+                return None
+            raise
+
+    async def secret(self, name: str) -> Mapping[str, Any] | None:
+        try:
+            return await self.kube.get(SECRETS, name, self.namespace)
+        except ApiError as exc:
+            if is_not_found(exc):
+                return None
+            if exc.status == 403:
+                raise PermissionError(f"the operator may not get Secret {name}") from None
+            raise
+
+    async def put_capture(self, manifest: Mapping[str, Any]) -> None:
+        try:
+            await self.kube.create(CONFIGMAPS, self.namespace, manifest)
+        except ApiError as exc:
+            if not is_conflict(exc):
+                raise

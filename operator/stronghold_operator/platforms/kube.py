@@ -87,6 +87,8 @@ REPLICASETS = Kind("apps/v1", "ReplicaSet", "replicasets")
 CONTROLLERREVISIONS = Kind("apps/v1", "ControllerRevision", "controllerrevisions")
 EVENTS = Kind("v1", "Event", "events")
 LEASES = Kind("coordination.k8s.io/v1", "Lease", "leases")
+SERVICES = Kind("v1", "Service", "services")
+NODES = Kind("v1", "Node", "nodes", namespaced=False)
 OUR_KINDS = {
     "healthpolicies": "HealthPolicy",
     "incidents": "Incident",

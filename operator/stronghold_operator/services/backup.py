@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from stronghold_operator import conditions as cond
 from stronghold_operator.builders.backup_job import backup_job
 from stronghold_operator.builders.backup_program import ANNOTATION_PROGRAM, program_configmap
+from stronghold_operator.builders.backup_sources import capture_configmap, with_sources
 from stronghold_operator.logic import backup as lb
 from stronghold_operator.logic.backup_results import (
     ANNOTATION_REQUEST,
@@ -46,6 +47,7 @@ from stronghold_operator.models.backup import (
 )
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.status import Condition
+from stronghold_operator.services import backup_sources
 
 # Finished Jobs kept per kind after their result is in status (for `kubectl logs`).
 KEEP_FINISHED = 3
@@ -97,6 +99,7 @@ class Ports:
     preflight: Preflight
     clock: Callable[[], datetime]
     maintenance: Callable[[], str | None]  # the windows (or humans) holding the schedule now
+    sources: backup_sources.Sources | None = None  # spec.sources' capture (configuration, state)
 
 
 # --- Results -------------------------------------------------------------------------------
@@ -409,13 +412,48 @@ async def _start(run: _Run, start: lb.Start, request: str | None) -> bool:
     )
     if request is not None:
         manifest["metadata"]["annotations"][ANNOTATION_REQUEST] = request
+    files: dict[str, bytes] | None = None
+    if start.kind == "backup":
+        manifest = with_sources(manifest, run.spec)
+        captured = await _capture(run)
+        if isinstance(captured, tuple):
+            _skip(run, JobView.failed(start, request, captured))
+            return False
+        files = captured
     if not await run.ports.jobs.create(manifest):
-        return await _adopt(run, start, request)
+        adopted = await _adopt(run, start, request)
+        if adopted and files is not None:
+            await _put_capture(run, start.name, files)
+        return adopted
+    if files is not None:
+        try:
+            await _put_capture(run, start.name, files)
+        except Exception:
+            # Without its capture the pod would wait for the volume until the deadline: the
+            # Job goes, the pass fails, and the next pass starts the run again.
+            await run.ports.jobs.delete(start.name)
+            raise
     via = f", request {request}" if request else ""
     run.report.note(
         "Normal", f"{_STARTED[start.kind]}Started", f"Job {start.name} ({start.trigger}{via})"
     )
     return True
+
+
+async def _capture(run: _Run) -> dict[str, bytes] | Failure | None:
+    """The run's capture files (None: nothing to capture), or why the run cannot start."""
+    src = run.ports.sources
+    if not run.spec.sources.captured or src is None:
+        return None
+    got = await backup_sources.capture(run.spec, str(run.meta["namespace"]), src, run.report.now)
+    return got if isinstance(got, tuple) else got.files
+
+
+async def _put_capture(run: _Run, job_name: str, files: dict[str, bytes]) -> None:
+    """The capture ConfigMap, owned by the Job (its pod waits for it to mount)."""
+    assert run.ports.sources is not None
+    job = await run.ports.jobs.read(job_name)
+    await run.ports.sources.put_capture(capture_configmap(job, files))
 
 
 async def _adopt(run: _Run, start: lb.Start, request: str | None) -> bool:

@@ -24,12 +24,14 @@ tmp=""
 # and one run must not mix two versions of the program.
 P=$(dirname "${BASH_SOURCE[0]}")
 mkdir -p "$W/program"
-cp -RL "$P/stronghold_job.py" "$P/throwaway_pg.py" "$P/count-rows.sql" "$P/stronghold_operator" \
+cp -RL "$P/stronghold_job.py" "$P/throwaway_pg.py" "$P/stronghold_runs.py" "$P/count-rows.sql" \
+  "$P/stronghold_operator" \
   "$W/program/"
 export PYTHONDONTWRITEBYTECODE=1
 on_error() {
   code=$?
   if [ -n "$tmp" ]; then rm -f "$tmp" || true; fi
+  if [ -n "${run_tmp:-}" ]; then rm -rf "$run_tmp" || true; fi
   python3 "$H" fail "$stage" "$ERR" || true
   exit "$code"
 }
@@ -144,8 +146,18 @@ fi
 verified_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 export STRONGHOLD_TIMES="$STRONGHOLD_T0 $t_dump $t_dumped $t_counted $EPOCHREALTIME"
 
-stage=publish
 size=$(stat -c %s "$tmp")
+if [ -n "${STRONGHOLD_SOURCES:-}" ]; then
+  # The run's other sources (volumes, the operator's capture) and its manifest, before the
+  # archive gets its final name: a run is published whole or not at all.
+  stage=sources
+  run_tmp="$BACKUP_DIR/.run_${ts}.${JOB_NAME:-local}.partial"
+  python3 "$W/program/stronghold_runs.py" collect \
+    "$final" "$run_tmp" "$sha" "$size" 2>>"$ERR"
+  run_tmp=""
+fi
+
+stage=publish
 # One helper run: the manifest, the rename to the final name, retention, the result.
 python3 "$H" finish "$final" "$tmp" "$started" "$dumped" "$verified_at" "$sha" "$size" \
   "$snap" 2>>"$ERR"

@@ -29,6 +29,11 @@ except ImportError:  # in the operator's package
     from stronghold_operator.builders.jobs import throwaway_pg
 from stronghold_operator.logic.retention import Archive, file_time, plan_retention
 
+if __package__:  # imported by the operator's tests
+    from stronghold_operator.builders.jobs import stronghold_runs as runs
+else:  # the Job: a script beside it, never an installed copy of the operator
+    import stronghold_runs as runs  # type: ignore[no-redef,import-not-found]
+
 E = os.environ
 DEST = E.get("BACKUP_DIR", "/backups")
 WORK = E.get("STRONGHOLD_WORK", "/var/run/stronghold/work")
@@ -231,6 +236,11 @@ def scan(path: str, inflate: bool) -> Reader:
 
 
 def check(name: str, full: bool) -> tuple[bool, str, str]:
+    """:func:`check_archive`, and the rest of its run: a run is verified as a unit."""
+    return runs.check_run(DEST, name, full, check_archive(name, full))
+
+
+def check_archive(name: str, full: bool) -> tuple[bool, str, str]:
     """(ok, reason, message): checksum against the manifest, and integrity if ``full``.
 
     A full check of a .sql.gz is one read: the checksum and the decompression share it.
@@ -341,6 +351,7 @@ def prune() -> dict[str, Any]:
         for path in (os.path.join(DEST, n), manifest_path(n)):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
+    runs.prune_runs(DEST, plan.delete)  # a run goes whole with its archive
     # Leftovers of killed runs: partial files nobody has written to for an hour.
     for n in os.listdir(DEST):
         p = os.path.join(DEST, n)
@@ -538,6 +549,7 @@ def cmd_report_backup(final: str) -> None:
             "rows": sum((man.get("rowCounts") or {}).values()),
             "pgDump": man.get("pgDumpVersion"),
             "job": E.get("JOB_NAME", ""),
+            "run": runs.summary(DEST, final),
             **prune_report(),
         }
     )
@@ -566,6 +578,7 @@ def cmd_verify(_count_sql: str = "") -> int:
             "passed": sorted(passed, reverse=True),
             "newestVerified": newest[0] if newest else None,
             "job": E.get("JOB_NAME", ""),
+            "run": runs.newest_summary(DEST),
             **report,
             "failed": failed + report["failed"],
         }
