@@ -7,6 +7,8 @@
     kube_client  Kubernetes client libraries on the operator's hot calls (benchmarks/kube_client.py)
     incidents  Incident creation: N policies, a tenth failing at once (benchmarks/incidents.py)
     failover Two replicas with --leader-elect: seconds without a leader (benchmarks/failover.py)
+    logs     HealthPolicy logs checks: N pods writing access logs, C checks, detection delay,
+             vs the guide's kubectl logs | grep pass (benchmarks/logs.py)
 
 Each needs the local cluster (`stronghold-testbed cluster up`); results are in docs/performance.md.
 """
@@ -16,7 +18,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-NAMES = ("health", "scaling", "backup", "kube_client", "failover", "incidents")
+NAMES = ("health", "scaling", "backup", "kube_client", "failover", "incidents", "logs")
 
 
 def main() -> int:

@@ -1,14 +1,17 @@
-"""Reading logs under a byte cap (platforms/logs.py's line splitter, on in-memory chunks) and
-where a logs check's read starts (probes/runner.py)."""
+"""Reading logs under a byte cap (platforms/logs.py's line splitter, on in-memory chunks),
+where a logs check's read starts (probes/runner.py) and what the probe counts in /metrics."""
 
 from __future__ import annotations
 
 import time
 
+from prometheus_client import Counter
+
 from stronghold_operator.models.base import parse
-from stronghold_operator.models.health import HealthPolicySpec
+from stronghold_operator.models.health import HealthPolicySpec, LogRead, LogsCheck
 from stronghold_operator.models.logtime import parse_stamp
 from stronghold_operator.platforms.logs import MAX_LINE, _Cut
+from stronghold_operator.probes import logs as probe_logs
 from stronghold_operator.probes.runner import _since
 
 
@@ -78,3 +81,23 @@ def test_reads_start_at_the_cursor_but_never_before_the_longest_window() -> None
     assert abs(_since(check, now - 86_400) - (now - 3600)) < 5  # too far behind: skip
     only_short = _logs_policy("10m").checks[0]
     assert abs(_since(only_short, None) - (now - 3600)) < 5  # the other defaults are 1h
+
+
+async def test_the_probe_counts_lines_bytes_and_drops_read_in_its_metrics() -> None:
+    check = _logs_policy().checks[0].logs
+    assert check is not None
+    read = LogRead(tuple(s.decode() for s in lines(3)), bytes_read=120, dropped=2)
+
+    async def reader(spec: LogsCheck, namespace: str, since_s: float, cap: int) -> LogRead:
+        return read
+
+    def value(counter: Counter) -> float:
+        return float(counter.labels("compose")._value.get())
+
+    before = [value(c) for c in (probe_logs.LINES, probe_logs.BYTES, probe_logs.DROPPED)]
+    result = await probe_logs.LogsProbe(reader).probe(
+        check, timeout_s=5, secrets={}, since_s=time.time() - 60
+    )
+    after = [value(c) for c in (probe_logs.LINES, probe_logs.BYTES, probe_logs.DROPPED)]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [3, 120, 2]
+    assert result.numbers["linesRead"] == 3 and result.numbers["bytesRead"] == 120

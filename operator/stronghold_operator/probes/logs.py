@@ -33,6 +33,12 @@ BYTES = Counter(
     ["source"],
     registry=registry,
 )
+LINES = Counter(
+    "stronghold_health_log_lines_read_total",
+    "Log lines read by logs checks (a line read again by an overlapping read counts again)",
+    ["source"],
+    registry=registry,
+)
 DROPPED = Counter(
     "stronghold_health_log_lines_dropped_total",
     "Log lines dropped by logs checks: cut at the per-round byte cap, or too long",
@@ -79,6 +85,7 @@ class LogsProbe:
                 LOGS_UNAVAILABLE, f"{where}: {describe_error(exc)}", _ms(start)
             )
         BYTES.labels(kind).inc(got.bytes_read)
+        LINES.labels(kind).inc(len(got.lines))
         if got.dropped:
             DROPPED.labels(kind).inc(got.dropped)
         numbers: dict[str, int | float] = {
