@@ -354,6 +354,17 @@ def _weigh_pods() -> None:
         ) from exc
 
 
+# What a running cluster must have been started with for `up` to keep it (run/layout).
+LAYOUT = f"node {pki.NODE_NAME}; kubelet relayed from {node_net.NODE_ADDR}; CA-verified kubelet\n"
+
+
+def _layout() -> str:
+    try:
+        return (paths.run_dir() / "layout").read_text()
+    except OSError:
+        return ""
+
+
 @dataclass
 class UpReport:
     seconds: float
@@ -380,6 +391,12 @@ def up(*, with_images: bool = True, out: progress.Progress | None = None) -> UpR
     paths.run_dir().mkdir(parents=True, exist_ok=True)
     started: list[str] = []
     with p.step("control plane and kubelet") as s:
+        if procs.owned_pid("etcd") is not None and _layout() != LAYOUT:
+            # Started by a testbed of another layout (an older node name, other flags): its
+            # kubelet would never become the node `up` waits for.
+            s.note("the running cluster has another layout: restarting it")
+            for name in ("metrics-server", *reversed(COMPONENTS)):
+                procs.stop(name)
         if procs.owned_pid("etcd") is None:
             # A cluster whose etcd is not running was stopped or killed: start from a clean
             # slate, or leftover pods (an old operator among them) would come back and act on
@@ -390,6 +407,7 @@ def up(*, with_images: bool = True, out: progress.Progress | None = None) -> UpR
         node_net.ensure()
         started += _start_components(s)
         started += node_net.start_relay()
+        (paths.run_dir() / "layout").write_text(LAYOUT)
         _weigh_pods()
         s.note("waiting for the node to be Ready")
         procs.wait_for("node Ready", _node_ready, 120, log="kubelet")
