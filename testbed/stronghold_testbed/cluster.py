@@ -19,7 +19,16 @@ from pathlib import Path
 
 import yaml
 
-from stronghold_testbed import docker_engine, images, packages, paths, pki, procs, progress
+from stronghold_testbed import (
+    docker_engine,
+    images,
+    node_net,
+    packages,
+    paths,
+    pki,
+    procs,
+    progress,
+)
 from stronghold_testbed.procs import TestbedError
 
 BINARIES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet")
@@ -73,6 +82,17 @@ def _node_ready() -> bool:
         return False
     conds = json.loads(body).get("status", {}).get("conditions", [])
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conds)
+
+
+def _forget_other_nodes() -> None:
+    """Delete Node objects other than ours: a cluster kept from an older testbed (a node
+    named otherwise) would leave a NotReady node the scheduler and tests would see."""
+    out = procs.run(
+        ["kubectl", f"--kubeconfig={paths.admin_kubeconfig()}", "get", "nodes", "-o", "name"]
+    )
+    stale = [n for n in out.split() if n != f"node/{pki.NODE_NAME}"]
+    if stale:
+        procs.run(["kubectl", f"--kubeconfig={paths.admin_kubeconfig()}", "delete", *stale])
 
 
 def _default_sa_ready() -> bool:
@@ -137,6 +157,11 @@ def _start_apiserver() -> None:
             f"--proxy-client-cert-file={d / 'front-proxy-client.crt'}",
             f"--proxy-client-key-file={d / 'front-proxy-client.key'}",
             "--enable-aggregator-routing=false",
+            # The kubelet on the node's address (node_net), verified by the cluster CA.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={d / 'ca.crt'}",
+            f"--kubelet-client-certificate={d / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={d / 'apiserver-kubelet-client.key'}",
             "--profiling=false",
             "--v=1",
         ],
@@ -188,7 +213,14 @@ def _kubelet_config() -> Path:
         "readOnlyPort": 0,
         "healthzBindAddress": "127.0.0.1",
         "healthzPort": 10248,
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False}},
+        "authentication": {
+            "anonymous": {"enabled": False},
+            "webhook": {"enabled": False},
+            # The apiserver's client certificate (pki: apiserver-kubelet-client).
+            "x509": {"clientCAFile": str(paths.pki_dir() / "ca.crt")},
+        },
+        "tlsCertFile": str(paths.pki_dir() / "kubelet-server.crt"),
+        "tlsPrivateKeyFile": str(paths.pki_dir() / "kubelet-server.key"),
         "authorization": {"mode": "AlwaysAllow"},
         # This machine: cgroup v1, no systemd, no QoS cgroup hierarchy.
         "cgroupDriver": "cgroupfs",
@@ -322,6 +354,17 @@ def _weigh_pods() -> None:
         ) from exc
 
 
+# What a running cluster must have been started with for `up` to keep it (run/layout).
+LAYOUT = f"node {pki.NODE_NAME}; kubelet relayed from {node_net.NODE_ADDR}; CA-verified kubelet\n"
+
+
+def _layout() -> str:
+    try:
+        return (paths.run_dir() / "layout").read_text()
+    except OSError:
+        return ""
+
+
 @dataclass
 class UpReport:
     seconds: float
@@ -348,16 +391,27 @@ def up(*, with_images: bool = True, out: progress.Progress | None = None) -> UpR
     paths.run_dir().mkdir(parents=True, exist_ok=True)
     started: list[str] = []
     with p.step("control plane and kubelet") as s:
+        if procs.owned_pid("etcd") is not None and _layout() != LAYOUT:
+            # Started by a testbed of another layout (an older node name, other flags): its
+            # kubelet would never become the node `up` waits for.
+            s.note("the running cluster has another layout: restarting it")
+            for name in ("metrics-server", *reversed(COMPONENTS)):
+                procs.stop(name)
         if procs.owned_pid("etcd") is None:
             # A cluster whose etcd is not running was stopped or killed: start from a clean
             # slate, or leftover pods (an old operator among them) would come back and act on
             # new tests.
             s.note("clearing a stopped cluster's state")
             _clear_state()
+        s.note(f"node address {node_net.NODE_ADDR} (network namespace {node_net.NETNS})")
+        node_net.ensure()
         started += _start_components(s)
+        started += node_net.start_relay()
+        (paths.run_dir() / "layout").write_text(LAYOUT)
         _weigh_pods()
         s.note("waiting for the node to be Ready")
         procs.wait_for("node Ready", _node_ready, 120, log="kubelet")
+        _forget_other_nodes()
         s.note("waiting for the default ServiceAccount")
         procs.wait_for(
             "default ServiceAccount", _default_sa_ready, 60, log="kube-controller-manager"
@@ -439,6 +493,8 @@ def _clear_state() -> int:
 def down(*, docker: bool = True) -> list[str]:
     """Stop what ``up`` started (by pid), remove pod containers, keep the cache."""
     stopped = [name for name in ("metrics-server", *reversed(COMPONENTS)) if procs.stop(name)]
+    stopped += node_net.stop_relay()
+    node_net.remove()
     removed = _clear_state()
     if removed:
         stopped.append(f"{removed} pod container(s)")
@@ -455,7 +511,7 @@ def status() -> dict[str, str]:
         if docker_engine.owned()
         else ("running (not started by stronghold)" if docker_engine.running() else "stopped")
     )
-    for name in (*COMPONENTS, "metrics-server"):
+    for name in (*COMPONENTS, *node_net.RELAYS, "metrics-server"):
         pid = procs.owned_pid(name)
         out[name] = f"running (pid {pid})" if pid else "stopped"
     if procs.owned_pid("kube-apiserver"):

@@ -21,6 +21,8 @@ NEEDED = {
     "debootstrap": "the Debian base image for Jobs and the demo web app",
     "busybox-static": "a 4 MB image for generic pods",
     "openssl": "the cluster's certificates",
+    "iproute2": "the node's network namespace and veth pair (node_net)",
+    "socat": "the kubelet relay on the node address; kubectl port-forward (dockershim runs it)",
     "gcc": "the static pause binary",
     "libc6-dev": "the static pause binary",
     "postgresql-client": "pg_dump/psql on the host (backup benchmark, tests)",

@@ -10,9 +10,12 @@ from typing import Any
 
 import yaml
 
-from stronghold_testbed import paths, procs
+from stronghold_testbed import node_net, paths, procs
 
-NODE_NAME = "stronghold-node"
+# The node is named by its address: a kubelet takes an IP given as its hostname as the
+# node's InternalIP without asking that the host own it (the address is in the node's
+# network namespace, node_net), which a --node-ip must.
+NODE_NAME = node_net.NODE_ADDR
 APISERVER_URL = "https://127.0.0.1:6443"
 
 # Token identities: name -> (user, groups). Static tokens keep the local cluster simple;
@@ -24,6 +27,7 @@ IDENTITIES: dict[str, tuple[str, str]] = {
     "scheduler": ("system:kube-scheduler", ""),
 }
 
+KUBELET_SANS = f"IP:{node_net.NODE_ADDR},IP:127.0.0.1"
 METRICS_SANS = "IP:127.0.0.1,DNS:localhost,DNS:metrics-server.kube-system.svc"
 _SERVER_SANS = (
     "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,"
@@ -212,6 +216,9 @@ def ensure() -> dict[str, Path]:
     _leaf("front-proxy-client", "front-proxy-ca", "front-proxy-client", None, "clientAuth")
     # The apiserver verifies an aggregated API server by the Service name it proxies through.
     _leaf("metrics-server", "ca", "metrics-server", METRICS_SANS, "serverAuth")
+    # apiserver -> kubelet (logs, exec, port-forward): both ends verified, as on a real node.
+    _leaf("kubelet-server", "ca", NODE_NAME, KUBELET_SANS, "serverAuth")
+    _leaf("apiserver-kubelet-client", "ca", "kube-apiserver-kubelet-client", None, "clientAuth")
     if not (d / "sa.key").exists():
         _openssl("genrsa", "-out", str(d / "sa.key"), "2048")
         _openssl("rsa", "-in", str(d / "sa.key"), "-pubout", "-out", str(d / "sa.pub"))

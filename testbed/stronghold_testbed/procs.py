@@ -40,8 +40,13 @@ def owned_pid(name: str) -> int | None:
     return pid
 
 
-def start(name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
-    """Start ``argv`` detached, logging to run/logs/<name>.log; record its pid."""
+def start(
+    name: str, argv: Sequence[str], env: dict[str, str] | None = None, runs_as: str | None = None
+) -> int:
+    """Start ``argv`` detached, logging to run/logs/<name>.log; record its pid.
+
+    ``runs_as``: the program the process becomes when ``argv[0]`` is a launcher that execs
+    it (``ip netns exec ... socat``), so the pid-reuse guard checks the right name."""
     paths.pid_dir().mkdir(parents=True, exist_ok=True)
     paths.log_dir().mkdir(parents=True, exist_ok=True)
     log = open(paths.log_dir() / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
@@ -56,7 +61,7 @@ def start(name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> 
         env=full_env,
     )
     log.close()
-    _pidfile(name).write_text(f"{proc.pid}\n{argv[0]}\n")
+    _pidfile(name).write_text(f"{proc.pid}\n{runs_as or argv[0]}\n")
     return proc.pid
 
 

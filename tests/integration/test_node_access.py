@@ -1,0 +1,118 @@
+"""The apiserver reaches the kubelet on the node's address (testbed/node_net.py):
+``kubectl logs``, ``exec`` and ``port-forward`` work as on any cluster.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import urllib.request
+from typing import Any
+
+import pytest
+
+from stronghold_testbed import node_net
+from tests.integration import kit
+from tests.support.workloads import BUSYBOX
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+PAGE = "served-from-the-pod"
+# Two log lines, a page, then a web server on the pod's own loopback (port-forward dials
+# localhost inside the pod's network namespace).
+SCRIPT = (
+    "echo stronghold-line-1; echo stronghold-line-2; mkdir -p /www; "
+    f"echo {PAGE} > /www/index.html; exec httpd -f -p 127.0.0.1:8080 -h /www"
+)
+
+
+def _pod(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "talker", "namespace": namespace},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "web",
+                    "image": BUSYBOX,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", SCRIPT],
+                }
+            ],
+        },
+    }
+
+
+@pytest.fixture
+def talker(namespace: str) -> str:
+    kit.apply(_pod(namespace))
+    kit.kubectl("wait", "--for=condition=Ready", "--timeout=90s", "pod/talker", "-n", namespace)
+    return namespace
+
+
+def test_node_has_an_address_inside_the_testbeds_namespace() -> None:
+    nodes = kit.kubectl_json("get", "nodes")["items"]
+    assert len(nodes) == 1
+    addresses = {a["type"]: a["address"] for a in nodes[0]["status"]["addresses"]}
+    assert addresses["InternalIP"] == node_net.NODE_ADDR
+    # The address is the namespace's, not the host's: the host's own interfaces lack it.
+    host = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, check=True).stdout
+    assert f" {node_net.NODE_ADDR}/".encode() not in host
+    inside = subprocess.run(
+        ["ip", "netns", "exec", node_net.NETNS, "ip", "-o", "-4", "addr"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    assert f" {node_net.NODE_ADDR}/".encode() in inside
+
+
+def test_kubectl_logs(talker: str) -> None:
+    kit.wait_until(
+        "both log lines",
+        lambda: "stronghold-line-2" in kit.kubectl("logs", "talker", "-n", talker),
+        timeout=30,
+    )
+    out = kit.kubectl("logs", "talker", "-n", talker, "--timestamps")
+    lines = [line for line in out.splitlines() if "stronghold-line" in line]
+    assert [line.split(" ", 1)[1] for line in lines] == ["stronghold-line-1", "stronghold-line-2"]
+    # The RFC 3339 timestamps the logs check resumes from (sinceTime) are there.
+    assert all(re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z ", line) for line in lines)
+    tail = kit.kubectl("logs", "talker", "-n", talker, "--tail=1")
+    assert tail.strip() == "stronghold-line-2"
+
+
+def test_kubectl_exec(talker: str) -> None:
+    out = kit.kubectl("exec", "talker", "-n", talker, "--", "cat", "/www/index.html")
+    assert out.strip() == PAGE
+    # The remote command's exit code comes back to kubectl.
+    proc = subprocess.run(
+        ["kubectl", "exec", "talker", "-n", talker, "--", "sh", "-c", "echo to-stderr >&2; exit 3"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 3
+    assert "to-stderr" in proc.stderr
+
+
+def test_kubectl_port_forward(talker: str) -> None:
+    proc = subprocess.Popen(
+        ["kubectl", "port-forward", "-n", talker, "--address=127.0.0.1", "pod/talker", ":8080"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # "Forwarding from 127.0.0.1:PORT -> 8080"
+        match = re.search(r"127\.0\.0\.1:(\d+) -> 8080", first)
+        assert match, first
+        url = f"http://127.0.0.1:{match.group(1)}/index.html"
+        for _ in range(3):  # three requests: one stream each through the same forward
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                assert resp.read().decode().strip() == PAGE
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
