@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from stronghold_testbed import pki
 from tests.integration import kit
 from tests.support.workloads import busybox_deployment
 
@@ -193,11 +194,13 @@ def test_rbac_denies_the_operator_what_its_role_does_not_grant(
     # Granted: get one Secret by name, read Deployments.
     assert "secret/db" in as_operator("get", "secret", "db", "-n", namespace, "-o", "name")
     assert "Forbidden" not in as_operator("get", "deployments", "-n", namespace)
-    # Denied: listing Secrets, deleting Deployments, anything on Nodes.
+    # Denied: listing Secrets, deleting Deployments, changing Nodes (it may list them: a
+    # backup's systemState source), anything on PersistentVolumes.
     for args in (
         ("get", "secrets", "-n", namespace),
         ("delete", "deployment", "x", "-n", namespace),
-        ("get", "nodes"),
+        ("label", "node", pki.NODE_NAME, "stronghold-smoke=1"),
+        ("get", "persistentvolumes"),
     ):
         out = as_operator(*args)
         assert "Forbidden" in out, (args, out)
