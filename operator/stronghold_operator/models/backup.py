@@ -13,7 +13,7 @@ from pydantic.alias_generators import to_camel
 
 from stronghold_operator.models.backup_sources import LastRun, SourcesSpec
 from stronghold_operator.models.base import Duration, InvalidSpec, SpecModel
-from stronghold_operator.models.common import SecretKeySelector
+from stronghold_operator.models.common import SecretKeySelector, plain_volume_path
 from stronghold_operator.models.status import Condition, StatusModel, Timestamp
 
 __all__ = [
@@ -110,10 +110,7 @@ class StorageSpec(SpecModel):
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        parts = [p for p in v.split("/") if p]
-        if any(p in (".", "..") for p in parts) or not re.fullmatch(r"[A-Za-z0-9_./\-]*", v):
-            raise ValueError("must be a plain directory path inside the volume (no '..')")
-        return "/".join(parts)
+        return plain_volume_path(v)
 
 
 class RetentionSpec(SpecModel):

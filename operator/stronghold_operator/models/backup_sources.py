@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from stronghold_operator.models.base import SpecModel
-from stronghold_operator.models.common import SecretKeySelector
+from stronghold_operator.models.common import SecretKeySelector, plain_volume_path
 from stronghold_operator.models.status import StatusModel
 
 __all__ = [
@@ -53,10 +53,7 @@ class VolumeSource(SpecModel):
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        parts = [p for p in v.split("/") if p]
-        if any(p in (".", "..") for p in parts) or not re.fullmatch(r"[A-Za-z0-9_./\-]*", v):
-            raise ValueError("must be a plain directory path inside the volume (no '..')")
-        return "/".join(parts)
+        return plain_volume_path(v)
 
     @field_validator("include", "exclude")
     @classmethod

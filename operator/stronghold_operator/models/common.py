@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field
@@ -38,3 +39,11 @@ def zone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {name!r}") from None
+
+
+def plain_volume_path(v: str) -> str:
+    """A directory inside a volume, normalised (``a//b/`` -> ``a/b``); no ``..``, no oddities."""
+    parts = [p for p in v.split("/") if p]
+    if any(p in (".", "..") for p in parts) or not re.fullmatch(r"[A-Za-z0-9_./\-]*", v):
+        raise ValueError("must be a plain directory path inside the volume (no '..')")
+    return "/".join(parts)

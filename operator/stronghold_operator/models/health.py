@@ -349,6 +349,24 @@ class PostgresCheck(SpecModel):
             raise ValueError(why)
         return value
 
+    def connect_kwargs(self, password: str, timeout_s: float, application: str) -> dict[str, Any]:
+        """psycopg's connection arguments for this check (the probe's and remediation's)."""
+        kwargs: dict[str, Any] = {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.database,
+            "user": self.user,
+            "sslmode": self.sslmode,
+            "application_name": application,
+            "connect_timeout": max(2, int(timeout_s)),
+            "autocommit": True,
+            # The server gives up on our queries too, if ever they hang.
+            "options": f"-c statement_timeout={int(timeout_s * 1000)}",
+        }
+        if password:
+            kwargs["password"] = password
+        return kwargs
+
 
 class MemcachedCheck(SpecModel):
     """A Memcached server: hit ratio, evictions per interval, connections, memory."""

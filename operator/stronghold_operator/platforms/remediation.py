@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, sql
@@ -58,19 +57,7 @@ async def terminate_queries(
     """``pg_terminate_backend`` for each long-running query, one by one (a refusal of one
     session stops none of the others)."""
     fence.check("terminate queries")  # a deposed leader must not repeat it (docs/install.md)
-    kwargs: dict[str, Any] = {
-        "host": spec.host,
-        "port": spec.port,
-        "dbname": spec.database,
-        "user": spec.user,
-        "sslmode": spec.sslmode,
-        "application_name": APPLICATION_NAME,
-        "connect_timeout": max(2, int(timeout_s)),
-        "autocommit": True,
-        "options": f"-c statement_timeout={int(timeout_s * 1000)}",
-    }
-    if password:
-        kwargs["password"] = password
+    kwargs = spec.connect_kwargs(password, timeout_s, APPLICATION_NAME)
     out = Terminated([], [], [])
     hidden = 0
     async with asyncio.timeout(timeout_s * 3):

@@ -408,20 +408,7 @@ class PostgresProbe:
     async def _connect(
         self, spec: PostgresCheck, password: str, timeout_s: float
     ) -> AsyncConnection[Any]:
-        kwargs: dict[str, Any] = {
-            "host": spec.host,
-            "port": spec.port,
-            "dbname": spec.database,
-            "user": spec.user,
-            "sslmode": spec.sslmode,
-            "application_name": APPLICATION_NAME,
-            "connect_timeout": max(2, int(timeout_s)),
-            "autocommit": True,
-            # The server gives up on our catalogue queries too, if ever they hang.
-            "options": f"-c statement_timeout={int(timeout_s * 1000)}",
-        }
-        if password:
-            kwargs["password"] = password
+        kwargs = spec.connect_kwargs(password, timeout_s, APPLICATION_NAME)
         return await AsyncConnection.connect(**kwargs)
 
     async def _measure(
