@@ -9,8 +9,6 @@ on the real API server: created, adopted, brought up to date.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +20,7 @@ from stronghold_operator.platforms.configmaps import ensure_configmap
 from stronghold_operator.platforms.kube import Kube
 from tests.integration import health_kit as hk
 from tests.integration import kit
+from tests.integration.job_program import run
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -31,54 +30,6 @@ def database() -> Iterator[str]:
     schema = "CREATE TABLE t(id int); INSERT INTO t SELECT generate_series(1, 321)"
     with hk.scratch_database("bkprog", schema) as db:
         yield db
-
-
-def lay_out(root: Path) -> Path:
-    """The program directory as the pod sees it (the volume's items, read-only files)."""
-    program = root / "program"
-    volume = backup_program.program_volume("s")["configMap"]
-    files = backup_program.program_files()
-    for item in volume["items"]:
-        path = program / item["path"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(files[item["key"]])
-        path.chmod(volume["defaultMode"])
-    return program
-
-
-def run(root: Path, db: str, mode: str, **env: str) -> dict[str, object]:
-    (root / "work").mkdir(exist_ok=True)
-    term = root / "termination-log"
-    term.unlink(missing_ok=True)
-    full = {
-        "PATH": os.environ["PATH"],
-        "STRONGHOLD_MODE": mode,
-        "JOB_NAME": f"s-{mode}",
-        "BACKUP_DIR": str(root / "backups"),
-        "BACKUP_FORMAT": "plain",
-        "GZIP_LEVEL": "1",
-        "RETENTION_DAYS": "30",
-        "MIN_KEEP": "2",
-        "PGHOST": "127.0.0.1",
-        "PGPORT": "5432",
-        "PGDATABASE": db,
-        "PGUSER": "postgres",
-        "STRONGHOLD_WORK": str(root / "work"),
-        "STRONGHOLD_SECRET": str(root / "no-secret"),
-        "TERMINATION_LOG": str(term),
-        **env,
-    }
-    proc = subprocess.run(
-        ["bash", str(lay_out(root) / "backup.sh")],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert term.exists(), proc.stderr
-    result: dict[str, object] = json.loads(term.read_text())
-    return result
 
 
 def test_backup_then_every_archive_corrupt_keeps_everything(database: str, tmp_path: Path) -> None:

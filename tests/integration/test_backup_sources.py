@@ -14,7 +14,6 @@ import io
 import json
 import os
 import shutil
-import subprocess
 import tarfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -26,10 +25,9 @@ import pyrage
 import pytest
 import yaml
 
-from stronghold_operator.builders import backup_program
 from stronghold_operator.logic import backup_capture as lc
 from tests.integration import health_kit as hk
-from tests.integration import kit
+from tests.integration import job_program, kit
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -69,51 +67,8 @@ def database() -> Iterator[str]:
         yield db
 
 
-def lay_out(root: Path) -> Path:
-    program = root / "program"
-    volume = backup_program.program_volume("s")["configMap"]
-    files = backup_program.program_files()
-    for item in volume["items"]:
-        path = program / item["path"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(files[item["key"]])
-        path.chmod(volume["defaultMode"])
-    return program
-
-
 def run(root: Path, db: str, mode: str, **env: str) -> dict[str, Any]:
-    (root / "work").mkdir(exist_ok=True)
-    term = root / "termination-log"
-    term.unlink(missing_ok=True)
-    full = {
-        "PATH": os.environ["PATH"],
-        "STRONGHOLD_MODE": mode,
-        "JOB_NAME": f"s-{mode}",
-        "BACKUP_DIR": str(root / "backups"),
-        "BACKUP_FORMAT": "plain",
-        "GZIP_LEVEL": "1",
-        "RETENTION_DAYS": "30",
-        "MIN_KEEP": "1",
-        "PGHOST": "127.0.0.1",
-        "PGPORT": "5432",
-        "PGDATABASE": db,
-        "PGUSER": "postgres",
-        "STRONGHOLD_WORK": str(root / "work"),
-        "STRONGHOLD_SECRET": str(root / "no-secret"),
-        "TERMINATION_LOG": str(term),
-        **env,
-    }
-    proc = subprocess.run(
-        ["bash", str(lay_out(root) / "backup.sh")],
-        env=full,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert term.exists(), proc.stderr
-    result: dict[str, Any] = json.loads(term.read_text())
-    return result
+    return job_program.run(root, db, mode, **{"MIN_KEEP": "1", **env})
 
 
 def capture_dir(root: Path, recipient: pyrage.x25519.Recipient) -> Path:
