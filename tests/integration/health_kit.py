@@ -185,3 +185,29 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Sleeper:
+    """A test-owned session running ``SELECT pg_sleep(600)`` in a thread (a query for
+    remediation to terminate)."""
+
+    def __init__(self, database: str, application_name: str, user: str = "postgres") -> None:
+        dsn = f"host=127.0.0.1 port=5432 user={user} dbname={database}"
+        self.conn = psycopg.connect(dsn, autocommit=True, application_name=application_name)
+        self.pid = self.conn.info.backend_pid
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.conn.execute("SELECT pg_sleep(600)")
+        except BaseException as exc:
+            self.error = exc
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.conn.cancel_safe()
+        self.thread.join(timeout=10)
+        with contextlib.suppress(Exception):
+            self.conn.close()

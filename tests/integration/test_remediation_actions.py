@@ -4,10 +4,8 @@ other test's session is ever a candidate), and the test's own Memcached."""
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import subprocess
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -23,34 +21,10 @@ from stronghold_operator.platforms import remediation as act
 from tests.integration import health_kit as hk
 from tests.integration import kit
 from tests.integration.conftest import DOCKER_SOCKET
+from tests.integration.health_kit import Sleeper
 from tests.support.workloads import start_compose_container
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
-
-
-class Sleeper:
-    """A test-owned session running ``SELECT pg_sleep(600)`` in a thread."""
-
-    def __init__(self, database: str, application_name: str, user: str = "postgres") -> None:
-        dsn = f"host=127.0.0.1 port=5432 user={user} dbname={database}"
-        self.conn = psycopg.connect(dsn, autocommit=True, application_name=application_name)
-        self.pid = self.conn.info.backend_pid
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.conn.execute("SELECT pg_sleep(600)")
-        except BaseException as exc:
-            self.error = exc
-
-    def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.cancel_safe()
-        self.thread.join(timeout=10)
-        with contextlib.suppress(Exception):
-            self.conn.close()
 
 
 def active_for(pid: int, database: str) -> float:

@@ -9,9 +9,7 @@ real long-running query (`SELECT pg_sleep(600)` on a test-owned connection) term
 
 from __future__ import annotations
 
-import contextlib
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -24,6 +22,7 @@ import pytest
 from stronghold_operator import conditions as cond
 from tests.integration import health_kit as hk
 from tests.integration import kit
+from tests.integration.health_kit import Sleeper
 from tests.integration.test_incident_e2e import incidents, probes_of
 from tests.support.workloads import busybox_deployment
 
@@ -321,31 +320,6 @@ def _status(port: int) -> int:
         return 0
 
 
-class Sleeper:
-    """A test-owned session running ``SELECT pg_sleep(600)``."""
-
-    def __init__(self, database: str) -> None:
-        dsn = f"host=127.0.0.1 port=5432 user=postgres dbname={database}"
-        self.conn = psycopg.connect(dsn, autocommit=True, application_name="report-job")
-        self.pid = self.conn.info.backend_pid
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        try:
-            self.conn.execute("SELECT pg_sleep(600)")
-        except BaseException as exc:
-            self.error = exc
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.conn.cancel_safe()
-        self.thread.join(timeout=10)
-        with contextlib.suppress(Exception):
-            self.conn.close()
-
-
 def terminated(namespace: str) -> dict[str, Any] | None:
     """The Incident once it has a Remediation entry; otherwise says what there is."""
     inc = the_incident(namespace, "db")
@@ -362,7 +336,7 @@ def test_a_long_running_query_is_terminated_and_recorded(
 ) -> None:
     ns = namespace
     with hk.scratch_database("remedy_e2e", "SELECT 1") as database:
-        sleeper = Sleeper(database)
+        sleeper = Sleeper(database, "report-job")
         try:
             run_operator(ns)  # first: it takes the spec from the watch event at once
             applied_until(
@@ -417,4 +391,4 @@ def test_a_long_running_query_is_terminated_and_recorded(
                 timeout=90,
             )
         finally:
-            sleeper.close()
+            sleeper.stop()
