@@ -12,6 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from tests.integration import health_kit as hk
 from tests.integration import kit
 
 IMAGE = "stronghold/base:bookworm"  # built locally by the testbed; never pulled
@@ -62,8 +63,9 @@ def get(port: int, path: str, agent: str = "Mozilla/5.0 (X11; Linux)", **headers
         return int(exc.code)
 
 
-def policy(source: dict[str, Any], ns: str) -> dict[str, Any]:
-    """A security policy on ``source`` (``{"compose": ...}`` or ``{"pods": ...}``)."""
+def policy(source: dict[str, Any], ns: str, webhook: str) -> dict[str, Any]:
+    """A security policy on ``source`` (``{"compose": ...}`` or ``{"pods": ...}``) that
+    sends its incidents to ``webhook``."""
     return {
         "apiVersion": "ops.stronghold.io/v1alpha1",
         "kind": "HealthPolicy",
@@ -71,6 +73,7 @@ def policy(source: dict[str, Any], ns: str) -> dict[str, Any]:
         "spec": {
             "interval": "2s",
             "failureThreshold": 1,
+            "alerting": {"webhook": {"url": webhook, "timeout": "2s"}},
             "checks": [
                 {
                     "name": "web-logs",
@@ -152,12 +155,26 @@ def security_scenario(
     """The whole story on a web server that logs to ``source``: normal traffic fires nothing;
     30 failed logins are counted exactly; the operator is killed, 25 more arrive, a new one
     resumes at exactly 55 (P2); scanners fire P3; the evidence is bounded and redacted; the
-    password and session cookie appear nowhere a reader could see."""
+    password and session cookie appear nowhere a reader could see, webhooks included."""
+    receiver = hk.Receiver()
+    try:
+        _story(ns, port, source, run_operator, receiver)
+    finally:
+        receiver.close()
+
+
+def _story(
+    ns: str,
+    port: int,
+    source: dict[str, Any],
+    run_operator: Callable[..., kit.OperatorProcess],
+    receiver: hk.Receiver,
+) -> None:
     # Normal traffic, before the policy exists: its first read goes back one window.
     for i in range(20):
         assert get(port, f"/shop/item/{i}?page=2") == 200
     op = run_operator(ns)
-    assert "created" in kit.apply(policy(source, ns))
+    assert "created" in kit.apply(policy(source, ns, receiver.url))
     st = wait_status(
         ns,
         lambda s: (
@@ -232,9 +249,11 @@ def security_scenario(
     body = kit.kubectl("get", "healthpolicy", "security", "-n", ns, "-o", "json")
     events = json.dumps(kit.events_for(ns, "security"))
     assert events != "[]"
+    kit.wait_until("the incident's webhook", lambda: "Opened" in receiver.events("security"), 60)
     for where, text in (
         ("status", body),
         ("events", events),
+        ("webhook bodies", json.dumps([r["raw"] for r in receiver.received])),
         ("first operator's log", op.logs()),
         ("second operator's log", op2.logs()),
     ):
