@@ -188,6 +188,8 @@ def test_webhook_component_matches_the_operator() -> None:
     (container,) = pod["containers"]
     assert "--webhook-port=9443" in container["args"]
     assert {"name": "webhook", "containerPort": 9443} in container["ports"]
+    # Only the leader serves it: Ready = listening on it, so the Service skips followers.
+    assert container["readinessProbe"]["tcpSocket"] == {"port": "webhook"}
     mount = next(m for m in container["volumeMounts"] if m["name"] == "webhook-tls")
     assert mount["mountPath"] == DEFAULT_CERT_DIR and mount["readOnly"] is True
     volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
