@@ -205,16 +205,10 @@ def copy_table(header: bytes) -> str | None:
     i, names = 5, []
     for _ in range(2):
         if text.startswith('"', i):
-            j, name = i + 1, ""
-            while True:
-                k = text.find('"', j)
-                if k < 0:
-                    return None
-                if text.startswith('"', k + 1):
-                    name, j = name + text[j : k + 1], k + 2
-                    continue
-                name, i = name + text[j:k], k + 1
-                break
+            quoted = throwaway_pg.quoted_identifier(text, i)
+            if quoted is None:
+                return None
+            name, i = quoted
         else:
             m = re.match(r'[^."\s(]+', text[i:])
             if not m:

@@ -160,6 +160,20 @@ class Server:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def quoted_identifier(text: str, i: int) -> tuple[str, int] | None:
+    """The SQL identifier quoted at ``text[i]`` (a ``"``), its doubled quotes undone, and the
+    index after its closing quote; None when it never closes."""
+    j, name = i + 1, ""
+    while True:
+        k = text.find('"', j)
+        if k < 0:
+            return None
+        if text.startswith('"', k + 1):
+            name, j = name + text[j : k + 1], k + 2
+            continue
+        return name + text[j:k], k + 1
+
+
 def _split_roles(text: str) -> list[str]:
     """``a, "B c", PUBLIC`` -> role names (quotes removed, doubled quotes undone)."""
     out: list[str] = []
@@ -170,16 +184,10 @@ def _split_roles(text: str) -> list[str]:
         if i >= len(text):
             break
         if text[i] == '"':
-            j, name = i + 1, ""
-            while True:
-                k = text.find('"', j)
-                if k < 0:
-                    return out
-                if text.startswith('"', k + 1):
-                    name, j = name + text[j : k + 1], k + 2
-                    continue
-                name, i = name + text[j:k], k + 1
-                break
+            quoted = quoted_identifier(text, i)
+            if quoted is None:
+                return out
+            name, i = quoted
             out.append(name)
         else:
             m = re.match(r"[^\s,;]+", text[i:])
