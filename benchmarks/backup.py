@@ -256,7 +256,12 @@ def full_once(ns: str, storage: Path) -> dict[str, float]:
         arts = entry["lastRun"].get("artifacts") or []
         if not any(a.get("kind") == "volume" for a in arts):
             continue  # a peer's CRD pruned spec.sources: a database-only run
+        run = str(entry.get("file", ""))[len("db_backup_") :].split(".")[0]
+        man = json.loads((storage / "full" / f"run_{run}" / "manifest.json").read_text())
+        vol = next(a for a in man["artifacts"] if a.get("kind") == "volume")
         return {
+            "full_media_archive": float(vol["seconds"]["archive"]),  # walk, tar | pigz, fsync
+            "full_media_verify": float(vol["seconds"]["verify"]),  # tar -t of the archive
             "full_job": float(entry.get("durationSeconds") or 0),
             "full_e2e": float(entry["e2e"]),
             "full_size": float(sum(int(a.get("sizeBytes") or 0) for a in arts)),
@@ -501,6 +506,14 @@ def full_table(
             med("full_size") / 2**20,
             med("full_job") / base,
         ],
+        [
+            "  media: walk, tar | pigz, hash, fsync",
+            med("full_media_archive"),
+            spread("full_media_archive"),
+            "",
+            "",
+        ],
+        ["  media: tar -t check", med("full_media_verify"), spread("full_media_verify"), "", ""],
         [
             "stronghold: annotation -> run verified in status",
             med("full_e2e"),
