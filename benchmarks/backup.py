@@ -18,15 +18,26 @@ One run, the same ~1 GB pgbench database (``pgbench -i -s 70``, made once and re
   throwaway server inside the Job (``verify.restoreTest.target: throwaway``: initdb, restore,
   count, delete) and in a scratch database on the production server (``scratchDatabase``),
   against the hand-made way, ``createdb`` + ``pg_dump DB | psql scratch`` on the host, on the
-  same data in the same run (``--repeat`` rounds, interleaved).
+  same data in the same run (``--repeat`` rounds, interleaved);
+- the whole backup (issue 20): ``--media-mib`` of media files (random "photos" and
+  compressible text, made once per size under /var/tmp and reused) on a hostPath
+  PersistentVolume. The guide's script on the host (``pg_dump | gzip``, ``tar -czf media/``,
+  ``tar -czf`` of the configuration, the system state) against an on-demand run of a second
+  BackupSchedule with ``spec.sources`` database + volumes (the media claim) + configuration
+  + systemState: the Job's own duration and annotation -> the run verified in status. In the
+  same rounds as the database-only sides, interleaved.
 
     .venv/bin/python -m benchmarks.backup [--scale 70] [--repeat 3] [--database NAME]
+        [--media-mib 1024]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -82,8 +93,184 @@ def guide(out: Path, compressor: str = "gzip") -> tuple[float, int]:
     return time.monotonic() - t0, out.stat().st_size
 
 
-def _status(ns: str) -> dict[str, Any]:
-    obj: dict[str, Any] = kit.kubectl_json("get", "backupschedule", "bench", "-n", ns)
+def ensure_media(mib: int) -> tuple[Path, int, int]:
+    """``mib`` MiB of media files, made once per size and reused: ~70% incompressible
+    "photos" (random bytes, 256 KiB-4 MiB), ~30% text (4-64 KiB, compresses like prose).
+
+    Returns the directory (the PV's hostPath), its file count and bytes.
+    """
+    root = Path(f"/var/tmp/stronghold-bench-media-{mib}")
+    media = root / "media"
+    done = root / "complete"  # beside the media, not in it: never archived
+    if not done.exists():
+        print(f"making {mib} MiB of media files (once; reused by later runs) ...", flush=True)
+        shutil.rmtree(root, ignore_errors=True)
+        rng = random.Random(mib)
+        total, photos = mib * 2**20, int(mib * 2**20 * 0.7)
+        words = ["".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9)))]
+        words += [
+            "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=rng.randint(2, 9)))
+            for _ in range(3000)
+        ]
+        prose = " ".join(rng.choices(words, k=400_000)).encode()
+        written = i = 0
+        while written < total:
+            if written < photos:
+                size = min(rng.randint(256 * 2**10, 4 * 2**20), photos - written)
+                path = media / "photos" / f"{i // 100:03d}" / f"img_{i:05d}.jpg"
+                data = os.urandom(size)
+            else:
+                size = min(rng.randint(4 * 2**10, 64 * 2**10), total - written)
+                path = media / "documents" / f"{i // 200:03d}" / f"doc_{i:05d}.txt"
+                start = rng.randrange(len(prose) - size)
+                data = prose[start : start + size]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            written += len(data)
+            i += 1
+        for d in (root, *(p for p in media.rglob("*") if p.is_dir()), media):
+            d.chmod(0o755)  # the Job runs as uid 999 and reads them
+        done.write_text(f"{i} {written}\n")
+    files, size = (int(x) for x in done.read_text().split())
+    return media, files, size
+
+
+def guide_script(out: Path, media: Path, config: Path) -> dict[str, float]:
+    """The guide's backup script on the host, step by step (its lines, our paths)."""
+    out.mkdir(parents=True, exist_ok=True)
+    steps = {
+        "guide_all_db": f"pg_dump -h 127.0.0.1 -U postgres {DB} | gzip > {out}/db_backup.sql.gz",
+        "guide_all_media": f"tar -czf {out}/media_backup.tar.gz -C {media.parent} {media.name}",
+        "guide_all_config": f"tar -czf {out}/config_backup.tar.gz -C {config.parent} {config.name}",
+        "guide_all_state": (
+            f'{{ echo "# Git commit: $(git -C {kit.REPO} rev-parse HEAD)"; '
+            'docker images --format "table {{.Repository}}\t{{.Tag}}\t{{.ID}}"; '
+            'docker ps --format "table {{.Names}}\t{{.Image}}\t{{.Status}}"; '
+            f"}} > {out}/system_state.txt"
+        ),
+    }
+    took: dict[str, float] = {}
+    t0 = time.monotonic()
+    for key, line in steps.items():
+        t = time.monotonic()
+        subprocess.run(["bash", "-c", f"set -euo pipefail; {line}"], check=True)
+        took[key] = time.monotonic() - t
+    took["guide_all"] = time.monotonic() - t0
+    took["guide_all_size"] = float(sum(f.stat().st_size for f in out.iterdir()))
+    return took
+
+
+def guide_config(root: Path) -> Path:
+    """What the guide's script tars as configuration: compose file, nginx/, .env."""
+    config = root / "config"
+    (config / "nginx").mkdir(parents=True, exist_ok=True)
+    (config / "docker-compose.production.yml").write_text(
+        "services:\n  web:\n    image: web:latest\n  db:\n    image: postgres:15\n"
+    )
+    (config / "nginx" / "default.conf").write_text("server { listen 80; }\n" * 20)
+    (config / ".env.production").write_text("DJANGO_SETTINGS_MODULE=site.production\n")
+    return config
+
+
+def full_schedule(ns: str) -> dict[str, Any]:
+    """The second schedule: every source, its own directory on the backups claim."""
+    return {
+        "apiVersion": "ops.stronghold.io/v1alpha1",
+        "kind": "BackupSchedule",
+        "metadata": {"name": "full", "namespace": ns},
+        "spec": {
+            "schedule": "0 2 * * *",
+            "database": {"host": "127.0.0.1", "name": DB, "user": "postgres"},
+            "storage": {"persistentVolumeClaim": "backups", "path": "full"},
+            "sources": {
+                "database": True,
+                "volumes": [{"name": "media", "persistentVolumeClaim": "media"}],
+                "configuration": {},
+                "systemState": {},
+            },
+            "jobTemplate": {
+                "image": "stronghold/base:bookworm",
+                "imagePullPolicy": "Never",
+                "hostNetwork": True,
+            },
+        },
+    }
+
+
+def setup_full(ns: str, storage: Path, media: Path) -> None:
+    (storage / "full").mkdir(parents=True, exist_ok=True)
+    (storage / "full").chmod(0o777)
+    kit.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                *hostpath_claim(ns, "media", media, "20Gi"),
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": "web-config", "namespace": ns},
+                    "data": {"DJANGO_SETTINGS_MODULE": "site.production"},
+                },
+            ],
+        }
+    )
+    kit.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(full_schedule(ns)))
+    kit.wait_until(
+        "BackupSchedule full Ready",
+        lambda: (kit.condition(_status(ns, "full"), "Ready") or {}).get("status") == "True",
+        120,
+    )
+
+
+def full_once(ns: str, storage: Path) -> dict[str, float]:
+    """One on-demand run with every source: the Job's duration and annotation -> the run
+    verified in status. Peers on this cluster re-apply their CRD and ClusterRole: ours
+    (spec.sources, services/nodes) again before each request; a run that still went
+    without its sources is asked again (three times at most)."""
+    for _ in range(3):
+        kit.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+        kit.kubectl("apply", "-k", str(kit.REPO / "manifests/rbac/cluster"))
+        kit.kubectl("apply", "--validate=false", "-f", "-", input=json.dumps(full_schedule(ns)))
+        t0 = time.monotonic()
+        value = request(ns, "backup-now", "full")
+
+        def verified(value: str = value, t0: float = t0) -> dict[str, Any] | None:
+            st = _status(ns, "full").get("status", {})
+            entry = next((b for b in st.get("backups") or [] if b.get("trigger") == value), None)
+            if entry is None:
+                return None
+            if entry.get("result") != "Succeeded":
+                return dict(entry)  # decided below (retry or fail)
+            run = str(entry.get("file", ""))[len("db_backup_") :].split(".")[0]
+            last = st.get("lastRun") or {}
+            if entry.get("verified") and last.get("run") == run and last.get("verified"):
+                return {**entry, "lastRun": last, "e2e": time.monotonic() - t0}
+            return None
+
+        entry = kit.wait_until("the full run verified", verified, timeout=3600, interval=0.5)
+        if entry.get("reason") == "CaptureForbidden":
+            continue
+        if entry.get("result") != "Succeeded":
+            raise SystemExit(f"full backup failed: {entry}")
+        arts = entry["lastRun"].get("artifacts") or []
+        if not any(a.get("kind") == "volume" for a in arts):
+            continue  # a peer's CRD pruned spec.sources: a database-only run
+        run = str(entry.get("file", ""))[len("db_backup_") :].split(".")[0]
+        man = json.loads((storage / "full" / f"run_{run}" / "manifest.json").read_text())
+        vol = next(a for a in man["artifacts"] if a.get("kind") == "volume")
+        return {
+            "full_media_archive": float(vol["seconds"]["archive"]),  # walk, tar | pigz, fsync
+            "full_media_verify": float(vol["seconds"]["verify"]),  # tar -t of the archive
+            "full_job": float(entry.get("durationSeconds") or 0),
+            "full_e2e": float(entry["e2e"]),
+            "full_size": float(sum(int(a.get("sizeBytes") or 0) for a in arts)),
+        }
+    raise SystemExit("three runs in a row went without spec.sources or RBAC (peers' churn)")
+
+
+def _status(ns: str, name: str = "bench") -> dict[str, Any]:
+    obj: dict[str, Any] = kit.kubectl_json("get", "backupschedule", name, "-n", ns)
     return obj
 
 
@@ -142,18 +329,19 @@ def phases(storage: Path, file: str) -> dict[str, float]:
     return {k: float(v) for k, v in (man.get("timings") or {}).items()}
 
 
-def request(ns: str, what: str) -> None:
-    """An on-demand run: annotation ops.stronghold.io/<what> with a fresh value."""
+def request(ns: str, what: str, name: str = "bench") -> str:
+    """An on-demand run: annotation ops.stronghold.io/<what> with a fresh value (returned)."""
     value = uuid.uuid4().hex[:8]
     kit.kubectl(
         "annotate",
         "backupschedule",
-        "bench",
+        name,
         "-n",
         ns,
         "--overwrite",
         f"ops.stronghold.io/{what}={value}",
     )
+    return value
 
 
 def backup_once(ns: str, storage: Path) -> dict[str, float]:
@@ -284,18 +472,81 @@ def restore_table(rounds: list[dict[str, float]], guide_dump: float, title: str)
     )
 
 
+def full_table(
+    runs: list[dict[str, float]], media: tuple[Path, int, int], scale: int, db_bytes: int
+) -> None:
+    def med(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    def spread(key: str) -> str:
+        return " ".join(f"{r[key]:.2f}" for r in runs)
+
+    base = med("guide_all")
+    rows: list[list[Any]] = [
+        [
+            "guide's script, whole (host)",
+            base,
+            spread("guide_all"),
+            med("guide_all_size") / 2**20,
+            1.0,
+        ],
+        ["  pg_dump | gzip", med("guide_all_db"), spread("guide_all_db"), "", ""],
+        ["  tar -czf media/", med("guide_all_media"), spread("guide_all_media"), "", ""],
+        [
+            "  tar -czf config + system state",
+            med("guide_all_config") + med("guide_all_state"),
+            "",
+            "",
+            "",
+        ],
+        [
+            "stronghold: run Job, all sources (its duration)",
+            med("full_job"),
+            spread("full_job"),
+            med("full_size") / 2**20,
+            med("full_job") / base,
+        ],
+        [
+            "  media: walk, tar | pigz, hash, fsync",
+            med("full_media_archive"),
+            spread("full_media_archive"),
+            "",
+            "",
+        ],
+        ["  media: tar -t check", med("full_media_verify"), spread("full_media_verify"), "", ""],
+        [
+            "stronghold: annotation -> run verified in status",
+            med("full_e2e"),
+            spread("full_e2e"),
+            "",
+            med("full_e2e") / base,
+        ],
+    ]
+    table(
+        f"Whole backup: BackupSchedule with spec.sources vs the guide's script (pgbench scale "
+        f"{scale}, database {db_bytes / 2**30:.2f} GiB, media {media[2] / 2**20:.0f} MiB in "
+        f"{media[1]} files, median of {len(runs)})",
+        ["what", "seconds (median)", "runs", "archives MiB", "ratio to guide"],
+        rows,
+    )
+
+
 def main() -> None:
     global DB  # noqa: PLW0603 (--database names the benchmark's database for every step)
     p = argparse.ArgumentParser()
     p.add_argument("--scale", type=int, default=70, help="pgbench scale (70 = about 1 GB)")
     p.add_argument("--repeat", type=int, default=3, help="backups (and guide runs) to take")
     p.add_argument("--database", default=DB, help=f"database to create and reuse (default {DB})")
+    p.add_argument(
+        "--media-mib", type=int, default=1024, help="media files for the whole backup (0: none)"
+    )
     args = p.parse_args()
     DB = args.database
     if not cluster.is_up():
         raise SystemExit("the local cluster is not up: run `stronghold-testbed cluster up`")
     packages.ensure(["pigz"])  # the guide's pipeline with the Job's compressor
     db_bytes = ensure_database(args.scale)
+    media = ensure_media(args.media_mib) if args.media_mib > 0 else None
     from tests.integration.conftest import OPERATOR_NS, OPERATOR_SA
 
     for part in ("base/namespace.yaml", "base/serviceaccount.yaml"):
@@ -317,12 +568,19 @@ def main() -> None:
         runs: list[dict[str, float]] = []
         try:
             setup(ns, tmp / "storage")
+            if media is not None:
+                setup_full(ns, tmp / "storage", media[0])
+                config = guide_config(tmp)
             # Interleaved, so a slow minute on the machine hits every side alike.
             for i in range(args.repeat):
                 g, g_size = guide(tmp / "guide.sql.gz")
                 gp, gp_size = guide(tmp / "guide-pigz.sql.gz", "pigz")
                 job = backup_once(ns, tmp / "storage")
                 runs.append({"guide": g, "guide_pigz": gp, **job})
+                if media is not None:
+                    shutil.rmtree(tmp / "guide-all", ignore_errors=True)
+                    runs[-1].update(guide_script(tmp / "guide-all", media[0], config))
+                    runs[-1].update(full_once(ns, tmp / "storage"))
                 print(f"run {i + 1}: {runs[-1]}", flush=True)
             rt = restore_test(ns)
             restores = restore_rounds(ns, args.repeat)
@@ -330,6 +588,7 @@ def main() -> None:
             op.kill(sig=15)
             kit.kubectl("delete", "namespace", ns, "--wait=false", check=False)
             kit.kubectl("delete", "pv", f"backups-{ns}", "--wait=false", check=False)
+            kit.kubectl("delete", "pv", f"media-{ns}", "--wait=false", check=False)
 
     def med(key: str) -> float:
         return statistics.median(r[key] for r in runs)
@@ -369,6 +628,8 @@ def main() -> None:
             ["restore test, annotation -> status", rt["end_to_end"], "", "", ""],
         ],
     )
+    if media is not None:
+        full_table(runs, media, args.scale, db_bytes)
     restore_table(restores, g, f"pgbench scale {args.scale}, median of {args.repeat}")
     print(
         json.dumps(
