@@ -175,7 +175,16 @@ def test_rollout_restart_at_most_max_attempts_dry_run_and_maintenance(
         lambda: all(_status(p) == 404 for p in ports.values()),
         timeout=120,
     )
-    originals = {name: pods(ns, name) for name in ports}
+    # Serving is not yet Running in the API: the kubelet reports the phase a moment later.
+    originals = kit.wait_until(
+        "each Deployment's pod Running",
+        lambda: (
+            (found := {name: pods(ns, name) for name in ports})
+            and all(len(v) == 1 for v in found.values())
+            and found
+        ),
+        timeout=60,
+    )
     # An active MaintenanceWindow holding the "held" policy, before that policy exists.
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=5)
     kit.apply_in(
