@@ -26,8 +26,8 @@ PG_BIN = Path("/usr/lib/postgresql/15/bin")
 AMQP_PORT = 5672
 RABBITMQ_MGMT_PORT = 15672
 MEMCACHED_PORT = 11211
-# The S3-compatible object store (SeaweedFS): its S3 API, and the other ports of its one
-# process (master, volume, filer), each with a gRPC port 10000 above.
+# The S3-compatible object store (SeaweedFS): its S3 API and the other ports of its one
+# process (master, volume, filer), then their gRPC ports: 19000-19007 (object_store_ports).
 OBJECT_STORE_PORT = 19000
 OBJECT_STORE_USER = "stronghold"
 OBJECT_STORE_DEV_SECRET = "stronghold-dev-secret"  # a local dev credential, like guest/guest
@@ -216,8 +216,16 @@ def weed_binary() -> str:
     return found
 
 
-def _object_store_ports(s3: int) -> dict[str, int]:
-    return {"s3": s3, "master": s3 + 1, "volume": s3 + 2, "filer": s3 + 3}
+def object_store_ports(base: int) -> dict[str, int]:
+    """The eight ports of one SeaweedFS process from ``base`` up: HTTP, then gRPC.
+
+    Every one is named (SeaweedFS's default gRPC port is HTTP + 10000), so a caller can keep
+    them all below the kernel's ephemeral range, where no client socket can hold one.
+    """
+    names = ("s3", "master", "volume", "filer")
+    return {name: base + i for i, name in enumerate(names)} | {
+        f"{name}.grpc": base + 4 + i for i, name in enumerate(names)
+    }
 
 
 def start_object_store(
@@ -225,11 +233,10 @@ def start_object_store(
 ) -> ObjectStore:
     """Start SeaweedFS with its S3 API on 127.0.0.1:``s3_port`` (every port on 127.0.0.1
     only), requiring SigV4 with this one identity; data under ``root``."""
-    ports = _object_store_ports(s3_port)
+    ports = object_store_ports(s3_port)
     for p in ports.values():
-        for q in (p, p + 10000):
-            if procs.port_open(q):
-                raise TestbedError(f"object store {name}: port {q} on 127.0.0.1 is taken")
+        if procs.port_open(p):
+            raise TestbedError(f"object store {name}: port {p} on 127.0.0.1 is taken")
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)
     config = root / "s3.json"
@@ -250,15 +257,19 @@ def start_object_store(
             "-ip.bind=127.0.0.1",
             f"-dir={root / 'data'}",
             f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['master.grpc']}",
             "-master.telemetry=false",
             "-master.volumeSizeLimitMB=64",
             f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['volume.grpc']}",
             "-volume.max=8",
             "-volume.preStopSeconds=0",  # stop at once: the tests stop it as an outage
             "-filer",
             f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['filer.grpc']}",
             "-s3",
             f"-s3.port={ports['s3']}",
+            f"-s3.port.grpc={ports['s3.grpc']}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             f"-s3.config={config}",

@@ -83,6 +83,14 @@ def test_kubectl_logs(talker: str) -> None:
     assert tail.strip() == "stronghold-line-2"
 
 
+def _container(namespace: str) -> dict[str, Any]:
+    """The talker container's status: why it stopped, should an exec find it not running
+    (seen once in a loaded CI run, not reproduced)."""
+    pod = kit.kubectl_json("get", "pod", "talker", "-n", namespace)
+    statuses = pod["status"].get("containerStatuses") or [{}]
+    return {"phase": pod["status"].get("phase"), **statuses[0]}
+
+
 def test_kubectl_exec(talker: str) -> None:
     out = kit.kubectl("exec", "talker", "-n", talker, "--", "cat", "/www/index.html")
     assert out.strip() == PAGE
@@ -93,7 +101,7 @@ def test_kubectl_exec(talker: str) -> None:
         text=True,
         check=False,
     )
-    assert proc.returncode == 3
+    assert proc.returncode == 3, (proc.stderr, _container(talker))
     assert "to-stderr" in proc.stderr
 
 

@@ -191,6 +191,7 @@ def test_program_configmap_ships_every_file_with_its_hash() -> None:
         "backup.sh",
         "stronghold_job.py",
         "count-rows.sql",
+        "target-objects.sql",
         "retention.py",
         "throwaway_pg.py",
         "stronghold_runs.py",

@@ -40,6 +40,11 @@ _FILES = {
         "stronghold_job.py",
     ),
     "count-rows.sql": ("count-rows.sql", "stronghold_operator.builders.jobs", "count-rows.sql"),
+    "target-objects.sql": (
+        "target-objects.sql",
+        "stronghold_operator.builders.jobs",
+        "target-objects.sql",
+    ),
     "throwaway_pg.py": (
         "throwaway_pg.py",
         "stronghold_operator.builders.jobs",

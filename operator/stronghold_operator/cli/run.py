@@ -297,6 +297,31 @@ def _refusal_is_info(record: logging.LogRecord) -> bool:
 _OTHER_CLIENTS = ("kubernetes", "kubernetes_asyncio", "pykube")
 
 
+def _memory_profile() -> None:
+    """``STRONGHOLD_MEMORY_PROFILE=PATH``: trace allocations, and on SIGUSR2 write the 60
+    largest live ones by line to PATH (how docs/performance.md's memory figures were found;
+    tracing costs CPU and memory, so it is off unless asked for)."""
+    path = os.environ.get("STRONGHOLD_MEMORY_PROFILE")
+    if not path:
+        return
+    import signal
+    import tracemalloc
+
+    tracemalloc.start(int(os.environ.get("STRONGHOLD_MEMORY_PROFILE_FRAMES", "1")))
+
+    def dump(_signum: int, _frame: Any) -> None:
+        stats = tracemalloc.take_snapshot().statistics("traceback")
+        total = sum(s.size for s in stats)
+        lines = [f"total {total / 2**20:.1f} MiB in {len(stats)} places"]
+        for s in stats[:60]:
+            lines.append(f"{s.size / 2**20:8.2f} MiB {s.count:9d} blocks")
+            lines.extend(f"    {frame}" for frame in s.traceback.format())
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    signal.signal(signal.SIGUSR2, dump)
+
+
 def _hide_other_clients() -> None:
     for name in _OTHER_CLIENTS:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # `import` then fails
@@ -307,6 +332,7 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     _tune_malloc()
+    _memory_profile()
 
     _webhook(args)  # before main: it registers the admission handlers only when configured
     from stronghold_operator import main, metrics

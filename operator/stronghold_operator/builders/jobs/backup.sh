@@ -25,7 +25,7 @@ tmp=""
 P=$(dirname "${BASH_SOURCE[0]}")
 mkdir -p "$W/program"
 cp -RL "$P/stronghold_job.py" "$P/throwaway_pg.py" "$P/stronghold_runs.py" "$P/count-rows.sql" \
-  "$P/stronghold_operator" \
+  "$P/target-objects.sql" "$P/stronghold_operator" \
   "$W/program/"
 export PYTHONDONTWRITEBYTECODE=1
 on_error() {

@@ -21,6 +21,7 @@ import time
 import zlib
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 try:  # in the Job: the file beside this one (an installed package must not shadow it)
@@ -831,32 +832,9 @@ def _throwaway(archive: str, result: dict[str, Any], production: Any) -> throwaw
     return server
 
 
-# Relations, schemas and functions of the target's own: any of them makes it non-empty.
-_OBJECTS_SQL = r"""
-SELECT kind || ' ' || name FROM (
-  SELECT CASE c.relkind WHEN 'r' THEN 'table' WHEN 'p' THEN 'table' WHEN 'v' THEN 'view'
-         WHEN 'm' THEN 'view' WHEN 'S' THEN 'sequence' ELSE 'relation' END AS kind,
-         format('%I.%I', n.nspname, c.relname) AS name
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-    AND n.nspname NOT LIKE 'pg\_%'
-  UNION ALL
-  SELECT 'schema', format('%I', nspname) FROM pg_namespace
-  WHERE nspname NOT IN ('public', 'pg_catalog', 'information_schema')
-    AND nspname NOT LIKE 'pg\_%'
-  UNION ALL
-  SELECT 'function', format('%I.%I', n.nspname, p.proname)
-  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_%'
-    AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                    WHERE d.objid = p.oid AND d.deptype = 'e')
-) o ORDER BY 1
-"""
-
-
 def _target_objects(db: str) -> list[str]:
-    r = psql(db, _OBJECTS_SQL)
+    """Relations, schemas and functions of ``db``'s own (target-objects.sql)."""
+    r = psql(db, (Path(__file__).parent / "target-objects.sql").read_text())
     if r.returncode != 0:
         raise RuntimeError("reading the target database: " + r.stderr.strip()[-300:])
     return [ln for ln in r.stdout.splitlines() if ln.strip()]
