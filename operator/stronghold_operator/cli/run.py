@@ -331,6 +331,12 @@ def _run(args: argparse.Namespace) -> int:
     _hide_other_clients()
     import kopf
 
+    from stronghold_operator.runtime import kopf_startup
+
+    if not kopf_startup.install():
+        logging.getLogger("stronghold").warning(
+            "kopf's ToggleSet changed shape: its startup index gate is left quadratic"
+        )
     _tune_malloc()
     _memory_profile()
 
