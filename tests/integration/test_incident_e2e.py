@@ -23,7 +23,7 @@ import pytest
 from stronghold_operator.models.outbound import ALLOWED_DESTINATIONS
 from tests.integration import health_kit as hk
 from tests.integration import kit
-from tests.support.workloads import busybox_deployment
+from tests.support.workloads import SMALL, busybox_deployment
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -111,9 +111,23 @@ def test_outage_incident_evidence_ack_stops_escalation_resolve_and_retention(
     kit.apply_in(namespace, busybox_deployment("web", replicas=0))
     # And a container that keeps failing (exit 3): a restarted container in the evidence.
     kit.apply_in(namespace, busybox_deployment("crashy", "exit 3"))
+    # A running Deployment with CPU requests: its usage (metrics.k8s.io) in the evidence.
+    kit.apply_in(namespace, busybox_deployment("api", resources=SMALL))
     kit.wait_until(
         "the Deployment's ReplicaSet",
         lambda: kit.kubectl_json("get", "replicasets", "-n", namespace)["items"],
+    )
+    kit.wait_until(
+        "the api pod's PodMetrics (the testbed's metrics server: two samples)",
+        lambda: any(
+            item["metadata"]["name"].startswith("api-")
+            for item in json.loads(
+                kit.kubectl(
+                    "get", "--raw", f"/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"
+                )
+            )["items"]
+        ),
+        timeout=90,
     )
     kit.wait_until(
         "a restarted container",
@@ -184,6 +198,14 @@ def test_outage_incident_evidence_ack_stops_escalation_resolve_and_retention(
         r["pod"].startswith("crashy-") and r["lastReason"] == "Error" and r["exitCode"] == 3
         for r in restarts
     ), restarts
+    usage = {(u["kind"], u["name"]): u for u in status["evidence"]["usage"]}
+    api = usage[("Deployment", "api")]
+    assert api["pods"] == 1 and api["measuredPods"] == 1 and not api["policyTarget"], api
+    assert api["memoryBytes"] > 0 and api["cpuMillicores"] >= 0, api
+    # Requests 50m / 16Mi, limits 100m / 32Mi: every percentage is there.
+    assert {"cpuPercentOfRequests", "memoryPercentOfRequests"} <= set(api), api
+    assert {"cpuPercentOfLimits", "memoryPercentOfLimits"} <= set(api), api
+    assert not [e for e in status["evidence"]["errors"] if e.startswith("podmetrics")]
     (check,) = status["evidence"]["checks"]
     assert check["name"] == "db" and check["reason"] == "Unreachable"
     assert status["timeline"][0]["type"] == "Detected"

@@ -138,9 +138,13 @@ def the_incident(namespace: str, policy_name: str) -> dict[str, Any] | None:
     return mine[0] if len(mine) == 1 else None
 
 
-def remediation_entries(incident: dict[str, Any]) -> list[str]:
+def remediation_entries(incident: dict[str, Any], type_: str = "Remediation") -> list[str]:
     timeline = incident.get("status", {}).get("timeline") or []
-    return [e["message"] for e in timeline if e["type"] == "Remediation"]
+    return [e["message"] for e in timeline if e["type"] == type_]
+
+
+def timeline_types(incident: dict[str, Any]) -> list[str]:
+    return [e["type"] for e in incident.get("status", {}).get("timeline") or []]
 
 
 def generation(namespace: str, name: str) -> int:
@@ -270,6 +274,25 @@ def test_rollout_restart_at_most_max_attempts_dry_run_and_maintenance(
         timeout=120,
     )
 
+    # Each restart that ran is verified by a round soon after it (verifyAfter, capped by
+    # the 2 s interval): the new pods serve 404 as well, so StillFailing, naming the check.
+    inc = kit.wait_until(
+        "two StillFailing verdicts",
+        lambda: (
+            (i := the_incident(ns, "web"))
+            and len(remediation_entries(i, "StillFailing")) >= 2
+            and i
+        ),
+        timeout=60,
+    )
+    for verdict in remediation_entries(inc, "StillFailing"):
+        assert "remediation restart-web" in verdict and "StillFailing: web still failing" in verdict
+    kinds = [t for t in timeline_types(inc) if t in ("Remediation", "StillFailing")]
+    assert kinds == ["Remediation", "StillFailing", "Remediation", "StillFailing"], kinds
+    assert "Verified" not in timeline_types(inc)
+    reasons = [e["reason"] for e in kit.events_for(ns, inc["metadata"]["name"])]
+    assert "RemediationStillFailing" in reasons
+
     # And no more: the budget is spent (and kept in the policy's status).
     budget = kit.wait_until(
         "the budget in the policy's status",
@@ -277,6 +300,7 @@ def test_rollout_restart_at_most_max_attempts_dry_run_and_maintenance(
         timeout=30,
     )
     assert budget[0]["action"] == "restart-web" and budget[0]["attempts"] == 2
+    assert "verifyAt" not in budget[0]  # judged: nothing pending
     seen = probes_of(op, ns, "web")
     kit.wait_until("five more rounds", lambda: probes_of(op, ns, "web") >= seen + 5, 60)
     inc = the_incident(ns, "web")
@@ -295,6 +319,7 @@ def test_rollout_restart_at_most_max_attempts_dry_run_and_maintenance(
     assert set(pods(ns, "dry")) == set(originals["dry"])
     dry_reasons = {e["reason"] for e in kit.events_for(ns, dry["metadata"]["name"])}
     assert "RemediationDryRun" in dry_reasons and "Remediated" not in dry_reasons
+    assert not {"Verified", "StillFailing"} & set(timeline_types(dry))  # nothing ran
 
     # Held by the window: its incident is older than its action's `after`, and
     # several rounds later nothing has run.
@@ -393,11 +418,24 @@ def test_a_long_running_query_is_terminated_and_recorded(
             assert inc["status"]["rootCause"] == "db"
             reasons = {e["reason"] for e in kit.events_for(ns, inc["metadata"]["name"])}
             assert "Remediated" in reasons
-            # The query gone, the check recovers and the incident resolves.
-            kit.wait_until(
+            # The query gone, the check recovers and the incident resolves; the round
+            # verifying the termination says so on the timeline first.
+            done = kit.wait_until(
                 "the incident resolved",
-                lambda: (the_incident(ns, "db") or {}).get("status", {}).get("state") == "Resolved",
+                lambda: (
+                    (i := the_incident(ns, "db"))
+                    and i.get("status", {}).get("state") == "Resolved"
+                    and i
+                ),
                 timeout=90,
             )
+            (verdict,) = remediation_entries(done, "Verified")
+            assert "remediation kill-long-queries (attempt 1)" in verdict
+            assert "Verified: every check healthy" in verdict
+            kinds = timeline_types(done)
+            assert kinds.index("Remediation") < kinds.index("Verified") < kinds.index("Resolved")
+            assert "StillFailing" not in kinds
+            reasons = {e["reason"] for e in kit.events_for(ns, done["metadata"]["name"])}
+            assert "RemediationVerified" in reasons
         finally:
             sleeper.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any, cast
 
 from stronghold_operator.controllers import health
@@ -45,3 +46,21 @@ def test_a_hold_that_ends_refreshes_the_probe_time_for_a_while() -> None:
     until, every = loop.writer._soon
     assert every == health.HOLD_REFRESH_S and until > 0
     loop.close()
+
+
+def test_a_finished_remediation_wakes_the_policy_for_its_verification() -> None:
+    rt = health.HealthRuntime(health.new_scheduler())
+    loop = health.PolicyLoop(Services(kube=cast(Kube, None)), rt, BODY)
+    uid = loop.uid
+    rt.scheduler.loops[uid] = loop
+    rt.scheduler.schedule.at(uid, time.monotonic() + 30)  # its next round: the interval
+    loop.wake(2.0)
+    due = rt.scheduler.schedule.next_at()
+    assert due is not None and due - time.monotonic() <= 2.0  # moved to the verification
+    # Asked while a round runs: that round's own delay is shortened to it.
+    assert 1.0 < loop._sooner(30.0) <= 2.0
+    loop.wake_at = time.monotonic() - 1  # the woken round: the interval again after it
+    assert loop._sooner(30.0) == 30.0 and loop.wake_at is None
+    ports = loop.ports()
+    assert ports.outcomes is loop.outcomes and ports.wake == loop.wake
+    rt.scheduler.forget(uid)

@@ -23,6 +23,20 @@ INCIDENT = {
         "rootCause": "db",
         "startedAt": "2026-01-01T12:00:00Z",
         "timeline": [{"time": "2026-01-01T12:00:00Z", "type": "Detected", "message": "start"}],
+        "evidence": {
+            "usage": [
+                {
+                    "kind": "Deployment",
+                    "name": "web",
+                    "pods": 2,
+                    "measuredPods": 2,
+                    "policyTarget": True,
+                    "cpuMillicores": 90,
+                    "memoryBytes": 64 * 2**20,
+                    "cpuPercentOfRequests": 90,
+                }
+            ]
+        },
     },
 }
 
@@ -92,7 +106,12 @@ def test_list_show_postmortem(fake: FakeKube, capsys: Any) -> None:
     ]
     assert "stack-20260101-120000" in out and "Open" in out
     assert main(["incident", "show", "stack-20260101-120000", "-n", "shop"]) == 0
-    assert "Detected: start" in capsys.readouterr().out
+    shown = capsys.readouterr().out
+    assert "Detected: start" in shown
+    assert (
+        "usage Deployment/web (policy's): 2 pod(s), 2 measured: CPU 90m (90% of requests),"
+        " memory 64 MiB" in shown
+    )
     assert main(["incident", "postmortem", "stack-20260101-120000", "-n", "shop"]) == 0
     assert capsys.readouterr().out.startswith("# Incident Post-Mortem: 2026-01-01")
 

@@ -151,10 +151,12 @@ async def test_open_creates_gathers_once_writes_once_and_nothing_per_round() -> 
     assert status["evidence"]["rollouts"][0]["name"] == "web"
     assert SECRET not in str(obj) and SECRET not in str(POSTED)
     lists = [c for c in kube.calls if c[0] == "list"]
-    # 4 evidence LISTs (retention needs none); then nothing while nothing happens.
+    # 5 evidence LISTs (pods twice: the pods and their PodMetrics; retention needs none);
+    # then nothing while nothing happens.
     assert sorted(p for _, p in lists) == sorted(
-        ["replicasets", "controllerrevisions", "pods", "events"]
+        ["replicasets", "controllerrevisions", "pods", "pods", "events"]
     )
+    assert status["evidence"]["usage"] == []  # the namespace has no pods
     assert ("IncidentOpened", "Opened: db") in POSTED
     before = len(kube.calls)
     await settle(keeper)

@@ -20,14 +20,17 @@ from stronghold_operator.logic import incident as li
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.health import HealthPolicySpec, IncidentHistory
 from stronghold_operator.models.incident import (
+    MAX_EVIDENCE_USAGE,
     MAX_TIMELINE,
     CheckEvidence,
     Evidence,
     IncidentStatus,
+    PodResources,
     Restart,
     Rollout,
     TimelineEntry,
     WarningEvent,
+    WorkloadUsage,
 )
 from stronghold_operator.probes.base import ProbeResult
 from stronghold_operator.services import health as service
@@ -60,6 +63,8 @@ def test_the_status_model_is_the_crd_status_schema() -> None:
     assert aliases(Restart) == set(ev["restarts"]["items"]["properties"])
     assert aliases(WarningEvent) == set(ev["warningEvents"]["items"]["properties"])
     assert aliases(CheckEvidence) == set(ev["checks"]["items"]["properties"])
+    assert aliases(WorkloadUsage) == set(ev["usage"]["items"]["properties"])
+    assert ev["usage"]["maxItems"] == MAX_EVIDENCE_USAGE
     assert status["timeline"]["maxItems"] == MAX_TIMELINE
     columns = [
         c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")
@@ -444,3 +449,140 @@ def test_retention_property(items: list[tuple[str, int]], count: int, age: int) 
     for o in resolved_kept:
         when = cond.parse_rfc3339(o["status"]["resolvedAt"])
         assert when is not None and now - when <= timedelta(minutes=age)
+
+
+# --- resource usage of the workloads ------------------------------------------------------
+
+
+def owned(name: str, kind: str, owner: str, phase: str = "Running") -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "ownerReferences": [{"kind": kind, "name": owner}]},
+        "status": {"phase": phase},
+    }
+
+
+def test_usage_joins_pods_owners_and_metrics_with_percentages() -> None:
+    replicasets = [owned("web-5d9f", "Deployment", "web"), owned("old-1", "Deployment", "old")]
+    pods = [
+        owned("web-5d9f-a", "ReplicaSet", "web-5d9f"),
+        owned("web-5d9f-b", "ReplicaSet", "web-5d9f"),
+        owned("web-5d9f-new", "ReplicaSet", "web-5d9f", "Pending"),  # no metrics yet
+        owned("web-5d9f-done", "ReplicaSet", "web-5d9f", "Succeeded"),  # not live
+        owned("db-0", "StatefulSet", "db"),
+        owned("agent-x", "DaemonSet", "agent"),
+        owned("bare-rs-a", "ReplicaSet", "bare-rs"),  # a ReplicaSet of no Deployment
+        owned("job-a", "Job", "job"),
+        {"metadata": {"name": "naked"}, "status": {"phase": "Running"}},
+    ]
+    metrics = {
+        "web-5d9f-a": (0.1, 100 * 2**20),
+        "web-5d9f-b": (0.15, 50 * 2**20),
+        "db-0": (0.9, 2**30),
+        "agent-x": (0.01, 2**20),
+        "bare-rs-a": (5.0, 0.0),
+        "job-a": (5.0, 0.0),
+        "naked": (5.0, 0.0),
+    }
+    resources = {
+        "web-5d9f-a": PodResources(0.25, 256 * 2**20, 0.5, None),
+        "web-5d9f-b": PodResources(0.25, 256 * 2**20, 0.5, 512 * 2**20),
+        "db-0": PodResources(None, 2**31),  # a container without a CPU request
+    }
+    out = li.usage(pods, replicasets, metrics, resources, named=[("StatefulSet", "db")])
+    assert [(u["kind"], u["name"]) for u in out] == [
+        ("StatefulSet", "db"),  # the policy's first
+        ("Deployment", "web"),  # then by CPU
+        ("DaemonSet", "agent"),
+    ]
+    db, web, agent = out
+    assert db["policyTarget"] and not web["policyTarget"]
+    assert "cpuPercentOfRequests" not in db and db["memoryPercentOfRequests"] == 50
+    assert web == {
+        "kind": "Deployment",
+        "name": "web",
+        "pods": 3,
+        "measuredPods": 2,
+        "policyTarget": False,
+        "cpuMillicores": 250,
+        "memoryBytes": 150 * 2**20,
+        "cpuPercentOfRequests": 50,
+        "memoryPercentOfRequests": 29,
+        "cpuPercentOfLimits": 25,  # one pod has no memory limit: no memory percentage of it
+    }
+    assert "cpuPercentOfRequests" not in agent  # no resources known for it
+    for u in out:
+        WorkloadUsage.model_validate(u)
+
+
+def test_usage_lists_a_named_workload_without_metrics_and_is_bounded() -> None:
+    replicasets = [owned(f"d{i}-rs", "Deployment", f"d{i}") for i in range(9)]
+    pods = [owned(f"d{i}-rs-p", "ReplicaSet", f"d{i}-rs") for i in range(9)]
+    metrics = {f"d{i}-rs-p": (i / 10, 1.0) for i in range(9)}
+    named = [("Deployment", "gone"), ("Deployment", "d1")]
+    out = li.usage(pods, replicasets, metrics, {}, named)
+    assert len(out) == MAX_EVIDENCE_USAGE
+    assert [u["name"] for u in out] == ["gone", "d1", "d8", "d7", "d6"]
+    assert out[0] == {
+        "kind": "Deployment",
+        "name": "gone",
+        "pods": 0,
+        "measuredPods": 0,
+        "policyTarget": True,
+    }
+    # Not measured and not named: left out (a listing of pods is not usage).
+    assert li.usage(pods, replicasets, {}, {}, ()) == []
+
+
+def test_evidence_has_usage_only_when_the_metrics_were_read() -> None:
+    kw: dict[str, Any] = {
+        "replicasets": [],
+        "revisions": [],
+        "pods": [],
+        "events": [],
+        "checks": [],
+        "now": T0,
+    }
+    unread = li.evidence(errors=["podmetrics: metrics.k8s.io/v1beta1 answered 404"], **kw)
+    assert "usage" not in unread and unread["errors"][0].startswith("podmetrics")
+    read = li.evidence(errors=[], metrics={}, named=[("Deployment", "web")], **kw)
+    assert Evidence.model_validate(read).usage[0].name == "web"
+
+
+def test_the_policy_names_its_workloads() -> None:
+    spec = parse(
+        HealthPolicySpec,
+        {
+            "checks": [
+                {"name": "r", "resources": {"targetRef": {"kind": "Deployment", "name": "web"}}},
+                {
+                    "name": "c",
+                    "resources": {
+                        "targetRef": {"kind": "ComposeService", "project": "p", "service": "s"}
+                    },
+                },
+                {
+                    "name": "l",
+                    "logs": {"pods": {"targetRef": {"kind": "StatefulSet", "name": "db"}}},
+                },
+            ],
+            "remediation": {
+                "actions": [
+                    {
+                        "name": "restart",
+                        "when": {"checks": ["r"]},
+                        "rolloutRestart": {"name": "api"},
+                    },
+                    {
+                        "name": "again",
+                        "when": {"checks": ["r"]},
+                        "rolloutRestart": {"name": "web"},
+                    },
+                ]
+            },
+        },
+    )
+    assert spec.workloads() == [
+        ("Deployment", "web"),
+        ("StatefulSet", "db"),
+        ("Deployment", "api"),
+    ]

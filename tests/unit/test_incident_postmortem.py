@@ -91,6 +91,21 @@ def incident() -> dict[str, Any]:
                         "measurements": {"connectionsPercent": 12.5},
                     }
                 ],
+                "usage": [
+                    {
+                        "kind": "StatefulSet",
+                        "name": "db",
+                        "pods": 1,
+                        "measuredPods": 1,
+                        "policyTarget": True,
+                        "cpuMillicores": 850,
+                        "memoryBytes": 500 * 2**20,
+                        "cpuPercentOfRequests": 85,
+                        "memoryPercentOfRequests": 98,
+                        "memoryPercentOfLimits": 49,
+                    },
+                    {"kind": "Deployment", "name": "web", "pods": 2, "measuredPods": 0},
+                ],
             },
         },
     }
@@ -112,6 +127,11 @@ def test_the_guide_sections_in_order_and_blanks_for_people() -> None:
     assert "- 11:52" not in text and "Deployment/web revision 7" in text
     assert "## Impact" in text and "to be completed" in text
     assert "- 12:04 - acknowledged by alice" in text  # an action taken
+    assert (
+        "- StatefulSet/db (policy's): 1 pod(s), 1 measured: CPU 850m (85% of requests),"
+        " memory 500 MiB (98% of requests, 49% of limits)" in text
+    )
+    assert "- Deployment/web: 2 pod(s), 0 measured\n" in text
 
 
 def test_an_open_incident_without_evidence_still_renders() -> None:

@@ -253,3 +253,165 @@ def test_a_compose_restart_is_an_action_of_its_own() -> None:
     assert d.what == "restart of Compose service stack/web"
     with pytest.raises(InvalidSpec, match="exactly one"):
         spec({**compose, "rolloutRestart": {"name": "web"}})
+
+
+# --- verification after an action -----------------------------------------------------------
+
+
+def pending(due_in_s: float, action: str = "restart-web", attempts: int = 1) -> dict[str, Any]:
+    return incident(
+        remediation=[
+            {
+                "action": action,
+                "attempts": attempts,
+                "lastAt": cond.rfc3339(T0),
+                "verifyAt": cond.rfc3339(T0 + timedelta(seconds=due_in_s)),
+            }
+        ]
+    )
+
+
+AFTER = timedelta(seconds=15)
+
+
+def test_verify_after_defaults_to_15s_and_never_exceeds_the_interval() -> None:
+    assert spec(restart()).verify_after() == AFTER
+    body: dict[str, Any] = {"interval": "10s", "checks": CHECKS}
+    assert parse(HealthPolicySpec, body).verify_after() == timedelta(seconds=10)
+    body["remediation"] = {"verifyAfter": "1m", "actions": [restart()]}
+    assert parse(HealthPolicySpec, body).verify_after() == timedelta(seconds=10)
+    body["remediation"]["verifyAfter"] = "0s"
+    with pytest.raises(InvalidSpec, match="verifyAfter"):
+        parse(HealthPolicySpec, body)
+
+
+def test_an_action_that_runs_is_to_be_verified_a_dry_run_is_not() -> None:
+    d = logic.due(spec(restart()).remediation, incident(), ["web"], None, T0)
+    assert d is not None
+    (entry,) = logic.spend(incident(), d, T0, AFTER)
+    assert entry["verifyAt"] == cond.rfc3339(T0 + AFTER)
+    dry = logic.due(spec(restart(), dry_run=True).remediation, incident(), ["web"], None, T0)
+    assert dry is not None
+    assert "verifyAt" not in logic.spend(incident(), dry, T0, AFTER)[0]
+
+
+def test_a_due_verification_is_judged_once_on_this_rounds_checks() -> None:
+    inc = pending(15)
+    early = logic.verify(inc, [], {}, AFTER, T0 + timedelta(seconds=10))
+    assert (
+        early.verdicts == []
+        and early.remediation[0]["verifyAt"] == inc["remediation"][0]["verifyAt"]
+    )
+    assert logic.next_due(inc, {}, T0 + timedelta(seconds=10)) == 5
+    ok = logic.verify(inc, [], {}, AFTER, T0 + timedelta(seconds=15))
+    (verdict,) = ok.verdicts
+    assert verdict.verified and verdict.reason == "RemediationVerified"
+    assert "Verified: every check healthy" in verdict.message("stack-1")
+    assert "verifyAt" not in ok.remediation[0] and ok.remediation[0]["attempts"] == 1
+    assert logic.next_due({**inc, "remediation": ok.remediation}, {}, T0) is None
+    bad = logic.verify(inc, ["web", "db"], {}, AFTER, T0 + timedelta(seconds=16))
+    (verdict,) = bad.verdicts
+    assert not verdict.verified and verdict.reason == "RemediationStillFailing"
+    assert "StillFailing: web, db still failing" in verdict.message("stack-1")
+
+
+def test_a_running_action_waits_a_failed_one_is_not_verified_a_slow_one_later() -> None:
+    k = logic.key("stack-1", "restart-web", 1)
+    late = T0 + timedelta(seconds=60)
+    running = logic.verify(pending(15), ["web"], {k: logic.Outcome()}, AFTER, late)
+    assert running.verdicts == [] and "verifyAt" in running.remediation[0]
+    assert logic.next_due(pending(15), {k: logic.Outcome()}, late) is None  # no busy rounds
+    failed = logic.Outcome(True, False, T0 + timedelta(seconds=1))
+    dropped = logic.verify(pending(15), ["web"], {k: failed}, AFTER, late)
+    assert dropped.verdicts == [] and "verifyAt" not in dropped.remediation[0]
+    assert dropped.settled == [k]
+    slow = logic.Outcome(True, True, T0 + timedelta(seconds=40))  # finished after verifyAt
+    at_due = logic.verify(pending(15), [], {k: slow}, AFTER, T0 + timedelta(seconds=20))
+    assert at_due.verdicts == []
+    assert at_due.remediation[0]["verifyAt"] == cond.rfc3339(T0 + timedelta(seconds=55))
+    assert len(logic.verify(pending(15), [], {k: slow}, AFTER, late).verdicts) == 1
+
+
+def test_an_incident_resolving_judges_what_is_pending_now() -> None:
+    closing = logic.verify(pending(15), [], {}, AFTER, T0, closing=True)
+    assert [v.verified for v in closing.verdicts] == [True]
+
+
+def test_failing_now_is_this_rounds_probes() -> None:
+    checks = [
+        {"name": "a", "state": "Critical", "observedState": "Healthy"},  # recovering
+        {"name": "b", "state": "Healthy", "observedState": "Critical"},  # below the threshold
+        {"name": "c", "state": "Warning"},
+    ]
+    assert logic.failing_now(checks) == ["b", "c"]
+
+
+@dataclass
+class Clock:
+    now: Any = T0
+
+    def __call__(self) -> Any:
+        return self.now
+
+
+async def _verifying_round(
+    w: World,
+    policy: HealthPolicySpec,
+    current: Mapping[str, Any],
+    notes: list[Any],
+    clock: Clock,
+    outcomes: dict[str, logic.Outcome],
+    wakes: list[float],
+) -> service.Round:
+    ports = service.Ports(
+        **{
+            **w.ports().__dict__,
+            "remedy": FakeRemedy(),
+            "note": lambda *a: notes.append(a),
+            "clock": clock,
+            "outcomes": outcomes,
+            "wake": wakes.append,
+        }
+    )
+    return await service.run_round(policy, current, WHERE, ports)
+
+
+WEB_UP = ProbeResult(latency_ms=1)
+
+
+@pytest.mark.parametrize("recovered", [True, False])
+async def test_the_round_after_an_action_verifies_it_on_the_timeline(recovered: bool) -> None:
+    w, notes, clock, outcomes, wakes = World(), [], Clock(), {}, []  # type: ignore[var-annotated]
+    w.prober.results = {"web": WEB_DOWN, "db": WEB_DOWN, "cache": UP}
+    policy = spec(restart(maxAttempts=1))
+    first = await _verifying_round(w, policy, {}, notes, clock, outcomes, wakes)
+    assert first.fields["incident"]["remediation"][0]["verifyAt"] == cond.rfc3339(T0 + AFTER)
+    # While the action runs, no round is planned for it (a slow one would make rounds that
+    # judge nothing): its completion asks for the verifying round, verifyAfter later.
+    assert first.delay == 30 and wakes == []
+    await w.background()
+    assert wakes == [15.0]
+    # After a restart (nothing in memory) the status alone plans it.
+    assert logic.next_due(first.fields["incident"], {}, T0) == 15
+    assert list(outcomes.values()) == [logic.Outcome(True, True, T0)]
+    clock.now = T0 + timedelta(seconds=15)
+    if recovered:
+        w.prober.results = {"web": WEB_UP, "db": WEB_UP, "cache": UP}
+    else:
+        w.prober.results = {"web": WEB_DOWN, "db": WEB_UP, "cache": UP}
+    second = await _verifying_round(w, policy, first.fields, notes, clock, outcomes, wakes)
+    name, type_, reason, message = notes[-1]
+    assert name == first.fields["incident"]["incidentName"]
+    if recovered:
+        assert (type_, reason) == ("Normal", "RemediationVerified")
+    else:
+        assert (type_, reason) == ("Warning", "RemediationStillFailing")
+        assert "StillFailing: web still failing" in message
+    assert (type_, reason, message) in w.events
+    assert outcomes == {} and second.delay == 30
+    inc = second.fields.get("incident") or second.fields["recentIncidents"][0]
+    assert "verifyAt" not in inc["remediation"][0]
+    clock.now += timedelta(seconds=30)
+    await _verifying_round(w, policy, second.fields, notes, clock, outcomes, wakes)
+    verdicts = [n for n in notes if n[2] in ("RemediationVerified", "RemediationStillFailing")]
+    assert len(verdicts) == 1  # judged once

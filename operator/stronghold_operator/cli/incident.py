@@ -130,6 +130,8 @@ def _table(items: list[dict[str, Any]], namespaces: bool) -> str:
 
 
 def _show(obj: dict[str, Any]) -> str:
+    from stronghold_operator.logic.postmortem import usage_line
+
     s = obj.get("status") or {}
     meta = obj["metadata"]
     lines = [
@@ -168,6 +170,8 @@ def _show(obj: dict[str, Any]) -> str:
         lines.append(
             f"  check {c.get('name')} {c.get('state')} {c.get('reason')}: {c.get('message', '')}"
         )
+    for u in ev.get("usage") or []:
+        lines.append(f"  usage {usage_line(u)}")
     for err in ev.get("errors") or []:
         lines.append(f"  not gathered: {err}")
     return "\n".join(lines)

@@ -50,6 +50,7 @@ from stronghold_operator.controllers.incident import Policy as IncidentPolicy
 from stronghold_operator.controllers.remediation import Remedies
 from stronghold_operator.logic import health as logic
 from stronghold_operator.logic import lifecycle
+from stronghold_operator.logic import remediation as remedies
 from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import InvalidSpec, parse
 from stronghold_operator.models.common import (
@@ -215,6 +216,7 @@ class PolicyLoop:
         "_generation",
         "body",
         "invalid",
+        "outcomes",
         "ref",
         "rt",
         "secret_misses",
@@ -223,6 +225,7 @@ class PolicyLoop:
         "started",
         "svc",
         "uid",
+        "wake_at",
         "writer",
     )
 
@@ -256,6 +259,10 @@ class PolicyLoop:
         self.secret_misses = 0
         self.series = SERIES.series(self.uid, meta["namespace"], meta["name"])  # for /metrics
         self.spec: HealthPolicySpec | None = None  # None: invalid, and ``invalid`` says why
+        # Remediation actions this process started, until their verification (in status:
+        # verifyAt, which a restart continues from without them).
+        self.outcomes: dict[str, remedies.Outcome] = {}
+        self.wake_at: float | None = None  # monotonic: a verifying round asked for then
         self.invalid = ""
         self._generation: object = _UNSEEN
         self.observe(body)
@@ -340,7 +347,24 @@ class PolicyLoop:
             self.series.record(policy.checks, r.results, ev.status["checks"], ev.severity)
         if (mine := self.incident_policy()) is not None:
             self.rt.incidents(self.svc).tidy(mine)  # retention by age, from memory
-        return r.delay
+        return self._sooner(r.delay)
+
+    def wake(self, seconds: float) -> None:
+        """A remediation action finished: its verifying round in ``seconds``."""
+        self.wake_at = time.monotonic() + seconds
+        if self.rt.scheduler.loops.get(self.uid) is self:
+            self.rt.scheduler.plan(self.uid, self.wake_at, earliest=True)
+
+    def _sooner(self, delay: float) -> float:
+        """``delay``, or less when a wake-up asked during this round is due sooner (the
+        scheduler plans the next round from the round's own delay)."""
+        if self.wake_at is None:
+            return delay
+        left = self.wake_at - time.monotonic()
+        if left <= 0:
+            self.wake_at = None
+            return delay
+        return min(delay, left)
 
     def ports(self, load: Callable[[], logic.Load] | None = None) -> service.Ports:
         return service.Ports(
@@ -359,6 +383,8 @@ class PolicyLoop:
             fold=storms.fold,  # own Events about it (counted into its closing Event)
             remedy=self.rt.remedy(self.svc) if self.spec and self.spec.remediation else None,
             note=self.incident_note,
+            outcomes=self.outcomes,
+            wake=self.wake,
         )
 
     def incident_note(self, name: str, type_: str, reason: str, message: str) -> None:
@@ -370,7 +396,11 @@ class PolicyLoop:
             return None
         meta = self.meta
         return IncidentPolicy(
-            str(meta["namespace"]), str(meta["name"]), self.uid, self.spec.incident_history
+            str(meta["namespace"]),
+            str(meta["name"]),
+            self.uid,
+            self.spec.incident_history,
+            tuple(self.spec.workloads()),
         )
 
     def incident_port(self) -> service.Incidents | None:

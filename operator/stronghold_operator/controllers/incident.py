@@ -3,12 +3,13 @@ rounds' news, acknowledged or resolved by hand through annotations, pruned by re
 
 One :class:`IncidentKeeper` per process (in the HealthPolicy runtime). Work on one Incident
 runs in order in the background (a chain per object), so a round never waits for the API
-server. API cost: a create, four LISTs of the namespace (the evidence, once) and one status
-patch when an incident opens; a status patch per change after that (severity, escalation,
-acknowledgement, resolution); deletes for retention, decided from memory (the Incidents'
-watch and this process's own writes: no LIST). Nothing per round: a policy whose incident
-stays as it is costs nothing here. Every write goes through the write budget (status patches
-through the one :class:`~stronghold_operator.runtime.status.StatusWriter`).
+server. API cost: a create, five LISTs of the namespace (the evidence, once; PodMetrics one
+of them) and one status patch when an incident opens; a status patch per change after that
+(severity, escalation, acknowledgement, resolution); deletes for retention, decided from
+memory (the Incidents' watch and this process's own writes: no LIST). Nothing per round: a
+policy whose incident stays as it is costs nothing here. Every write goes through the write
+budget (status patches through the one
+:class:`~stronghold_operator.runtime.status.StatusWriter`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ GATHER_AT_ONCE = 4
 EVIDENCE_REUSE_S = 10.0
 # A policy's resolved Incidents are checked against its maxAge at most this often.
 TIDY_EVERY_S = 300.0
+# A remediation's verification (services/health.verify): its own timeline entry types.
+VERDICTS = {"RemediationVerified": "Verified", "RemediationStillFailing": "StillFailing"}
 _BUCKETS = (10, 30, 60, 120, 300, 900, 1800, 3600, 7200, 14400, 28800, 86400)
 
 OPENED = Counter(
@@ -85,6 +88,8 @@ class Policy:
     name: str
     uid: str
     history: IncidentHistory
+    # The workloads (kind, name) it names: first in the usage evidence.
+    workloads: tuple[tuple[str, str], ...] = ()
 
 
 def _ref(namespace: str, name: str, uid: str | None = None) -> dict[str, Any]:
@@ -204,6 +209,9 @@ class IncidentKeeper:
             errors=raw.errors,
             now=cond.utcnow(),
             secrets=secrets,
+            metrics=raw.metrics,
+            resources=api.resources(raw.pods),
+            named=policy.workloads,
         )
         status = logic.opened(news, affected, now, evidence)
         writer.update(scrubbed(status, redactable(secrets)), [], now)
@@ -212,8 +220,9 @@ class IncidentKeeper:
         await self._prune(policy)
 
     def note(self, namespace: str, name: str, type_: str, reason: str, message: str) -> None:
-        """A remediation step and its result: a timeline entry and an Event on the Incident
-        (after the work already queued for it, so after its creation)."""
+        """A remediation step and its result, or its verification's verdict: a timeline
+        entry (Remediation, Verified, StillFailing) and an Event on the Incident (after the
+        work already queued for it, so after its creation)."""
         self._chain((namespace, name), self._note((namespace, name), type_, reason, message))
 
     async def _note(self, key: Key, type_: str, reason: str, message: str) -> None:
@@ -224,7 +233,8 @@ class IncidentKeeper:
         if writer is None:  # resolved meanwhile, or unreadable: the policy's Event tells it
             return
         now = cond.utcnow()
-        timeline = logic.add(writer.current.get("timeline") or [], "Remediation", message, now)
+        entry = VERDICTS.get(reason, "Remediation")
+        timeline = logic.add(writer.current.get("timeline") or [], entry, message, now)
         writer.update({"timeline": timeline}, [], now)
         self._event(writer, type_, reason, message)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,7 +21,9 @@ from stronghold_operator.models.incident import (
     BY_OPERATOR,
     MAX_EVIDENCE_CHECKS,
     MAX_EVIDENCE_ITEMS,
+    MAX_EVIDENCE_USAGE,
     MAX_TIMELINE,
+    PodResources,
 )
 
 # Evidence: rollouts this recent (the guide's "recent deployments in the last 24 h"),
@@ -31,6 +33,8 @@ EVENT_WINDOW = timedelta(hours=1)
 MAX_MEASUREMENTS_JSON = 2000
 MAX_TEXT = 300
 MAX_NAME = 253
+
+Workload = tuple[str, str]  # (kind, name)
 
 
 def object_name(incident_id: str) -> str:
@@ -440,9 +444,15 @@ def evidence(
     errors: Sequence[str],
     now: datetime,
     secrets: Sequence[str] = (),
+    metrics: Mapping[str, tuple[float, float]] | None = None,
+    resources: Mapping[str, PodResources] | None = None,
+    named: Sequence[Workload] = (),
 ) -> dict[str, Any]:
-    """The evidence of an Incident, in its status form."""
-    return {
+    """The evidence of an Incident, in its status form (``metrics`` None: not read, no
+    usage; its error is in ``errors``)."""
+    pods = list(pods)
+    replicasets = list(replicasets)
+    out: dict[str, Any] = {
         "gatheredAt": cond.rfc3339(now),
         "errors": [redact(e, secrets)[:MAX_TEXT] for e in errors][:10],
         "rollouts": rollouts(replicasets, revisions, now),
@@ -450,3 +460,110 @@ def evidence(
         "warningEvents": warning_events(events, now, secrets),
         "checks": failing_checks(checks, secrets),
     }
+    if metrics is not None:
+        out["usage"] = usage(pods, replicasets, metrics, resources or {}, named)
+    return out
+
+
+# --- resource usage of the workloads ---------------------------------------------------------
+
+_POD_OWNERS = ("StatefulSet", "DaemonSet")
+
+
+def workload_of(pod: Mapping[str, Any], deployments: Mapping[str, str]) -> Workload | None:
+    """The Deployment, StatefulSet or DaemonSet a pod belongs to (``deployments``: the
+    namespace's ReplicaSet name -> its Deployment), or None (a bare pod, a Job's)."""
+    rs = _owner(pod, "ReplicaSet")
+    if rs is not None:
+        deployment = deployments.get(rs)
+        return None if deployment is None else ("Deployment", deployment)
+    for kind in _POD_OWNERS:
+        name = _owner(pod, kind)
+        if name is not None:
+            return (kind, name)
+    return None
+
+
+def _percent(used: float, basis: float | None) -> int | None:
+    return None if not basis else round(100.0 * used / basis)
+
+
+@dataclass
+class _Tally:
+    """One workload's pods so far: how many, those measured, their usage and bases."""
+
+    pods: int = 0
+    cpu: float = 0.0
+    memory: float = 0.0
+    bases: list[PodResources] = field(default_factory=list)  # one per measured pod
+
+
+_PERCENTS = (
+    ("cpuPercentOfRequests", "cpu", "cpu_request"),
+    ("memoryPercentOfRequests", "memory", "memory_request"),
+    ("cpuPercentOfLimits", "cpu", "cpu_limit"),
+    ("memoryPercentOfLimits", "memory", "memory_limit"),
+)
+
+
+def _usage_entry(kind: str, name: str, t: _Tally, mine: bool) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "kind": kind,
+        "name": name,
+        "pods": t.pods,
+        "measuredPods": len(t.bases),
+        "policyTarget": mine,
+    }
+    if not t.bases:
+        return entry
+    entry["cpuMillicores"] = round(t.cpu * 1000)
+    entry["memoryBytes"] = round(t.memory)
+    for key, used, basis in _PERCENTS:
+        values = [getattr(b, basis) for b in t.bases]
+        if all(v is not None for v in values):
+            percent = _percent(getattr(t, used), sum(v for v in values if v is not None))
+            if percent is not None:
+                entry[key] = percent
+    return entry
+
+
+def usage(
+    pods: Iterable[Mapping[str, Any]],
+    replicasets: Iterable[Mapping[str, Any]],
+    metrics: Mapping[str, tuple[float, float]],
+    resources: Mapping[str, PodResources],
+    named: Sequence[Workload] = (),
+    limit: int = MAX_EVIDENCE_USAGE,
+) -> list[dict[str, Any]]:
+    """Per workload: its live pods, the CPU (millicores) and memory (bytes) the measured
+    ones use (``metrics``: pod -> (cores, bytes) from metrics.k8s.io) and that as a
+    percentage of their requests and limits (when every measured pod sets them: a sum
+    over some pods against a basis of others would mislead). The policy's own workloads
+    (``named``) first, then the others by CPU; only measured workloads and named ones."""
+    deployments = {
+        str(_meta(rs).get("name")): d
+        for rs in replicasets
+        if (d := _owner(rs, "Deployment")) is not None
+    }
+    found: dict[Workload, _Tally] = {w: _Tally() for w in named}
+    for pod in pods:
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        owner = workload_of(pod, deployments)
+        if owner is None:
+            continue
+        t = found.setdefault(owner, _Tally())
+        t.pods += 1
+        name = str(_meta(pod).get("name"))
+        if name in metrics:
+            cpu, memory = metrics[name]
+            t.cpu += cpu
+            t.memory += memory
+            t.bases.append(resources.get(name, PodResources()))
+    order = {w: i for i, w in enumerate(named)}
+    ranked = sorted(
+        ((order.get(w, len(order)), -t.cpu, w), t)
+        for w, t in found.items()
+        if w in order or t.bases
+    )
+    return [_usage_entry(*w, t, w in order) for (_, _, w), t in ranked[:limit]]

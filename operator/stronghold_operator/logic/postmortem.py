@@ -36,6 +36,35 @@ def _duration(status: Mapping[str, Any]) -> str:
     return f"{hours} hours {rest // 60} minutes ({short_duration(seconds)})"
 
 
+def _mib(value: Any) -> str:
+    return f"{int(value) / 2**20:.0f} MiB" if isinstance(value, int) else "?"
+
+
+def usage_line(u: Mapping[str, Any]) -> str:
+    """One workload's usage in words (the post-mortem's and ``stronghold incident show``'s):
+    ``Deployment/web (policy's): 3 pods, 3 measured: CPU 250m (83% of requests), ...``."""
+    head = f"{u.get('kind')}/{u.get('name')}" + (" (policy's)" if u.get("policyTarget") else "")
+    pods = f"{u.get('pods', 0)} pod(s), {u.get('measuredPods', 0)} measured"
+    if not u.get("measuredPods"):
+        return f"{head}: {pods}"
+
+    def of(kind: str) -> str:
+        parts = [
+            f"{u[key]}% of {basis}"
+            for key, basis in (
+                (f"{kind}PercentOfRequests", "requests"),
+                (f"{kind}PercentOfLimits", "limits"),
+            )
+            if key in u
+        ]
+        return f" ({', '.join(parts)})" if parts else ""
+
+    return (
+        f"{head}: {pods}: CPU {u.get('cpuMillicores', '?')}m{of('cpu')},"
+        f" memory {_mib(u.get('memoryBytes'))}{of('memory')}"
+    )
+
+
 def _evidence(evidence: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     rollouts = evidence.get("rollouts") or []
@@ -61,6 +90,10 @@ def _evidence(evidence: Mapping[str, Any]) -> list[str]:
         for e in evidence.get("warningEvents") or []
     ] or ["- none"]
     lines.append("")
+    if "usage" in evidence:  # not in Incidents opened before it was gathered
+        lines.append("### Resource usage of the workloads")
+        lines += [f"- {usage_line(u)}" for u in evidence["usage"]] or ["- none measured"]
+        lines.append("")
     lines.append("### Failing checks at open time")
     for c in evidence.get("checks") or []:
         lines.append(f"- {c.get('name')} ({c.get('type')}): {c.get('state')} {c.get('reason')}")

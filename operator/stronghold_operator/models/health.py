@@ -923,6 +923,11 @@ class Remediation(SpecModel):
 
     dry_run: bool = Field(default=False, alias="dryRun")
     actions: list[RemediationAction] = Field(default_factory=list, max_length=10)
+    # After an action that ran, the policy's next round comes this soon (never later than
+    # its interval) and its verdict goes on the Incident's timeline (docs/healthpolicy.md).
+    verify_after: Annotated[Duration, within(timedelta(seconds=1), timedelta(hours=1))] = Field(
+        default=timedelta(seconds=15), alias="verifyAfter"
+    )
 
 
 class HealthPolicySpec(SpecModel):
@@ -995,6 +1000,28 @@ class HealthPolicySpec(SpecModel):
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
 
+    def workloads(self) -> list[tuple[str, str]]:
+        """The Kubernetes workloads (kind, name) the policy names: its resources and logs
+        checks' targets, its rollout restarts' (an Incident's usage evidence lists them
+        first)."""
+        refs: list[TargetRef] = []
+        for c in self.checks:
+            if c.resources is not None:
+                refs.append(c.resources.target_ref)
+            if c.logs is not None and c.logs.pods is not None:
+                refs.append(c.logs.pods.target_ref)
+        out = [(r.kind, str(r.name)) for r in refs if not r.is_compose and r.name]
+        for a in self.remediation.actions if self.remediation else ():
+            if a.rollout_restart is not None:
+                out.append((a.rollout_restart.kind, a.rollout_restart.name))
+        return list(dict.fromkeys(out))
+
+    def verify_after(self) -> timedelta:
+        """How soon after a remediation action the verifying round comes: its
+        ``verifyAfter``, never later than the interval (the next round verifies anyway)."""
+        wanted = self.remediation.verify_after if self.remediation else self.interval
+        return min(wanted, self.interval)
+
 
 # --- Status -----------------------------------------------------------------------------------
 # The typed form of a HealthPolicy's status. Rounds build it as plain dicts (logic/health):
@@ -1034,6 +1061,7 @@ class RemediationSpent(StatusModel):
     action: str
     attempts: int
     last_at: Timestamp | None = Field(default=None, alias="lastAt")
+    verify_at: Timestamp | None = Field(default=None, alias="verifyAt")
 
 
 class IncidentStatus(StatusModel):

@@ -6,6 +6,7 @@ acknowledge or resolve it with annotations (``kubectl annotate`` or ``stronghold
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
@@ -29,6 +30,19 @@ SeverityName = Literal["P1", "P2", "P3", "P4"]
 MAX_TIMELINE = 50
 MAX_EVIDENCE_ITEMS = 10
 MAX_EVIDENCE_CHECKS = 20
+# Workloads in the evidence's resource usage (the policy's own first, then by CPU).
+MAX_EVIDENCE_USAGE = 5
+
+
+@dataclass(frozen=True)
+class PodResources:
+    """A pod's containers' requests and limits summed (cores, bytes); None where some
+    container sets none (a percentage of it would mean nothing)."""
+
+    cpu_request: float | None = None
+    memory_request: float | None = None
+    cpu_limit: float | None = None
+    memory_limit: float | None = None
 
 
 class TimelineEntry(StatusModel):
@@ -71,6 +85,22 @@ class CheckEvidence(StatusModel):
     measurements: dict[str, Any] = Field(default_factory=dict)
 
 
+class WorkloadUsage(StatusModel):
+    """One workload's pods and what they use (metrics.k8s.io) at open time."""
+
+    kind: str
+    name: str
+    pods: int = 0
+    measured_pods: int = Field(default=0, alias="measuredPods")
+    policy_target: bool = Field(default=False, alias="policyTarget")
+    cpu_millicores: int | None = Field(default=None, alias="cpuMillicores")
+    memory_bytes: int | None = Field(default=None, alias="memoryBytes")
+    cpu_percent_of_requests: int | None = Field(default=None, alias="cpuPercentOfRequests")
+    memory_percent_of_requests: int | None = Field(default=None, alias="memoryPercentOfRequests")
+    cpu_percent_of_limits: int | None = Field(default=None, alias="cpuPercentOfLimits")
+    memory_percent_of_limits: int | None = Field(default=None, alias="memoryPercentOfLimits")
+
+
 class Evidence(StatusModel):
     gathered_at: Timestamp | None = Field(default=None, alias="gatheredAt")
     errors: list[str] = Field(default_factory=list)
@@ -78,6 +108,7 @@ class Evidence(StatusModel):
     restarts: list[Restart] = Field(default_factory=list)
     warning_events: list[WarningEvent] = Field(default_factory=list, alias="warningEvents")
     checks: list[CheckEvidence] = Field(default_factory=list)
+    usage: list[WorkloadUsage] = Field(default_factory=list)
 
 
 class IncidentStatus(StatusModel):

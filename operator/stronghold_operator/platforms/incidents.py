@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from stronghold_operator.models.incident import KIND, PLURAL, POLICY_LABEL
+from stronghold_operator.models.incident import KIND, PLURAL, POLICY_LABEL, PodResources
+from stronghold_operator.models.scaling import MetricsUnavailableError
 from stronghold_operator.platforms.kube import (
     CONTROLLERREVISIONS,
     EVENTS,
@@ -21,6 +22,8 @@ from stronghold_operator.platforms.kube import (
     Kube,
     ours,
 )
+from stronghold_operator.platforms.metrics_api import pod_metrics
+from stronghold_operator.platforms.quantity import parse_quantity
 
 # A listing that takes longer than this is left out of the evidence (and said so).
 EVIDENCE_TIMEOUT_S = 10.0
@@ -62,6 +65,8 @@ class Raw:
     revisions: list[dict[str, Any]] = field(default_factory=list)
     pods: list[dict[str, Any]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    # pod -> (CPU cores, memory bytes) from metrics.k8s.io; None: not read (see errors).
+    metrics: dict[str, tuple[float, float]] | None = None
     errors: list[str] = field(default_factory=list)
 
 
@@ -77,17 +82,61 @@ async def _listed(
     return []
 
 
+async def _usage(
+    kube: Kube, namespace: str, errors: list[str]
+) -> dict[str, tuple[float, float]] | None:
+    """The namespace's PodMetrics (metrics.k8s.io's reader, platforms/metrics_api.py)."""
+    try:
+        read = await asyncio.wait_for(pod_metrics(kube, namespace, {}), EVIDENCE_TIMEOUT_S)
+    except MetricsUnavailableError as exc:  # no metrics API, or its server is down
+        errors.append(f"podmetrics: {exc}")
+    except (ApiError, TimeoutError, ConnectionError) as exc:
+        errors.append(f"podmetrics: {type(exc).__name__}")
+    else:
+        return {pod: (cpu, memory) for pod, (cpu, memory, _) in read.items()}
+    return None
+
+
 async def gather(kube: Kube, namespace: str) -> Raw:
-    """The namespace's ReplicaSets, ControllerRevisions, pods and Events (four LISTs, in
-    parallel; a failed one is an error line, never an exception)."""
+    """The namespace's ReplicaSets, ControllerRevisions, pods, Events and PodMetrics (five
+    LISTs, in parallel; a failed one is an error line, never an exception)."""
     raw = Raw()
-    raw.replicasets, raw.revisions, raw.pods, raw.events = await asyncio.gather(
+    raw.replicasets, raw.revisions, raw.pods, raw.events, raw.metrics = await asyncio.gather(
         _listed(kube, REPLICASETS, namespace, raw.errors),
         _listed(kube, CONTROLLERREVISIONS, namespace, raw.errors),
         _listed(kube, PODS, namespace, raw.errors),
         _listed(kube, EVENTS, namespace, raw.errors),
+        _usage(kube, namespace, raw.errors),
     )
     return raw
+
+
+def _summed(containers: list[dict[str, Any]], kind: str, resource: str) -> float | None:
+    total = 0.0
+    for c in containers:
+        value = ((c.get("resources") or {}).get(kind) or {}).get(resource)
+        if value is None:
+            return None
+        try:
+            total += parse_quantity(value)
+        except ValueError:
+            return None
+    return total
+
+
+def resources(pods: list[dict[str, Any]]) -> dict[str, PodResources]:
+    """Each pod's containers' requests and limits summed (None where one sets none)."""
+    out: dict[str, PodResources] = {}
+    for pod in pods:
+        containers = list((pod.get("spec") or {}).get("containers") or [])
+        name = str((pod.get("metadata") or {}).get("name"))
+        out[name] = PodResources(
+            _summed(containers, "requests", "cpu"),
+            _summed(containers, "requests", "memory"),
+            _summed(containers, "limits", "cpu"),
+            _summed(containers, "limits", "memory"),
+        )
+    return out
 
 
 async def create(kube: Kube, body: Mapping[str, Any]) -> dict[str, Any]:

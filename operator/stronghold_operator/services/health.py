@@ -140,6 +140,11 @@ class Ports:
     # Incident object: (incident object name, Event type, reason, message). None: none run.
     remedy: Remedy | None = None
     note: Callable[[str, str, str, str], None] | None = None
+    # Verification after an action that ran (logic/remediation.verify): what this process
+    # knows of the actions it started (the policy loop's memory), and a wake-up of the
+    # policy in that many seconds (its completion: the verifying round is due).
+    outcomes: dict[str, remedies.Outcome] | None = None
+    wake: Callable[[float], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,7 @@ async def run_round(
     if ports.covered is not None and ports.fold is not None:
         fold = storm.folded_into(policy, current, ev.status["checks"], ports.covered)
     notice = Notice(policy, ev, known, where, ports)
+    verify(notice, current.get("incident"), incident, now)
     remediate(notice, incident, secrets, maintenance, now)
     for note in by_hand:  # what people did is their news, never a target's
         notify(notice, note)
@@ -221,7 +227,49 @@ async def run_round(
     for note in ev.notifications:
         notify(notice, note, fold)
         record(notice, note, fold)
-    return Round(ev.status, conditions, interval, evaluation=ev, results=results, fold=fold)
+    delay = interval
+    soon = remedies.next_due(incident, ports.outcomes or {}, now)
+    if soon is not None:  # a verification after a remediation action is due before then
+        delay = min(interval, soon)
+    return Round(ev.status, conditions, delay, evaluation=ev, results=results, fold=fold)
+
+
+def verify(
+    n: Notice,
+    before: Any,
+    incident: dict[str, Any] | None,
+    now: datetime,
+) -> None:
+    """Judge the pending verifications of remediation actions (logic/remediation.verify)
+    with this round's checks: the verdicts go on the Incident's timeline and as Events.
+    ``before``: the incident the round started from (closed by this round when
+    ``incident`` is None: what was pending is judged now)."""
+    if incident is not None:
+        target: Mapping[str, Any] = incident
+    elif isinstance(before, Mapping) and before.get("remediation"):
+        target = before
+    else:
+        return
+    outcomes = n.ports.outcomes if n.ports.outcomes is not None else {}
+    bad = remedies.failing_now(n.ev.status.get("checks") or [])
+    after = n.policy.verify_after()
+    step = remedies.verify(target, bad, outcomes, after, now, closing=incident is None)
+    if incident is not None and incident.get("remediation"):
+        incident["remediation"] = step.remediation
+    for k in step.settled:
+        outcomes.pop(k, None)
+    # What this process remembers of other incidents' actions is spent.
+    prefix = f"{target.get('id')}/"
+    for k in [k for k in outcomes if not k.startswith(prefix)]:
+        del outcomes[k]
+    incident_id = str(target.get("id"))
+    name = str(target.get("incidentName") or incidents.object_name(incident_id))
+    for verdict in step.verdicts:
+        message = verdict.message(incident_id)
+        type_ = "Normal" if verdict.verified else "Warning"
+        n.ports.event(type_, verdict.reason, message[:1000])
+        if n.ports.note is not None:
+            n.ports.note(name, type_, verdict.reason, message)
 
 
 def remediate(
@@ -240,7 +288,10 @@ def remediate(
     decision = remedies.due(n.policy.remediation, incident, failing, maintenance, now)
     if decision is None:
         return
-    incident["remediation"] = remedies.spend(incident, decision, now)
+    incident["remediation"] = remedies.spend(incident, decision, now, n.policy.verify_after())
+    if not decision.dry_run and n.ports.outcomes is not None:
+        k = remedies.key(str(incident.get("id")), decision.action.name, decision.attempt)
+        n.ports.outcomes[k] = remedies.Outcome()  # running: not verified before it ends
     ref = decision.action.check_ref
     n.ports.spawn(_remediate(n, decision, dict(incident), secrets.get(ref, {}) if ref else {}))
 
@@ -262,6 +313,12 @@ async def _remediate(
     name = str(incident.get("incidentName") or incidents.object_name(str(incident.get("id"))))
     if ports.note is not None:
         ports.note(name, type_, reason, message)
+    k = remedies.key(str(incident.get("id")), decision.action.name, decision.attempt)
+    if not decision.dry_run and ports.outcomes is not None and k in ports.outcomes:
+        # The verifying round is due verifyAfter from now (a slow action pushes it).
+        ports.outcomes[k] = remedies.Outcome(True, ok, ports.clock())
+        if ok and ports.wake is not None:
+            ports.wake(n.policy.verify_after().total_seconds())
 
 
 def honour_hand(

@@ -119,7 +119,11 @@ def _resolved(
     if previous.get("remediation"):
         # A re-opening continues its remediation budget: a flapping check must not buy
         # a fresh maxAttempts per swing.
-        closed["remediation"] = previous["remediation"]
+        closed["remediation"] = [
+            {k: v for k, v in e.items() if k != "verifyAt"}  # judged as it closed
+            for e in previous["remediation"]
+            if isinstance(e, Mapping)
+        ]
     history = [closed, *history][:MAX_RECENT_INCIDENTS]
     was_expected = bool(previous.get("expected", False)) or expected
     sev = str(previous.get("severity", "P4"))
