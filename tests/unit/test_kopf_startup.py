@@ -39,7 +39,7 @@ def test_waiters_wake_once_when_the_last_object_is_indexed() -> None:
 
     wakeups, on = asyncio.run(scenario(300))
     assert on
-    assert wakeups == 300  # once per waiter (kopf's own: about 300 × 300)
+    assert wakeups == 300  # once per waiter (kopf's own: about 300 x 300)
 
 
 def test_turning_a_toggle_still_wakes_waiters() -> None:

@@ -322,6 +322,18 @@ def _memory_profile() -> None:
     signal.signal(signal.SIGUSR2, dump)
 
 
+def _prepare_process() -> None:
+    """Memory settings, the optional allocation profile, and kopf's startup gate made linear."""
+    from stronghold_operator.runtime import kopf_startup
+
+    if not kopf_startup.install():
+        logging.getLogger("stronghold").warning(
+            "kopf's ToggleSet changed shape: its startup index gate is left quadratic"
+        )
+    _tune_malloc()
+    _memory_profile()
+
+
 def _hide_other_clients() -> None:
     for name in _OTHER_CLIENTS:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # `import` then fails
@@ -331,14 +343,7 @@ def _run(args: argparse.Namespace) -> int:
     _hide_other_clients()
     import kopf
 
-    from stronghold_operator.runtime import kopf_startup
-
-    if not kopf_startup.install():
-        logging.getLogger("stronghold").warning(
-            "kopf's ToggleSet changed shape: its startup index gate is left quadratic"
-        )
-    _tune_malloc()
-    _memory_profile()
+    _prepare_process()
 
     _webhook(args)  # before main: it registers the admission handlers only when configured
     from stronghold_operator import main, metrics
