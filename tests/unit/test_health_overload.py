@@ -270,3 +270,43 @@ def test_the_operators_overload_is_not_an_event_per_policy() -> None:
     assert not service.newsworthy(into, lambda _t: False)
     assert not service.newsworthy(out, lambda _t: False)
     assert service.newsworthy(invalid, lambda _t: True)
+
+
+async def test_a_round_whose_only_news_is_the_overload_changes_no_written_status() -> None:
+    from dataclasses import replace
+
+    from stronghold_operator.services import health as service
+    from tests.unit.test_health_service import WHERE, World
+
+    w = World()
+    p = policy()
+    w.prober.results = {"web": web(None, "Timeout"), "cache": CACHE_OK}
+    current = healthy_status(p)
+    r = await service.run_round(p, current, WHERE, replace(w.ports(), load=lambda: OVERLOADED))
+    assert r.evaluation is not None and r.evaluation.discounted == ("web",)
+    fields, conditions = service.without_overload(current, r)
+    # The discounted check keeps its written reason and message; Ready is not rewritten.
+    assert [(c["name"], c["reason"]) for c in fields["checks"]] == [
+        (c["name"], c["reason"]) for c in current["checks"]
+    ]
+    assert fields["checks"][0]["message"] == current["checks"][0]["message"]
+    assert all(c.reason != "OperatorOverloaded" for c in conditions)
+    assert service.signature({**current, **fields}) == service.signature(current)
+    # ... but its counters are the round's (kept in memory by the writer's skip path).
+    assert fields["checks"][1] == r.fields["checks"][1]
+
+
+async def test_an_overloaded_round_with_a_real_change_is_written_whole() -> None:
+    from dataclasses import replace
+
+    from stronghold_operator.services import health as service
+    from tests.unit.test_health_service import WHERE, World
+
+    w = World()
+    p = policy()
+    # web's slow answer is discounted, but the cache's refused connection is a real failure.
+    w.prober.results = {"web": web(None, "Timeout"), "cache": REFUSED}
+    current = healthy_status(p)
+    r = await service.run_round(p, current, WHERE, replace(w.ports(), load=lambda: OVERLOADED))
+    fields, conditions = service.without_overload(current, r)
+    assert (fields, conditions) == (r.fields, r.conditions)

@@ -268,6 +268,22 @@ def test_scheduler_runs_an_unseen_generation_at_once_and_spreads_the_rest() -> N
     assert due < 21  # the others are spread over first_within (all 20 within 0.5 s: ~1e-26)
 
 
+def test_scheduler_spreads_new_objects_beyond_its_at_once_burst() -> None:
+    async def main() -> tuple[int, float]:
+        s = sched.Scheduler[_Loop]("X", new_at_once=(5, 1.0), new_within=10.0)
+        for i in range(200):  # created together: five at once, the rest over 10 s
+            s.track(f"new{i}", {"metadata": {"generation": 1}}, _Loop)
+        now = time.monotonic()
+        at_once = len(s.schedule.pop_due(now))
+        latest = max(s.schedule.due(f"new{i}") or 0.0 for i in range(200))
+        await s.stop()
+        return at_once, latest - now
+
+    at_once, spread = asyncio.run(main())
+    assert 5 <= at_once < 30  # the burst, plus the few of 195 spread into its first ms
+    assert 5.0 < spread <= 10.0
+
+
 def test_a_healthpolicy_acknowledges_a_new_generation_from_the_watch_event(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

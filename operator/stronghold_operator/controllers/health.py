@@ -334,14 +334,14 @@ class PolicyLoop:
         operator_load.note_round(load.seen, policy.interval.total_seconds(), discounted)
         # --- end operator overload
         self.secret_misses = self.secret_misses + 1 if r.secret_missing else 0
-        conditions = r.conditions
+        fields, conditions = service.without_overload(self.writer.current, r)
         if self._generation != generation:  # the spec changed meantime: the next round tells
             conditions = [*conditions, *lifecycle.acknowledge(self._generation)]
         if r.fold is None:
-            self.writer.update(r.fields, conditions)
+            self.writer.update(fields, conditions)
         else:  # a shared target's storm tells this round's Events (runtime/storms.py)
             fold = functools.partial(storms.fold, *r.fold)
-            self.writer.update(r.fields, conditions, folded=fold)
+            self.writer.update(fields, conditions, folded=fold)
         if r.evaluation is not None:
             ev = r.evaluation
             self.series.record(policy.checks, r.results, ev.status["checks"], ev.severity)

@@ -23,6 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from prometheus_client import Histogram
 
 from stronghold_operator.logic.lifecycle import unobserved
+from stronghold_operator.logic.ratelimit import TokenBucket
 from stronghold_operator.logic.schedule import Schedule
 from stronghold_operator.metrics import registry
 
@@ -75,6 +76,12 @@ class Scheduler(Generic[L]):
     not run in lockstep for ever; a failed pass is logged and retried after
     ``retry_after`` seconds (an API hiccup must not stop the object); ``first_within``
     spreads the first passes after a restart over that many seconds.
+
+    A new object (its generation not in its status) gets its first pass at once, for a
+    GitOps tool waiting on it; beyond ``new_at_once`` (burst, per second) of them, as when
+    thousands are created together, the rest are spread over ``new_within`` seconds: five
+    thousand first rounds at once kept the operator behind its schedule for minutes, and
+    in step every interval after (benchmarks/health.py).
     """
 
     def __init__(
@@ -84,11 +91,15 @@ class Scheduler(Generic[L]):
         jitter: float = 0.1,
         retry_after: float = 15.0,
         first_within: float = 2.0,
+        new_at_once: tuple[int, float] = (100, 20.0),
+        new_within: float = 10.0,
     ) -> None:
         self.kind = kind
         self.jitter = jitter
         self.retry_after = retry_after
         self.first_within = first_within
+        self.new_within = new_within
+        self._new_now = TokenBucket(new_at_once[1], new_at_once[0], time.monotonic())
         self.loops: dict[str, L] = {}  # by uid
         self.schedule = Schedule()
         self._tasks: dict[str, asyncio.Task[None]] = {}  # passes in progress
@@ -124,8 +135,14 @@ class Scheduler(Generic[L]):
         loop = self.loops.get(uid)
         if loop is None:
             loop = self.loops[uid] = make()
-            spread = 0.0 if unobserved(body) else random.uniform(0, self.first_within)
-            self.plan(uid, time.monotonic() + spread)
+            now = time.monotonic()
+            if not unobserved(body):
+                spread = random.uniform(0, self.first_within)
+            elif self._new_now.take(now):
+                spread = 0.0
+            else:
+                spread = random.uniform(0, self.new_within)
+            self.plan(uid, now + spread)
         elif loop.observe(body):
             self.plan(uid, time.monotonic(), earliest=True)
         return loop
