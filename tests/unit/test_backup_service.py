@@ -355,3 +355,21 @@ def test_recorded_by_history_and_by_time_ordered_names() -> None:
     assert is_recorded("s-restoretest-202605010100", "restore-test", status, limit=10)
     assert not is_recorded("s-restoretest-202605010400", "restore-test", status, limit=10)
     assert not is_recorded("s-verify-202605010100", "verify", status, limit=10)
+
+
+def test_two_on_demand_jobs_of_one_minute_are_ordered_by_creation_not_by_hash() -> None:
+    # Seen in benchmarks/backup.py: the second restore test of a minute hashed lower than
+    # the first, was taken for recorded, and its result never reached status.
+    first, second = "s-restoretest-202605010300-7fd97", "s-restoretest-202605010300-117f7"
+    status = {"lastRestoreTest": {"job": first}}
+    created = {first: "2026-05-01T03:00:05Z", second: "2026-05-01T03:00:40Z"}
+    assert is_recorded(first, "restore-test", status, 10, created)
+    assert not is_recorded(second, "restore-test", status, 10, created)
+    # Once the second is recorded, the first is not taken for new again (no flip-flop).
+    status = {"lastRestoreTest": {"job": second}}
+    assert is_recorded(first, "restore-test", status, 10, created)
+    assert is_recorded(second, "restore-test", status, 10, created)
+    # The recorded Job gone: the other one of its minute is recorded rather than lost.
+    assert not is_recorded(first, "restore-test", status, 10, {first: created[first]})
+    # Different minutes still order by name.
+    assert is_recorded("s-restoretest-202605010259-fffff", "restore-test", status, 10, created)

@@ -6,6 +6,7 @@ Job becomes a status entry, Events (as data) and a :class:`Finished` for the met
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -113,12 +114,22 @@ def pod_results(
     return out
 
 
-def is_recorded(name: str, kind: str, status: Mapping[str, Any], limit: int) -> bool:
+def is_recorded(
+    name: str,
+    kind: str,
+    status: Mapping[str, Any],
+    limit: int,
+    created: Mapping[str, str] | None = None,
+) -> bool:
     """Has this finished Job's result been written to status already?
 
     Job names end in the UTC minute, so within a schedule and kind they sort by time: a
     verify or restore-test Job is recorded if it is not newer than the last one in status;
     a backup Job if it is in the bounded history, or older than all of a full history.
+    Two on-demand Jobs of one minute differ only by their request's hash, which says
+    nothing of their order: ``created`` (Job name -> creationTimestamp) orders them. (By
+    name alone, a second restore test in a minute whose hash sorted lower was taken for
+    recorded, and its result never reached status.)
     """
     if kind == "backup":
         names = [str(b.get("name")) for b in status.get("backups") or []]
@@ -127,7 +138,23 @@ def is_recorded(name: str, kind: str, status: Mapping[str, Any], limit: int) -> 
         return len(names) >= limit and bool(names) and name < min(names)
     key = "lastVerification" if kind == "verify" else "lastRestoreTest"
     last = str((status.get(key) or {}).get("job") or "")
-    return bool(last) and name <= last
+    if not last or name == last:
+        return bool(last)
+    minute, last_minute = _minute(name), _minute(last)
+    if not minute or minute != last_minute:
+        return name <= last
+    if created is not None and name in created and last in created:
+        return created[name] <= created[last]
+    return False  # the recorded Job is gone: record this one rather than lose it
+
+
+_MINUTE = re.compile(r"-(\d{12})(?:-[0-9a-f]{5})?$")
+
+
+def _minute(job: str) -> str:
+    """The UTC minute a Job name ends in (logic/backup.job_name), "" when it has none."""
+    found = _MINUTE.search(job)
+    return found.group(1) if found else ""
 
 
 def recorded(status: Mapping[str, Any]) -> set[str]:

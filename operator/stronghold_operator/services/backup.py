@@ -256,8 +256,9 @@ async def observe(ports: Ports, uid: str) -> list[JobView]:
 
 def record_results(report: Report, limit: int, jobs: Collection[JobView]) -> None:
     """Record the finished Jobs not in status yet (oldest first), and the ones that vanished."""
+    created = {j.name: j.created for j in jobs if j.created}
     for job in sorted(jobs, key=lambda j: (j.created, j.name)):
-        if job.finished and not is_recorded(job.name, job.kind, report.status, limit):
+        if job.finished and not is_recorded(job.name, job.kind, report.status, limit, created):
             record(report, limit, job, lb.parse_result(job.message))
     # Jobs status says were running but that are gone: never leave them "running".
     names = {j.name for j in jobs}
@@ -480,12 +481,15 @@ def _skip(run: _Run, job: JobView) -> None:
 async def _tidy(run: _Run, before: Mapping[str, Any]) -> None:
     """Delete finished Jobs recorded in an earlier pass beyond the newest few per kind."""
     limit = run.spec.history_limit
+    created = {j.name: j.created for j in run.jobs if j.created}
     for kind in KINDS:
         finished = sorted(
             (
                 j
                 for j in run.jobs
-                if j.finished and j.kind == kind.name and is_recorded(j.name, j.kind, before, limit)
+                if j.finished
+                and j.kind == kind.name
+                and is_recorded(j.name, j.kind, before, limit, created)
             ),
             key=lambda j: (j.created, j.name),
             reverse=True,
