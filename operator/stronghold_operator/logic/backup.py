@@ -92,6 +92,15 @@ def job_name(
     return f"{head}-{digest}{suffix}"
 
 
+_JOB_MINUTE = re.compile(r"-(\d{12})(?:-[0-9a-f]{5})?$")
+
+
+def job_minute(job: str) -> str:
+    """The UTC minute (``YYYYMMDDHHMM``) a :func:`job_name` ends in; "" when it has none."""
+    found = _JOB_MINUTE.search(job)
+    return found.group(1) if found else ""
+
+
 def scratch_database(db: str, when: datetime) -> str:
     """``<db>_restoretest_<YYYYMMDDHHMMSS>``, within PostgreSQL's 63-byte identifier limit."""
     suffix = f"_restoretest_{when.astimezone(UTC).strftime('%Y%m%d%H%M%S')}"

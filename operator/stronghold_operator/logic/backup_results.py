@@ -6,7 +6,6 @@ Job becomes a status entry, Events (as data) and a :class:`Finished` for the met
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -140,21 +139,12 @@ def is_recorded(
     last = str((status.get(key) or {}).get("job") or "")
     if not last or name == last:
         return bool(last)
-    minute, last_minute = _minute(name), _minute(last)
+    minute, last_minute = lb.job_minute(name), lb.job_minute(last)
     if not minute or minute != last_minute:
         return name <= last
     if created is not None and name in created and last in created:
         return created[name] <= created[last]
     return False  # the recorded Job is gone: record this one rather than lose it
-
-
-_MINUTE = re.compile(r"-(\d{12})(?:-[0-9a-f]{5})?$")
-
-
-def _minute(job: str) -> str:
-    """The UTC minute a Job name ends in (logic/backup.job_name), "" when it has none."""
-    found = _MINUTE.search(job)
-    return found.group(1) if found else ""
 
 
 def recorded(status: Mapping[str, Any]) -> set[str]:
