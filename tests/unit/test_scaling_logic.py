@@ -64,6 +64,19 @@ def test_scale_down_needs_both_metrics_below_for_sustained_for() -> None:
     assert (d.action, d.reason, d.below_since) == ("Hold", sc.WITHIN_BANDS, None)
 
 
+def test_a_larger_scale_down_step_stops_at_what_the_load_needs() -> None:
+    # The guide's one pod per step whatever the load; a 100 % step to min when idle.
+    assert sc.decide(policy(), series(0, 5, 30), 8, T0).to_replicas == 7
+    wide = policy(scaleDown={"maxStep": {"percent": 100}})
+    assert sc.decide(wide, series(0, 5, 30), 8, T0).to_replicas == 2  # minReplicas
+    # CPU 39 % on 8: 8 x 39 / 60 (the middle of 40..80) = 5.2 -> 6, not 2 at 156 %.
+    assert sc.decide(wide, series(39, 5, 30), 8, T0).to_replicas == 6
+    # Memory is the hotter one: 8 x 45 / 67.5 (the middle of 50..85) = 5.33 -> 6.
+    assert sc.decide(wide, series(10, 45, 30), 8, T0).to_replicas == 6
+    # Where the load needs every pod, the step is still the guide's one pod.
+    assert sc.decide(wide, series(39, 5, 30), 3, T0).to_replicas == 2
+
+
 def test_a_gap_in_the_observations_restarts_the_timer() -> None:
     p = policy()
     samples = series(10, 20, 40)

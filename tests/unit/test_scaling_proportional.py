@@ -257,3 +257,14 @@ def test_closed_loop_benchmark_load_in_fewer_steps_than_the_fixed_cooldown() -> 
     assert early.replicas[4:6] == [3, 4]
     assert (early.first_at(4) or 0) <= (hpa.first_at(4) or 0) < (full.first_at(4) or 0)
     assert _flaps(early.replicas[15:40]) == 0
+
+
+def test_closed_loop_with_hpas_scale_down_step_costs_no_more_replica_minutes_than_hpa() -> None:
+    # scaleDown.maxStep 100 % (HPA's default scale-down policy), the benchmark's settings.
+    loads = benchmark_loads(300, 60)
+    down = {"sustainedFor": "120s", "cooldown": "30s", "maxStep": {"percent": 100}}
+    ours = run_policy(policy(maxReplicas=4, scaleDown=down), loads)
+    hpa = run_hpa(1, 4, loads, 120)
+    assert ours.replica_minutes <= hpa.replica_minutes
+    assert _flaps(ours.replicas) <= _flaps(hpa.replicas)
+    assert ours.replicas[-1] == 1

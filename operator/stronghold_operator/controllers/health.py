@@ -52,7 +52,7 @@ from stronghold_operator.logic import health as logic
 from stronghold_operator.logic import lifecycle
 from stronghold_operator.logic import remediation as remedies
 from stronghold_operator.metrics import registry
-from stronghold_operator.models.base import InvalidSpec, parse
+from stronghold_operator.models.base import Interner, InvalidSpec, parse
 from stronghold_operator.models.common import (
     MAINTENANCE_ANNOTATION,
     MAINTENANCE_WINDOWS_ANNOTATION,
@@ -83,6 +83,9 @@ PROBE_TIME_REFRESH_S = float(os.environ.get("STRONGHOLD_HEALTH_PROBE_TIME_REFRES
 # HOLD_FOLLOW_S: a window's post-checks want a healthy probe made after they started (a
 # window pass or two after the release), and a healthy policy has nothing else to write.
 HOLD_REFRESH_S, HOLD_FOLLOW_S = 10.0, 30.0
+
+# Policies' equal specs and equal parts of specs are one object each (models/base.py).
+SPECS = Interner()
 
 track_watch(PLURAL)
 log = logging.getLogger("stronghold.health")
@@ -287,7 +290,7 @@ class PolicyLoop:
         if generation != self._generation or generation is None:
             self._generation = generation
             try:
-                self.spec, self.invalid = parse(HealthPolicySpec, body.get("spec") or {}), ""
+                self.spec, self.invalid = SPECS(parse(HealthPolicySpec, body.get("spec") or {})), ""
             except InvalidSpec as exc:
                 self.spec, self.invalid = None, str(exc)
         slim["generation"] = generation

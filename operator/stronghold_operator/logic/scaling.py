@@ -12,7 +12,7 @@ Rules, in the order they are applied (the first that applies decides):
    once every replica of the last scale-up has been measured (unless ``fullCooldown``)
 7. CPU below its down-band AND memory below its band, both for the whole ``sustainedFor``
    without a gap in the observations -> ScaleDown by at most the step (unless at min, cooling
-   down)
+   down); a step larger than one pod stops at what the load needs at the bands' middle
 8. otherwise                                     -> Hold, WithinBands
 
 ``dryRun`` keeps the decision but marks it with reason DryRun; such a decision never acts.
@@ -466,8 +466,20 @@ def _scale_down(turn: _Turn, since: datetime) -> Decision:
     if last is not None and now - last < down.cooldown:
         left = down.cooldown - (now - last)
         return turn.hold(COOLING_DOWN, f"{why}; scale-down cooldown has {_fmt_td(left)} left")
-    to = max(lo, current - step_size(down.max_step, current))
+    # One pod per step is the guide's; a larger maxStep goes no lower than the load needs.
+    stepped = current - step_size(down.max_step, current)
+    to = max(lo, min(current - 1, max(stepped, _needed_at_midband(turn))))
     return turn.scale(SCALE_DOWN, to, SUSTAINED_BELOW, why)
+
+
+def _needed_at_midband(turn: _Turn) -> int:
+    """Replicas that keep the hotter metric at the middle of its bands after a scale-down
+    (HPA sizes to its target; the middle keeps a step down from landing near the up-band)."""
+    up, down = turn.policy.scale_up, turn.policy.scale_down
+    cpu, mem = turn.base.cpu_percent or 0.0, turn.base.memory_percent or 0.0
+    mid_cpu = (up.cpu_above_percent + down.cpu_below_percent) / 2
+    mid_mem = (up.memory_above_percent + down.memory_below_percent) / 2
+    return math.ceil(turn.current * max(cpu / mid_cpu, mem / mid_mem) - 1e-9)
 
 
 def next_state(state: ScalingState, decision: Decision) -> ScalingState:

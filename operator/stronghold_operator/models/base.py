@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Annotated, Any, TypeVar
@@ -20,6 +21,7 @@ from pydantic import (
 )
 
 M = TypeVar("M", bound="SpecModel")
+B = TypeVar("B", bound=BaseModel)
 
 
 class SpecModel(BaseModel):
@@ -81,6 +83,89 @@ def parse(model: type[M], spec: Mapping[str, Any]) -> M:
         # pydantic wraps only ValueError/AssertionError; an OverflowError or TypeError from a
         # validator would otherwise escape and skip the InvalidSpec status.
         raise InvalidSpec("", f"cannot be used: {type(exc).__name__}: {exc}") from None
+
+
+class Interner:
+    """Equal parsed specs, and equal parts of specs, share one instance.
+
+    A fleet's policies repeat most of their parts (the same Secret references, ports,
+    timeouts, bands; often whole checks): parsed separately, 10,000 HealthPolicies kept
+    10,000 copies of each. Sharing is safe because spec models are frozen; equality is
+    pydantic's (values and the fields a user set, which overrides read). Instances no policy
+    holds any more are dropped when the table has doubled since the last sweep.
+    """
+
+    def __init__(self) -> None:
+        self._table: dict[int, list[BaseModel]] = {}
+        self._size = 0
+        self._swept_at = 0
+
+    def __call__(self, model: M) -> M:
+        out = self._canon(model)
+        if self._size > 2 * self._swept_at + 1000:
+            self.sweep()
+        return out
+
+    def __len__(self) -> int:
+        return self._size
+
+    def _canon(self, model: B) -> B:
+        fields = model.__dict__
+        for name, value in fields.items():
+            shared = self._value(value)
+            if shared is not value:  # before anyone else holds the new model
+                fields[name] = shared
+        key = hash(
+            (
+                type(model),
+                tuple((k, _token(v)) for k, v in fields.items()),
+                frozenset(model.model_fields_set),
+            )
+        )
+        same = self._table.setdefault(key, [])
+        for known in same:
+            if known == model:
+                return known  # equal implies the same type
+        same.append(model)
+        self._size += 1
+        return model
+
+    def _value(self, value: Any) -> Any:
+        if isinstance(value, BaseModel):
+            return self._canon(value)
+        if isinstance(value, list) and any(isinstance(v, BaseModel) for v in value):
+            value[:] = [self._canon(v) if isinstance(v, BaseModel) else v for v in value]
+        return value
+
+    def sweep(self) -> None:
+        """Drop the instances only the table holds (parents first, then their parts)."""
+        while True:
+            before = self._size
+            for key in list(self._table):
+                kept = [m for m in self._table[key] if sys.getrefcount(m) > 3]
+                self._size -= len(self._table[key]) - len(kept)
+                if kept:
+                    self._table[key] = kept
+                else:
+                    del self._table[key]
+            if self._size == before:
+                break
+        self._swept_at = self._size
+
+
+def _token(value: Any) -> Any:
+    """A hashable stand-in for a field's value (shared parts by identity)."""
+    if isinstance(value, BaseModel):
+        return id(value)
+    if isinstance(value, list | tuple):
+        return tuple(_token(v) for v in value)
+    if isinstance(value, dict):
+        return tuple((k, _token(v)) for k, v in value.items())
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
 
 
 # Digits per unit are bounded (as in the CRDs' DURATION_PATTERN) so no value overflows.
