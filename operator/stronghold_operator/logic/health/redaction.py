@@ -29,13 +29,58 @@ def scrubbed(value: Any, secrets: Sequence[str]) -> Any:
     """A copy without "" values inside objects (the apiserver (1.20) reads "" in a patch as
     null, which a string field's schema then refuses) and with ``secrets`` redacted from
     every string, keys included: one walk, every round."""
+    if isinstance(value, dict):
+        return _scrubbed_dict(value, secrets)
+    if isinstance(value, list):
+        return _scrubbed_list(value, secrets)
     if isinstance(value, str):
         return _redact_sorted(value, secrets) if secrets else value
-    if isinstance(value, dict):
-        return {scrubbed(k, secrets): scrubbed(v, secrets) for k, v in value.items() if v != ""}
-    if isinstance(value, list):
-        return [scrubbed(v, secrets) for v in value]
     return value
+
+
+# The walk was a third of a round's own CPU: the common kinds are told apart here, by exact
+# type, instead of by a call per value (a round's status holds about 190 values).
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
+def _scrubbed_dict(value: dict[Any, Any], secrets: Sequence[str]) -> dict[Any, Any]:
+    out = {}
+    for key, v in value.items():
+        kind = type(v)
+        if kind is str:
+            if not v:
+                continue
+            kept = _redact_sorted(v, secrets) if secrets else v
+        elif kind is dict:
+            kept = _scrubbed_dict(v, secrets)
+        elif kind is list:
+            kept = _scrubbed_list(v, secrets)
+        elif kind in _PLAIN:
+            kept = v
+        elif v == "":
+            continue
+        else:
+            kept = scrubbed(v, secrets)
+        if type(key) is not str:
+            out[scrubbed(key, secrets)] = kept
+        else:  # keys are redacted too
+            out[_redact_sorted(key, secrets) if secrets else key] = kept
+    return out
+
+
+def _scrubbed_list(value: list[Any], secrets: Sequence[str]) -> list[Any]:
+    out = []
+    for v in value:
+        kind = type(v)
+        if kind is str:
+            out.append(_redact_sorted(v, secrets) if secrets else v)
+        elif kind is dict:
+            out.append(_scrubbed_dict(v, secrets))
+        elif kind in _PLAIN:
+            out.append(v)
+        else:
+            out.append(scrubbed(v, secrets))
+    return out
 
 
 # What looks like a credential in a log line (samples kept as evidence): query or form
