@@ -60,9 +60,12 @@ def _number(container: Any) -> int:
 
 def containers(client: docker.DockerClient, target: ComposeTarget, *, running: bool) -> list[Any]:
     """The service's containers, lowest number first (one-off `run` containers excluded)."""
+    # ignore_removed: a container removed between docker-py's list and its inspect (a
+    # scale-down under way) is gone, not an error (seen as a 404 in CI).
     found = client.containers.list(
         all=not running,
         filters={"label": [f"{PROJECT}={target.project}", f"{SERVICE}={target.service}"]},
+        ignore_removed=True,
     )
     found = [c for c in found if c.labels.get(ONEOFF, "False") != "True"]
     return sorted(found, key=_number)
