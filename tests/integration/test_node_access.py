@@ -92,7 +92,9 @@ def _container(namespace: str) -> dict[str, Any]:
 
 
 def test_kubectl_exec(talker: str) -> None:
-    out = kit.kubectl("exec", "talker", "-n", talker, "--", "cat", "/www/index.html")
+    code, out, err = kit.kubectl_run("exec", "talker", "-n", talker, "--", "cat", "/www/index.html")
+    # "container not found" was seen twice in loaded CI runs: the status tells why next time.
+    assert code == 0, (err, _container(talker))
     assert out.strip() == PAGE
     # The remote command's exit code comes back to kubectl.
     proc = subprocess.run(
