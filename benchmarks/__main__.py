@@ -9,6 +9,8 @@
     failover Two replicas with --leader-elect: seconds without a leader (benchmarks/failover.py)
     logs     HealthPolicy logs checks: N pods writing access logs, C checks, detection delay,
              vs the guide's kubectl logs | grep pass (benchmarks/logs.py)
+    apiserver  The API server's ceiling: HealthPolicy status PATCHes a second by concurrency
+             (benchmarks/apiserver.py)
 
 Each needs the local cluster (`stronghold-testbed cluster up`); results are in docs/performance.md.
 """
@@ -18,7 +20,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-NAMES = ("health", "scaling", "backup", "kube_client", "failover", "incidents", "logs")
+NAMES = ("health", "scaling", "backup", "kube_client", "failover", "incidents", "logs", "apiserver")
 
 
 def main() -> int:
