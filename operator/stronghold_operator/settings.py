@@ -105,6 +105,9 @@ def tune(settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
     settings.watching.inactivity_timeout = 70
+    # The first LIST in pages, as client-go's reflector does: ten thousand objects in one
+    # answer were one 30 MB body parsed at once, on top of the objects it becomes.
+    settings.watching.chunk_size = 500
     settings.networking.request_timeout = 60
     settings.networking.connect_timeout = 15
     # kopf posts its own log lines at or above this level as Events. At INFO every

@@ -191,6 +191,35 @@ async def test_identifies_itself_and_sends_no_credentials(
     assert not any("authorization" in hd or "cookie" in hd for hd in headers)
 
 
+async def test_identical_probes_share_an_answer_for_a_tenth_of_the_interval(
+    recorder: tuple[str, type[_Recorder]],
+) -> None:
+    """Two policies' identical checks (names differ) send one request; a policy with a 1 s
+    interval takes an answer at most 0.1 s old; past the prober's window all send anew."""
+    url, handler = recorder
+
+    def spec(name: str, interval: str) -> HealthPolicySpec:
+        check = {"name": name, "timeout": "1s", "http": {"url": f"{url}/x"}}
+        return parse(HealthPolicySpec, {"interval": interval, "checks": [check]})
+
+    prober = Prober()
+    prober.reuse_s = 0.5
+    try:
+        assert (await prober.run(spec("a", "10s"), {}))["a"].urls[0].status_code == 200
+        assert (await prober.run(spec("b", "10s"), {}))["b"].urls[0].status_code == 200
+        assert len(handler.seen) == 1
+        await asyncio.sleep(0.15)
+        await prober.run(spec("fast", "1s"), {})
+        assert len(handler.seen) == 2  # 0.15 s is too old for a 1 s interval
+        await prober.run(spec("b", "10s"), {})
+        assert len(handler.seen) == 2  # the fresh answer serves the 10 s policy
+        await asyncio.sleep(0.55)
+        await prober.run(spec("a", "10s"), {})
+        assert len(handler.seen) == 3  # past the prober's window: asked again
+    finally:
+        await prober.close()
+
+
 async def test_redirect_to_metadata_is_refused(
     recorder: tuple[str, type[_Recorder]], probe: HttpProbe
 ) -> None:

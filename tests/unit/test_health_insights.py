@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stronghold_operator.controllers.health_metrics import HealthCollector
+from stronghold_operator.controllers.health_metrics import HealthSeries
 from stronghold_operator.logic import health as h
 from stronghold_operator.logic.health import insights as ins
 from stronghold_operator.models.base import InvalidSpec, parse
@@ -189,8 +188,8 @@ def test_insights_are_measurements_never_findings() -> None:
     assert a.measurements["insights"]["statements"] == "PgStatStatementsNotLoaded"
 
 
-def samples(reg: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = generate_latest(reg).decode()
+def samples(series: HealthSeries) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = series.render()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -221,12 +220,10 @@ def test_metrics_carry_every_entry_read() -> None:
     check = policy.checks[0]
     result = ProbeResult(latency_ms=3.0, insights=insights_read())
     a = h.assess(check, result, None)
-    collector = HealthCollector()
+    collector = HealthSeries()
     entry = {"observedState": a.state, "measurements": a.measurements}
     collector.series("uid", "ns1", "pol").record([check], {"db": result}, [entry], "None")
-    reg = CollectorRegistry()
-    reg.register(collector)
-    got = samples(reg)
+    got = samples(collector)
     assert got[key("stronghold_postgres_growth_value", name="new_users")] == 42.0
     assert got[key("stronghold_postgres_growth_success", name="bad")] == 0.0
     assert key("stronghold_postgres_growth_value", name="bad") not in got
@@ -239,7 +236,7 @@ def test_metrics_carry_every_entry_read() -> None:
     # A failed probe keeps the last read on /metrics (insights are read in the background).
     failed = ProbeResult.failed("Unreachable", "refused")
     collector.series("uid", "ns1", "pol").record([check], {"db": failed}, [entry], "P1")
-    assert key("stronghold_postgres_growth_value", name="new_users") in samples(reg)
+    assert key("stronghold_postgres_growth_value", name="new_users") in samples(collector)
 
 
 @pytest.mark.parametrize(

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stronghold_operator.controllers.health_metrics import HealthCollector
+from stronghold_operator.controllers.health_metrics import HealthSeries
 from stronghold_operator.logic import health as h
 from stronghold_operator.probes.base import ProbeResult
 from tests.unit.test_health_logic import T0, cache_ok, db_ok, queue_ok, stack, web_ok
 
 
-def scrape(collector: HealthCollector) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    registry = CollectorRegistry()
-    registry.register(collector)
-    text = generate_latest(registry).decode()
+def scrape(collector: HealthSeries) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The rendered text as prometheus-client's own parser reads it."""
+    text = collector.render()
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for fam in text_string_to_metric_families(text)
@@ -22,7 +20,7 @@ def scrape(collector: HealthCollector) -> dict[tuple[str, tuple[tuple[str, str],
     }
 
 
-def one_round(collector: HealthCollector, results: dict[str, ProbeResult], uid: str = "u1") -> None:
+def one_round(collector: HealthSeries, results: dict[str, ProbeResult], uid: str = "u1") -> None:
     policy = stack()
     ev = h.evaluate(policy, "stack", {}, results, None, T0)
     collector.series(uid, "ns", "stack").record(
@@ -35,7 +33,7 @@ def labels(check: str, **more: str) -> tuple[tuple[str, str], ...]:
 
 
 def test_rounds_become_series_and_durations_add_up() -> None:
-    c = HealthCollector()
+    c = HealthSeries()
     ok = {"web": web_ok(20), "db": db_ok(), "cache": cache_ok(), "queue": queue_ok(messages=7)}
     one_round(c, ok)
     one_round(c, {**ok, "web": web_ok(40)})
@@ -53,7 +51,7 @@ def test_rounds_become_series_and_durations_add_up() -> None:
 
 def test_database_size_and_connection_counts_are_exported() -> None:
     """The numbers capacity planning trends (docs/capacity.md), beside the percentage."""
-    c = HealthCollector()
+    c = HealthSeries()
     one_round(c, {"db": db_ok(dbSizeBytes=123_456_789, connectionsUsed=42, maxConnections=200)})
     got = scrape(c)
     assert got[("stronghold_health_db_size_bytes", labels("db"))] == 123_456_789
@@ -66,7 +64,7 @@ def test_database_size_and_connection_counts_are_exported() -> None:
 
 
 def test_a_failed_probe_counts_no_duration_and_drops_its_numbers() -> None:
-    c = HealthCollector()
+    c = HealthSeries()
     ok = {"web": web_ok(), "db": db_ok(), "cache": cache_ok(), "queue": queue_ok()}
     one_round(c, ok)
     one_round(c, {**ok, "db": ProbeResult.failed("Unreachable", "connection refused", None)})
@@ -80,7 +78,7 @@ def test_a_failed_probe_counts_no_duration_and_drops_its_numbers() -> None:
 
 
 def test_a_forgotten_policy_leaves_no_series() -> None:
-    c = HealthCollector()
+    c = HealthSeries()
     one_round(c, {"web": web_ok()}, uid="gone")
     one_round(c, {"web": web_ok()}, uid="kept")
     c.forget("gone")

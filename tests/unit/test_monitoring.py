@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import REGISTRY
 
+from stronghold_operator import metrics
 from stronghold_testbed import paths, prometheus
 from tests.support import promql
 
@@ -34,7 +34,7 @@ def operator_families() -> set[str]:
     """Every family the operator's registry exposes (registered when the handlers load)."""
     import stronghold_operator.main  # noqa: F401 - registers every controller's metrics
 
-    return {m.name for m in REGISTRY.collect()}
+    return metrics.family_names()
 
 
 def test_the_prometheus_rule_is_the_rules_file() -> None:

@@ -1,29 +1,29 @@
-"""HealthPolicy series on /metrics, built when Prometheus scrapes, from each policy's last round.
+"""HealthPolicy series on /metrics, rendered when Prometheus scrapes, from each policy's last round.
 
 prometheus-client's labelled metrics keep a child object per label set (a Histogram child is
 fourteen values, each with its own lock): a thousand policies of four checks made tens of
 thousands of them, a large share of the operator's memory in a tracemalloc profile. Here a
-policy keeps a few numbers per check, and the families are assembled at scrape time (a
-custom collector, as the client library recommends for exporters). A policy that stops is
-no longer listed, so its series disappear without bookkeeping.
+policy keeps a few numbers per check, and the text is written at scrape time straight in
+the exposition format (:func:`stronghold_operator.metrics.text_source`): built as
+prometheus-client families, 10,000 policies' 190,000 samples took 1.7 s of CPU under the
+GIL and 94 MB of short-lived objects per scrape. A policy that stops is no longer listed,
+so its series disappear without bookkeeping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from stronghold_operator.logic.health.insights import InsightSeries
 from stronghold_operator.logic.health.insights import series as insight_series
 from stronghold_operator.models.health import SEVERITIES, Check
 from stronghold_operator.probes.base import ProbeResult
 
-_LABELS = ["namespace", "policy", "check"]
 NONE: Mapping[str, float] = MappingProxyType({})  # 8,000 empty dicts at 2,000 policies
 
 
@@ -89,35 +89,95 @@ class PolicySeries:
                 s.insights = insight_series(spec, result.insights)
 
 
-# Per-check gauges present when the last round measured them: (CheckSeries attribute, name, help).
+# (name, type, help) of every family, in the order /metrics lists them.
+_DURATION = "stronghold_health_probe_duration_seconds"
+_SUCCESS = "stronghold_health_probe_success"
+_SEVERITY = "stronghold_health_incident_severity"
+_DEPTH = "stronghold_health_queue_depth"
+_UTILISATION = "stronghold_health_resource_utilisation_percent"
+# Per-check gauges present when the last round measured them: (CheckSeries attribute, name).
 # The raw connection counts and the size are history for capacity planning (docs/capacity.md).
-_OPTIONAL_GAUGES = (
+_OPTIONAL = (
+    ("hit_ratio", "stronghold_health_cache_hit_ratio_percent"),
+    ("connections", "stronghold_health_db_connections_percent"),
+    ("connections_used", "stronghold_health_db_connections_used"),
+    ("max_connections", "stronghold_health_db_max_connections"),
+    ("db_size", "stronghold_health_db_size_bytes"),
+)
+_PG = "stronghold_postgres_"
+FAMILIES: tuple[tuple[str, str, str], ...] = (
+    (_DURATION, "summary", "Duration of the probes of one HealthPolicy check (count and sum)"),
     (
-        "hit_ratio",
-        "stronghold_health_cache_hit_ratio_percent",
-        "Memcached hit ratio (since the previous probe when known)",
+        _SUCCESS,
+        "gauge",
+        "1 when the last probe of a check was Healthy, 0 when Warning/Critical, -1 when Unknown",
+    ),
+    (_SEVERITY, "gauge", "Severity of a HealthPolicy's open incident: 1..4 for P1..P4, 0 for none"),
+    (_OPTIONAL[0][1], "gauge", "Memcached hit ratio (since the previous probe when known)"),
+    (_OPTIONAL[1][1], "gauge", "PostgreSQL connections used as percent of max_connections"),
+    (_OPTIONAL[2][1], "gauge", "PostgreSQL connections in use (server-wide)"),
+    (_OPTIONAL[3][1], "gauge", "PostgreSQL max_connections"),
+    (_OPTIONAL[4][1], "gauge", "Size of the checked PostgreSQL database (pg_database_size)"),
+    (_DEPTH, "gauge", "RabbitMQ ready messages per queue"),
+    (
+        _UTILISATION,
+        "gauge",
+        "Workload CPU/memory utilisation of a resources check (of requests, or of Docker limits)",
     ),
     (
-        "connections",
-        "stronghold_health_db_connections_percent",
-        "PostgreSQL connections used as percent of max_connections",
+        _PG + "statements_available",
+        "gauge",
+        "1 when pg_stat_statements answered the last insights read, 0 when not",
     ),
     (
-        "connections_used",
-        "stronghold_health_db_connections_used",
-        "PostgreSQL connections in use (server-wide)",
+        _PG + "growth_value",
+        "gauge",
+        "The number a growth query of a postgres check's insights returned",
     ),
-    ("max_connections", "stronghold_health_db_max_connections", "PostgreSQL max_connections"),
     (
-        "db_size",
-        "stronghold_health_db_size_bytes",
-        "Size of the checked PostgreSQL database (pg_database_size)",
+        _PG + "growth_success",
+        "gauge",
+        "1 when the growth query answered with one number, 0 when it failed",
+    ),
+    (
+        _PG + "statement_mean_seconds",
+        "gauge",
+        "Mean execution time of a statement (pg_stat_statements, top by any list)",
+    ),
+    (
+        _PG + "statement_calls",
+        "gauge",
+        "Calls of a statement since the statistics were reset (pg_stat_statements)",
+    ),
+    (_PG + "statement_rows_per_call", "gauge", "Rows per call of a statement (pg_stat_statements)"),
+    (
+        _PG + "unused_index_bytes",
+        "gauge",
+        "Size of an index never scanned since the statistics were reset (not unique)",
+    ),
+    (
+        _PG + "table_seq_scan_ratio",
+        "gauge",
+        "Sequential scans per index scan of a seq-scan-heavy table (no index scan: 1)",
     ),
 )
 
 
-class HealthCollector(Collector):
-    """Every running policy's series; registered once on the operator's registry."""
+# Numbers as prometheus-client writes them (Go's formatting: 1e+06, +Inf, NaN).
+_num: Callable[[float], str] = floatToGoString
+
+
+def _esc(value: str) -> str:
+    """A label value as the exposition format quotes it (names are DNS labels: the fast path)."""
+    if "\\" in value or '"' in value or "\n" in value:
+        return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    return value
+
+
+class HealthSeries:
+    """Every running policy's series; :meth:`render` is the text /metrics serves."""
+
+    families = tuple(name for name, _, _ in FAMILIES)
 
     def __init__(self) -> None:
         self.policies: dict[str, PolicySeries] = {}  # by uid
@@ -131,133 +191,60 @@ class HealthCollector(Collector):
     def forget(self, uid: str) -> None:
         self.policies.pop(uid, None)
 
-    def describe(self) -> list[Metric]:
-        return []  # the families are only known at scrape time
-
-    def collect(self) -> Iterator[Metric]:
-        duration = SummaryMetricFamily(
-            "stronghold_health_probe_duration_seconds",
-            "Duration of the probes of one HealthPolicy check (count and sum)",
-            labels=[*_LABELS, "type"],
-        )
-        success = GaugeMetricFamily(
-            "stronghold_health_probe_success",
-            "1 when the last probe of a check was Healthy, 0 when Warning/Critical,"
-            " -1 when Unknown",
-            labels=_LABELS,
-        )
-        severity = GaugeMetricFamily(
-            "stronghold_health_incident_severity",
-            "Severity of a HealthPolicy's open incident: 1..4 for P1..P4, 0 for none",
-            labels=["namespace", "policy"],
-        )
-        optional = {
-            attr: GaugeMetricFamily(name, help_text, labels=_LABELS)
-            for attr, name, help_text in _OPTIONAL_GAUGES
-        }
-        depth = GaugeMetricFamily(
-            "stronghold_health_queue_depth",
-            "RabbitMQ ready messages per queue",
-            labels=[*_LABELS, "queue"],
-        )
-        utilisation = GaugeMetricFamily(
-            "stronghold_health_resource_utilisation_percent",
-            "Workload CPU/memory utilisation of a resources check (of requests, or of Docker"
-            " limits)",
-            labels=[*_LABELS, "resource"],
-        )
-        pg = _PostgresFamilies()
+    def render(self) -> str:
+        """Every family in the Prometheus text format (0.0.4), samples grouped by family."""
+        lines: dict[str, list[str]] = {name: [] for name in self.families}
+        duration, success, severity = lines[_DURATION], lines[_SUCCESS], lines[_SEVERITY]
+        depth, utilisation = lines[_DEPTH], lines[_UTILISATION]
+        optional = [(attr, name, lines[name]) for attr, name in _OPTIONAL]
+        g = _num
         # The event loop changes these while the metrics server's thread reads them: list()
         # copies a dict without letting go of the GIL, so each copy is consistent.
         for p in list(self.policies.values()):
-            severity.add_metric([p.namespace, p.policy], p.severity)
+            pl = f'namespace="{_esc(p.namespace)}",policy="{_esc(p.policy)}"'
+            severity.append(f"{_SEVERITY}{{{pl}}} {g(p.severity)}\n")
             for name, c in list(p.checks.items()):
-                labels = [p.namespace, p.policy, name]
-                duration.add_metric([*labels, c.type], c.count, c.seconds)
-                success.add_metric(labels, c.success)
-                for attr, family in optional.items():
+                cl = f'{pl},check="{_esc(name)}"'
+                duration.append(
+                    f'{_DURATION}_count{{{cl},type="{c.type}"}} {g(c.count)}\n'
+                    f'{_DURATION}_sum{{{cl},type="{c.type}"}} {g(c.seconds)}\n'
+                )
+                success.append(f"{_SUCCESS}{{{cl}}} {g(c.success)}\n")
+                for attr, family, out in optional:
                     value = getattr(c, attr)
                     if value is not None:
-                        family.add_metric(labels, value)
-                for resource, value in list(c.resources.items()):
-                    utilisation.add_metric([*labels, resource], value)
+                        out.append(f"{family}{{{cl}}} {g(value)}\n")
+                for resource, v in list(c.resources.items()):
+                    utilisation.append(f'{_UTILISATION}{{{cl},resource="{resource}"}} {g(v)}\n')
                 for queue, messages in list(c.queues.items()):
-                    depth.add_metric([*labels, queue], messages)
+                    depth.append(f'{_DEPTH}{{{cl},queue="{_esc(queue)}"}} {g(messages)}\n')
                 if c.insights is not None:
-                    pg.add(labels, c.insights)
-        yield from (duration, success, severity, *optional.values(), depth, utilisation)
-        yield from pg.families()
-
-
-class _PostgresFamilies:
-    """The ``stronghold_postgres_*`` insights families (docs/healthpolicy.md)."""
-
-    def __init__(self) -> None:
-        self.available = GaugeMetricFamily(
-            "stronghold_postgres_statements_available",
-            "1 when pg_stat_statements answered the last insights read, 0 when not",
-            labels=_LABELS,
-        )
-        self.growth = GaugeMetricFamily(
-            "stronghold_postgres_growth_value",
-            "The number a growth query of a postgres check's insights returned",
-            labels=[*_LABELS, "name"],
-        )
-        self.growth_ok = GaugeMetricFamily(
-            "stronghold_postgres_growth_success",
-            "1 when the growth query answered with one number, 0 when it failed",
-            labels=[*_LABELS, "name"],
-        )
-        q = [*_LABELS, "queryid"]
-        self.mean = GaugeMetricFamily(
-            "stronghold_postgres_statement_mean_seconds",
-            "Mean execution time of a statement (pg_stat_statements, top by any list)",
-            labels=q,
-        )
-        self.calls = GaugeMetricFamily(
-            "stronghold_postgres_statement_calls",
-            "Calls of a statement since the statistics were reset (pg_stat_statements)",
-            labels=q,
-        )
-        self.rows = GaugeMetricFamily(
-            "stronghold_postgres_statement_rows_per_call",
-            "Rows per call of a statement (pg_stat_statements)",
-            labels=q,
-        )
-        self.unused = GaugeMetricFamily(
-            "stronghold_postgres_unused_index_bytes",
-            "Size of an index never scanned since the statistics were reset (not unique)",
-            labels=[*_LABELS, "schema", "table", "index"],
-        )
-        self.seq = GaugeMetricFamily(
-            "stronghold_postgres_table_seq_scan_ratio",
-            "Sequential scans per index scan of a seq-scan-heavy table (no index scan: 1)",
-            labels=[*_LABELS, "schema", "table"],
+                    _insights(lines, cl, c.insights)
+        return "".join(
+            f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n" + "".join(lines[name])
+            for name, kind, help_text in FAMILIES
         )
 
-    def add(self, labels: list[str], s: InsightSeries) -> None:
-        self.available.add_metric(labels, s.available)
-        for name, value in s.growth:
-            self.growth_ok.add_metric([*labels, name], 0 if value is None else 1)
-            if value is not None:
-                self.growth.add_metric([*labels, name], value)
-        for st in s.statements:
-            self.mean.add_metric([*labels, st.query_id], st.mean_ms / 1000.0)
-            self.calls.add_metric([*labels, st.query_id], st.calls)
-            self.rows.add_metric([*labels, st.query_id], st.rows / st.calls if st.calls else 0)
-        for schema, table, index, size in s.unused_indexes:
-            self.unused.add_metric([*labels, schema, table, index], size)
-        for schema, table, ratio in s.seq_scan_ratios:
-            self.seq.add_metric([*labels, schema, table], ratio)
 
-    def families(self) -> tuple[Metric, ...]:
-        return (
-            self.available,
-            self.growth,
-            self.growth_ok,
-            self.mean,
-            self.calls,
-            self.rows,
-            self.unused,
-            self.seq,
-        )
+def _insights(lines: dict[str, list[str]], cl: str, s: InsightSeries) -> None:
+    """The ``stronghold_postgres_*`` insights samples of one check (docs/healthpolicy.md)."""
+    g = _num
+
+    def add(family: str, labels: str, value: float) -> None:
+        lines[_PG + family].append(f"{_PG}{family}{{{cl}{labels}}} {g(value)}\n")
+
+    add("statements_available", "", s.available)
+    for name, value in s.growth:
+        add("growth_success", f',name="{_esc(name)}"', 0 if value is None else 1)
+        if value is not None:
+            add("growth_value", f',name="{_esc(name)}"', value)
+    for st in s.statements:
+        q = f',queryid="{_esc(st.query_id)}"'
+        add("statement_mean_seconds", q, st.mean_ms / 1000.0)
+        add("statement_calls", q, st.calls)
+        add("statement_rows_per_call", q, st.rows / st.calls if st.calls else 0)
+    for schema, table, index, size in s.unused_indexes:
+        where = f',schema="{_esc(schema)}",table="{_esc(table)}",index="{_esc(index)}"'
+        add("unused_index_bytes", where, size)
+    for schema, table, ratio in s.seq_scan_ratios:
+        add("table_seq_scan_ratio", f',schema="{_esc(schema)}",table="{_esc(table)}"', ratio)

@@ -3,12 +3,14 @@
 One :class:`Prober` per process holds the probe instances and with them the shared clients
 and connection caches, so thousands of policies reuse the same few connections per target.
 
-Identical probes in flight at the same time are coalesced: when a policy asks for exactly
-what another policy's probe is already measuring (same check definition, timeout, Secret
-values and namespace), it waits for that probe's answer instead of sending another request.
-Nothing is cached past the moment the answer arrives, so every policy still gets a fresh
-measurement each round; what it saves is a thousand policies queueing a hundred identical
-``stats`` commands or catalogue queries a second at the same Memcached or PostgreSQL.
+Identical probes are coalesced: when a policy asks for exactly what another policy's probe
+is already measuring (same check definition, timeout, Secret values and namespace), it waits
+for that probe's answer instead of sending another request — or takes an answer that arrived
+at most ``STRONGHOLD_PROBE_REUSE_S`` (1 s) ago, and never older than a tenth of its own
+interval: the schedule's jitter already moves a round that much, so such an answer is as
+fresh as the round's own timing. What it saves is ten thousand policies sending a thousand
+identical ``stats`` commands or catalogue queries a second at the same Memcached or
+PostgreSQL (the target's load, and most of the operator's CPU at that scale).
 Counter deltas (a cache's hit ratio over the interval) stay per policy, each from its own
 previous probe (logic/health/samples.py says why).
 """
@@ -38,9 +40,13 @@ from stronghold_operator.probes.resources import ResourcesProbe
 # A probe gets its own timeout; this much more and the runner stops waiting for it.
 GRACE_S = 1.0
 COALESCE = os.environ.get("STRONGHOLD_PROBE_COALESCE", "1") != "0"
+REUSE_S = float(os.environ.get("STRONGHOLD_PROBE_REUSE_S", "1.0"))
+# Of the asking policy's interval: the scheduler's jitter (controllers/health.JITTER).
+REUSE_FRACTION = 0.1
 REQUESTS = Counter(
     "stronghold_health_probe_requests_total",
-    "Probes by check type: sent to the target, or coalesced with an identical one in flight",
+    "Probes by check type: sent to the target, or coalesced with an identical one in flight "
+    "or just answered",
     ["type", "coalesced"],
     registry=registry,
 )
@@ -67,7 +73,10 @@ class Prober:
         self.resources = resources or ResourcesProbe()
         self.logs = logs or LogsProbe()
         self.coalesce = COALESCE
-        self._inflight: dict[tuple[object, ...], asyncio.Future[ProbeResult]] = {}
+        self.reuse_s = REUSE_S
+        # In flight (None), or answered at that loop time and kept for reuse_s.
+        self._inflight: dict[tuple[object, ...], tuple[asyncio.Future[ProbeResult], float | None]]
+        self._inflight = {}
         self._specs: dict[int, tuple[Check, bytes]] = {}  # id(check) -> (check, digest)
 
     async def close(self) -> None:
@@ -105,8 +114,10 @@ class Prober:
         secrets: Mapping[str, str],
         namespace: str,
         since_s: float | None = None,
+        reuse_s: float = 0.0,
     ) -> asyncio.Future[ProbeResult]:
-        """The probe of ``check`` as a future: a new one, or the identical one in flight."""
+        """The probe of ``check`` as a future: a new one, the identical one in flight, or
+        its answer if that arrived at most ``reuse_s`` (capped at the prober's) ago."""
         # Only logs checks read from a point in time.
         since_s = _since(check, since_s) if check.logs is not None else None
         run = (check, timeout_s, secrets, namespace, since_s)
@@ -120,18 +131,31 @@ class Prober:
             tuple(sorted(secrets.items())),
             since_s,
         )
-        shared = self._inflight.get(key)
-        if shared is None:
-            _SENT[check.type].inc()
-            shared = asyncio.ensure_future(self._run_check(*run))
-            self._inflight[key] = shared
-            shared.add_done_callback(lambda done: self._forget(key, done))
-        else:
+        hit = self._inflight.get(key)
+        loop = asyncio.get_running_loop()
+        if hit is not None and (hit[1] is None or loop.time() - hit[1] <= reuse_s):
             _COALESCED[check.type].inc()
+            return hit[0]
+        _SENT[check.type].inc()
+        shared = asyncio.ensure_future(self._run_check(*run))
+        self._inflight[key] = (shared, None)
+        shared.add_done_callback(lambda done: self._answered(key, done))
         return shared
 
+    def _answered(self, key: tuple[object, ...], done: asyncio.Future[ProbeResult]) -> None:
+        hit = self._inflight.get(key)
+        if hit is None or hit[0] is not done:
+            return
+        if self.reuse_s <= 0 or done.cancelled():
+            del self._inflight[key]
+            return
+        loop = asyncio.get_running_loop()
+        self._inflight[key] = (done, loop.time())
+        loop.call_later(self.reuse_s, self._forget, key, done)
+
     def _forget(self, key: tuple[object, ...], done: asyncio.Future[ProbeResult]) -> None:
-        if self._inflight.get(key) is done:
+        hit = self._inflight.get(key)
+        if hit is not None and hit[0] is done:
             del self._inflight[key]
 
     def _spec_digest(self, check: Check) -> bytes:
@@ -208,6 +232,7 @@ class Prober:
         is not probed: nothing is sent, and its result is ``Refused``.
         """
         checks = list(policy.checks)
+        reuse_s = min(self.reuse_s, policy.interval.total_seconds() * REUSE_FRACTION)
         futures = [
             _done(ProbeResult(None, "Refused", why, reason="SecretNotAllowed"))
             if (why := (refused or {}).get(c.name))
@@ -217,12 +242,14 @@ class Prober:
                 secrets.get(c.name, {}),
                 namespace,
                 (cursors or {}).get(c.name),
+                reuse_s,
             )
             for c in checks
         ]
         # wait(), unlike gather(), leaves the futures running if this round is cancelled:
-        # other policies may be waiting for the same probes.
-        await asyncio.wait(futures)
+        # other policies may be waiting for the same probes. Answers reused are done already.
+        if not all(f.done() for f in futures):
+            await asyncio.wait(futures)
         return {c.name: f.result() for c, f in zip(checks, futures, strict=True)}
 
 

@@ -82,7 +82,11 @@ class LagMonitor:
         (a stall is recorded when it ends: the one still going counts so far)."""
         now = self.clock()
         pending = max(0.0, now - self._due) if self._due is not None else 0.0
-        worst = max((lag for at, lag in self._samples if at >= since), default=0.0)
+        worst = 0.0
+        for at, lag in reversed(self._samples):  # newest first: a round's are the last few
+            if at < since:
+                break
+            worst = max(worst, lag)
         return max(worst, pending)
 
     def mark(self) -> None:
