@@ -421,6 +421,7 @@ class Run:
     cpu: float
     wall: float
     rss_max: float
+    rss_peak: float
     probes: dict[str, float]
     lateness_p50: float
     lateness_p99: float
@@ -512,6 +513,7 @@ def run_operator(
                 rss_max = max(rss_max, rss_mib(op.proc.pid))
                 time.sleep(min(2.0, max(0.0, end - time.monotonic())))
         rss_max = max(rss_max, rss_mib(op.proc.pid))
+        rss_peak = rss_mib(op.proc.pid, "VmHWM")  # the start included
         busy1 = machine_busy()
         load = os.getloadavg()[0]
         after = scrape(op.metrics_url)
@@ -526,6 +528,7 @@ def run_operator(
             cpu=w.cpu,
             wall=w.wall,
             rss_max=rss_max,
+            rss_peak=rss_peak,
             probes={k: after.probes.get(k, 0) - before.probes.get(k, 0) for k in TYPES},
             lateness_p50=quantile(0.5, lat),
             lateness_p99=quantile(0.99, lat),
@@ -611,7 +614,7 @@ def report_runs(runs: Sequence[Run]) -> None:
                 ms(1000 * r.cpu / max(r.total_probes, 1)),
                 f"{r.sent / r.wall:.1f}",
                 ms(1000 * r.cpu / max(r.sent, 1)),
-                f"{r.rss_max:.0f}",
+                f"{r.rss_max:.0f} / {r.rss_peak:.0f}",
                 f"{1000 * r.lateness_p50:.0f}",
                 f"{1000 * r.lateness_p99:.0f}",
                 r.lateness_max_bucket,
@@ -631,7 +634,7 @@ def report_runs(runs: Sequence[Run]) -> None:
             "ms CPU/probe",
             "requests/s to targets",
             "ms CPU/request",
-            "RSS max MiB",
+            "RSS MiB: window max / peak",
             "lateness p50 ms",
             "lateness p99 ms",
             "worst lateness",

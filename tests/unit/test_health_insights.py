@@ -189,7 +189,7 @@ def test_insights_are_measurements_never_findings() -> None:
 
 
 def samples(series: HealthSeries) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    text = series.render()
+    text = "".join(series.render())
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)

@@ -12,7 +12,7 @@ from tests.unit.test_health_logic import T0, cache_ok, db_ok, queue_ok, stack, w
 
 def scrape(collector: HealthSeries) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """The rendered text as prometheus-client's own parser reads it."""
-    text = collector.render()
+    text = "".join(collector.render())
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for fam in text_string_to_metric_families(text)

@@ -20,6 +20,7 @@ from stronghold_operator import conditions as cond
 from stronghold_operator.models.scaling import ScalingPolicyStatus
 from stronghold_operator.models.status import Condition, StatusModel
 from stronghold_operator.platforms.kube import ApiError, Kube
+from stronghold_operator.runtime import budget as budget_module
 from stronghold_operator.runtime import status as writer
 from stronghold_operator.runtime.status import StatusWriter, write_status
 
@@ -165,6 +166,36 @@ async def test_one_write_in_flight_and_the_latest_change_wins(
     assert api.patches[1]["conditions"][0]["status"] == "False"
     assert w.current["replicas"] == 3
     assert events == [("Warning", "TargetDown")]  # announced once, when it happened
+
+
+async def test_a_write_waiting_for_the_budget_goes_out_with_the_latest_status(
+    events: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Latest wins while queued too: two passes before the budget's turn are one patch."""
+    monkeypatch.setitem(budget_module._ONE, "budget", budget_module.WriteBudget(20, 1))
+    assert budget_module.budget().try_acquire(0)  # the only token: the next write waits
+    api = FakeApi()
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api)
+    w.update({"replicas": 1}, [READY], NOW)
+    w.update({"replicas": 2}, [NOT_READY], NOW)  # both while the first waits its turn
+    w.update({"replicas": 3}, [READY], NOW)
+    await drained(w)
+    (patch,) = api.patches
+    assert patch["replicas"] == 3 and patch["conditions"][0]["status"] == "True"
+    assert w.written["replicas"] == 3
+
+
+async def test_a_change_undone_while_queued_sends_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(budget_module._ONE, "budget", budget_module.WriteBudget(20, 1))
+    api = FakeApi()
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api)
+    w.update({"replicas": 1}, [READY], NOW)
+    await drained(w)
+    assert budget_module.budget().try_acquire(0) is False  # the token went to that write
+    w.update({"replicas": 2}, [READY], NOW)  # queued for the budget ...
+    w.update({"replicas": 1}, [READY], NOW)  # ... and back before its turn
+    await drained(w)
+    assert len(api.patches) == 1
 
 
 async def test_a_failed_write_is_put_back_and_retried_with_what_changed_since(

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import kopf
 import pytest
 
+import stronghold_operator.main  # noqa: F401 - the handlers register the kinds the LIST reads
 from stronghold_operator import settings
 from stronghold_operator.controllers.common import Services
 from stronghold_operator.logic.watchdog import WatchTracker, liveness_failure, versions
@@ -122,7 +123,7 @@ class _Kube:
         self.fail = fail
         self.calls = 0
 
-    async def list(self, *_: object, **__: object) -> list[dict[str, object]]:
+    async def list_metadata(self, *_: object, **__: object) -> list[dict[str, object]]:
         self.calls += 1
         if self.fail is not None:
             raise self.fail
@@ -157,7 +158,7 @@ async def test_liveness_passes_while_the_apiserver_does_not_answer(
 
 async def test_liveness_fails_for_a_stalled_watch() -> None:
     class Answering:
-        async def list(self, *_: object, **__: object) -> list[dict[str, object]]:
+        async def list_metadata(self, *_: object, **__: object) -> list[dict[str, object]]:
             return [{"metadata": {"uid": "a", "resourceVersion": "2"}}]
 
     svc = Services(kube=Answering(), watch=WatchTracker(grace=timedelta(seconds=10)))  # type: ignore[arg-type]

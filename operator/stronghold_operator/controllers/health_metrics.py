@@ -12,7 +12,7 @@ so its series disappear without bookkeeping.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -191,8 +191,9 @@ class HealthSeries:
     def forget(self, uid: str) -> None:
         self.policies.pop(uid, None)
 
-    def render(self) -> str:
-        """Every family in the Prometheus text format (0.0.4), samples grouped by family."""
+    def render(self) -> Iterator[str]:
+        """Every family in the Prometheus text format (0.0.4), samples grouped by family: one
+        string per family, each let go once yielded (a scrape holds one family's text)."""
         lines: dict[str, list[str]] = {name: [] for name in self.families}
         duration, success, severity = lines[_DURATION], lines[_SUCCESS], lines[_SEVERITY]
         depth, utilisation = lines[_DEPTH], lines[_UTILISATION]
@@ -220,10 +221,8 @@ class HealthSeries:
                     depth.append(f'{_DEPTH}{{{cl},queue="{_esc(queue)}"}} {g(messages)}\n')
                 if c.insights is not None:
                     _insights(lines, cl, c.insights)
-        return "".join(
-            f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n" + "".join(lines[name])
-            for name, kind, help_text in FAMILIES
-        )
+        for name, kind, help_text in FAMILIES:
+            yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n" + "".join(lines.pop(name))
 
 
 def _insights(lines: dict[str, list[str]], cl: str, s: InsightSeries) -> None:
