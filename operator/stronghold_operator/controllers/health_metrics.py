@@ -6,8 +6,9 @@ thousands of them, a large share of the operator's memory in a tracemalloc profi
 policy keeps a few numbers per check, and the text is written at scrape time straight in
 the exposition format (:func:`stronghold_operator.metrics.text_source`): built as
 prometheus-client families, 10,000 policies' 190,000 samples took 1.7 s of CPU under the
-GIL and 94 MB of short-lived objects per scrape. A policy that stops is no longer listed,
-so its series disappear without bookkeeping.
+GIL and 94 MB of short-lived objects per scrape; written a family and a thousand policies
+at a time, 0.4 s and 3 MB. A policy that stops is no longer listed, so its series
+disappear without bookkeeping.
 """
 
 from __future__ import annotations
@@ -192,58 +193,117 @@ class HealthSeries:
         self.policies.pop(uid, None)
 
     def render(self) -> Iterator[str]:
-        """Every family in the Prometheus text format (0.0.4), samples grouped by family: one
-        string per family, each let go once yielded (a scrape holds one family's text)."""
-        lines: dict[str, list[str]] = {name: [] for name in self.families}
-        duration, success, severity = lines[_DURATION], lines[_SUCCESS], lines[_SEVERITY]
-        depth, utilisation = lines[_DEPTH], lines[_UTILISATION]
-        optional = [(attr, name, lines[name]) for attr, name in _OPTIONAL]
-        g = _num
+        """Every family in the Prometheus text format (0.0.4), samples grouped by family, in
+        pieces of ``PAGE`` policies: a scrape holds one piece at a time (built whole, the text
+        of 10,000 policies was 45 MB of short-lived strings, the operator's RSS peak)."""
         # The event loop changes these while the metrics server's thread reads them: list()
         # copies a dict without letting go of the GIL, so each copy is consistent.
-        for p in list(self.policies.values()):
-            pl = f'namespace="{_esc(p.namespace)}",policy="{_esc(p.policy)}"'
-            severity.append(f"{_SEVERITY}{{{pl}}} {g(p.severity)}\n")
-            for name, c in list(p.checks.items()):
-                cl = f'{pl},check="{_esc(name)}"'
-                duration.append(
-                    f'{_DURATION}_count{{{cl},type="{c.type}"}} {g(c.count)}\n'
-                    f'{_DURATION}_sum{{{cl},type="{c.type}"}} {g(c.seconds)}\n'
-                )
-                success.append(f"{_SUCCESS}{{{cl}}} {g(c.success)}\n")
-                for attr, family, out in optional:
-                    value = getattr(c, attr)
-                    if value is not None:
-                        out.append(f"{family}{{{cl}}} {g(value)}\n")
-                for resource, v in list(c.resources.items()):
-                    utilisation.append(f'{_UTILISATION}{{{cl},resource="{resource}"}} {g(v)}\n')
-                for queue, messages in list(c.queues.items()):
-                    depth.append(f'{_DEPTH}{{{cl},queue="{_esc(queue)}"}} {g(messages)}\n')
-                if c.insights is not None:
-                    _insights(lines, cl, c.insights)
+        policies = list(self.policies.values())
         for name, kind, help_text in FAMILIES:
-            yield f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n" + "".join(lines.pop(name))
+            write = _WRITERS[name]
+            out = [f"# HELP {name} {help_text}\n# TYPE {name} {kind}\n"]
+            for n, p in enumerate(policies, 1):
+                write(p, out)
+                if n % PAGE == 0:
+                    yield "".join(out)
+                    out = []
+            yield "".join(out)
 
 
-def _insights(lines: dict[str, list[str]], cl: str, s: InsightSeries) -> None:
-    """The ``stronghold_postgres_*`` insights samples of one check (docs/healthpolicy.md)."""
-    g = _num
+# --- one family's samples of one policy -------------------------------------------------------
 
-    def add(family: str, labels: str, value: float) -> None:
-        lines[_PG + family].append(f"{_PG}{family}{{{cl}{labels}}} {g(value)}\n")
+PAGE = 1000  # policies per piece of a family's text
+Writer = Callable[[PolicySeries, list[str]], None]
 
-    add("statements_available", "", s.available)
+
+def _checks(p: PolicySeries) -> Iterator[tuple[str, CheckSeries]]:
+    """(labels, series) of each check: namespace, policy and check quoted."""
+    pl = f'namespace="{_esc(p.namespace)}",policy="{_esc(p.policy)}"'
+    for name, c in list(p.checks.items()):
+        yield f'{pl},check="{_esc(name)}"', c
+
+
+def _severity(p: PolicySeries, out: list[str]) -> None:
+    out.append(
+        f'{_SEVERITY}{{namespace="{_esc(p.namespace)}",policy="{_esc(p.policy)}"}}'
+        f" {_num(p.severity)}\n"
+    )
+
+
+def _duration(p: PolicySeries, out: list[str]) -> None:
+    for cl, c in _checks(p):
+        out.append(
+            f'{_DURATION}_count{{{cl},type="{c.type}"}} {_num(c.count)}\n'
+            f'{_DURATION}_sum{{{cl},type="{c.type}"}} {_num(c.seconds)}\n'
+        )
+
+
+def _success(p: PolicySeries, out: list[str]) -> None:
+    for cl, c in _checks(p):
+        out.append(f"{_SUCCESS}{{{cl}}} {_num(c.success)}\n")
+
+
+def _optional(attr: str, family: str) -> Writer:
+    def write(p: PolicySeries, out: list[str]) -> None:
+        for cl, c in _checks(p):
+            value = getattr(c, attr)
+            if value is not None:
+                out.append(f"{family}{{{cl}}} {_num(value)}\n")
+
+    return write
+
+
+def _depth(p: PolicySeries, out: list[str]) -> None:
+    for cl, c in _checks(p):
+        for queue, messages in list(c.queues.items()):
+            out.append(f'{_DEPTH}{{{cl},queue="{_esc(queue)}"}} {_num(messages)}\n')
+
+
+def _utilisation(p: PolicySeries, out: list[str]) -> None:
+    for cl, c in _checks(p):
+        for resource, value in list(c.resources.items()):
+            out.append(f'{_UTILISATION}{{{cl},resource="{resource}"}} {_num(value)}\n')
+
+
+def _insight(family: str) -> Writer:
+    """The ``stronghold_postgres_*`` family ``family`` of each check with insights."""
+
+    def write(p: PolicySeries, out: list[str]) -> None:
+        for cl, c in _checks(p):
+            if c.insights is not None:
+                for f, labels, value in _insight_samples(c.insights):
+                    if f == family:
+                        out.append(f"{f}{{{cl}{labels}}} {_num(value)}\n")
+
+    return write
+
+
+def _insight_samples(s: InsightSeries) -> Iterator[tuple[str, str, float]]:
+    """(family, labels after the check's, value) of one check's insights (docs/healthpolicy.md)."""
+    yield _PG + "statements_available", "", s.available
     for name, value in s.growth:
-        add("growth_success", f',name="{_esc(name)}"', 0 if value is None else 1)
+        yield _PG + "growth_success", f',name="{_esc(name)}"', 0 if value is None else 1
         if value is not None:
-            add("growth_value", f',name="{_esc(name)}"', value)
+            yield _PG + "growth_value", f',name="{_esc(name)}"', value
     for st in s.statements:
         q = f',queryid="{_esc(st.query_id)}"'
-        add("statement_mean_seconds", q, st.mean_ms / 1000.0)
-        add("statement_calls", q, st.calls)
-        add("statement_rows_per_call", q, st.rows / st.calls if st.calls else 0)
+        yield _PG + "statement_mean_seconds", q, st.mean_ms / 1000.0
+        yield _PG + "statement_calls", q, st.calls
+        yield _PG + "statement_rows_per_call", q, st.rows / st.calls if st.calls else 0
     for schema, table, index, size in s.unused_indexes:
         where = f',schema="{_esc(schema)}",table="{_esc(table)}",index="{_esc(index)}"'
-        add("unused_index_bytes", where, size)
+        yield _PG + "unused_index_bytes", where, size
     for schema, table, ratio in s.seq_scan_ratios:
-        add("table_seq_scan_ratio", f',schema="{_esc(schema)}",table="{_esc(table)}"', ratio)
+        where = f',schema="{_esc(schema)}",table="{_esc(table)}"'
+        yield _PG + "table_seq_scan_ratio", where, ratio
+
+
+_WRITERS: dict[str, Writer] = {
+    _DURATION: _duration,
+    _SUCCESS: _success,
+    _SEVERITY: _severity,
+    **{family: _optional(attr, family) for attr, family in _OPTIONAL},
+    _DEPTH: _depth,
+    _UTILISATION: _utilisation,
+    **{name: _insight(name) for name, _, _ in FAMILIES if name.startswith(_PG)},
+}
