@@ -266,6 +266,17 @@ class Scrape:
     wait: list[tuple[float, float]] = field(default_factory=list)  # budget wait (le, count)
     latency: list[tuple[float, float]] = field(default_factory=list)  # patch latency
     api: dict[tuple[str, str, str], float] = field(default_factory=dict)  # apiserver requests
+    unhealthy_by: dict[str, int] = field(default_factory=dict)  # "web Unknown" -> checks
+
+
+def not_healthy(samples: Sequence[Any]) -> dict[str, int]:
+    """Checks whose last probe was not Healthy, by check name and what it said."""
+    out: dict[str, int] = {}
+    for s in samples:
+        if s.value != 1:
+            why = f"{s.labels['check']} {'Unknown' if s.value < 0 else 'Warning/Critical'}"
+            out[why] = out.get(why, 0) + 1
+    return out
 
 
 def scrape(url: str) -> Scrape:
@@ -273,6 +284,7 @@ def scrape(url: str) -> Scrape:
     probes = dict.fromkeys(TYPES, 0.0)
     lateness: list[tuple[float, float]] = []
     unhealthy = 0
+    unhealthy_by: dict[str, int] = {}
     sent = coalesced = 0.0
     writes: dict[str, float] = {}
     for fam in text_string_to_metric_families(text):
@@ -287,7 +299,8 @@ def scrape(url: str) -> Scrape:
                 if s.name.endswith("_bucket") and s.labels.get("kind") == "HealthPolicy"
             ]
         elif fam.name == "stronghold_health_probe_success":
-            unhealthy += sum(1 for s in fam.samples if s.value != 1)
+            unhealthy_by = not_healthy(fam.samples)
+            unhealthy = sum(unhealthy_by.values())
         elif fam.name == "stronghold_health_probe_requests":
             for s in fam.samples:
                 if s.name.endswith("_total"):
@@ -316,6 +329,7 @@ def scrape(url: str) -> Scrape:
         wait,
         latency,
         api,
+        unhealthy_by,
     )
 
 
@@ -441,6 +455,7 @@ class Run:
     wait_p99: float = math.nan  # seconds a write waited for the budget
     latency_p99: float = math.nan  # seconds a status patch took
     api: dict[tuple[str, str, str], float] = field(default_factory=dict)  # apiserver requests
+    unhealthy_by: dict[str, int] = field(default_factory=dict)  # the last probes not Healthy
 
     def api_total(self, resource: str | None = None, mutating: bool = False) -> float:
         return sum(
@@ -536,6 +551,7 @@ def run_operator(
             rounds=after.rounds - before.rounds,
             checks=checks,
             unhealthy=after.unhealthy,
+            unhealthy_by=after.unhealthy_by,
             warmup_s=warmup,
             machine=100 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]),
             load=load,
@@ -601,6 +617,13 @@ def ms(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.3f}"
 
 
+def _not_healthy(r: Run) -> str:
+    """How many, then by check and what the last probe said (a shared answer shows on every
+    policy that took it)."""
+    by = ", ".join(f"{why} {n}" for why, n in sorted(r.unhealthy_by.items()))
+    return f"{r.unhealthy} ({by})" if by else str(r.unhealthy)
+
+
 def report_runs(runs: Sequence[Run]) -> None:
     rows = []
     for r in runs:
@@ -618,7 +641,7 @@ def report_runs(runs: Sequence[Run]) -> None:
                 f"{1000 * r.lateness_p50:.0f}",
                 f"{1000 * r.lateness_p99:.0f}",
                 r.lateness_max_bucket,
-                r.unhealthy,
+                _not_healthy(r),
                 f"{r.warmup_s:.0f}s",
                 f"{r.machine:.0f}% / {r.load:.1f}",
             ]
