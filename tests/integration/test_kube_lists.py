@@ -10,9 +10,7 @@ from tests.integration import kit
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
 
-async def test_the_metadata_list_pages_through_every_object(
-    namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_the_metadata_list_pages_through_every_object(namespace: str) -> None:
     items = [
         {
             "apiVersion": f"{k.GROUP}/v1alpha1",
@@ -23,10 +21,9 @@ async def test_the_metadata_list_pages_through_every_object(
         for i in range(5)
     ]
     kit.apply_in(namespace, {"apiVersion": "v1", "kind": "List", "items": items})
-    monkeypatch.setattr(k, "LIST_PAGE", 2)  # three pages
     kube = k.Kube.connect()
     try:
-        listed = await k.list_objects(kube, "healthpolicies", [namespace])
+        listed = await kube.list_metadata(k.ours("healthpolicies"), namespace, page=2)  # 3 pages
     finally:
         await kube.aclose()
     assert sorted(i["metadata"]["name"] for i in listed) == [f"p{i}" for i in range(5)]
