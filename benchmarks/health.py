@@ -65,7 +65,7 @@ ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 TYPES = ("http", "postgres", "memcached", "rabbitmq")
 OPERATOR_ENV: dict[str, str] = {}  # extra environment of the operator (--env)
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE", "APPLY", "DELETECOLLECTION"})
-OUR_RESOURCES = frozenset({"healthpolicies", "events"})
+OUR_RESOURCES = frozenset({"healthpolicies", "events", "incidents"})
 
 
 # --- targets ---------------------------------------------------------------------------------
@@ -152,6 +152,11 @@ class Operator:
     proc: subprocess.Popen[bytes]
     metrics_url: str
     log: Path
+
+
+def operator_env(args: Any) -> dict[str, str]:
+    """The operator's extra environment from ``--env KEY=VALUE`` options."""
+    return {k: v for k, _, v in (item.partition("=") for item in args.env)}
 
 
 def start_operator(sa: Path, ns: str, log: Path, env: dict[str, str]) -> Operator:
@@ -373,7 +378,7 @@ def write_budget(
 def apiserver() -> tuple[float, float, dict[tuple[str, str, str], float]]:
     """From the API server's own /metrics: HealthPolicy watch events (all watchers), its
     HealthPolicy watchers, and ``apiserver_request_total`` as (resource, verb, code) ->
-    count for HealthPolicies and Events, plus ("*", verb, "429") for every refusal."""
+    count for HealthPolicies, Events and Incidents, plus ("*", verb, "429") for every refusal."""
     text = kit.kubectl("get", "--raw", "/metrics")
     events = watchers = 0.0
     requests: dict[tuple[str, str, str], float] = {}
@@ -808,9 +813,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--storm-delay", type=float, default=0, help="storm: added delay (default timeout + 2 s)"
     )
     args = ap.parse_args(argv)
-    for item in args.env:
-        key, _, value = item.partition("=")
-        OPERATOR_ENV[key] = value
+    OPERATOR_ENV.update(operator_env(args))
     ns_values = [int(x) for x in args.policies.split(",") if x]
 
     common.check_cluster("probe the policies too")

@@ -14,18 +14,24 @@ benchmark starts it: coalescing on unless ``--env STRONGHOLD_PROBE_COALESCE=0``)
 3. recovery: the proxy relays at once again; wait until every policy is ``Healthy=True``.
 
 Reported: when each policy first showed the outage (``Healthy=False``) after the proxy
-turned slow, and its recovery after it turned fast (p50 and the last policy; polled, so
-within the poll period), the status writes and Events spent from the API server's own
-``apiserver_request_total`` (by resource, verb and code; Events are the whole cluster's),
-every 429 it sent, the operator's write budget (writes, refusals, Events posted and dropped),
-the Event objects left in the namespace (and the ``TargetFailing``/``TargetRecovered``
-summaries among them), and the operator's own overload signal.
+turned slow, and its recovery after it turned fast (p50 and the last policy; from one
+``kubectl get --watch`` kept for the run, timed as each change arrives), the status writes
+and Events spent from the API server's own ``apiserver_request_total`` (by resource, verb
+and code; Events are the whole cluster's), every 429 it sent, the operator's write budget
+(writes, refusals, Events posted and dropped), the Event objects left in the namespace (and
+the ``TargetFailing``/``TargetRecovered`` summaries among them), the operator's own overload
+signal, and the CPU of the API server, etcd, the operator, this process (with the proxy) and
+the machine from the storm to settled.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import statistics
+import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,9 +42,11 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from tests.integration import kit
 
+from benchmarks import apiserver
 from benchmarks import health as bench
-from benchmarks.common import stop, table
+from benchmarks.common import CLK_TCK, cpu_seconds, stop, table
 from benchmarks.slow_proxy import SlowProxy
+from stronghold_testbed import paths
 
 
 @dataclass
@@ -48,7 +56,6 @@ class StormRun:
     timeout: float
     delay: float
     slow_s: float
-    poll_s: float
     outage: list[float] = field(default_factory=list)  # per policy: seconds until shown
     recovery: list[float] = field(default_factory=list)
     api: dict[tuple[str, str, str], float] = field(default_factory=dict)
@@ -60,6 +67,13 @@ class StormRun:
     discounted: float = 0.0
     overloaded: float = 0.0  # the gauge at the end
     proxied: int = 0  # connections the proxy accepted
+    cpu: dict[str, float] = field(default_factory=dict)  # seconds, from the storm to settled
+    # p50 / p99 seconds, from the storm to settled: a write's wait for the budget, a status
+    # patch's answer, a round's lateness (the operator's own loop)
+    waits: tuple[float, float] = (math.nan, math.nan)
+    answers: tuple[float, float] = (math.nan, math.nan)
+    late: tuple[float, float] = (math.nan, math.nan)
+    cpu_wall: float = 0.0
 
 
 def storm_policy(name: str, url: str, interval: float, timeout: float) -> dict[str, Any]:
@@ -77,29 +91,75 @@ def storm_policy(name: str, url: str, interval: float, timeout: float) -> dict[s
     }
 
 
-def healthy(ns: str) -> dict[str, str]:
-    """Each policy's ``Healthy`` condition status (``Unknown`` before its first round)."""
-    items = kit.kubectl_json("get", "healthpolicies", "-n", ns).get("items", [])
-    out: dict[str, str] = {}
-    for item in items:
-        conds = (item.get("status") or {}).get("conditions") or []
-        found = next((c for c in conds if c.get("type") == "Healthy"), None)
-        out[item["metadata"]["name"]] = str((found or {}).get("status", "Unknown"))
-    return out
+class Conditions:
+    """Each policy's ``Healthy`` condition as a watch tells it, with when each change arrived.
 
+    One ``kubectl get --watch`` for the run: the API server sends each written object once, as
+    it does to the operator's own watch. Polling a LIST of every policy instead (as this
+    benchmark did) cost the API server and the benchmark seconds of CPU per poll at 5,000
+    policies (27 MB of JSON), on the cores the storm is measured on, and timed to the poll.
+    """
 
-def watch_until(
-    ns: str, n: int, want: str, start: float, end: float, poll: float, seen: dict[str, float]
-) -> None:
-    """Poll until ``end`` or until all ``n`` policies show ``want``; record when each did."""
-    while time.monotonic() < end:
-        now = time.monotonic()
-        for name, status in healthy(ns).items():
-            if status == want and name not in seen:
-                seen[name] = now - start
-        if len(seen) >= n:
-            return
-        time.sleep(max(0.0, min(poll, end - time.monotonic())))
+    FORMAT = '{.metadata.name}{" "}{.status.conditions[?(@.type=="Healthy")].status}{"\\n"}'
+
+    def __init__(self, ns: str) -> None:
+        self.changes: list[tuple[float, str, str]] = []  # (monotonic, policy, status)
+        self.now: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self._proc = subprocess.Popen(
+            [
+                "kubectl",
+                f"--kubeconfig={paths.admin_kubeconfig()}",
+                *("get", "healthpolicies", "-n", ns, "--watch"),
+                *("-o", f"jsonpath={self.FORMAT}"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            name, _, status = line.strip().partition(" ")
+            if not name:
+                continue
+            status = status or "Unknown"
+            with self._lock:
+                if self.now.get(name) != status:
+                    self.now[name] = status
+                    self.changes.append((time.monotonic(), name, status))
+
+    def count(self, want: str) -> int:
+        with self._lock:
+            return sum(s == want for s in self.now.values())
+
+    def first(self, want: str, since: float, until: float = float("inf")) -> dict[str, float]:
+        """Per policy, seconds from ``since`` until it first showed ``want`` (before ``until``;
+        0 for one that showed it already)."""
+        seen: dict[str, float] = {}
+        with self._lock:
+            for name, status in self._at(since).items():
+                if status == want:
+                    seen[name] = 0.0
+            for at, name, status in self.changes:
+                if since <= at < until and status == want and name not in seen:
+                    seen[name] = at - since
+        return seen
+
+    def _at(self, when: float) -> dict[str, str]:
+        states: dict[str, str] = {}
+        for at, name, status in self.changes:
+            if at >= when:
+                break
+            states[name] = status
+        return states
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=30)
 
 
 def events_in(ns: str) -> tuple[int, int, dict[str, int]]:
@@ -120,13 +180,14 @@ def run_storm(
 ) -> StormRun:
     interval, timeout = float(args.interval), float(args.timeout)
     delay = float(args.storm_delay) if args.storm_delay else timeout + 2.0
-    poll = max(2.0, n / 1000)  # a LIST of every policy: heavier with N
-    run = StormRun(n, interval, timeout, delay, float(args.storm_seconds), poll)
+    poll = 0.5  # how often the phases look at the watch's record (it costs nothing)
+    run = StormRun(n, interval, timeout, delay, float(args.storm_seconds))
     ns = f"bench-health-{t.tag}-storm-{n}"
     app = urlsplit(t.app_url)
     print(f"[{time.strftime('%H:%M:%S')}] {ns}: creating {n} policies", flush=True)
     kit.kubectl("create", "namespace", ns)
     op: bench.Operator | None = None
+    seen: Conditions | None = None
     try:
         with SlowProxy(app.hostname or "127.0.0.1", app.port or 80) as proxy:
             for lo in range(0, n, 250):
@@ -136,44 +197,85 @@ def run_storm(
                 ]
                 doc = {"apiVersion": "v1", "kind": "List", "items": items}
                 kit.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(doc))
-            op = bench.start_operator(sa, ns, workdir / f"operator-storm-{n}.log", {})
+            seen = Conditions(ns)
+            # ``--env`` from the options: run as ``-m benchmarks.health``, that module is
+            # ``__main__`` and ``bench`` is a second copy of it, whose OPERATOR_ENV is empty
+            # (storm runs before session 15 never had the environment they asked for).
+            env = bench.operator_env(args)
+            op = bench.start_operator(sa, ns, workdir / f"operator-storm-{n}.log", env)
             kit.wait_until(
                 f"all {n} policies Healthy",
-                lambda: sum(s == "True" for s in healthy(ns).values()) >= n,
+                lambda: seen is not None and seen.count("True") >= n,
                 timeout=600,
                 interval=poll,
             )
             time.sleep(interval)  # one more round each: the steady state
             before = bench.scrape(op.metrics_url)
+            cpu0 = _cpu(op.proc.pid)
             print(f"[{time.strftime('%H:%M:%S')}] steady; proxy slow ({delay:g}s)", flush=True)
             proxy.delay = delay
             slow_at = time.monotonic()
-            outage: dict[str, float] = {}
-            # The storm lasts its full time (2n: never "all seen" early); outages recorded.
-            watch_until(ns, 2 * n, "False", slow_at, slow_at + run.slow_s, poll, outage)
+            time.sleep(run.slow_s)  # the storm lasts its full time; the watch records it
             proxy.delay = 0.0
             fast_at = time.monotonic()
             print(f"[{time.strftime('%H:%M:%S')}] proxy fast again", flush=True)
-            recovered: dict[str, float] = {}
             deadline = fast_at + 5 * interval + 120
-            watch_until(ns, n, "True", fast_at, deadline, poll, recovered)
+            while time.monotonic() < deadline and len(seen.first("True", fast_at)) < n:
+                time.sleep(poll)
             time.sleep(2 * bench.INTERVAL)  # Events posted after the last transitions
+            run.cpu = {k: v - cpu0.get(k, 0.0) for k, v in _cpu(op.proc.pid).items()}
+            run.cpu_wall = time.monotonic() - slow_at
             after = bench.scrape(op.metrics_url)
             run.overloaded, run.discounted = _overload(httpx.get(op.metrics_url, timeout=60).text)
             run.proxied = proxy.connections
+        (workdir / f"storm-{n}-changes.json").write_text(
+            json.dumps(
+                {"slow_at": slow_at, "fast_at": fast_at, "changes": seen.changes}, indent=None
+            )
+        )  # each policy's Healthy changes as the watch told them: for a closer look
+        # A probe sent in the storm's last moment times out after it: still the storm's.
+        outage = seen.first("False", slow_at, fast_at + timeout + 1.0)
+        recovered = seen.first("True", fast_at)
         run.outage, run.recovery = sorted(outage.values()), sorted(recovered.values())
         run.api = {k: v - before.api.get(k, 0.0) for k, v in after.api.items()}
         run.budget = {
             k: v - before.budget.get(k, 0.0) if k != "queue" else v for k, v in after.budget.items()
         }
         run.writes = {k: v - before.writes.get(k, 0.0) for k, v in after.writes.items()}
+        for name, a, b in (
+            ("waits", before.wait, after.wait),
+            ("answers", before.latency, after.latency),
+            ("late", before.lateness, after.lateness),
+        ):
+            d = bench.delta_buckets(a, b)
+            setattr(run, name, (bench.quantile(0.5, d), bench.quantile(0.99, d)))
         run.events_in_ns, run.events_counted, run.summaries = events_in(ns)
         return run
     finally:
+        if seen is not None:
+            seen.close()
         if op is not None:
             stop(op.proc)
         if not args.keep:
             bench.remove(ns)
+
+
+def _cpu(operator: int) -> dict[str, float]:
+    """CPU seconds so far of the control plane, the operator, this process and the machine."""
+    out = apiserver.control_plane_cpu(("kube-apiserver", "etcd"))
+    out["operator"] = cpu_seconds(operator)
+    out["benchmark"] = cpu_seconds(os.getpid())  # with the slow proxy and the watch reader
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    idle = int(fields[3]) + int(fields[4])
+    out["machine"] = (sum(int(f) for f in fields[:8]) - idle) / CLK_TCK
+    return out
+
+
+def _cpu_share(r: StormRun) -> str:
+    keys = ("kube-apiserver", "etcd", "operator", "benchmark", "machine")
+    if not r.cpu_wall:
+        return "n/a"
+    return " / ".join(f"{100 * r.cpu.get(k, 0.0) / r.cpu_wall:.0f}" for k in keys)
 
 
 def _overload(text: str) -> tuple[float, float]:
@@ -217,7 +319,7 @@ def report_storms(runs: list[StormRun]) -> None:
                 out_all,
                 rec50,
                 rec_all,
-                f"{r.poll_s:g}s",
+                _cpu_share(r),
             ]
         )
     table(
@@ -229,7 +331,7 @@ def report_storms(runs: list[StormRun]) -> None:
             "outage shown: all",
             "recovery p50",
             "recovery: all",
-            "poll",
+            "CPU % of a core: apiserver / etcd / operator / benchmark / machine",
         ],
         rows,
     )
@@ -244,6 +346,10 @@ def report_storms(runs: list[StormRun]) -> None:
             v for (res, verb, _), v in r.api.items() if res == "events" and verb in bench.MUTATING
         )
         refused = sum(v for (res, _, code), v in r.api.items() if res == "*" and code == "429")
+        incidents = [
+            sum(v for (res, verb, _), v in r.api.items() if res == kind and verb in bench.MUTATING)
+            for kind in ("incidents", "incidents/status")
+        ]
         shared = [r.summaries.get(k, 0) for k in ("TargetFailing", "TargetRecovered")]
         summaries = f"{shared[0]} / {shared[1]}"
         spent.append(
@@ -252,6 +358,7 @@ def report_storms(runs: list[StormRun]) -> None:
                 f"{status:g}",
                 f"{r.writes.get('change', 0.0):g} / {r.writes.get('refresh', 0.0):g}",
                 f"{events:g}",
+                f"{incidents[0]:g} / {incidents[1]:g}",
                 f"{r.events_in_ns} ({r.events_counted})",
                 summaries,
                 _by(r, "stronghold_events_posted"),
@@ -259,6 +366,7 @@ def report_storms(runs: list[StormRun]) -> None:
                 f"{refused:g}",
                 _by(r, "stronghold_api_writes_refused"),
                 f"{r.discounted:g} / {r.overloaded:g}",
+                " / ".join(f"{a:.2f} s, {b:.2f} s" for a, b in (r.waits, r.answers, r.late)),
             ]
         )
     table(
@@ -268,6 +376,7 @@ def report_storms(runs: list[StormRun]) -> None:
             "apiserver status writes",
             "operator writes change / refresh",
             "apiserver Event writes (cluster)",
+            "apiserver Incident writes / status writes",
             "Events in ns (their count)",
             "TargetFailing / TargetRecovered",
             "Events posted",
@@ -275,6 +384,7 @@ def report_storms(runs: list[StormRun]) -> None:
             "429s (any client)",
             "writes refused",
             "discounted / overloaded",
+            "p50, p99: budget wait / PATCH answer / round lateness",
         ],
         spent,
     )
@@ -285,7 +395,7 @@ def report_storms(runs: list[StormRun]) -> None:
         if v > 0 and verb != "WATCH"
     ]
     table(
-        "Storm: API server requests by verb and code (healthpolicies, events; * = all)",
+        "Storm: API server requests by verb and code (healthpolicies, events, incidents; * = all)",
         ["N", "resource", "verb", "code", "requests"],
         by_verb,
     )

@@ -7,7 +7,8 @@ the proxy holds every answer past the probes' timeout, every policy must show th
 namespace must get one ``TargetFailing`` Event naming the shared target; when the proxy is
 fast again, every policy recovers and one ``TargetRecovered`` Event follows. From the third
 policy on, the policies' own Events about the target are folded into those (their status
-still tells each one's story), and the closing ``TargetFailing`` Event counts them.
+still tells each one's story), and the closing ``TargetFailing`` Event counts them; their
+incidents are recorded on one Incident, the first policy's, which lists them (``grouped``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,20 @@ def test_one_slow_target_for_many_policies_is_one_finding(
         lambda: all(p["status"].get("recentIncidents") for p in _policies(namespace)),
         timeout=30,
     )
+    # One Incident for the shared cause: the first two policies' own (before the storm was
+    # known); the later ones' incidents are grouped on the first one's, which counts them.
+    incidents = kit.kubectl_json("get", "incidents", "-n", namespace)["items"]
+    assert len(incidents) == 2, [i["metadata"]["name"] for i in incidents]
+    leads = [i for i in incidents if (i.get("status") or {}).get("grouped")]
+    assert len(leads) == 1, [i.get("status") for i in incidents]
+    lead = leads[0]
+    grouped = lead["status"]["grouped"]
+    assert grouped["target"] == target and grouped["count"] == POLICIES - 2, grouped
+    last = {p["metadata"]["name"]: p["status"]["recentIncidents"][0] for p in _policies(namespace)}
+    members = {name for name, inc in last.items() if inc.get("grouped")}
+    assert len(members) == POLICIES - 2, last
+    assert {f"{namespace}/{m}" for m in members} == set(grouped["policies"]), (members, grouped)
+    assert all(last[m]["incidentName"] == lead["metadata"]["name"] for m in members), last
     for reason in ("IncidentOpened", "IncidentResolved"):
         for kind in ("HealthPolicy", "Incident"):  # the policy's Event, its Incident's
             told = {

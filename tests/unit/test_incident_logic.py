@@ -24,6 +24,7 @@ from stronghold_operator.models.incident import (
     MAX_TIMELINE,
     CheckEvidence,
     Evidence,
+    Grouped,
     IncidentStatus,
     PodResources,
     Restart,
@@ -64,6 +65,8 @@ def test_the_status_model_is_the_crd_status_schema() -> None:
     assert aliases(WarningEvent) == set(ev["warningEvents"]["items"]["properties"])
     assert aliases(CheckEvidence) == set(ev["checks"]["items"]["properties"])
     assert aliases(WorkloadUsage) == set(ev["usage"]["items"]["properties"])
+    assert aliases(Grouped) == set(status["grouped"]["properties"])
+    assert status["grouped"]["properties"]["policies"]["maxItems"] == li.MAX_GROUPED_NAMES
     assert ev["usage"]["maxItems"] == MAX_EVIDENCE_USAGE
     assert status["timeline"]["maxItems"] == MAX_TIMELINE
     columns = [

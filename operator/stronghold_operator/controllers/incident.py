@@ -114,6 +114,11 @@ class IncidentKeeper:
         self.history: dict[Key, dict[str, tuple[str, str]]] = {}
         self._tidied: dict[Key, float] = {}  # (namespace, policy) -> monotonic of the last tidy
         self._consumed: dict[Key, str] = {}  # a resolve annotation already acted on
+        # A shared target's storm: (namespace, target) -> the open Incident that leads it,
+        # and each lead's grouped policies (namespace/name, in order; logic.grouped).
+        self.leads: dict[Key, str] = {}
+        self.groups: dict[Key, dict[str, None]] = {}
+        self._base: dict[Key, int] = {}  # members counted before this process (a restart)
 
     async def settle(self, within: float = 5.0) -> None:
         """The operator is stopping: let the work in progress and the last writes land."""
@@ -148,6 +153,10 @@ class IncidentKeeper:
         if self._chains.get(key) is task:
             del self._chains[key]
 
+    def lead(self, namespace: str, target: str) -> str | None:
+        """The open Incident of ``namespace`` that leads ``target``'s storm, if any."""
+        return self.leads.get((namespace, target))
+
     def record(
         self,
         policy: Policy,
@@ -156,8 +165,13 @@ class IncidentKeeper:
         affected: Sequence[str],
         secrets: Sequence[str],
     ) -> None:
+        if news.incident.get("grouped"):
+            self._grouped(policy, news)
+            return
         key = (policy.namespace, logic.object_name(str(news.incident.get("id", ""))))
         now = cond.utcnow()
+        if news.kind == "Opened" and news.target and not news.incident.get("reopened"):
+            self.leads.setdefault((policy.namespace, news.target), key[1])
         hand = self.hands.get(key)
         if news.kind == "Opened" and news.incident.get("reopened") and hand and hand.resolved_by:
             # Re-opened after a resolution by hand: that resolution is spent (its annotation
@@ -168,6 +182,34 @@ class IncidentKeeper:
             self._chain(key, self._open(policy, key, news, checks, affected, secrets, now))
         else:
             self._chain(key, self._update(policy, key, news, checks, affected, secrets, now))
+
+    def _grouped(self, policy: Policy, news: logic.News) -> None:
+        """News of an incident recorded on a storm's lead: its opening joins the lead's
+        group (one status patch for many, the writer merging them); the rest is the
+        policy's own status's to tell (no request)."""
+        if news.folded is not None:
+            news.folded()
+        lead = (policy.namespace, str(news.incident.get("incidentName") or ""))
+        if news.kind != "Opened" or not lead[1] or not news.target:
+            return
+        self.groups.setdefault(lead, {})[f"{policy.namespace}/{policy.name}"] = None
+        self._chain(lead, self._join(lead, news.target))
+
+    async def _join(self, lead: Key, target: str) -> None:
+        writer = self.writers.get(lead)
+        if writer is None:  # this process did not open it (a restart): read it once
+            obj, _ = await self._read(lead)
+            writer = None if obj is None else self._writer_of(obj)
+        if writer is None:
+            return
+        if lead not in self._base:  # first join this process saw: carry on from the status
+            prior = writer.current.get("grouped") or {}
+            names = [n for n in prior.get("policies") or () if isinstance(n, str)]
+            self._base[lead] = max(0, int(prior.get("count") or 0) - len(names))
+            self.groups[lead] = {**dict.fromkeys(names), **self.groups.get(lead, {})}
+        members = self.groups.get(lead, {})
+        group = logic.grouped(target, self._base[lead] + len(members), members)
+        writer.update({"grouped": group}, [], cond.utcnow())
 
     async def _open(
         self,
@@ -187,6 +229,7 @@ class IncidentKeeper:
             if not isinstance(exc, ApiError) or exc.status != 409:
                 # Created at the incident's next news (escalation, resolution) instead.
                 log.warning("%s/%s: cannot create the Incident: %s", ns, name, exc)
+                self._unlead(key)
                 return
             # 409: it exists (the operator restarted; a maintenance window ended).
             await self._update(policy, key, news, checks, affected, secrets, now, create=False)
@@ -361,7 +404,15 @@ class IncidentKeeper:
                 seconds
             )
         self.writers.pop(key, None)
+        self._unlead(key)
         self._chain(key, writer.settle(30.0))
+
+    def _unlead(self, key: Key) -> None:
+        """``key`` leads no storm any more (resolved, gone or never created)."""
+        for where in [w for w, name in self.leads.items() if (w[0], name) == key]:
+            del self.leads[where]
+        self.groups.pop(key, None)
+        self._base.pop(key, None)
 
     def _remember(self, policy: Policy, name: str, state: str, when: str) -> None:
         self.history.setdefault((policy.namespace, policy.name), {})[name] = (state, when)
@@ -429,6 +480,7 @@ class IncidentKeeper:
             writer = self.writers.pop(key, None)
             if writer is not None:
                 writer.close()
+            self._unlead(key)
             return
         hand = logic.hand_of(meta.get("annotations"), ACK_ANNOTATION, RESOLVE_ANNOTATION)
         if hand.resolved_by is None:
@@ -496,6 +548,9 @@ class PolicyIncidents:
 
     def hand(self, name: str) -> logic.Hand | None:
         return self.keeper.hands.get((self.policy.namespace, name))
+
+    def lead(self, target: str) -> str | None:
+        return self.keeper.lead(self.policy.namespace, target)
 
     def record(
         self,

@@ -8,6 +8,7 @@ them in tests); ``now`` is always an argument.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ EVENT_WINDOW = timedelta(hours=1)
 MAX_MEASUREMENTS_JSON = 2000
 MAX_TEXT = 300
 MAX_NAME = 253
+MAX_GROUPED_NAMES = 20  # a group's first members by name; its count says how many
 
 Workload = tuple[str, str]  # (kind, name)
 
@@ -94,6 +96,20 @@ class News:
     # Set: the Incident's Event about this news is not posted but counted by this (a shared
     # target's storm tells it: logic/health/storm.py); the Incident's status still moves.
     folded: Callable[[], None] | None = None
+    # What the root cause check probes, as logic/health/storm.target_of names it: an
+    # Incident opened on it leads the storm's group (see :func:`grouped`).
+    target: str | None = None
+
+
+def grouped(target: str, count: int, first: Iterable[str]) -> dict[str, Any]:
+    """The ``grouped`` status of the Incident that leads a shared target's storm: how many
+    policies' incidents on ``target`` opened while it was open and are recorded here
+    instead of in Incidents of their own, and the first of them (``namespace/name``)."""
+    return {
+        "target": target[:MAX_TEXT],
+        "count": count,
+        "policies": list(itertools.islice(first, MAX_GROUPED_NAMES)),
+    }
 
 
 def opened(

@@ -1079,6 +1079,7 @@ class IncidentStatus(StatusModel):
     expected: bool | None = None
     maintenance_window: str | None = Field(default=None, alias="maintenanceWindow")
     incident_name: str | None = Field(default=None, alias="incidentName")
+    grouped: bool | None = None
     acknowledged_by: str | None = Field(default=None, alias="acknowledgedBy")
     recovering_since: Timestamp | None = Field(default=None, alias="recoveringSince")
     healthy_rounds: int | None = Field(default=None, alias="healthyRounds")

@@ -111,6 +111,14 @@ class Evidence(StatusModel):
     usage: list[WorkloadUsage] = Field(default_factory=list)
 
 
+class Grouped(StatusModel):
+    """Other policies' incidents on the same shared target, recorded on this Incident."""
+
+    target: str
+    count: int
+    policies: list[str] = Field(default_factory=list)
+
+
 class IncidentStatus(StatusModel):
     """``status`` of an Incident (the CRD's status schema)."""
 
@@ -133,3 +141,4 @@ class IncidentStatus(StatusModel):
     escalation_level: int | None = Field(default=None, alias="escalationLevel")
     timeline: list[TimelineEntry] = Field(default_factory=list)
     evidence: Evidence | None = None
+    grouped: Grouped | None = None

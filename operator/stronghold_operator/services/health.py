@@ -90,6 +90,8 @@ class Incidents(Protocol):
 
     def hand(self, name: str) -> incidents.Hand | None: ...
 
+    def lead(self, target: str) -> str | None: ...
+
     def record(
         self,
         news: incidents.News,
@@ -246,8 +248,6 @@ async def run_round(
     load = ports.load() if ports.load is not None else None
     ev = logic.evaluate(policy, where.name, current, results, maintenance, now, known, load=load)
     incident = ev.status.get("incident")
-    if incident and not incident.get("incidentName"):
-        incident["incidentName"] = incidents.object_name(str(incident["id"]))
     conditions = [
         cond.Condition(c.type, c.status, c.reason, logic.redact(c.message, known))
         for c in ev.conditions
@@ -258,6 +258,8 @@ async def run_round(
     fold = None
     if ports.covered is not None and ports.fold is not None:
         fold = storm.folded_into(policy, current, ev.status["checks"], ports.covered)
+    if incident and not incident.get("incidentName"):
+        name_incident(policy, incident, fold, ports.incidents)
     notice = Notice(policy, ev, known, where, ports)
     verify(notice, current.get("incident"), incident, now)
     remediate(notice, incident, secrets, maintenance, now)
@@ -396,6 +398,31 @@ def honour_hand(
     return current, []
 
 
+def root_target(policy: HealthPolicySpec, incident: Mapping[str, Any]) -> str | None:
+    """What the incident's root cause check probes (logic/health/storm.target_of)."""
+    root = next((c for c in policy.checks if c.name == incident.get("rootCause")), None)
+    return storm.target_of(root) if root is not None else None
+
+
+def name_incident(
+    policy: HealthPolicySpec,
+    incident: dict[str, Any],
+    fold: tuple[str, storm.Direction] | None,
+    port: Incidents | None,
+) -> None:
+    """The Incident object that records a new incident: its own; or, when its root cause's
+    target is in a storm that counted this policy, the Incident leading that storm (one
+    Incident for the shared cause, not one per policy: controllers/incident.py)."""
+    target = root_target(policy, incident)
+    lead = None
+    if port is not None and fold is not None and fold == (target, "failing"):
+        lead = port.lead(fold[0])
+    if lead is not None:
+        incident["incidentName"], incident["grouped"] = lead, True
+    else:
+        incident["incidentName"] = incidents.object_name(str(incident["id"]))
+
+
 def record(
     n: Notice, note: logic.Notification, fold: tuple[str, storm.Direction] | None = None
 ) -> None:
@@ -408,7 +435,14 @@ def record(
     folded = None
     if fold is not None and n.ports.fold is not None:
         folded = functools.partial(n.ports.fold, *fold, 1)
-    news = incidents.News(note.kind, note.incident, message, note.level, folded)
+    incident, target = note.incident, None
+    if note.kind == "Opened":  # the note's copy was made before the round named its Incident
+        target = root_target(n.policy, incident)
+        named = n.ev.status.get("incident") or {}
+        if named.get("id") == incident.get("id"):
+            keep = {k: named[k] for k in ("incidentName", "grouped") if k in named}
+            incident = {**incident, **keep}
+    news = incidents.News(note.kind, incident, message, note.level, folded, target)
     n.ports.incidents.record(news, n.ev.status.get("checks") or [], affected, n.known)
 
 

@@ -94,6 +94,9 @@ def reopened(
         incident["maintenanceWindow"] = maintenance
     if closed.get("remediation"):
         incident["remediation"] = closed["remediation"]
+    for kept in ("incidentName", "grouped"):  # it goes on where it was recorded
+        if closed.get(kept):
+            incident[kept] = closed[kept]
     return incident
 
 

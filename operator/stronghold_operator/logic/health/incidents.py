@@ -114,8 +114,9 @@ def _resolved(
         # What a re-opening (damping.reopened) continues from.
         "escalationLevel": int(previous.get("escalationLevel", 1)),
     }
-    if previous.get("reopened"):
-        closed["reopened"] = previous["reopened"]
+    for kept in ("reopened", "incidentName", "grouped"):  # the Incident that records it
+        if previous.get(kept):
+            closed[kept] = previous[kept]
     if previous.get("remediation"):
         # A re-opening continues its remediation budget: a flapping check must not buy
         # a fresh maxAttempts per swing.
