@@ -67,6 +67,7 @@ class StormRun:
     discounted: float = 0.0
     overloaded: float = 0.0  # the gauge at the end
     proxied: int = 0  # connections the proxy accepted
+    watch_restarts: int = 0  # the benchmark's watch closed by the API server and reopened
     cpu: dict[str, float] = field(default_factory=dict)  # seconds, from the storm to settled
     # p50 / p99 seconds, from the storm to settled: a write's wait for the budget, a status
     # patch's answer, a round's lateness (the operator's own loop)
@@ -105,32 +106,46 @@ class Conditions:
     def __init__(self, ns: str) -> None:
         self.changes: list[tuple[float, str, str]] = []  # (monotonic, policy, status)
         self.now: dict[str, str] = {}
+        # The API server closes a watch whose reader falls behind ("Forcing watcher close
+        # due to unresponsiveness"): it is opened again (its first LIST gives the state).
+        self.restarts = 0
+        self._argv = [
+            "kubectl",
+            f"--kubeconfig={paths.admin_kubeconfig()}",
+            *("get", "healthpolicies", "-n", ns, "--watch"),
+            *("-o", f"jsonpath={self.FORMAT}"),
+        ]
         self._lock = threading.Lock()
-        self._proc = subprocess.Popen(
-            [
-                "kubectl",
-                f"--kubeconfig={paths.admin_kubeconfig()}",
-                *("get", "healthpolicies", "-n", ns, "--watch"),
-                *("-o", f"jsonpath={self.FORMAT}"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
+        self._closing = False
+        self._proc = self._open()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
+    def _open(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            self._argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        )
+
     def _read(self) -> None:
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            name, _, status = line.strip().partition(" ")
-            if not name:
-                continue
-            status = status or "Unknown"
+        while True:
+            assert self._proc.stdout is not None
+            for line in self._proc.stdout:
+                name, _, status = line.strip().partition(" ")
+                if name:
+                    self._seen(name, status or "Unknown")
+            self._proc.wait()
+            time.sleep(0.5)  # not a tight loop if kubectl cannot start at all
             with self._lock:
-                if self.now.get(name) != status:
-                    self.now[name] = status
-                    self.changes.append((time.monotonic(), name, status))
+                if self._closing:
+                    return
+                self.restarts += 1
+                self._proc = self._open()
+
+    def _seen(self, name: str, status: str) -> None:
+        with self._lock:
+            if self.now.get(name) != status:
+                self.now[name] = status
+                self.changes.append((time.monotonic(), name, status))
 
     def count(self, want: str) -> int:
         with self._lock:
@@ -158,6 +173,8 @@ class Conditions:
         return states
 
     def close(self) -> None:
+        with self._lock:
+            self._closing = True
         self._proc.terminate()
         self._proc.wait(timeout=30)
 
@@ -228,6 +245,7 @@ def run_storm(
             after = bench.scrape(op.metrics_url)
             run.overloaded, run.discounted = _overload(httpx.get(op.metrics_url, timeout=60).text)
             run.proxied = proxy.connections
+        run.watch_restarts = seen.restarts
         (workdir / f"storm-{n}-changes.json").write_text(
             json.dumps(
                 {"slow_at": slow_at, "fast_at": fast_at, "changes": seen.changes}, indent=None
@@ -320,6 +338,7 @@ def report_storms(runs: list[StormRun]) -> None:
                 rec50,
                 rec_all,
                 _cpu_share(r),
+                r.watch_restarts,
             ]
         )
     table(
@@ -332,6 +351,7 @@ def report_storms(runs: list[StormRun]) -> None:
             "recovery p50",
             "recovery: all",
             "CPU % of a core: apiserver / etcd / operator / benchmark / machine",
+            "benchmark's watch reopened",
         ],
         rows,
     )
@@ -392,7 +412,7 @@ def report_storms(runs: list[StormRun]) -> None:
         [r.n, res, verb, code, f"{v:g}"]
         for r in runs
         for (res, verb, code), v in sorted(r.api.items())
-        if v > 0 and verb != "WATCH"
+        if v > 0  # WATCH: watches (re)opened, the operator's and this benchmark's
     ]
     table(
         "Storm: API server requests by verb and code (healthpolicies, events, incidents; * = all)",

@@ -294,3 +294,46 @@ async def test_folded_news_moves_the_incident_but_posts_no_event() -> None:
         await settle(keeper)
     assert incident_of(kube)["status"]["state"] == "Resolved"  # its status told the story
     assert counted == ["Opened", "Resolved"] and POSTED == []
+
+
+GROUPED = {"incidentName": "stack-20260101-120000", "grouped": True}
+TARGET = "postgres db:5432"
+
+
+def joining(id_: str) -> li.News:
+    """A member's opening: recorded on the lead (the round named it)."""
+    return li.News("Opened", note("Opened", id_, **GROUPED).incident, "db", target=TARGET)
+
+
+async def test_a_storm_is_one_incident_whose_members_cost_no_request() -> None:
+    kube = FakeKube()
+    keeper = IncidentKeeper(kube)  # type: ignore[arg-type]
+    lead = keeper.port(POLICY)
+    lead.record(li.News("Opened", note("Opened").incident, "db", target=TARGET), CHECKS, [], [])
+    assert keeper.port(POLICY).lead(TARGET) == "stack-20260101-120000"
+    await settle(keeper)
+    before = len(kube.calls)
+    for i in range(30):
+        member = keeper.port(Policy("shop", f"p{i}", f"uid-{i}", POLICY.history))
+        member.record(joining(f"p{i}-20260101-120001"), CHECKS, ["db"], [])
+        member.record(note("Resolved", f"p{i}-20260101-120001", **GROUPED), CHECKS, [], [])
+    await settle(keeper)
+    calls = kube.calls[before:]
+    assert [c for c in calls if c[0] != "patch"] == []  # no create, GET or LIST per member
+    assert 1 <= len(calls) <= 3  # the lead's status, its writer merging the joins
+    assert len([k for k in kube.objects if k[0] == "incidents"]) == 1
+    group = incident_of(kube)["status"]["grouped"]
+    assert group["target"] == TARGET and group["count"] == 30
+    assert group["policies"] == [f"shop/p{i}" for i in range(li.MAX_GROUPED_NAMES)]
+
+    # A restart: the next member to join reads the lead once and counts on from its status.
+    again = IncidentKeeper(kube)  # type: ignore[arg-type]
+    late = again.port(Policy("shop", "late", "uid-late", POLICY.history))
+    late.record(joining("late-20260101-120100"), CHECKS, ["db"], [])
+    await settle(again)
+    assert incident_of(kube)["status"]["grouped"]["count"] == 31
+
+    # The lead resolved: it leads no more; the next incident on the target has its own.
+    lead.record(note("Resolved"), CHECKS, [], [])
+    await settle(keeper)
+    assert keeper.lead("shop", TARGET) is None
