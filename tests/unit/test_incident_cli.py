@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from stronghold_operator.cli import build_parser, main
+from stronghold_operator.cli import incident as incident_cli
 from stronghold_operator.models.errors import ApiError, ApiUnreachable
 from stronghold_operator.platforms import kube as kube_module
 from stronghold_operator.platforms.kube import Kind
@@ -137,3 +138,18 @@ def test_errors_are_one_line_and_exit_2(
 def test_the_namespace_defaults_to_the_contexts(fake: FakeKube, capsys: Any) -> None:
     assert main(["incident", "ack", "x", "--by", "alice"]) == 0
     assert "incident from-context/x" in capsys.readouterr().out
+
+
+def test_show_names_the_policies_a_storm_grouped_on_the_incident() -> None:
+    obj = {
+        "metadata": {"namespace": "shop", "name": "stack-20260101-120000"},
+        "spec": {"healthPolicy": "stack"},
+        "status": {
+            "state": "Open",
+            "grouped": {"target": "postgres db:5432", "count": 3, "policies": ["shop/a", "shop/b"]},
+        },
+    }
+    assert (
+        "  grouped: 3 other policies' incidents on postgres db:5432 (shop/a, shop/b, ...)"
+        in incident_cli._show(obj).splitlines()
+    )

@@ -232,6 +232,22 @@ async def test_the_round_spends_the_budget_in_status_and_records_the_result() ->
     assert len(remedy.calls) == 1 and second.fields["incident"]["remediation"][0]["attempts"] == 1
 
 
+async def test_a_grouped_incident_tells_its_remediation_in_its_own_events_only() -> None:
+    w, remedy, notes = World(), FakeRemedy(), []
+    w.prober.results = {"web": WEB_DOWN, "db": WEB_DOWN, "cache": UP}
+    policy = spec(restart(maxAttempts=1))
+    first = await _round(w, policy, {}, remedy, notes)
+    await w.background()
+    # The same incident, recorded on a storm's lead Incident, with a fresh budget.
+    grouped = {**first.fields["incident"], "incidentName": "lead", "grouped": True}
+    grouped.pop("remediation")
+    notes.clear()
+    await _round(w, policy, {**first.fields, "incident": grouped}, remedy, notes)
+    await w.background()
+    assert len(remedy.calls) == 2 and notes == []  # nothing on the lead's timeline
+    assert [e[1] for e in w.events].count("Remediated") == 2  # the policy's own Events
+
+
 async def test_during_maintenance_nothing_runs_and_nothing_is_spent() -> None:
     w, remedy, notes = World(hold="mw"), FakeRemedy(), []
     w.prober.results = {"web": WEB_DOWN, "db": WEB_DOWN, "cache": UP}

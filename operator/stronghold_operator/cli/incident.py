@@ -144,8 +144,16 @@ def _show(obj: dict[str, Any]) -> str:
         f" resolved by {s.get('resolvedBy') or '-'}",
         f"  affected: {', '.join(s.get('affectedChecks') or [])}",
         f"  {s.get('summary', '')}",
-        "Timeline:",
     ]
+    group = s.get("grouped") or {}
+    if group:  # a shared target's storm: the other policies' incidents recorded here
+        names = list(group.get("policies") or [])
+        more = ", ..." if int(group.get("count") or 0) > len(names) else ""
+        lines.append(
+            f"  grouped: {group.get('count')} other policies' incidents on"
+            f" {group.get('target')} ({', '.join(names)}{more})"
+        )
+    lines.append("Timeline:")
     lines += [
         f"  {e.get('time')} {e.get('type')}: {e.get('message', '')}"
         for e in s.get("timeline") or []

@@ -310,7 +310,7 @@ def verify(
         message = verdict.message(incident_id)
         type_ = "Normal" if verdict.verified else "Warning"
         n.ports.event(type_, verdict.reason, message[:1000])
-        if n.ports.note is not None:
+        if n.ports.note is not None and not target.get("grouped"):  # not the lead's story
             n.ports.note(name, type_, verdict.reason, message)
 
 
@@ -353,7 +353,7 @@ async def _remediate(
     type_ = "Normal" if ok else "Warning"
     ports.event(type_, reason, message[:1000])
     name = str(incident.get("incidentName") or incidents.object_name(str(incident.get("id"))))
-    if ports.note is not None:
+    if ports.note is not None and not incident.get("grouped"):  # not the lead's story
         ports.note(name, type_, reason, message)
     k = remedies.key(str(incident.get("id")), decision.action.name, decision.attempt)
     if not decision.dry_run and ports.outcomes is not None and k in ports.outcomes:
