@@ -15,7 +15,7 @@ benchmark starts it: coalescing on unless ``--env STRONGHOLD_PROBE_COALESCE=0``)
 
 Reported: when each policy first showed the outage (``Healthy=False``) after the proxy
 turned slow, and its recovery after it turned fast (p50 and the last policy; from one
-``kubectl get --watch`` kept for the run, timed as each change arrives), the status writes
+``kubectl get --watch-only`` kept for the run, timed as each change arrives), the status writes
 and Events spent from the API server's own ``apiserver_request_total`` (by resource, verb
 and code; Events are the whole cluster's), every 429 it sent, the operator's write budget
 (writes, refusals, Events posted and dropped), the Event objects left in the namespace (and
@@ -95,7 +95,7 @@ def storm_policy(name: str, url: str, interval: float, timeout: float) -> dict[s
 class Conditions:
     """Each policy's ``Healthy`` condition as a watch tells it, with when each change arrived.
 
-    One ``kubectl get --watch`` for the run: the API server sends each written object once, as
+    One ``kubectl get --watch-only`` for the run: the API server sends each written object once, as
     it does to the operator's own watch. Polling a LIST of every policy instead (as this
     benchmark did) cost the API server and the benchmark seconds of CPU per poll at 5,000
     policies (27 MB of JSON), on the cores the storm is measured on, and timed to the poll.
@@ -122,9 +122,22 @@ class Conditions:
         self._reader.start()
 
     def _open(self) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            self._argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        """The watch (changes only), then the state now from a LIST: ``kubectl get --watch
+        -o jsonpath`` prints its first listing with empty fields (found when the policies
+        were already Healthy before the watch saw a change)."""
+        proc = subprocess.Popen(
+            [*self._argv, "--watch-only"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
+        every = "{range .items[*]}" + self.FORMAT + "{end}"
+        listed = kit.kubectl(*self._argv[2:6], "-o", f"jsonpath={every}", check=False)
+        for line in listed.splitlines():
+            name, _, status = line.strip().partition(" ")
+            if name:
+                self._seen(name, status or "Unknown")
+        return proc
 
     def _read(self) -> None:
         while True:
@@ -139,7 +152,7 @@ class Conditions:
                 if self._closing:
                     return
                 self.restarts += 1
-                self._proc = self._open()
+            self._proc = self._open()  # (close() may race it: the run ends either way)
 
     def _seen(self, name: str, status: str) -> None:
         with self._lock:
@@ -175,8 +188,12 @@ class Conditions:
     def close(self) -> None:
         with self._lock:
             self._closing = True
-        self._proc.terminate()
-        self._proc.wait(timeout=30)
+        for _ in range(3):  # the reader may be opening a new watch just now
+            self._proc.terminate()
+            self._proc.wait(timeout=30)
+            self._reader.join(timeout=2)
+            if not self._reader.is_alive():
+                return
 
 
 def events_in(ns: str) -> tuple[int, int, dict[str, int]]:
