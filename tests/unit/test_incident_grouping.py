@@ -33,13 +33,15 @@ def policy() -> HealthPolicySpec:
 
 
 class Leads:
-    """The keeper's side of the port: the storm leads it knows, by target."""
+    """The keeper's side of the port: the storm leads it knows, by target, and what people
+    asked of Incidents, by name."""
 
-    def __init__(self, **leads: str) -> None:
+    def __init__(self, hands: dict[str, li.Hand] | None = None, **leads: str) -> None:
         self.leads = {TARGET if k == "web" else k: v for k, v in leads.items()}
+        self.hands = hands or {}
 
     def hand(self, name: str) -> li.Hand | None:
-        return None
+        return self.hands.get(name)
 
     def lead(self, target: str) -> str | None:
         return self.leads.get(target)
@@ -103,3 +105,14 @@ def test_the_group_counts_every_member_and_names_the_first() -> None:
     group = li.grouped(TARGET, len(members), iter(members))
     assert group == {"target": TARGET, "count": 5000, "policies": members[: li.MAX_GROUPED_NAMES]}
     assert li.grouped("x" * 400, 1, ["ns/a"])["target"] == "x" * li.MAX_TEXT
+
+
+def test_acknowledging_the_lead_acknowledges_every_incident_grouped_on_it() -> None:
+    grouped = {**incident(), "startedAt": "2026-01-01T12:00:00Z", "incidentName": "lead"}
+    grouped["grouped"] = True
+    port = Leads(hands={"lead": li.Hand("alice")})
+    current, notes = service.honour_hand(policy(), "p7", {"incident": grouped}, port, None, T0)
+    assert current["incident"]["acknowledgedBy"] == "alice" and notes == []
+    own = {**grouped, "incidentName": "p7-20260101-120000", "grouped": False}
+    current, _ = service.honour_hand(policy(), "p7", {"incident": own}, port, None, T0)
+    assert "acknowledgedBy" not in current["incident"]  # another Incident's hand
