@@ -98,9 +98,29 @@ def namespace(testbed: Path) -> Iterator[str]:
             )
 
 
+OPERATOR_LOGS = pytest.StashKey[list[Path]]()
+LOG_TAIL_LINES = 60
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """A failed test's report carries the last lines its operators logged (not DEBUG, not
+    each API request): a CI failure then says what the operator saw, not only the test."""
+    report = yield
+    if report.failed and call.when == "call":
+        for log in item.stash.get(OPERATOR_LOGS, []):
+            text = log.read_text(errors="replace").splitlines()
+            lines = [x for x in text if "[DEBUG" not in x and "HTTP Request:" not in x]
+            report.sections.append((f"{log.name} (last lines)", "\n".join(lines[-LOG_TAIL_LINES:])))
+    return report
+
+
 @pytest.fixture
 def run_operator(
-    apply_crds: list[str], operator_kubeconfig: Path, tmp_path: Path
+    request: pytest.FixtureRequest,
+    apply_crds: list[str],
+    operator_kubeconfig: Path,
+    tmp_path: Path,
 ) -> Iterator[Callable[..., kit.OperatorProcess]]:
     """Start the real operator under its ServiceAccount, watching the given namespaces.
 
@@ -118,6 +138,7 @@ def run_operator(
         log = tmp_path / f"operator-{len(started)}.log"
         op = kit.start_operator(operator_kubeconfig, namespaces, log, env, args)
         started.append(op)
+        request.node.stash.setdefault(OPERATOR_LOGS, []).append(log)
         return op
 
     yield factory
