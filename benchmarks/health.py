@@ -77,6 +77,7 @@ class Targets:
 
     tag: str
     app_url: str = ""
+    static_url: str = ""  # HTTP-only policies' target when not the app (--http-target nginx)
     password: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
@@ -144,6 +145,44 @@ def webapp(t: Targets, workdir: Path) -> Iterator[str]:
         stop(proc)
 
 
+NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/nginx-tmp;
+    proxy_temp_path {dir}/nginx-tmp;
+    fastcgi_temp_path {dir}/nginx-tmp;
+    uwsgi_temp_path {dir}/nginx-tmp;
+    scgi_temp_path {dir}/nginx-tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        location = / {{ default_type text/plain; return 200 "ok\\n"; }}
+    }}
+}}
+"""
+
+
+@contextmanager
+def nginx(workdir: Path) -> Iterator[str]:
+    """A static page from nginx (one worker): an HTTP target that keeps up with 5,000
+    HTTP-only policies' 500 requests a second, which the Python app does not (issue 26),
+    so what is measured is the operator, not the target."""
+    packages.ensure(["nginx-light"])
+    port = kit.free_port()
+    conf = workdir / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(dir=workdir, port=port))
+    proc = start(["/usr/sbin/nginx", "-c", str(conf), "-p", str(workdir)], workdir / "nginx.log")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        peers._wait_http(f"{url}/")
+        yield url
+    finally:
+        stop(proc)
+
+
 # --- cluster and operator --------------------------------------------------------------------
 
 
@@ -199,7 +238,7 @@ def policy(name: str, t: Targets, http_only: bool) -> dict[str, Any]:
     # per-request comparison needs a target that keeps up with 100 requests/s (``/health/``
     # opens PostgreSQL, Memcached and AMQP connections on every request).
     web = (
-        {"url": f"{t.app_url}/"}
+        {"url": f"{t.static_url or t.app_url}/"}
         if http_only
         else {
             "url": f"{t.app_url}/health/",
@@ -459,6 +498,9 @@ class Run:
     budget: dict[str, float] = field(default_factory=dict)  # budget counters in the window
     wait_p99: float = math.nan  # seconds a write waited for the budget
     latency_p99: float = math.nan  # seconds a status patch took
+    # Seconds from the operator's start until each policy's status first showed Healthy=True
+    # (a watch's arrival times): the start's "steady state" as a reader of status sees it.
+    healthy_after: list[float] = field(default_factory=list)
     api: dict[tuple[str, str, str], float] = field(default_factory=dict)  # apiserver requests
     unhealthy_by: dict[str, int] = field(default_factory=dict)  # the last probes not Healthy
 
@@ -504,12 +546,16 @@ def run_operator(
     ns = f"bench-health-{t.tag}-{kind}-{n}"
     print(f"[{time.strftime('%H:%M:%S')}] {ns}: creating {n} policies", flush=True)
     kit.kubectl("create", "namespace", ns)
+    from benchmarks.health_storm import Conditions  # it imports this module
+
     op: Operator | None = None
+    seen: Conditions | None = None
     try:
         create_policies(ns, n, t, http_only)
         # HTTP-only runs are the per-request comparison with blackbox_exporter: every probe
         # a real request, so identical probes in flight are not coalesced there.
         env = {"STRONGHOLD_PROBE_COALESCE": "0"} if http_only else {}
+        seen = Conditions(ns)
         op = start_operator(sa, ns, workdir / f"operator-{kind}-{n}.log", env)
         t0 = time.monotonic()
         checks = 1 if http_only else 4
@@ -542,6 +588,7 @@ def run_operator(
         worst = next((le for le, c in lat if c >= total), math.inf)
         if "Traceback" in op.log.read_text(errors="replace"):
             print(f"note: the operator logged a traceback, see {op.log}")
+        healthy_after = sorted(seen.first("True", t0).values())
         return Run(
             n=n,
             http_only=http_only,
@@ -572,8 +619,11 @@ def run_operator(
             wait_p99=quantile(0.99, delta_buckets(before.wait, after.wait)),
             latency_p99=quantile(0.99, delta_buckets(before.latency, after.latency)),
             api={k: v - before.api.get(k, 0.0) for k, v in after.api.items()},
+            healthy_after=healthy_after,
         )
     finally:
+        if seen is not None:
+            seen.close()
         if op is not None:
             stop(op.proc)
         if not keep:
@@ -629,6 +679,14 @@ def _not_healthy(r: Run) -> str:
     return f"{r.unhealthy} ({by})" if by else str(r.unhealthy)
 
 
+def _healthy_after(r: Run) -> str:
+    got = r.healthy_after
+    if not got:
+        return "n/a"
+    last = f"{got[-1]:.1f}s" if len(got) >= r.n else f"only {len(got)} of {r.n}"
+    return f"{got[len(got) // 2]:.1f}s / {last}"
+
+
 def report_runs(runs: Sequence[Run]) -> None:
     rows = []
     for r in runs:
@@ -647,6 +705,7 @@ def report_runs(runs: Sequence[Run]) -> None:
                 f"{1000 * r.lateness_p99:.0f}",
                 r.lateness_max_bucket,
                 _not_healthy(r),
+                _healthy_after(r),
                 f"{r.warmup_s:.0f}s",
                 f"{r.machine:.0f}% / {r.load:.1f}",
             ]
@@ -667,6 +726,7 @@ def report_runs(runs: Sequence[Run]) -> None:
             "lateness p99 ms",
             "worst lateness",
             "not Healthy",
+            "Healthy after start: p50 / last",
             "warm-up",
             "machine busy / load",
         ],
@@ -797,6 +857,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--no-mixed", action="store_true", help="skip the 4-check runs")
     ap.add_argument("--no-peers", action="store_true", help="skip the peers")
     ap.add_argument(
+        "--http-target",
+        choices=("webapp", "nginx"),
+        default="webapp",
+        help="HTTP-only policies and peers: the app's static page, or nginx's (500 requests/s)",
+    )
+    ap.add_argument(
         "--env", action="append", default=[], metavar="KEY=VALUE", help="operator environment"
     )
     ap.add_argument(
@@ -834,8 +900,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     runs: list[Run] = []
     peer_results: list[tuple[int, peers.PeerResult]] = []
     try:
-        with webapp(t, workdir) as url:
+        with webapp(t, workdir) as url, contextlib.ExitStack() as extra:
             t.app_url = url
+            if args.http_target == "nginx" and not storm:
+                t.static_url = extra.enter_context(nginx(workdir))
             if storm:
                 from benchmarks import health_storm  # it imports this module
 
@@ -852,7 +920,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     runs.append(run_operator(n, True, args.duration, t, sa, workdir, args.keep))
                     report_runs(runs)
                 if not args.no_peers:
-                    targets = [f"{url}/"] * n
+                    targets = [f"{t.static_url or url}/"] * n
                     d = args.peer_duration
                     print(f"[{time.strftime('%H:%M:%S')}] peers at N={n}", flush=True)
                     peer_results.append((n, peers.guide_curl_loop(targets, INTERVAL, d)))

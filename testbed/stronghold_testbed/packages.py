@@ -34,6 +34,7 @@ BENCH = {
     "prometheus-blackbox-exporter": "the HTTP peer of the HealthPolicy benchmark",
     "prometheus-postgres-exporter": "the PostgreSQL peer of the HealthPolicy benchmark",
     "pigz": "the guide's pipeline with the Job's compressor (BackupSchedule benchmark)",
+    "nginx-light": "a static HTTP target for 5,000 HTTP-only policies (--http-target nginx)",
 }
 # dpkg would start packaged daemons (Prometheus on 0.0.0.0:9090); the testbed starts its own.
 NO_START = (

@@ -390,3 +390,24 @@ async def test_folded_transitions_are_counted_not_posted(events: list[tuple[str,
     await drained(w)
     assert events == [] and counted == [2]  # the first values were never news
     assert w.current["conditions"][0]["reason"] == "TargetDown"
+
+
+async def test_a_write_waiting_for_a_slot_goes_out_with_the_latest_status(
+    events: list[tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API server answers slowly (every slot taken by other objects' writes): the
+    patch is made when a slot frees, so the states meanwhile are one patch, the latest."""
+    held = budget_module.WriteBudget(1000, 1000, in_flight=1)
+    monkeypatch.setitem(budget_module._ONE, "budget", held)
+    await held.acquire(0, slot=True)  # another object's write, not answered yet
+    api = FakeApi()
+    w = StatusWriter(KUBE, "things", body(), {}, patch=api)
+    w.update({"replicas": 1}, [READY], NOW)
+    await asyncio.sleep(0)
+    w.update({"replicas": 2}, [NOT_READY], NOW)
+    w.update({"replicas": 3}, [READY], NOW)
+    assert not api.started.is_set()
+    held.release()
+    await drained(w)
+    (patch,) = api.patches
+    assert patch["replicas"] == 3 and patch["conditions"][0]["status"] == "True"

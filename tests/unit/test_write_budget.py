@@ -122,3 +122,59 @@ def test_the_budget_reads_its_limits_from_the_environment(
     b = budget_mod.budget()
     assert (b.bucket.qps, b.bucket.burst) == (7.0, 9)
     assert budget_mod.budget() is b
+
+
+async def test_a_write_builds_its_patch_only_once_it_has_a_slot() -> None:
+    """No write waits for a connection with its patch made: the slots are the budget's."""
+    b = WriteBudget(qps=1000, burst=1000, in_flight=1)
+    answered = asyncio.Event()
+    built: list[str] = []
+
+    async def first() -> None:
+        built.append("first")
+        await answered.wait()
+
+    async def second() -> None:
+        built.append("second")
+
+    one = asyncio.create_task(b.send(ratelimit.SIGNIFICANT, first))
+    two = asyncio.create_task(b.send(ratelimit.SIGNIFICANT, second))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert built == ["first"] and b.in_flight == 1 and b.queued == 1
+    assert b.try_acquire(ratelimit.EVENT) is False  # nobody jumps the queue, Events neither
+    answered.set()
+    await asyncio.wait_for(asyncio.gather(one, two), 2)
+    assert built == ["first", "second"] and b.in_flight == 0
+    assert budget_mod.IN_FLIGHT._value.get() == 0
+
+
+async def test_a_failed_write_gives_its_slot_back() -> None:
+    b = WriteBudget(qps=1000, burst=1000, in_flight=1)
+
+    async def refused() -> None:
+        raise ApiError(500, "boom")
+
+    with pytest.raises(ApiError):
+        await b.send(ratelimit.SIGNIFICANT, refused)
+    assert b.in_flight == 0
+    await asyncio.wait_for(b.acquire(ratelimit.SIGNIFICANT, slot=True), 2)
+    assert b.in_flight == 1
+
+
+async def test_a_waiter_cancelled_as_it_is_granted_gives_the_slot_back() -> None:
+    b = WriteBudget(qps=1000, burst=1000, in_flight=1)
+    await b.acquire(ratelimit.SIGNIFICANT, slot=True)  # another object's write, in flight
+    waiter = asyncio.create_task(b.acquire(ratelimit.SIGNIFICANT, slot=True))
+    await asyncio.sleep(0)
+    assert b.queued == 1
+    b.release()
+    for _ in range(10):  # the pump grants the slot; the waiter has not run yet
+        if b.in_flight == 1:
+            break
+        await asyncio.sleep(0)
+    assert b.in_flight == 1 and not waiter.done()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert b.in_flight == 0 and b.queued == 0
