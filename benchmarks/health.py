@@ -56,6 +56,7 @@ from tests.integration import kit
 from benchmarks import common
 from benchmarks import health_peers as peers
 from benchmarks.common import Window, rss_mib, start, stop, table
+from benchmarks.policy_watch import Conditions
 from stronghold_testbed import packages, paths
 
 INTERVAL = 10.0
@@ -498,7 +499,7 @@ class Run:
     budget: dict[str, float] = field(default_factory=dict)  # budget counters in the window
     wait_p99: float = math.nan  # seconds a write waited for the budget
     latency_p99: float = math.nan  # seconds a status patch took
-    # Seconds from the operator's start until each policy's status first showed Healthy=True
+    # Seconds from the operator's launch until each policy's status first showed Healthy=True
     # (a watch's arrival times): the start's "steady state" as a reader of status sees it.
     healthy_after: list[float] = field(default_factory=list)
     api: dict[tuple[str, str, str], float] = field(default_factory=dict)  # apiserver requests
@@ -546,8 +547,6 @@ def run_operator(
     ns = f"bench-health-{t.tag}-{kind}-{n}"
     print(f"[{time.strftime('%H:%M:%S')}] {ns}: creating {n} policies", flush=True)
     kit.kubectl("create", "namespace", ns)
-    from benchmarks.health_storm import Conditions  # it imports this module
-
     op: Operator | None = None
     seen: Conditions | None = None
     try:
@@ -556,6 +555,7 @@ def run_operator(
         # a real request, so identical probes in flight are not coalesced there.
         env = {"STRONGHOLD_PROBE_COALESCE": "0"} if http_only else {}
         seen = Conditions(ns)
+        launched = time.monotonic()  # "Healthy after start" counts the operator's own start
         op = start_operator(sa, ns, workdir / f"operator-{kind}-{n}.log", env)
         t0 = time.monotonic()
         checks = 1 if http_only else 4
@@ -588,7 +588,7 @@ def run_operator(
         worst = next((le for le, c in lat if c >= total), math.inf)
         if "Traceback" in op.log.read_text(errors="replace"):
             print(f"note: the operator logged a traceback, see {op.log}")
-        healthy_after = sorted(seen.first("True", t0).values())
+        healthy_after = sorted(seen.first("True", launched).values())
         return Run(
             n=n,
             http_only=http_only,
