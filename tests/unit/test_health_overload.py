@@ -4,6 +4,7 @@ target's fault (logic/health/overload.py, runtime/load.py, the scheduler's laten
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from stronghold_operator.logic import health as h
 from stronghold_operator.logic.health.findings import Finding
 from stronghold_operator.logic.health.overload import Load, discounted
+from stronghold_operator.metrics import registry
 from stronghold_operator.models.base import parse
 from stronghold_operator.models.health import HealthPolicySpec, HealthPolicyStatus
 from stronghold_operator.probes.base import ProbeResult, UrlResult
@@ -310,3 +312,19 @@ async def test_an_overloaded_round_with_a_real_change_is_written_whole() -> None
     r = await service.run_round(p, current, WHERE, replace(w.ports(), load=lambda: OVERLOADED))
     fields, conditions = service.without_overload(current, r)
     assert (fields, conditions) == (r.fields, r.conditions)
+
+
+def test_a_garbage_collection_is_timed_by_its_generation() -> None:
+    def counted(generation: str) -> float:
+        name = "stronghold_gc_pause_seconds_count"
+        return registry.get_sample_value(name, {"generation": generation}) or 0.0
+
+    pauses = runtime_load.GcPauses()
+    before = counted("0"), counted("2")
+    gc.callbacks.append(pauses)
+    try:
+        gc.collect(0)
+        gc.collect(2)
+    finally:
+        gc.callbacks.remove(pauses)
+    assert (counted("0"), counted("2")) == (before[0] + 1, before[1] + 1)

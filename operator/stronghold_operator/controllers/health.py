@@ -67,7 +67,7 @@ from stronghold_operator.platforms.webhook import post_json
 from stronghold_operator.probes.logs import LogsProbe
 from stronghold_operator.probes.resources import ResourcesProbe
 from stronghold_operator.probes.runner import Prober
-from stronghold_operator.runtime import events, storms
+from stronghold_operator.runtime import events, storms, turns
 from stronghold_operator.runtime import load as operator_load
 from stronghold_operator.runtime.scheduler import Scheduler
 from stronghold_operator.runtime.status import StatusWriter
@@ -400,6 +400,7 @@ class PolicyLoop:
             note=self.incident_note,
             outcomes=self.outcomes,
             wake=self.wake,
+            turn=turns.gate().take,
         )
 
     def incident_note(self, name: str, type_: str, reason: str, message: str) -> None:

@@ -152,3 +152,26 @@ def note_round(load: Load | None, interval_s: float, discounted: int) -> None:
         DISCOUNTED.inc(discounted)
     if discounted or (load is not None and load.behind(interval_s)):
         monitor().mark()
+
+
+GC_PAUSE = Histogram(
+    "stronghold_gc_pause_seconds",
+    "How long the cyclic garbage collector held the process, by generation (a stall)",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2),
+    registry=registry,
+)
+
+
+class GcPauses:
+    """A ``gc.callbacks`` entry timing each collection (two clock reads a collection)."""
+
+    def __init__(self) -> None:
+        self._began = 0.0
+        self._by_generation = [GC_PAUSE.labels(str(g)) for g in range(3)]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self._by_generation[info["generation"]].observe(time.perf_counter() - self._began)

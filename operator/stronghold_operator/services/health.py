@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -147,6 +147,9 @@ class Ports:
     # policy in that many seconds (its completion: the verifying round is due).
     outcomes: dict[str, remedies.Outcome] | None = None
     wake: Callable[[float], None] | None = None
+    # The round's turn to be evaluated once its probes answered (runtime/turns.py: one
+    # shared answer wakes thousands of rounds; the loop reads its sockets between them).
+    turn: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,8 @@ async def run_round(
     now = ports.clock()
     cursors = logic.log_cursors(policy, current)
     results = await ports.prober.run(policy, secrets, where.namespace, refused, cursors)
+    if ports.turn is not None:
+        await ports.turn()
     known = [v for per_check in secrets.values() for v in per_check.values()]
     maintenance = ports.maintenance()
     current, by_hand = honour_hand(policy, where.name, current, ports.incidents, maintenance, now)
