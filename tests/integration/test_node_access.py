@@ -24,6 +24,7 @@ SCRIPT = (
     "echo stronghold-line-1; echo stronghold-line-2; mkdir -p /www; "
     f"echo {PAGE} > /www/index.html; exec httpd -f -p 127.0.0.1:8080 -h /www"
 )
+URL_INSIDE = "http://127.0.0.1:8080/index.html"
 
 
 def _pod(namespace: str) -> dict[str, Any]:
@@ -39,6 +40,12 @@ def _pod(namespace: str) -> dict[str, Any]:
                     "image": BUSYBOX,
                     "imagePullPolicy": "Never",
                     "command": ["sh", "-c", SCRIPT],
+                    # Ready once the page is served, not when the shell starts: a loaded CI
+                    # run's port-forward reached the pod before httpd listened.
+                    "readinessProbe": {
+                        "exec": {"command": ["wget", "-q", "-O", "/dev/null", URL_INSIDE]},
+                        "periodSeconds": 1,
+                    },
                 }
             ],
         },
