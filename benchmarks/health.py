@@ -312,6 +312,7 @@ class Scrape:
     latency: list[tuple[float, float]] = field(default_factory=list)  # patch latency
     api: dict[tuple[str, str, str], float] = field(default_factory=dict)  # apiserver requests
     unhealthy_by: dict[str, int] = field(default_factory=dict)  # "web Unknown" -> checks
+    gc: dict[str, float] = field(default_factory=dict)  # "0:count", "0:seconds" ... by generation
 
 
 def not_healthy(samples: Sequence[Any]) -> dict[str, int]:
@@ -375,7 +376,20 @@ def scrape(url: str) -> Scrape:
         latency,
         api,
         unhealthy_by,
+        gc_counters(text),
     )
+
+
+def gc_counters(text: str) -> dict[str, float]:
+    """The operator's garbage-collector pauses: "0:count", "0:seconds", ... by generation."""
+    out: dict[str, float] = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "stronghold_gc_pause_seconds":
+            for s in fam.samples:
+                for suffix, what in (("_count", "count"), ("_sum", "seconds")):
+                    if s.name.endswith(suffix):
+                        out[f"{s.labels['generation']}:{what}"] = s.value
+    return out
 
 
 # The budget's counters: metric family -> the label that tells its series apart.
@@ -446,6 +460,19 @@ def apiserver() -> tuple[float, float, dict[tuple[str, str, str], float]]:
     return events, watchers, requests
 
 
+GENERATIONS = ("young", "middle", "full")
+
+
+def gc_pauses(before: Scrape, after: Scrape) -> str:
+    """The garbage collector's pauses between two scrapes: "young 13 / 2.5 s, ..."."""
+    parts = []
+    for g, name in enumerate(GENERATIONS):
+        n = after.gc.get(f"{g}:count", 0.0) - before.gc.get(f"{g}:count", 0.0)
+        sec = after.gc.get(f"{g}:seconds", 0.0) - before.gc.get(f"{g}:seconds", 0.0)
+        parts.append(f"{name} {n:g} / {sec:.1f} s")
+    return ", ".join(parts) if after.gc else "n/a"
+
+
 def quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
     """histogram_quantile: linear interpolation inside the bucket (as Prometheus does)."""
     total = buckets[-1][1] if buckets else 0
@@ -504,6 +531,7 @@ class Run:
     healthy_after: list[float] = field(default_factory=list)
     api: dict[tuple[str, str, str], float] = field(default_factory=dict)  # apiserver requests
     unhealthy_by: dict[str, int] = field(default_factory=dict)  # the last probes not Healthy
+    gc: str = "n/a"  # the operator's garbage-collector pauses in the window
 
     def api_total(self, resource: str | None = None, mutating: bool = False) -> float:
         return sum(
@@ -620,6 +648,7 @@ def run_operator(
             latency_p99=quantile(0.99, delta_buckets(before.latency, after.latency)),
             api={k: v - before.api.get(k, 0.0) for k, v in after.api.items()},
             healthy_after=healthy_after,
+            gc=gc_pauses(before, after),
         )
     finally:
         if seen is not None:
@@ -733,12 +762,17 @@ def report_runs(runs: Sequence[Run]) -> None:
         rows,
     )
     by_type = [
-        [r.n, "http only" if r.http_only else "4 checks", *(int(r.probes[k]) for k in TYPES)]
+        [
+            r.n,
+            "http only" if r.http_only else "4 checks",
+            *(int(r.probes[k]) for k in TYPES),
+            r.gc,
+        ]
         for r in runs
     ]
     table(
-        "Probes answered in the window, by type (timeouts not included)",
-        ["N", "policies", *TYPES],
+        "Probes answered in the window, by type (timeouts not included); the operator's GC",
+        ["N", "policies", *TYPES, "GC pauses: count / seconds"],
         by_type,
     )
     traffic = [

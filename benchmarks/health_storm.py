@@ -73,6 +73,7 @@ class StormRun:
     answers: tuple[float, float] = (math.nan, math.nan)
     late: tuple[float, float] = (math.nan, math.nan)
     cpu_wall: float = 0.0
+    gc: str = "n/a"  # the operator's garbage-collector pauses, from the storm to settled
 
 
 def storm_policy(name: str, url: str, interval: float, timeout: float) -> dict[str, Any]:
@@ -171,6 +172,7 @@ def run_storm(
             k: v - before.budget.get(k, 0.0) if k != "queue" else v for k, v in after.budget.items()
         }
         run.writes = {k: v - before.writes.get(k, 0.0) for k, v in after.writes.items()}
+        run.gc = bench.gc_pauses(before, after)
         for name, a, b in (
             ("waits", before.wait, after.wait),
             ("answers", before.latency, after.latency),
@@ -249,6 +251,7 @@ def report_storms(runs: list[StormRun]) -> None:
                 rec50,
                 rec_all,
                 _cpu_share(r),
+                r.gc,
                 r.watch_restarts,
             ]
         )
@@ -262,6 +265,7 @@ def report_storms(runs: list[StormRun]) -> None:
             "recovery p50",
             "recovery: all",
             "CPU % of a core: apiserver / etcd / operator / benchmark / machine",
+            "operator's GC pauses: count / seconds",
             "benchmark's watch reopened",
         ],
         rows,

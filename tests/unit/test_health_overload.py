@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -328,3 +329,42 @@ def test_a_garbage_collection_is_timed_by_its_generation() -> None:
     finally:
         gc.callbacks.remove(pauses)
     assert (counted("0"), counted("2")) == (before[0] + 1, before[1] + 1)
+
+
+def test_the_operator_refreezes_its_long_lived_objects_after_collecting_their_cycles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A reference cycle among frozen objects (a deleted policy's loop) is freed at the next
+    refreeze, and what survives is frozen again (never scanned by the automatic collections)."""
+    import weakref
+
+    from stronghold_operator.cli import run
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    monkeypatch.setattr(run, "GC_REFREEZE_S", 0.05)
+    loop = asyncio.new_event_loop()
+    was_enabled = gc.isenabled()
+    gc.disable()  # only the refreeze collects here
+    try:
+        kept = Cycle()
+
+        def frozen_cycle() -> weakref.ref[Cycle]:
+            ref = weakref.ref(Cycle())
+            gc.freeze()
+            assert ref() is not None and gc.get_freeze_count() > 0
+            return ref
+
+        first = frozen_cycle()
+        run._refreeze(loop)
+        assert first() is None and gc.get_freeze_count() > 0 and kept.me is kept
+        second = frozen_cycle()
+        loop.run_until_complete(asyncio.sleep(0.08))  # the refreeze _refreeze scheduled
+        assert second() is None and gc.get_freeze_count() > 0 and kept.me is kept
+    finally:
+        gc.unfreeze()
+        if was_enabled:
+            gc.enable()
+        loop.close()

@@ -204,24 +204,41 @@ def _allowance(value: str) -> str:
     return ",".join(sorted(names))
 
 
-# The cyclic collector's thresholds: see _tune_gc.
-GC_THRESHOLDS = (50_000, 10, 10)
+# The long-lived objects leave the cyclic collector's scans (see _tune_gc): first this long
+# after the start, then every GC_REFREEZE_S after one full collection.
+GC_FIRST_FREEZE_S = 60.0
+GC_REFREEZE_S = 300.0
 
 
 def _tune_gc() -> None:
-    """A young generation of 50,000 objects (CPython's is 700), the startup's objects out of
-    every collection, and each collection's pause on /metrics.
+    """The startup's objects out of every collection now, the policies' (specs, statuses,
+    loops) once they are loaded (:func:`_refreeze`), and each collection's pause on /metrics.
 
-    At 5,000 policies a storm's 500 rounds a second promoted their short-lived objects to the
-    oldest generation, which was then collected every few seconds: 0.5-1 s a collection, a
-    fifth of the operator's time, and stalls the loop-stall check (runtime/load.py) counted
-    against probes. Given the time, they die by reference count first (docs/performance.md).
+    CPython collects its oldest generation whenever enough objects were promoted: in a
+    storm at 5,000 policies every few seconds, each collection scanning the 550,000 objects
+    of every policy's state, 0.5-1 s a time — a fifth of the operator's time, and stalls the
+    loop-stall check (runtime/load.py) counted against probes. Frozen, those objects are
+    never scanned; the young and middle generations keep CPython's thresholds, so the
+    garbage of each watch event (kopf's body is a reference cycle) is freed at once (a
+    young generation of 50,000 objects instead cost 60 MiB at 10,000 policies).
     """
     from stronghold_operator.runtime.load import GcPauses
 
     gc.freeze()  # modules, classes, kopf's registries: never garbage, never scanned again
-    gc.set_threshold(*GC_THRESHOLDS)
     gc.callbacks.append(GcPauses())
+
+
+def _refreeze(loop: asyncio.AbstractEventLoop) -> None:
+    """Thaw, collect everything once, freeze what is left; again in ``GC_REFREEZE_S``.
+
+    A frozen object is still freed by its reference count; only a reference cycle among
+    frozen objects (a deleted policy's loop) waits for the next full collection here. Run
+    on the event loop between callbacks, as an automatic collection would be.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    loop.call_later(GC_REFREEZE_S, _refreeze, loop)
 
 
 # glibc's mallopt() parameters: see _tune_malloc.
@@ -273,7 +290,8 @@ def _event_loop() -> asyncio.AbstractEventLoop:
     Every probe, status write and watch event is a few trips through the event loop: with
     asyncio's pure-Python loop and transports, polling and socket writes were about 40% of
     the operator's CPU at a thousand HTTP checks (py-spy; benchmarks/health.py measures the
-    result). ``STRONGHOLD_EVENT_LOOP=asyncio`` forces asyncio's.
+    result). ``STRONGHOLD_EVENT_LOOP=asyncio`` forces asyncio's. The long-lived objects are
+    frozen on it (:func:`_refreeze`).
     """
     if os.environ.get("STRONGHOLD_EVENT_LOOP", "uvloop") == "uvloop":
         try:
@@ -281,8 +299,11 @@ def _event_loop() -> asyncio.AbstractEventLoop:
         except ImportError:
             pass
         else:
-            return uvloop.new_event_loop()
-    return asyncio.new_event_loop()
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    else:
+        loop = asyncio.new_event_loop()
+    loop.call_later(GC_FIRST_FREEZE_S, _refreeze, loop)
+    return loop
 
 
 # kopf's line for each run of a watch-event handler (``*track``) or an index.
