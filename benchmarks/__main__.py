@@ -10,7 +10,8 @@
     logs     HealthPolicy logs checks: N pods writing access logs, C checks, detection delay,
              vs the guide's kubectl logs | grep pass (benchmarks/logs.py)
     apiserver  The API server's ceiling: HealthPolicy status PATCHes a second by concurrency
-             (benchmarks/apiserver.py)
+             and client (the operator's, a bare aiohttp one), and the operator's CPU per
+             watch event (benchmarks/apiserver.py)
 
 Each needs the local cluster (`stronghold-testbed cluster up`); results are in docs/performance.md.
 """

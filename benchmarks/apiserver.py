@@ -15,32 +15,61 @@ stops. Then, per concurrency C, ``--writes`` merge patches of those statuses (ea
 version) are sent by C tasks through the operator's own client
 (``platforms.kube.patch_status``), with no client-side budget. Reported per C: PATCHes a
 second, answer time p50/p99, CPU seconds of kube-apiserver and etcd per PATCH (/proc), the
-object's size, and 429s.
+object's size, and 429s. One more row sends the same PATCHes at the operator's write slots
+(``WRITES_IN_FLIGHT``) through a bare aiohttp session (no library: the cheapest client
+Python has, so that row is the API server's own ceiling, not the client's).
+
+Last, the operator as a reader: its CPU per watch event of a status change, with N
+HTTP-only policies probing every 5 minutes (so it is at rest) and ``--writes`` PATCHes by
+the bare client; kopf hands it every event of every HealthPolicy, its own writes' echoes
+included, which in a storm are as many as its writes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import ssl
 import statistics
 import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
+import yaml
 from tests.integration import kit
 
 from benchmarks import common
 from benchmarks.common import cpu_seconds, table
-from benchmarks.health import Targets, create_policies, machine_busy, remove, start_operator
+from benchmarks.health import (
+    Targets,
+    create_policies,
+    machine_busy,
+    policy,
+    remove,
+    start_operator,
+)
+from stronghold_operator.controllers.common import GROUP, VERSION
 from stronghold_operator.platforms.kube import API_CONNECTIONS, ApiError, Kube, patch_status
+from stronghold_operator.runtime.budget import WRITES_IN_FLIGHT
 from stronghold_testbed import paths
 
 PLURAL = "healthpolicies"
+CLIENTS = {
+    "uncapped": "the operator's client",
+    "capped": f"the operator's client, its cap of {API_CONNECTIONS} connections",
+    "plain": "bare aiohttp: the floor",
+}
+ECHO_INTERVAL = "5m"
+ECHO_REST_S = 10.0
+ECHO_SETTLE_S = 3.0
 
 
 def pids(name: str) -> list[int]:
@@ -56,19 +85,63 @@ def real_statuses(ns: str, n: int, sa: Path, workdir: Path) -> dict[str, dict[st
     """Every policy's status as one operator writes it (then the operator stops)."""
     op = start_operator(sa, ns, workdir / "operator.log", {})
     try:
-
-        def written() -> dict[str, dict[str, Any]] | None:
-            items = kit.kubectl_json("get", PLURAL, "-n", ns).get("items", [])
-            got = {
-                i["metadata"]["name"]: i["status"]
-                for i in items
-                if (i.get("status") or {}).get("lastProbeTime")
-            }
-            return got if len(got) >= n else None
-
-        return kit.wait_until(f"{n} statuses written", written, timeout=600, interval=5)
+        return written_statuses(ns, n)
     finally:
         common.stop(op.proc)
+
+
+def written_statuses(ns: str, n: int) -> dict[str, dict[str, Any]]:
+    def written() -> dict[str, dict[str, Any]] | None:
+        items = kit.kubectl_json("get", PLURAL, "-n", ns).get("items", [])
+        got = {
+            i["metadata"]["name"]: i["status"]
+            for i in items
+            if (i.get("status") or {}).get("lastProbeTime")
+        }
+        return got if len(got) >= n else None
+
+    return kit.wait_until(f"{n} statuses written", written, timeout=600, interval=5)
+
+
+@dataclass
+class Echo:
+    events: int
+    rest: float  # the operator's CPU at rest, share of a core
+    per_event_ms: float
+
+
+def echo_cost(n: int, writes: int, sa: Path, workdir: Path) -> Echo:
+    """The operator's CPU per watch event of a status change it did not make: ``n``
+    HTTP-only policies probing every 5 minutes (so the operator is at rest), its CPU over a
+    burst of ``writes`` PATCHes by a bare client (and the seconds its watch takes to deliver
+    them) less its CPU at rest over the same time."""
+    t = Targets(uuid.uuid4().hex[:8], app_url=f"http://127.0.0.1:{kit.free_port()}")
+    ns = f"bench-apiserver-echo-{t.tag}"
+    kit.kubectl("create", "namespace", ns)
+    try:
+        for lo in range(0, n, 250):
+            items = [policy(f"p{i:04d}", t, http_only=True) for i in range(lo, min(n, lo + 250))]
+            for item in items:
+                item["spec"]["interval"] = ECHO_INTERVAL
+            doc = {"apiVersion": "v1", "kind": "List", "items": items}
+            kit.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(doc))
+        op = start_operator(sa, ns, workdir / "operator-echo.log", {})
+        try:
+            statuses = written_statuses(ns, n)
+            pid = op.proc.pid
+            time.sleep(ECHO_REST_S)  # the first writes' own echoes settle
+            c0 = cpu_seconds(pid)
+            time.sleep(ECHO_REST_S)
+            rest = (cpu_seconds(pid) - c0) / ECHO_REST_S
+            t0, c0 = time.monotonic(), cpu_seconds(pid)
+            asyncio.run(burst(ns, statuses, writes, WRITES_IN_FLIGHT, "plain", load(sa)))
+            time.sleep(ECHO_SETTLE_S)  # the watch delivers the last events after their answers
+            spent = cpu_seconds(pid) - c0 - rest * (time.monotonic() - t0)
+            return Echo(writes, rest, 1000 * spent / writes)
+        finally:
+            common.stop(op.proc)
+    finally:
+        remove(ns)
 
 
 def varied(status: dict[str, Any], i: int) -> dict[str, Any]:
@@ -81,14 +154,66 @@ def varied(status: dict[str, Any], i: int) -> dict[str, Any]:
     return out
 
 
-async def burst(
-    ns: str, statuses: dict[str, dict[str, Any]], writes: int, concurrency: int, capped: bool
-) -> tuple[float, list[float], int]:
-    """``writes`` patches by ``concurrency`` tasks: (seconds, answer times, 429s); ``capped``:
-    through the client's own connection cap (``API_CONNECTIONS``), else as many as tasks."""
+def load(kubeconfig: Path) -> dict[str, Any]:
+    return cast(dict[str, Any], yaml.safe_load(kubeconfig.read_text()))
+
+
+Send = Callable[[str, dict[str, Any]], Awaitable[int]]
+
+
+@contextlib.asynccontextmanager
+async def sender(
+    ns: str, concurrency: int, client: str, kubeconfig: dict[str, Any]
+) -> AsyncIterator[Send]:
+    """``send(name, status)`` -> the answer's HTTP code. ``client``: ``capped`` (the
+    operator's client and its connection cap, ``API_CONNECTIONS``), ``uncapped`` (the same
+    with as many connections as tasks) or ``plain`` (a bare aiohttp session)."""
+    if client == "plain":
+        cluster = kubeconfig["clusters"][0]["cluster"]
+        user = kubeconfig["users"][0]["user"]
+        ctx = ssl.create_default_context(cafile=cluster["certificate-authority"])
+        url = f"{cluster['server']}/apis/{GROUP}/{VERSION}/namespaces/{ns}/{PLURAL}"
+        async with aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {user['token']}"},
+            connector=aiohttp.TCPConnector(ssl=ctx, limit=concurrency),
+        ) as session:
+
+            async def plain(name: str, status: dict[str, Any]) -> int:
+                body = json.dumps({"status": status})
+                headers = {"Content-Type": "application/merge-patch+json"}
+                async with session.patch(f"{url}/{name}/status", data=body, headers=headers) as r:
+                    await r.read()
+                    return r.status
+
+            yield plain
+        return
     kube = Kube.connect()
-    if not capped:
+    if client == "uncapped":
         kube._limit = asyncio.Semaphore(concurrency)
+
+    async def ours(name: str, status: dict[str, Any]) -> int:
+        try:
+            await patch_status(kube, PLURAL, ns, name, status)
+        except ApiError as exc:
+            return exc.status
+        return 200
+
+    try:
+        yield ours
+    finally:
+        await kube.aclose()
+
+
+async def burst(
+    ns: str,
+    statuses: dict[str, dict[str, Any]],
+    writes: int,
+    concurrency: int,
+    client: str,
+    kubeconfig: dict[str, Any],
+) -> tuple[float, list[float], int]:
+    """``writes`` patches by ``concurrency`` tasks through ``client`` (see :func:`sender`):
+    (seconds, answer times, 429s)."""
     names = sorted(statuses)
     latencies: list[float] = []
     refused = 0
@@ -96,27 +221,46 @@ async def burst(
     for i in range(writes):
         queue.put_nowait(i)
 
-    async def worker() -> None:
-        nonlocal refused
-        while not queue.empty():
-            i = queue.get_nowait()
-            name = names[i % len(names)]
-            t0 = time.perf_counter()
-            try:
-                await patch_status(kube, PLURAL, ns, name, varied(statuses[name], i))
-            except ApiError as exc:
-                if exc.status == 429:
-                    refused += 1
-                else:
-                    raise
-            latencies.append(time.perf_counter() - t0)
+    async with sender(ns, concurrency, client, kubeconfig) as send:
 
-    start = time.perf_counter()
-    try:
+        async def worker() -> None:
+            nonlocal refused
+            while not queue.empty():
+                i = queue.get_nowait()
+                name = names[i % len(names)]
+                t0 = time.perf_counter()
+                code = await send(name, varied(statuses[name], i))
+                if code == 429:
+                    refused += 1
+                elif code >= 300:
+                    raise SystemExit(f"PATCH {name}: HTTP {code}")
+                latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    finally:
-        await kube.aclose()
-    return time.perf_counter() - start, latencies, refused
+        return time.perf_counter() - start, latencies, refused
+
+
+def measure(
+    ns: str, statuses: dict[str, dict[str, Any]], writes: int, c: int, client: str, sa: Path
+) -> list[object]:
+    """One row: ``writes`` PATCHes by ``c`` tasks through ``client``."""
+    control = ("kube-apiserver", "etcd")
+    busy0, cpu0 = machine_busy(), control_plane_cpu(control)
+    secs, lat, refused = asyncio.run(burst(ns, statuses, writes, c, client, load(sa)))
+    busy1, cpu1 = machine_busy(), control_plane_cpu(control)
+    lat.sort()
+    return [
+        f"{c} ({CLIENTS[client]})",
+        writes,
+        f"{writes / secs:.1f}",
+        f"{1000 * statistics.median(lat):.0f} ms",
+        f"{1000 * lat[int(0.99 * (len(lat) - 1))]:.0f} ms",
+        f"{1000 * (cpu1['kube-apiserver'] - cpu0['kube-apiserver']) / writes:.1f}",
+        f"{1000 * (cpu1['etcd'] - cpu0['etcd']) / writes:.1f}",
+        f"{100 * (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]):.0f} %",
+        refused,
+    ]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -133,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ns = f"bench-apiserver-{t.tag}"
     kit.kubectl("create", "namespace", ns)
     rows: list[list[object]] = []
+    values = [int(x) for x in args.concurrency.split(",") if x]
+    runs = [(c, "uncapped") for c in values]
+    runs += [(max(values), "capped"), (WRITES_IN_FLIGHT, "plain")]
     try:
         create_policies(ns, args.policies, t, http_only=False)
         print(f"[{time.strftime('%H:%M:%S')}] {args.policies} policies; real statuses", flush=True)
@@ -140,37 +287,20 @@ def main(argv: Sequence[str] | None = None) -> None:
         some = kit.kubectl_json("get", PLURAL, sorted(statuses)[0], "-n", ns)
         size = len(json.dumps(some))
         os.environ["KUBECONFIG"] = str(sa)  # the operator's identity, as the operator writes
-        control = ("kube-apiserver", "etcd")
-        values = [int(x) for x in args.concurrency.split(",") if x]
-        for c, capped in [(c, False) for c in values] + [(max(values), True)]:
-            label = f"{c} (client cap {API_CONNECTIONS})" if capped else str(c)
-            print(f"[{time.strftime('%H:%M:%S')}] concurrency {label}", flush=True)
-            busy0, cpu0 = machine_busy(), control_plane_cpu(control)
-            secs, lat, refused = asyncio.run(burst(ns, statuses, args.writes, c, capped))
-            busy1, cpu1 = machine_busy(), control_plane_cpu(control)
-            lat.sort()
-            rows.append(
-                [
-                    label,
-                    args.writes,
-                    f"{args.writes / secs:.1f}",
-                    f"{1000 * statistics.median(lat):.0f} ms",
-                    f"{1000 * lat[int(0.99 * (len(lat) - 1))]:.0f} ms",
-                    f"{1000 * (cpu1['kube-apiserver'] - cpu0['kube-apiserver']) / args.writes:.1f}",
-                    f"{1000 * (cpu1['etcd'] - cpu0['etcd']) / args.writes:.1f}",
-                    f"{100 * (busy1[0] - busy0[0]) / max(1.0, busy1[1] - busy0[1]):.0f} %",
-                    refused,
-                ]
-            )
+        for c, client in runs:
+            print(f"[{time.strftime('%H:%M:%S')}] concurrency {c}, {client}", flush=True)
+            rows.append(measure(ns, statuses, args.writes, c, client, sa))
     finally:
         os.environ["KUBECONFIG"] = str(paths.admin_kubeconfig())
         if not args.keep:
             remove(ns)
+    print(f"[{time.strftime('%H:%M:%S')}] the operator as a reader", flush=True)
+    echo = echo_cost(args.policies, args.writes, sa, workdir)
     table(
         f"HealthPolicy status PATCHes at the API server ({args.policies} objects of"
         f" {size / 1024:.1f} KiB, no client-side budget)",
         [
-            "concurrency",
+            "concurrency (client)",
             "writes",
             "PATCH/s",
             "answer p50 (cap wait incl.)",
@@ -181,6 +311,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             "429s",
         ],
         rows,
+    )
+    table(
+        "The operator as a reader: its CPU per watch event of a status change",
+        ["events (PATCHes by a bare client)", "operator at rest, % of a core", "CPU ms/event"],
+        [[echo.events, f"{100 * echo.rest:.1f}", f"{echo.per_event_ms:.2f}"]],
     )
 
 

@@ -20,27 +20,29 @@ PLURAL = controller.PLURAL
 track_watch(PLURAL)
 
 
+# Index functions are async (they only compute): kopf runs a sync one in a thread for every
+# watch event, our own status writes' echoes included (a storm's thousands a minute).
 @kopf.index(GROUP, VERSION, PLURAL, id="maintenance_windows")
-def maintenance_windows(namespace: str | None, name: str | None, **_: Any) -> dict[str, str]:
+async def maintenance_windows(namespace: str | None, name: str | None, **_: Any) -> dict[str, str]:
     """The windows that exist, by namespace (kopf keeps it current and starts no other
     handler before it is complete): what holds an object is judged against it."""
     return {str(namespace): str(name)}
 
 
 @kopf.index(GROUP, VERSION, "healthpolicies", id=controller.COVERED_INDEXES["healthpolicies"])
-def covered_healthpolicies(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+async def covered_healthpolicies(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """HealthPolicies by namespace, slimmed to what a window selects and holds by."""
     return indexes.covered_entry(body)
 
 
 @kopf.index(GROUP, VERSION, "scalingpolicies", id=controller.COVERED_INDEXES["scalingpolicies"])
-def covered_scalingpolicies(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+async def covered_scalingpolicies(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """ScalingPolicies by namespace, slimmed to what a window selects, holds and snapshots by."""
     return indexes.covered_entry(body)
 
 
 @kopf.index(GROUP, VERSION, "backupschedules", id=controller.COVERED_INDEXES["backupschedules"])
-def covered_backupschedules(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
+async def covered_backupschedules(body: kopf.Body, **_: Any) -> dict[str, dict[str, Any]]:
     """BackupSchedules by namespace, slimmed to what a window selects and holds by."""
     return indexes.covered_entry(body)
 

@@ -25,14 +25,15 @@ CONDITION_TYPES = VOCABULARY.types
 track_watch(PLURAL)
 
 
+# Async: kopf would run a sync index function in a thread for every watch event.
 @kopf.index("autoscaling", "v1", "horizontalpodautoscalers", id=controller.HPA_INDEX)
-def hpa_targets(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], str]:
+async def hpa_targets(body: kopf.Body, **_: Any) -> dict[tuple[str, str, str], str]:
     """Every HPA under the workload it scales (a policy never fights one)."""
     return indexes.hpa_target(body)
 
 
 @kopf.index(GROUP, VERSION, PLURAL, id=controller.CLAIMS_INDEX)
-def scaling_claims(body: kopf.Body, **_: Any) -> dict[tuple[str, ...], Any]:
+async def scaling_claims(body: kopf.Body, **_: Any) -> dict[tuple[str, ...], Any]:
     """Every valid policy under its target (the oldest one keeps the target)."""
     return indexes.scaling_claim(body)
 
