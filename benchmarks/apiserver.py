@@ -52,7 +52,6 @@ from benchmarks.health import (
     Targets,
     create_policies,
     machine_busy,
-    policy,
     remove,
     start_operator,
 )
@@ -119,12 +118,7 @@ def echo_cost(n: int, writes: int, sa: Path, workdir: Path) -> Echo:
     ns = f"bench-apiserver-echo-{t.tag}"
     kit.kubectl("create", "namespace", ns)
     try:
-        for lo in range(0, n, 250):
-            items = [policy(f"p{i:04d}", t, http_only=True) for i in range(lo, min(n, lo + 250))]
-            for item in items:
-                item["spec"]["interval"] = ECHO_INTERVAL
-            doc = {"apiVersion": "v1", "kind": "List", "items": items}
-            kit.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(doc))
+        create_policies(ns, n, t, http_only=True, interval=ECHO_INTERVAL)
         op = start_operator(sa, ns, workdir / "operator-echo.log", {})
         try:
             statuses = written_statuses(ns, n)

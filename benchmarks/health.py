@@ -234,7 +234,7 @@ def start_operator(sa: Path, ns: str, log: Path, env: dict[str, str]) -> Operato
 # --- policies --------------------------------------------------------------------------------
 
 
-def policy(name: str, t: Targets, http_only: bool) -> dict[str, Any]:
+def policy(name: str, t: Targets, http_only: bool, interval: str = "10s") -> dict[str, Any]:
     # HTTP-only policies probe the app's static page, as blackbox and the curl loop do: the
     # per-request comparison needs a target that keeps up with 100 requests/s (``/health/``
     # opens PostgreSQL, Memcached and AMQP connections on every request).
@@ -271,11 +271,11 @@ def policy(name: str, t: Targets, http_only: bool) -> dict[str, Any]:
         "apiVersion": "ops.stronghold.io/v1alpha1",
         "kind": "HealthPolicy",
         "metadata": {"name": name},
-        "spec": {"interval": "10s", "timeout": "5s", "checks": checks},
+        "spec": {"interval": interval, "timeout": "5s", "checks": checks},
     }
 
 
-def create_policies(ns: str, n: int, t: Targets, http_only: bool) -> None:
+def create_policies(ns: str, n: int, t: Targets, http_only: bool, interval: str = "10s") -> None:
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -288,7 +288,7 @@ def create_policies(ns: str, n: int, t: Targets, http_only: bool) -> None:
     }
     kit.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(secret))
     for lo in range(0, n, 250):
-        items = [policy(f"p{i:04d}", t, http_only) for i in range(lo, min(n, lo + 250))]
+        items = [policy(f"p{i:04d}", t, http_only, interval) for i in range(lo, min(n, lo + 250))]
         doc = {"apiVersion": "v1", "kind": "List", "items": items}
         kit.kubectl("create", "-n", ns, "-f", "-", input=json.dumps(doc))
 
