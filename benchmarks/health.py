@@ -9,7 +9,8 @@ on every request), a benchmark PostgreSQL role and database, a RabbitMQ queue (b
 here and removed at the end) and the shared Memcached.
 
 For each N: N HealthPolicies in a fresh namespace, each with four checks (http ``/health/``
-with its health document, postgres, memcached, rabbitmq queue) at ``interval: 10s``; ONE
+with its health document, postgres, memcached, rabbitmq queue) at ``interval: 10s``
+(``--interval``); ONE
 operator (``stronghold run --standalone -n <ns>``, a host process under the operator's
 ServiceAccount, not verbose); wait until 2N rounds have started plus one interval, then
 measure over a window: operator CPU seconds (/proc), RSS, probes (rounds x checks; answered
@@ -504,6 +505,7 @@ def delta_buckets(
 class Run:
     n: int
     http_only: bool
+    interval: float
     cpu: float
     wall: float
     rss_max: float
@@ -569,7 +571,14 @@ def statuses_written(ns: str, n: int) -> bool:
 
 
 def run_operator(
-    n: int, http_only: bool, duration: float, t: Targets, sa: Path, workdir: Path, keep: bool
+    n: int,
+    http_only: bool,
+    duration: float,
+    t: Targets,
+    sa: Path,
+    workdir: Path,
+    keep: bool,
+    interval: float = INTERVAL,
 ) -> Run:
     kind = "http" if http_only else "mixed"
     ns = f"bench-health-{t.tag}-{kind}-{n}"
@@ -578,7 +587,7 @@ def run_operator(
     op: Operator | None = None
     seen: Conditions | None = None
     try:
-        create_policies(ns, n, t, http_only)
+        create_policies(ns, n, t, http_only, f"{interval:g}s")
         # HTTP-only runs are the per-request comparison with blackbox_exporter: every probe
         # a real request, so identical probes in flight are not coalesced there.
         env = {"STRONGHOLD_PROBE_COALESCE": "0"} if http_only else {}
@@ -595,7 +604,7 @@ def run_operator(
         kit.wait_until(f"all {n} policies probed, statuses written", warm, timeout=600, interval=5)
         # One more interval: the first round of every policy writes its status (a burst
         # that happens once); the window measures the steady state after it.
-        time.sleep(INTERVAL + 2)
+        time.sleep(interval + 2)
         warmup = time.monotonic() - t0
         print(f"[{time.strftime('%H:%M:%S')}] warm after {warmup:.0f}s; measuring", flush=True)
         before = scrape(op.metrics_url)
@@ -620,6 +629,7 @@ def run_operator(
         return Run(
             n=n,
             http_only=http_only,
+            interval=interval,
             cpu=w.cpu,
             wall=w.wall,
             rss_max=rss_max,
@@ -722,7 +732,7 @@ def report_runs(runs: Sequence[Run]) -> None:
         rows.append(
             [
                 r.n,
-                "http only" if r.http_only else "4 checks",
+                f"{'http only' if r.http_only else '4 checks'}, every {r.interval:g}s",
                 f"{int(r.total_probes)} in {r.wall:.0f}s",
                 f"{r.total_probes / r.wall:.1f}",
                 f"{100 * r.cpu / r.wall:.1f}",
@@ -873,7 +883,7 @@ def report_peers(results: Sequence[tuple[int, peers.PeerResult]]) -> None:
         for n, p in results
     ]
     table(
-        "Peers, same endpoints, same rate (N probes per 10 s)",
+        "Peers, same endpoints, same rate (N probes per interval)",
         ["N", "peer", "probes", "probes/s", "CPU % of a core", "ms CPU/probe", "RSS MiB", "note"],
         rows,
     )
@@ -906,7 +916,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="steady: the window above; storm: every target slow, then healthy"
         " (benchmarks/health_storm.py)",
     )
-    ap.add_argument("--interval", type=float, default=10, help="storm: the policies' interval")
+    ap.add_argument(
+        "--interval", type=float, default=INTERVAL, help="the policies' (and the peers') interval"
+    )
     ap.add_argument("--timeout", type=float, default=5, help="storm: the probes' timeout")
     ap.add_argument("--storm-seconds", type=float, default=60, help="storm: how long it lasts")
     ap.add_argument(
@@ -924,7 +936,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="stronghold-bench-health-"))
     t = Targets(uuid.uuid4().hex[:8])
     print(
-        f"logs in {workdir}; interval {INTERVAL:g}s; window {args.duration:g}s;"
+        f"logs in {workdir}; interval {args.interval:g}s; window {args.duration:g}s;"
         f" operator env {OPERATOR_ENV or 'default'}",
         flush=True,
     )
@@ -948,18 +960,27 @@ def main(argv: Sequence[str] | None = None) -> None:
                 return
             for n in ns_values:
                 if not args.no_mixed:
-                    runs.append(run_operator(n, False, args.duration, t, sa, workdir, args.keep))
+                    runs.append(
+                        run_operator(
+                            n, False, args.duration, t, sa, workdir, args.keep, args.interval
+                        )
+                    )
                     report_runs(runs)
                 if not args.no_http_only:
-                    runs.append(run_operator(n, True, args.duration, t, sa, workdir, args.keep))
+                    runs.append(
+                        run_operator(
+                            n, True, args.duration, t, sa, workdir, args.keep, args.interval
+                        )
+                    )
                     report_runs(runs)
                 if not args.no_peers:
                     targets = [f"{t.static_url or url}/"] * n
                     d = args.peer_duration
                     print(f"[{time.strftime('%H:%M:%S')}] peers at N={n}", flush=True)
-                    peer_results.append((n, peers.guide_curl_loop(targets, INTERVAL, d)))
-                    peer_results.append((n, peers.blackbox(targets, INTERVAL, d)))
-                    peer_results.append((n, peers.postgres_exporter(t.pg_url(), n, INTERVAL, d)))
+                    every = args.interval
+                    peer_results.append((n, peers.guide_curl_loop(targets, every, d)))
+                    peer_results.append((n, peers.blackbox(targets, every, d)))
+                    peer_results.append((n, peers.postgres_exporter(t.pg_url(), n, every, d)))
                     report_peers(peer_results)
     finally:
         drop_pg(t)

@@ -21,7 +21,8 @@ and code; Events are the whole cluster's), every 429 it sent, the operator's wri
 (writes, refusals, Events posted and dropped), the Event objects left in the namespace (and
 the ``TargetFailing``/``TargetRecovered`` summaries among them), the operator's own overload
 signal, and the CPU of the API server, etcd, the operator, this process (with the proxy) and
-the machine from the storm to settled.
+the machine from the storm to settled, and a timeline in 5 s buckets of each phase's first
+45 s: each of those processes' CPU and the policies that showed the change in the bucket.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import json
 import math
 import os
 import statistics
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,55 @@ class StormRun:
     late: tuple[float, float] = (math.nan, math.nan)
     cpu_wall: float = 0.0
     gc: str = "n/a"  # the operator's garbage-collector pauses, from the storm to settled
+    # rows of the timeline: (phase, seconds from its start, CPU % of a core by process over
+    # the bucket, policies that showed the phase's state in it)
+    timeline: list[tuple[str, float, dict[str, float], int]] = field(default_factory=list)
+
+
+class CpuSampler:
+    """The CPU counters of :func:`_cpu` once a second, in a thread, for the storm's timeline:
+    the run's averages hide which process was the bottleneck while the writes queued."""
+
+    def __init__(self, operator: int, every: float = 1.0) -> None:
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._operator, self._every = operator, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), _cpu(self._operator)))
+            self._stop.wait(self._every)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def share(self, lo: float, hi: float) -> dict[str, float]:
+        """CPU % of a core of each process between the samples nearest ``lo`` and ``hi``."""
+        inside = [s for s in self.samples if lo - 0.5 <= s[0] <= hi + 0.5]
+        if len(inside) < 2:
+            return {}
+        (t0, a), (t1, b) = inside[0], inside[-1]
+        return {k: 100 * (b[k] - a.get(k, 0.0)) / (t1 - t0) for k in b}
+
+
+def timeline(
+    cpu: CpuSampler, changes: list[tuple[float, str, str]], phases: list[tuple[str, float, str]]
+) -> list[tuple[str, float, dict[str, float], int]]:
+    """Per 5 s bucket of each phase's first 45 s: CPU shares and the policies that first
+    showed the phase's state (``Healthy`` ``False`` or ``True``) in that bucket."""
+    rows = []
+    for phase, start, state in phases:
+        first: dict[str, float] = {}
+        for t, name, status in changes:
+            if t >= start and status == state and name not in first:
+                first[name] = t - start
+        for lo in range(0, 45, 5):
+            shown = sum(1 for v in first.values() if lo <= v < lo + 5)
+            rows.append((phase, float(lo), cpu.share(start + lo, start + lo + 5), shown))
+    return rows
 
 
 def storm_policy(name: str, url: str, interval: float, timeout: float) -> dict[str, Any]:
@@ -117,6 +168,7 @@ def run_storm(
     kit.kubectl("create", "namespace", ns)
     op: bench.Operator | None = None
     seen: Conditions | None = None
+    sampler: CpuSampler | None = None
     try:
         with SlowProxy(app.hostname or "127.0.0.1", app.port or 80) as proxy:
             for lo in range(0, n, 250):
@@ -141,6 +193,7 @@ def run_storm(
             time.sleep(interval)  # one more round each: the steady state
             before = bench.scrape(op.metrics_url)
             cpu0 = _cpu(op.proc.pid)
+            sampler = CpuSampler(op.proc.pid)
             print(f"[{time.strftime('%H:%M:%S')}] steady; proxy slow ({delay:g}s)", flush=True)
             proxy.delay = delay
             slow_at = time.monotonic()
@@ -153,6 +206,7 @@ def run_storm(
                 time.sleep(poll)
             time.sleep(2 * bench.INTERVAL)  # Events posted after the last transitions
             run.cpu = {k: v - cpu0.get(k, 0.0) for k, v in _cpu(op.proc.pid).items()}
+            sampler.close()
             run.cpu_wall = time.monotonic() - slow_at
             after = bench.scrape(op.metrics_url)
             run.overloaded, run.discounted = _overload(httpx.get(op.metrics_url, timeout=60).text)
@@ -167,6 +221,9 @@ def run_storm(
         outage = seen.first("False", slow_at, fast_at + timeout + 1.0)
         recovered = seen.first("True", fast_at)
         run.outage, run.recovery = sorted(outage.values()), sorted(recovered.values())
+        run.timeline = timeline(
+            sampler, seen.changes, [("outage", slow_at, "False"), ("recovery", fast_at, "True")]
+        )
         run.api = {k: v - before.api.get(k, 0.0) for k, v in after.api.items()}
         run.budget = {
             k: v - before.budget.get(k, 0.0) if k != "queue" else v for k, v in after.budget.items()
@@ -183,6 +240,8 @@ def run_storm(
         run.events_in_ns, run.events_counted, run.summaries = events_in(ns)
         return run
     finally:
+        if sampler is not None:
+            sampler.close()
         if seen is not None:
             seen.close()
         if op is not None:
@@ -322,6 +381,16 @@ def report_storms(runs: list[StormRun]) -> None:
             "p50, p99: budget wait / PATCH answer / round lateness",
         ],
         spent,
+    )
+    keys = ("kube-apiserver", "etcd", "operator", "benchmark", "machine")
+    table(
+        "Storm: timeline, 5 s buckets from the proxy turning slow (outage) and fast (recovery)",
+        ["N", "phase", "seconds", *(f"CPU % {k}" for k in keys), "policies shown"],
+        [
+            [r.n, phase, f"{lo:g}-{lo + 5:g}", *(f"{cpu.get(k, 0.0):.0f}" for k in keys), shown]
+            for r in runs
+            for phase, lo, cpu, shown in r.timeline
+        ],
     )
     by_verb = [
         [r.n, res, verb, code, f"{v:g}"]
