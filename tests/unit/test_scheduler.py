@@ -151,3 +151,21 @@ async def test_without_jitter_the_next_pass_is_exactly_when_the_pass_asked() -> 
     assert due is not None
     assert before <= due - 3600 <= time.monotonic()  # the pass's start + what it asked, exactly
     await s.stop()
+
+
+async def test_the_second_pass_spreads_objects_that_started_together() -> None:
+    # A restart or thousands applied at once: first passes within a few seconds; the
+    # second pass comes up to spread_second of the delay early (later ones: the jitter).
+    s: Scheduler[FakeLoop] = Scheduler("Test", first_within=0.0, jitter=0.0, spread_second=0.5)
+    loops = [FakeLoop(delay=100.0) for _ in range(200)]
+    for i, loop in enumerate(loops):
+        s.track(f"u{i}", BODY, lambda loop=loop: loop)  # type: ignore[misc]
+    for loop in loops:
+        await passes_reach(loop, 1)
+    await asyncio.sleep(0.01)
+    now = time.monotonic()
+    second = sorted(s.schedule.due(f"u{i}") - now for i in range(200))  # type: ignore[operator]
+    assert second[0] >= 49.9 and second[-1] <= 100.0
+    assert second[-1] - second[0] > 25  # spread over most of half the interval (200 draws)
+    assert not s._first  # the spread is for the second pass only
+    await s.stop()

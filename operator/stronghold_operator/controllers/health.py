@@ -77,6 +77,9 @@ PLURAL = "healthpolicies"
 # An invalid spec's status is re-asserted this often (a fix wakes the policy at once).
 INVALID_RECHECK_S = 300.0
 JITTER = 0.1  # +-10% of the interval, so a thousand policies do not probe in lockstep
+# A policy's second round comes up to half an interval early: policies started together
+# spread over the interval at once (runtime/scheduler.py says why).
+SPREAD_SECOND = 0.5
 # ``lastProbeTime`` alone is written at most this often when nothing else a reader acts on
 # changed (docs/healthpolicy.md: why 30 minutes); numbers wait for a significant change.
 PROBE_TIME_REFRESH_S = float(os.environ.get("STRONGHOLD_HEALTH_PROBE_TIME_REFRESH", "1800"))
@@ -169,7 +172,7 @@ def runtime(memo: kopf.Memo) -> HealthRuntime:
 
 def new_scheduler() -> Scheduler[PolicyLoop]:
     """The kind's one scheduler (kept in :class:`Services`, stopped at operator cleanup)."""
-    return Scheduler("HealthPolicy", jitter=JITTER, retry_after=15.0)
+    return Scheduler("HealthPolicy", jitter=JITTER, retry_after=15.0, spread_second=SPREAD_SECOND)
 
 
 def resources_probe(memo: kopf.Memo) -> ResourcesProbe:

@@ -82,6 +82,13 @@ class Scheduler(Generic[L]):
     thousands are created together, the rest are spread over ``new_within`` seconds: five
     thousand first rounds at once kept the operator behind its schedule for minutes, and
     in step every interval after (benchmarks/health.py).
+
+    ``spread_second`` (0 to 1) brings an object's second pass forward by a random part of
+    that much of the delay its first pass asked for: objects whose first passes came
+    together (a restart, thousands applied at once) then spread over the interval at once,
+    instead of keeping those few seconds for many intervals (the jitter of 10% alone takes
+    some tens of passes to spread them over the interval), so their probes, the changes
+    they see and the writes of those changes do not come in bursts (the storm, session 20).
     """
 
     def __init__(
@@ -93,12 +100,15 @@ class Scheduler(Generic[L]):
         first_within: float = 2.0,
         new_at_once: tuple[int, float] = (100, 20.0),
         new_within: float = 10.0,
+        spread_second: float = 0.0,
     ) -> None:
         self.kind = kind
         self.jitter = jitter
         self.retry_after = retry_after
         self.first_within = first_within
         self.new_within = new_within
+        self.spread_second = spread_second
+        self._first: set[str] = set()  # objects whose first pass has not ended yet
         self._new_now = TokenBucket(new_at_once[1], new_at_once[0], time.monotonic())
         self.loops: dict[str, L] = {}  # by uid
         self.schedule = Schedule()
@@ -135,6 +145,7 @@ class Scheduler(Generic[L]):
         loop = self.loops.get(uid)
         if loop is None:
             loop = self.loops[uid] = make()
+            self._first.add(uid)
             now = time.monotonic()
             if not unobserved(body):
                 spread = random.uniform(0, self.first_within)
@@ -162,6 +173,7 @@ class Scheduler(Generic[L]):
         loop = self.loops.pop(uid, None)
         self.schedule.drop(uid)
         self._again.discard(uid)
+        self._first.discard(uid)
         task = self._tasks.pop(uid, None)
         if task is not None:
             task.cancel()
@@ -235,4 +247,13 @@ class Scheduler(Generic[L]):
             self._again.discard(uid)
             self.plan(uid, time.monotonic())
         else:
-            self.plan(uid, started + delay * (1 + random.uniform(-self.jitter, self.jitter)))
+            self.plan(uid, started + delay * self._factor(uid))
+
+    def _factor(self, uid: str) -> float:
+        """What the next pass's delay is multiplied by: the jitter, or after the first pass
+        the spread of ``spread_second``."""
+        if uid in self._first:
+            self._first.discard(uid)
+            if self.spread_second:
+                return 1.0 - random.uniform(0.0, self.spread_second)
+        return 1 + random.uniform(-self.jitter, self.jitter)
