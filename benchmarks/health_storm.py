@@ -111,16 +111,13 @@ class CpuSampler:
 
 
 def timeline(
-    cpu: CpuSampler, changes: list[tuple[float, str, str]], phases: list[tuple[str, float, str]]
+    cpu: CpuSampler, phases: list[tuple[str, float, dict[str, float]]]
 ) -> list[tuple[str, float, dict[str, float], int]]:
     """Per 5 s bucket of each phase's first 45 s: CPU shares and the policies that first
-    showed the phase's state (``Healthy`` ``False`` or ``True``) in that bucket."""
+    showed the phase's state in that bucket (``phases``: name, start, and per policy the
+    seconds from the start, as :meth:`Conditions.first` gives them)."""
     rows = []
-    for phase, start, state in phases:
-        first: dict[str, float] = {}
-        for t, name, status in changes:
-            if t >= start and status == state and name not in first:
-                first[name] = t - start
+    for phase, start, first in phases:
         for lo in range(0, 45, 5):
             shown = sum(1 for v in first.values() if lo <= v < lo + 5)
             rows.append((phase, float(lo), cpu.share(start + lo, start + lo + 5), shown))
@@ -222,7 +219,7 @@ def run_storm(
         recovered = seen.first("True", fast_at)
         run.outage, run.recovery = sorted(outage.values()), sorted(recovered.values())
         run.timeline = timeline(
-            sampler, seen.changes, [("outage", slow_at, "False"), ("recovery", fast_at, "True")]
+            sampler, [("outage", slow_at, outage), ("recovery", fast_at, recovered)]
         )
         run.api = {k: v - before.api.get(k, 0.0) for k, v in after.api.items()}
         run.budget = {
