@@ -98,8 +98,17 @@ class CpuSampler:
             self._stop.wait(self._every)
 
     def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        """Stop, with a last sample now (once)."""
+        if not self._stop.is_set():
+            self._stop.set()
+            self._thread.join()
+            self.samples.append((time.monotonic(), _cpu(self._operator)))
+
+    def spent(self) -> tuple[dict[str, float], float]:
+        """CPU seconds of each process from the first sample to the last, and the wall
+        seconds between them."""
+        (t0, a), (t1, b) = self.samples[0], self.samples[-1]
+        return {k: v - a.get(k, 0.0) for k, v in b.items()}, t1 - t0
 
     def share(self, lo: float, hi: float) -> dict[str, float]:
         """CPU % of a core of each process between the samples nearest ``lo`` and ``hi``."""
@@ -189,7 +198,6 @@ def run_storm(
             )
             time.sleep(interval)  # one more round each: the steady state
             before = bench.scrape(op.metrics_url)
-            cpu0 = _cpu(op.proc.pid)
             sampler = CpuSampler(op.proc.pid)
             print(f"[{time.strftime('%H:%M:%S')}] steady; proxy slow ({delay:g}s)", flush=True)
             proxy.delay = delay
@@ -202,9 +210,8 @@ def run_storm(
             while time.monotonic() < deadline and len(seen.first("True", fast_at)) < n:
                 time.sleep(poll)
             time.sleep(2 * bench.INTERVAL)  # Events posted after the last transitions
-            run.cpu = {k: v - cpu0.get(k, 0.0) for k, v in _cpu(op.proc.pid).items()}
             sampler.close()
-            run.cpu_wall = time.monotonic() - slow_at
+            run.cpu, run.cpu_wall = sampler.spent()
             after = bench.scrape(op.metrics_url)
             run.overloaded, run.discounted = _overload(httpx.get(op.metrics_url, timeout=60).text)
             run.proxied = proxy.connections

@@ -56,7 +56,7 @@ class Conditions:
         for line in listed.splitlines():
             name, _, status = line.strip().partition(" ")
             if name:
-                self._seen(name, status or "Unknown")
+                self._seen(name, status)
         return proc
 
     def _read(self) -> None:
@@ -65,7 +65,7 @@ class Conditions:
             for line in self._proc.stdout:
                 name, _, status = line.strip().partition(" ")
                 if name:
-                    self._seen(name, status or "Unknown")
+                    self._seen(name, status)
             self._proc.wait()
             time.sleep(0.5)  # not a tight loop if kubectl cannot start at all
             with self._lock:
@@ -83,6 +83,11 @@ class Conditions:
     def count(self, want: str) -> int:
         with self._lock:
             return sum(s == want for s in self.now.values())
+
+    def reported(self) -> int:
+        """Policies whose ``Healthy`` condition has been written (status "": not yet)."""
+        with self._lock:
+            return sum(s != "" for s in self.now.values())
 
     def first(self, want: str, since: float, until: float = float("inf")) -> dict[str, float]:
         """Per policy, seconds from ``since`` until it first showed ``want`` (before ``until``;
