@@ -75,6 +75,22 @@ async def test_send_records_refusals_and_a_429_pauses_every_write() -> None:
     assert await b.send(ratelimit.SIGNIFICANT, ok) == "done"
 
 
+async def test_an_answer_the_caller_expects_is_not_counted_as_refused() -> None:
+    b = WriteBudget(qps=100, burst=100, clock=Clock())
+    exists = ApiError(409, "AlreadyExists")
+    before = budget_mod.REFUSED.labels("409")._value.get()
+
+    async def create() -> None:
+        raise exists
+
+    for answers in ((409,), ()):
+        with pytest.raises(ApiError):
+            await b.send(ratelimit.SIGNIFICANT, create, answers=answers)
+    # Counted once: by the call that did not expect it. Its slot came back both times.
+    assert budget_mod.REFUSED.labels("409")._value.get() == before + 1
+    assert b.in_flight == 0
+
+
 def test_retry_delay_backs_off_and_honours_retry_after() -> None:
     b = WriteBudget(qps=10, burst=10)
     slow = ApiError(503, "Unavailable")

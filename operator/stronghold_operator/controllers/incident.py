@@ -300,7 +300,9 @@ class IncidentKeeper:
         for attempt in range(3):
             try:
                 return await budget().send(
-                    ratelimit.SIGNIFICANT, functools.partial(api.create, self.kube, body)
+                    ratelimit.SIGNIFICANT,
+                    functools.partial(api.create, self.kube, body),
+                    answers=(409,),  # it exists: the caller updates it
                 )
             except (ApiError, ConnectionError) as exc:
                 if attempt == 2 or not retryable(exc):
@@ -446,6 +448,7 @@ class IncidentKeeper:
                 await budget().send(
                     ratelimit.ROUTINE,
                     functools.partial(api.delete, self.kube, policy.namespace, name),
+                    answers=(404,),  # already gone
                 )
             except (ApiError, ConnectionError) as exc:
                 if not is_not_found(exc):  # kept: tried again at the next prune

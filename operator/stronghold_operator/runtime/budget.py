@@ -25,7 +25,7 @@ import asyncio
 import heapq
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -78,8 +78,9 @@ WRITES = Counter(
 )
 REFUSED = Counter(
     "stronghold_api_writes_refused_total",
-    "Status patches the API server refused or did not answer, by HTTP code"
-    " ('unreachable': no answer)",
+    "Writes (status patches, Incident creates and deletes) the API server refused or did"
+    " not answer, by HTTP code ('unreachable': no answer); an answer the caller expects"
+    " (409 creating what exists, 404 deleting what is gone) is not a refusal",
     ["code"],
     registry=registry,
 )
@@ -224,9 +225,12 @@ class WriteBudget:
     def queued(self) -> int:
         return len(self._waiters)
 
-    async def send(self, priority: int, call: Callable[[], Awaitable[T]]) -> T:
-        """One status patch within the budget and a write slot (``call`` builds its patch
-        once it has both): its latency and refusals are recorded; a 429's Retry-After holds
+    async def send(
+        self, priority: int, call: Callable[[], Awaitable[T]], answers: Collection[int] = ()
+    ) -> T:
+        """One write within the budget and a write slot (``call`` builds its patch once it
+        has both): its latency and refusals are recorded (an error whose code is in
+        ``answers`` is raised uncounted: the caller expects it); a 429's Retry-After holds
         every write of the process."""
         await self.acquire(priority, slot=True)
         start = self.clock()
@@ -234,7 +238,8 @@ class WriteBudget:
             return await call()
         except Exception as exc:
             code, after = error_status(exc)
-            REFUSED.labels(_code_label(code)).inc()
+            if code not in answers:
+                REFUSED.labels(_code_label(code)).inc()
             if code == 429:
                 self.bucket.pause(self.clock(), after if after is not None else 1.0)
             raise
